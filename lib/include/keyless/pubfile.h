@@ -1,0 +1,106 @@
+/* keyless: publication strings and the publications file (KSI-FORMAT.md §6).
+ *
+ * kl_pubfile_parse() copies the input; every pointer in the parsed object is valid until
+ * kl_pubfile_free(). Parsing does not establish trust: kl_pubfile_verify() checks the CMS
+ * signature against the caller's trust anchors and subject constraints at a given time.
+ */
+#ifndef KEYLESS_PUBFILE_H
+#define KEYLESS_PUBFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyless/buf.h"
+#include "keyless/err.h"
+#include "keyless/hash.h"
+#include "keyless/sig.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KL_PUBFILE_MAGIC "KSIPUBLF"
+
+/* ---- publication strings: base32(uint64 time || imprint || crc32), dashes every 6 ---- */
+/* out needs room for the string (at most 128 bytes for a 64-byte digest). */
+KL_API int kl_pubstr_encode(uint64_t time, const kl_imprint_t *hash, char *out, size_t cap,
+                            kl_err_t *e);
+KL_API int kl_pubstr_decode(const char *s, uint64_t *time, kl_imprint_t *hash, kl_err_t *e);
+
+/* ---- the publications file ---- */
+typedef struct kl_pubfile_cert {
+  const uint8_t *id; /* 4 bytes: CRC-32 of the DER */
+  size_t id_len;
+  const uint8_t *der;
+  size_t der_len;
+} kl_pubfile_cert_t;
+
+typedef struct kl_pubfile {
+  kl_arena_t arena;
+  uint8_t *raw;
+  size_t raw_len;
+  uint64_t version;
+  uint64_t created;
+  const char *repo_uri; /* NULL if absent */
+  kl_pubfile_cert_t *certs;
+  size_t n_certs;
+  kl_pub_rec_t *pubs; /* in file order */
+  size_t n_pubs;
+  const uint8_t *cms; /* the 0x704 value: DER CMS SignedData, detached */
+  size_t cms_len;
+  size_t signed_len; /* bytes [0, signed_len) are covered by the CMS signature */
+} kl_pubfile_t;
+
+KL_API int kl_pubfile_parse(const uint8_t *p, size_t n, kl_pubfile_t **out, kl_err_t *e);
+KL_API void kl_pubfile_free(kl_pubfile_t *pf);
+
+/* Subject constraint: OID in dotted form or an alias (E, email, CN, C, O), and the exact value. */
+typedef struct kl_cnstr {
+  const char *oid;
+  const char *value;
+} kl_cnstr_t;
+
+typedef struct kl_pubfile_trust {
+  const char *const *anchor_files; /* PEM files; NULL/0 = OpenSSL's default system store */
+  size_t n_anchor_files;
+  const kl_cnstr_t *cnstr; /* at least one is required */
+  size_t n_cnstr;
+  int64_t at; /* verification time (UNIX seconds); 0 = now */
+} kl_pubfile_trust_t;
+
+/* 0, or KL_EPKI with a message saying which check failed (signature, chain, constraint),
+ * or KL_EINVAL when no constraint is configured. */
+KL_API int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e);
+
+/* Lookups. NULL when not found. */
+KL_API const kl_pub_rec_t *kl_pubfile_find_exact(const kl_pubfile_t *pf, uint64_t time);
+/* The earliest publication with time >= t. */
+KL_API const kl_pub_rec_t *kl_pubfile_find_after(const kl_pubfile_t *pf, uint64_t t);
+KL_API const kl_pubfile_cert_t *kl_pubfile_find_cert(const kl_pubfile_t *pf, const uint8_t *id,
+                                                     size_t id_len);
+
+/* ---- writing a publications file (used by the publisher in later issues) ---- */
+typedef struct kl_pubfile_spec {
+  uint64_t version; /* 0 = 2 */
+  uint64_t created;
+  const char *repo_uri;
+  const uint8_t *const *cert_ders; /* certificates to list; ids are computed */
+  const size_t *cert_lens;
+  size_t n_certs;
+  const kl_pub_data_t *pubs; /* in increasing time; refs/uris not written */
+  size_t n_pubs;
+  const char *signer_cert_pem; /* file paths */
+  const char *signer_key_pem;
+  const char *chain_pem; /* optional intermediates to embed, may be NULL */
+} kl_pubfile_spec_t;
+
+KL_API int kl_pubfile_write(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e);
+
+/* CRC-32 (IEEE, reflected, as zlib). */
+KL_API uint32_t kl_crc32(const uint8_t *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

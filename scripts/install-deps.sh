@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package keyless needs to build, test, fuzz and benchmark.
+# The one list: README.md and .ci/run both call this script.
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev  # compilers; clang + libFuzzer for KL_FUZZ
+  libssl-dev            # OpenSSL 3: hashing, HMAC, CMS, X.509
+  libuv1-dev            # event loop of every daemon
+  liblmdb-dev lmdb-utils # calendar storage
+  libprotobuf-c-dev protobuf-c-compiler  # internal messages
+  libraft-dev           # core consensus
+  libcmocka-dev         # unit test framework
+  libinih-dev           # INI configuration files
+  libhttp-parser-dev    # HTTP/1.1 request parsing in the daemons
+  openssl curl xxd      # development PKI, system tests
+)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+echo "install-deps: ${#PKGS[@]} packages present"
