@@ -23,7 +23,9 @@ extern "C" {
 #define KL_PUBFILE_MAGIC "KSIPUBLF"
 
 /* ---- publication strings: base32(uint64 time || imprint || crc32), dashes every 6 ---- */
-/* out needs room for the string (at most 128 bytes for a 64-byte digest). */
+/* out needs room for the string and its NUL: 84 bytes for SHA-256 (72 characters, 11 dashes),
+ * at most KL_PUBSTR_MAX for a 64-byte digest (128 characters with "=" padding, 21 dashes). */
+#define KL_PUBSTR_MAX 150
 KL_API int kl_pubstr_encode(uint64_t time, const kl_imprint_t *hash, char *out, size_t cap,
                             kl_err_t *e);
 KL_API int kl_pubstr_decode(const char *s, uint64_t *time, kl_imprint_t *hash, kl_err_t *e);

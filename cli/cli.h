@@ -1,0 +1,83 @@
+/* The `keyless` command: shared helpers for the subcommands. */
+#ifndef KL_CLI_H
+#define KL_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "keyless/err.h"
+#include "keyless/hash.h"
+#include "keyless/pubfile.h"
+
+/* Exit statuses, as ksi-tool's. */
+enum {
+  KL_EXIT_OK = 0,
+  KL_EXIT_GENERAL = 1,
+  KL_EXIT_USAGE = 3,
+  KL_EXIT_FORMAT = 4,
+  KL_EXIT_NETWORK = 5,
+  KL_EXIT_VERIFY = 6,
+  KL_EXIT_EXTENDER = 7,
+  KL_EXIT_AGGREGATOR = 8,
+  KL_EXIT_IO = 9,
+  KL_EXIT_CRYPTO = 10,
+  KL_EXIT_HMAC = 11,
+  KL_EXIT_AUTH = 14,
+  KL_EXIT_CONFIG = 16,
+};
+
+int cmd_verify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_pubfile(int argc, char **argv);
+int cmd_hash(int argc, char **argv);
+
+/* Maps a library error code to an exit status. */
+int cli_exit_for(int kl_code);
+
+/* Reads a whole file ("-" = stdin) of at most max bytes. KL_ETOOBIG if larger. Caller frees. */
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len, kl_err_t *e);
+/* Strips a file:// prefix. */
+const char *cli_file_path(const char *url);
+/* Streams a file ("-" = stdin) through alg. */
+int cli_hash_file(const char *path, int alg, kl_imprint_t *out, kl_err_t *e);
+
+/* "2024-03-14 21:34:00 UTC" */
+const char *cli_utc(uint64_t t, char *buf, size_t cap);
+/* Parses an unsigned decimal; false on garbage or overflow. */
+bool cli_parse_u64(const char *s, uint64_t *out);
+
+/* Publications file from -P with the trust options of verify/pubfile. */
+typedef struct cli_trust {
+  const char *anchors[16];
+  size_t n_anchors;
+  kl_cnstr_t cnstr[16];
+  size_t n_cnstr;
+  int64_t at;
+  bool no_verify;
+} cli_trust_t;
+/* Adds "OID=VALUE" to t; false on bad syntax or too many. */
+bool cli_trust_add_cnstr(cli_trust_t *t, char *arg);
+/* Loads and (unless no_verify) verifies the publications file. Returns an exit status. */
+int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, kl_err_t *e);
+
+/* Minimal JSON writer to a FILE. */
+typedef struct cli_json {
+  FILE *f;
+  int depth;
+  bool first[32];
+} cli_json_t;
+void json_begin(cli_json_t *j, FILE *f);
+void json_obj(cli_json_t *j, const char *key); /* key NULL inside arrays / at top */
+void json_arr(cli_json_t *j, const char *key);
+void json_end_obj(cli_json_t *j);
+void json_end_arr(cli_json_t *j);
+void json_str(cli_json_t *j, const char *key, const char *v);
+void json_u64(cli_json_t *j, const char *key, uint64_t v);
+void json_bool(cli_json_t *j, const char *key, bool v);
+void json_hex(cli_json_t *j, const char *key, const uint8_t *p, size_t n);
+void json_imprint(cli_json_t *j, const char *key, const kl_imprint_t *imp);
+void json_finish(cli_json_t *j);
+
+#endif

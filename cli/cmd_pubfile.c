@@ -1,0 +1,142 @@
+/* keyless pubfile: check a publications file and show what it holds. */
+#include <getopt.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void cert_info(const kl_pubfile_cert_t *c, char *subject, size_t cap, char *from, char *to) {
+  const unsigned char *p = c->der;
+  X509 *x = d2i_X509(NULL, &p, (long)c->der_len);
+  strcpy(from, "?");
+  strcpy(to, "?");
+  snprintf(subject, cap, "(unparseable certificate)");
+  if (x == NULL) return;
+  X509_NAME_oneline(X509_get_subject_name(x), subject, (int)cap);
+  struct tm tm;
+  if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm)) strftime(from, 32, "%Y-%m-%d", &tm);
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) strftime(to, 32, "%Y-%m-%d", &tm);
+  X509_free(x);
+}
+
+static void show(const kl_pubfile_t *pf, bool verified, bool dump, bool json) {
+  char t[64], ps[160], subj[512], from[32], to[32], id[16];
+  kl_err_t e = {0};
+  if (json) {
+    cli_json_t j;
+    json_begin(&j, stdout);
+    json_obj(&j, NULL);
+    json_str(&j, "result", verified ? "OK" : "NOT-VERIFIED");
+    json_u64(&j, "version", pf->version);
+    json_u64(&j, "created", pf->created);
+    if (pf->repo_uri) json_str(&j, "repository_uri", pf->repo_uri);
+    json_arr(&j, "certificates");
+    for (size_t i = 0; i < pf->n_certs; i++) {
+      cert_info(&pf->certs[i], subj, sizeof subj, from, to);
+      json_obj(&j, NULL);
+      json_hex(&j, "id", pf->certs[i].id, pf->certs[i].id_len);
+      json_str(&j, "subject", subj);
+      json_str(&j, "not_before", from);
+      json_str(&j, "not_after", to);
+      json_end_obj(&j);
+    }
+    json_end_arr(&j);
+    json_arr(&j, "publications");
+    for (size_t i = 0; i < pf->n_pubs; i++) {
+      const kl_pub_rec_t *p = &pf->pubs[i];
+      json_obj(&j, NULL);
+      json_u64(&j, "time", p->data.time);
+      json_imprint(&j, "hash", &p->data.hash);
+      if (kl_pubstr_encode(p->data.time, &p->data.hash, ps, sizeof ps, &e) == 0) json_str(&j, "publication_string", ps);
+      json_end_obj(&j);
+    }
+    json_end_arr(&j);
+    json_end_obj(&j);
+    json_finish(&j);
+    return;
+  }
+  printf("%s: publications file version %llu, created %s, %zu publications, %zu certificates\n",
+         verified ? "OK" : "NOT VERIFIED", (unsigned long long)pf->version, cli_utc(pf->created, t, sizeof t),
+         pf->n_pubs, pf->n_certs);
+  if (pf->n_pubs) {
+    printf("  first publication %s\n", cli_utc(pf->pubs[0].data.time, t, sizeof t));
+    printf("  last publication  %s\n", cli_utc(pf->pubs[pf->n_pubs - 1].data.time, t, sizeof t));
+  }
+  if (!dump) return;
+  printf("certificates:\n");
+  for (size_t i = 0; i < pf->n_certs; i++) {
+    cert_info(&pf->certs[i], subj, sizeof subj, from, to);
+    if (pf->certs[i].id_len <= 4) kl_hex_encode(pf->certs[i].id, pf->certs[i].id_len, id);
+    else strcpy(id, "?");
+    printf("  %s  %s .. %s  %s\n", id, from, to, subj);
+  }
+  printf("publications:\n");
+  for (size_t i = 0; i < pf->n_pubs; i++) {
+    const kl_pub_rec_t *p = &pf->pubs[i];
+    if (kl_pubstr_encode(p->data.time, &p->data.hash, ps, sizeof ps, &e)) strcpy(ps, "?");
+    printf("  %s  %s\n", cli_utc(p->data.time, t, sizeof t), ps);
+  }
+}
+
+int cmd_pubfile(int argc, char **argv) {
+  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP };
+  static const struct option opts[] = {
+      {"publications", required_argument, NULL, 'P'}, {"trust-anchor", required_argument, NULL, 'V'},
+      {"cnstr", required_argument, NULL, O_CNSTR},   {"at", required_argument, NULL, O_AT},
+      {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
+      {"json", no_argument, NULL, O_JSON},           {"dump", no_argument, NULL, O_DUMP},
+      {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0}};
+  const char *in = NULL;
+  cli_trust_t trust = {0};
+  bool json = false, dump = false;
+  uint64_t at;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "P:V:h", opts, NULL)) != -1) {
+    switch (c) {
+      case 'P': in = optarg; break;
+      case 'V':
+        if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) return KL_EXIT_USAGE;
+        trust.anchors[trust.n_anchors++] = optarg;
+        break;
+      case O_CNSTR:
+        if (!cli_trust_add_cnstr(&trust, optarg)) {
+          fprintf(stderr, "keyless pubfile: --cnstr wants OID=VALUE\n");
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case O_AT:
+        if (!cli_parse_u64(optarg, &at) || at > INT64_MAX) {
+          fprintf(stderr, "keyless pubfile: --at wants UNIX seconds\n");
+          return KL_EXIT_USAGE;
+        }
+        trust.at = (int64_t)at;
+        break;
+      case O_NOVERIFY: trust.no_verify = true; break;
+      case O_JSON: json = true; break;
+      case O_DUMP: dump = true; break;
+      case 'h':
+        printf("usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
+               "         [--publications-file-no-verify] [--dump | --json]\n");
+        return KL_EXIT_OK;
+      default: return KL_EXIT_USAGE;
+    }
+  }
+  if (in == NULL || optind != argc) {
+    fprintf(stderr, "usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--dump|--json]\n");
+    return KL_EXIT_USAGE;
+  }
+  kl_pubfile_t *pf = NULL;
+  kl_err_t e = {0};
+  int st = cli_load_pubfile(in, &trust, &pf, &e);
+  if (st != KL_EXIT_OK) {
+    if (json) printf("{\"result\":\"FAIL\",\"message\":\"%s\"}\n", "publications file rejected, see standard error");
+    fprintf(stderr, "keyless pubfile: %s\n", e.msg);
+    return st;
+  }
+  show(pf, !trust.no_verify, dump, json);
+  kl_pubfile_free(pf);
+  return KL_EXIT_OK;
+}

@@ -1,0 +1,262 @@
+/* keyless verify: verify a signature under a policy; flags follow ksi-tool's. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "keyless/extclient.h"
+#include "keyless/sig.h"
+#include "keyless/verify.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: keyless verify -i SIG [-f FILE | -d ALG:HEX] [--policy POLICY]\n"
+          "         [-P PUBFILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
+          "         [--publications-file-no-verify] [--pub-str STRING]\n"
+          "         [-X file://RESPONSE] [--ext-key KEY] [-x] [--json]\n"
+          "  POLICY: auto (default), internal, key, calendar, publication\n"
+          "          (ksi-tool's --ver-int, --ver-key, --ver-cal, --ver-pub also work)\n"
+          "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage\n");
+}
+
+/* -X file://PDU: a canned 0x321 response (a live extender comes with the extender daemon). */
+typedef struct canned {
+  uint8_t *pdu;
+  size_t len;
+  const char *key;
+} canned_t;
+
+static int canned_extend(void *arg, uint64_t aggr_time, uint64_t pub_time, kl_arena_t *arena,
+                         kl_cal_chain_t *out, kl_err_t *e) {
+  canned_t *c = arg;
+  (void)aggr_time;
+  (void)pub_time;
+  return kl_ext_resp_chain_from_pdu(c->pdu, c->len, c->key, 0, arena, out, e);
+}
+
+typedef struct vargs {
+  const char *sig, *file, *digest, *pubfile, *pub_str, *ext_url;
+  const char *ext_key;
+  int policy;
+  bool json, extend_ok, have_level;
+  uint64_t level;
+  cli_trust_t trust;
+} vargs_t;
+
+static int parse_policy(const char *s) {
+  if (strcmp(s, "auto") == 0 || strcmp(s, "general") == 0) return KL_POLICY_GENERAL;
+  if (strcmp(s, "internal") == 0) return KL_POLICY_INTERNAL;
+  if (strcmp(s, "key") == 0) return KL_POLICY_KEY;
+  if (strcmp(s, "calendar") == 0) return KL_POLICY_CALENDAR;
+  if (strcmp(s, "publication") == 0) return KL_POLICY_PUBFILE;
+  return -1;
+}
+
+static int parse_args(int argc, char **argv, vargs_t *a) {
+  enum { O_POLICY = 256, O_CNSTR, O_PUBSTR, O_AT, O_NOVERIFY, O_JSON, O_EXTKEY, O_EXTUSER,
+         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL };
+  static const struct option opts[] = {
+      {"input", required_argument, NULL, 'i'},  {"file", required_argument, NULL, 'f'},
+      {"digest", required_argument, NULL, 'd'}, {"policy", required_argument, NULL, O_POLICY},
+      {"publications", required_argument, NULL, 'P'}, {"trust-anchor", required_argument, NULL, 'V'},
+      {"cnstr", required_argument, NULL, O_CNSTR}, {"pub-str", required_argument, NULL, O_PUBSTR},
+      {"extender", required_argument, NULL, 'X'}, {"ext-key", required_argument, NULL, O_EXTKEY},
+      {"ext-user", required_argument, NULL, O_EXTUSER}, {"at", required_argument, NULL, O_AT},
+      {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY}, {"json", no_argument, NULL, O_JSON},
+      {"ver-int", no_argument, NULL, O_VERINT}, {"ver-key", no_argument, NULL, O_VERKEY},
+      {"ver-cal", no_argument, NULL, O_VERCAL}, {"ver-pub", no_argument, NULL, O_VERPUB},
+      {"input-level", required_argument, NULL, O_LEVEL}, {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  int c;
+  uint64_t at;
+  a->policy = KL_POLICY_GENERAL;
+  a->ext_key = "anon";
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "i:f:d:P:V:X:xh", opts, NULL)) != -1) {
+    switch (c) {
+      case 'i': a->sig = optarg; break;
+      case 'f': a->file = optarg; break;
+      case 'd': a->digest = optarg; break;
+      case 'P': a->pubfile = optarg; break;
+      case 'V':
+        if (a->trust.n_anchors == sizeof a->trust.anchors / sizeof a->trust.anchors[0]) {
+          fprintf(stderr, "keyless verify: too many -V anchors\n");
+          return KL_EXIT_USAGE;
+        }
+        a->trust.anchors[a->trust.n_anchors++] = optarg;
+        break;
+      case 'X': a->ext_url = optarg; break;
+      case 'x': a->extend_ok = true; break;
+      case O_POLICY:
+        if ((a->policy = parse_policy(optarg)) < 0) {
+          fprintf(stderr, "keyless verify: unknown --policy '%s' (auto, internal, key, calendar, publication)\n", optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case O_VERINT: a->policy = KL_POLICY_INTERNAL; break;
+      case O_VERKEY: a->policy = KL_POLICY_KEY; break;
+      case O_VERCAL: a->policy = KL_POLICY_CALENDAR; break;
+      case O_VERPUB: a->policy = KL_POLICY_PUBFILE; break;
+      case O_CNSTR:
+        if (!cli_trust_add_cnstr(&a->trust, optarg)) {
+          fprintf(stderr, "keyless verify: --cnstr wants OID=VALUE (e.g. E=publications@example.org)\n");
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case O_PUBSTR: a->pub_str = optarg; break;
+      case O_EXTKEY: a->ext_key = optarg; break;
+      case O_EXTUSER: break; /* the login only matters to a live extender */
+      case O_AT:
+        if (!cli_parse_u64(optarg, &at) || at > INT64_MAX) {
+          fprintf(stderr, "keyless verify: --at wants UNIX seconds, got '%s'\n", optarg);
+          return KL_EXIT_USAGE;
+        }
+        a->trust.at = (int64_t)at;
+        break;
+      case O_NOVERIFY: a->trust.no_verify = true; break;
+      case O_JSON: a->json = true; break;
+      case O_LEVEL:
+        if (!cli_parse_u64(optarg, &a->level) || a->level > 255) {
+          fprintf(stderr, "keyless verify: --input-level wants 0..255\n");
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case 'h': usage(stdout); return -1;
+      default: usage(stderr); return KL_EXIT_USAGE;
+    }
+  }
+  if (a->sig == NULL || optind != argc) {
+    fprintf(stderr, "keyless verify: %s\n", a->sig ? "unexpected argument" : "give the signature with -i SIG");
+    usage(stderr);
+    return KL_EXIT_USAGE;
+  }
+  if (a->file && a->digest) {
+    fprintf(stderr, "keyless verify: give either -f FILE or -d ALG:HEX, not both\n");
+    return KL_EXIT_USAGE;
+  }
+  if (a->pub_str && a->policy == KL_POLICY_PUBFILE) a->policy = KL_POLICY_USER_PUB;
+  return 0;
+}
+
+static int report(const vargs_t *a, const kl_sig_t *sig, const kl_verify_result_t *res) {
+  const char *verdict = kl_verdict_str(res->verdict);
+  if (a->json) {
+    cli_json_t j;
+    json_begin(&j, stdout);
+    json_obj(&j, NULL);
+    json_str(&j, "result", verdict);
+    json_str(&j, "code", kl_vcode_str(res->code));
+    json_str(&j, "message", res->verdict == KL_VER_OK ? "Verification succeeded" : kl_vcode_msg(res->code));
+    json_str(&j, "detail", res->message);
+    json_str(&j, "policy", kl_policy_name(res->policy));
+    if (sig != NULL) {
+      json_u64(&j, "signing_time", kl_sig_signing_time(sig));
+      json_imprint(&j, "document_hash", kl_sig_document_hash(sig));
+    }
+    json_end_obj(&j);
+    json_finish(&j);
+  } else if (res->verdict == KL_VER_OK) {
+    printf("OK: signature verified (%s policy)\n", kl_policy_name(res->policy));
+  } else {
+    printf("%s %s: %s%s%s\n", verdict, kl_vcode_str(res->code), kl_vcode_msg(res->code),
+           res->message[0] ? " (" : "", res->message[0] ? res->message : "");
+  }
+  return res->verdict == KL_VER_OK ? KL_EXIT_OK : KL_EXIT_VERIFY;
+}
+
+/* Prints an error that stops verification before a verdict, in the chosen format. */
+static int fail_early(const vargs_t *a, int status, const char *msg) {
+  if (a->json) {
+    cli_json_t j;
+    json_begin(&j, stdout);
+    json_obj(&j, NULL);
+    json_str(&j, "result", "ERROR");
+    json_str(&j, "code", "");
+    json_str(&j, "message", msg);
+    json_u64(&j, "exit_status", (uint64_t)status);
+    json_end_obj(&j);
+    json_finish(&j);
+  }
+  fprintf(stderr, "keyless verify: %s\n", msg);
+  return status;
+}
+
+int cmd_verify(int argc, char **argv) {
+  vargs_t a = {0};
+  int st = parse_args(argc, argv, &a);
+  if (st != 0) return st < 0 ? KL_EXIT_OK : st;
+  kl_err_t e = {0};
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  kl_sig_t *sig = NULL;
+  kl_pubfile_t *pf = NULL;
+  canned_t canned = {NULL, 0, a.ext_key};
+  kl_verify_opts_t o = {0};
+  kl_imprint_t doc;
+  int r;
+
+  if ((r = cli_read_file(a.sig, KL_TLV_MAX_SIZE, &buf, &len, &e))) {
+    st = fail_early(&a, cli_exit_for(r), e.msg);
+    goto out;
+  }
+  if ((r = kl_sig_parse(buf, len, &sig, &e))) {
+    kl_err_wrap(&e, "%s", a.sig);
+    st = fail_early(&a, KL_EXIT_FORMAT, e.msg);
+    goto out;
+  }
+  if (a.digest || a.file) {
+    struct stat sb;
+    const char *imp_text = a.digest;
+    if (a.file && stat(a.file, &sb) != 0 && strchr(a.file, ':')) imp_text = a.file; /* ksi-tool's -f ALG:HEX */
+    if (imp_text) r = kl_imprint_parse_text(&doc, imp_text, &e);
+    else r = cli_hash_file(a.file, kl_sig_document_hash(sig)->alg, &doc, &e);
+    if (r) {
+      st = fail_early(&a, imp_text ? KL_EXIT_USAGE : cli_exit_for(r), e.msg);
+      goto out;
+    }
+    o.doc_hash = &doc;
+  }
+  o.doc_level = a.level;
+  if (a.pub_str) {
+    if ((r = kl_pubstr_decode(a.pub_str, &o.user_pub_time, &o.user_pub_hash, &e))) {
+      kl_err_wrap(&e, "--pub-str");
+      st = fail_early(&a, KL_EXIT_USAGE, e.msg);
+      goto out;
+    }
+    o.has_user_pub = true;
+  }
+  if (a.pubfile && (st = cli_load_pubfile(a.pubfile, &a.trust, &pf, &e)) != KL_EXIT_OK) {
+    st = fail_early(&a, st, e.msg);
+    goto out;
+  }
+  o.pubfile = pf;
+  if (a.ext_url) {
+    if (strncmp(a.ext_url, "file://", 7) != 0) {
+      st = fail_early(&a, KL_EXIT_USAGE, "-X: only file://RESPONSE (a saved 0x321 extension response) is supported so far");
+      goto out;
+    }
+    if ((r = cli_read_file(a.ext_url + 7, KL_TLV_MAX_SIZE, &canned.pdu, &canned.len, &e))) {
+      st = fail_early(&a, cli_exit_for(r), e.msg);
+      goto out;
+    }
+    o.extend = canned_extend;
+    o.extend_arg = &canned;
+  }
+  /* -x permits extending for the publication-based policies; calendar-based always extends. */
+  o.extending_allowed = a.extend_ok;
+  if (a.policy == KL_POLICY_USER_PUB && !a.pub_str) {
+    st = fail_early(&a, KL_EXIT_USAGE, "user publication policy needs --pub-str");
+    goto out;
+  }
+  kl_verify_result_t res;
+  kl_verify(sig, (kl_policy_t)a.policy, &o, &res);
+  st = report(&a, sig, &res);
+out:
+  free(canned.pdu);
+  kl_pubfile_free(pf);
+  kl_sig_free(sig);
+  free(buf);
+  return st;
+}

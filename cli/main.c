@@ -1,0 +1,43 @@
+/* keyless: the command-line tool. Dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *help;
+} cmds[] = {
+    {"verify", cmd_verify, "verify a signature (internal, key, calendar, publication policies)"},
+    {"inspect", cmd_inspect, "show a signature's chains, times and publication"},
+    {"pubfile", cmd_pubfile, "check and show a publications file"},
+    {"hash", cmd_hash, "print the imprint of a file"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: keyless COMMAND [OPTIONS]\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+  fprintf(f, "\n'keyless COMMAND --help' shows a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return KL_EXIT_USAGE;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return KL_EXIT_OK;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("keyless %s\n", KL_VERSION);
+    return KL_EXIT_OK;
+  }
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "keyless: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return KL_EXIT_USAGE;
+}

@@ -1,0 +1,136 @@
+/* Shared helpers of the `keyless` subcommands: files, hashing, times, publications files. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+int cli_exit_for(int code) {
+  switch (code) {
+    case KL_OK: return KL_EXIT_OK;
+    case KL_EINVAL: return KL_EXIT_USAGE;
+    case KL_EFORMAT:
+    case KL_ETOOBIG:
+    case KL_ECRITICAL:
+    case KL_EHASHALG: return KL_EXIT_FORMAT;
+    case KL_EIO:
+    case KL_ENOTFOUND: return KL_EXIT_IO;
+    case KL_ECRYPTO:
+    case KL_EPKI: return KL_EXIT_CRYPTO;
+    case KL_EHMAC: return KL_EXIT_HMAC;
+    case KL_EAUTH: return KL_EXIT_AUTH;
+    case KL_ESERVICE: return KL_EXIT_EXTENDER;
+    default: return KL_EXIT_GENERAL;
+  }
+}
+
+const char *cli_file_path(const char *url) {
+  return strncmp(url, "file://", 7) == 0 ? url + 7 : url;
+}
+
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len, kl_err_t *e) {
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open %s: %s", path, strerror(errno));
+  uint8_t *b = malloc(max + 1);
+  if (b == NULL) {
+    if (f != stdin) fclose(f);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  size_t n = fread(b, 1, max + 1, f);
+  int err = ferror(f);
+  if (f != stdin) fclose(f);
+  if (err) {
+    free(b);
+    return kl_err_set(e, KL_EIO, "cannot read %s", path);
+  }
+  if (n > max) {
+    free(b);
+    return kl_err_set(e, KL_ETOOBIG, "%s: input file too long (more than %zu bytes)", path, max);
+  }
+  *buf = b;
+  *len = n;
+  return 0;
+}
+
+int cli_hash_file(const char *path, int alg, kl_imprint_t *out, kl_err_t *e) {
+  kl_hasher_t h;
+  static uint8_t chunk[1 << 16];
+  int r;
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open %s: %s", path, strerror(errno));
+  if ((r = kl_hasher_init(&h, e)) == 0 && (r = kl_hasher_start(&h, alg, e)) == 0) {
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) kl_hasher_update(&h, chunk, n);
+    if (ferror(f)) r = kl_err_set(e, KL_EIO, "cannot read %s: %s", path, strerror(errno));
+    else if (kl_hasher_finish(&h, out)) r = kl_err_set(e, KL_ECRYPTO, "hashing %s failed", path);
+  }
+  if (h.ctx) kl_hasher_close(&h);
+  if (f != stdin) fclose(f);
+  return r;
+}
+
+const char *cli_utc(uint64_t t, char *buf, size_t cap) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (t > (uint64_t)253402300799ull || gmtime_r(&tt, &tm) == NULL) {
+    snprintf(buf, cap, "(time %llu out of range)", (unsigned long long)t);
+    return buf;
+  }
+  strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+bool cli_parse_u64(const char *s, uint64_t *out) {
+  if (s == NULL || *s < '0' || *s > '9') return false;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+bool cli_trust_add_cnstr(cli_trust_t *t, char *arg) {
+  char *eq = strchr(arg, '=');
+  if (eq == NULL || eq == arg || t->n_cnstr >= sizeof t->cnstr / sizeof t->cnstr[0]) return false;
+  *eq = '\0';
+  t->cnstr[t->n_cnstr].oid = arg;
+  t->cnstr[t->n_cnstr].value = eq + 1;
+  t->n_cnstr++;
+  return true;
+}
+
+int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, kl_err_t *e) {
+  uint8_t *buf;
+  size_t len;
+  int r;
+  *out = NULL;
+  if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+    kl_err_set(e, KL_EUNSUPPORTED, "%s: fetching a publications file over HTTP is not supported yet; download it and give the path", url);
+    return KL_EXIT_USAGE;
+  }
+  const char *path = cli_file_path(url);
+  if ((r = cli_read_file(path, 16u << 20, &buf, &len, e))) return cli_exit_for(r);
+  r = kl_pubfile_parse(buf, len, out, e);
+  free(buf);
+  if (r) {
+    kl_err_wrap(e, "publications file %s", path);
+    return cli_exit_for(r);
+  }
+  if (t->no_verify) return KL_EXIT_OK;
+  if (t->n_cnstr == 0) {
+    kl_pubfile_free(*out);
+    *out = NULL;
+    kl_err_set(e, KL_EINVAL, "publications file %s: give at least one --cnstr OID=VALUE (e.g. --cnstr E=publications@example.org) to check its signer, or --publications-file-no-verify", path);
+    return KL_EXIT_USAGE;
+  }
+  kl_pubfile_trust_t tr = {t->n_anchors ? t->anchors : NULL, t->n_anchors, t->cnstr, t->n_cnstr, t->at};
+  if ((r = kl_pubfile_verify(*out, &tr, e))) {
+    kl_pubfile_free(*out);
+    *out = NULL;
+    kl_err_wrap(e, "publications file %s not trusted", path);
+    return cli_exit_for(r);
+  }
+  return KL_EXIT_OK;
+}

@@ -1,0 +1,29 @@
+/* keyless: the client side of extension (KSI-FORMAT.md §7.3) that verification needs. */
+#ifndef KEYLESS_EXTCLIENT_H
+#define KEYLESS_EXTCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyless/buf.h"
+#include "keyless/err.h"
+#include "keyless/sig.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Takes a 0x321 extension response PDU and decodes its calendar chain into arena (the chain
+ * does not point into p). Checks, in order: the PDU parses; a PDU-level error element
+ * (KL_ESERVICE with the status text); the HMAC with key (skipped when key is NULL; KL_EHMAC);
+ * exactly one extension response; its request id (skipped when request_id is 0); its status
+ * (KL_ESERVICE); the presence of a calendar chain. The chain itself is not judged here:
+ * verification policies do that and report CAL/PUB codes. */
+KL_API int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *key,
+                                      uint64_t request_id, kl_arena_t *arena,
+                                      kl_cal_chain_t *out, kl_err_t *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,25 @@
+/* Internal to the verification policies: the shared context and verdict helpers. */
+#ifndef KL_VERIFY_INTERNAL_H
+#define KL_VERIFY_INTERNAL_H
+
+#include "keyless/chains.h"
+#include "keyless/verify.h"
+
+typedef struct kl__vctx {
+  kl_hasher_t *h;
+  const kl_sig_t *sig;
+  const kl_verify_opts_t *o;
+  kl_verify_result_t *res;
+  kl_imprint_t aggr_root; /* output of the top aggregation chain, once computed */
+  bool have_aggr_root;
+} kl__vctx_t;
+
+kl_verdict_t kl__verdict(kl__vctx_t *v, kl_verdict_t verdict, kl_vcode_t code, const char *fmt, ...)
+    KL_PRINTF(4, 5);
+kl_verdict_t kl__verify_internal(kl__vctx_t *v);
+kl_verdict_t kl__verify_key(kl__vctx_t *v);
+/* The PKI part of the key-based policy: KEY-03 and KEY-02 against a DER certificate. */
+kl_verdict_t kl__verify_pki(kl__vctx_t *v, const kl_cal_auth_t *auth, const uint8_t *der,
+                            size_t der_len);
+
+#endif
