@@ -28,8 +28,12 @@ static void print_link_text(size_t k, const kl_aggr_link_t *l, uint64_t level) {
     printf("  identity client=\"%s\"", m->client_id);
     if (m->machine_id) printf(" machine=\"%s\"", m->machine_id);
     if (m->has_seq) printf(" seq=%llu", (unsigned long long)m->seq);
-    if (m->has_req_time)
-      printf(" request_time=%s.%06llu", cli_utc(m->req_time / 1000000, b, sizeof b), (unsigned long long)(m->req_time % 1000000));
+    if (m->has_req_time) {
+      cli_utc(m->req_time / 1000000, b, sizeof b);
+      char *utc = strstr(b, " UTC");
+      if (utc) *utc = '\0';
+      printf(" request_time=%s.%06llu UTC", b, (unsigned long long)(m->req_time % 1000000));
+    }
     printf("\n");
   }
 }

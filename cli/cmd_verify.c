@@ -160,8 +160,8 @@ static int report(const vargs_t *a, const kl_sig_t *sig, const kl_verify_result_
   } else if (res->verdict == KL_VER_OK) {
     printf("OK: signature verified (%s policy)\n", kl_policy_name(res->policy));
   } else {
-    printf("%s %s: %s%s%s\n", verdict, kl_vcode_str(res->code), kl_vcode_msg(res->code),
-           res->message[0] ? " (" : "", res->message[0] ? res->message : "");
+    printf("%s %s: %s%s%s%s\n", verdict, kl_vcode_str(res->code), kl_vcode_msg(res->code),
+           res->message[0] ? " (" : "", res->message, res->message[0] ? ")" : "");
   }
   return res->verdict == KL_VER_OK ? KL_EXIT_OK : KL_EXIT_VERIFY;
 }
