@@ -27,7 +27,12 @@ const char *kl_errname(int code) {
   return err_name[code];
 }
 
+/* With a NULL kl_err_t the message is dropped, but the code must survive the wraps on the way
+ * up ("return kl_err_wrap(e, ...)"), so the last code set on this thread is kept here. */
+static _Thread_local int last_code;
+
 int kl_err_set(kl_err_t *e, int code, const char *fmt, ...) {
+  last_code = code;
   if (e == NULL) return code;
   e->code = code;
   va_list ap;
@@ -38,7 +43,7 @@ int kl_err_set(kl_err_t *e, int code, const char *fmt, ...) {
 }
 
 int kl_err_wrap(kl_err_t *e, const char *fmt, ...) {
-  if (e == NULL) return 0;
+  if (e == NULL) return last_code != 0 ? last_code : KL_ESTATE;
   char prefix[KL_ERR_MSG_MAX];
   char old[KL_ERR_MSG_MAX];
   va_list ap;

@@ -22,6 +22,10 @@
 
 enum { T_HEADER = 0x701, T_CERT = 0x702, T_PUBREC = 0x703, T_CMS = 0x704 };
 
+/* kl_err_wrap() returns 0 when e is NULL; the public entry points below therefore always
+ * pass a real kl_err_t down, and this helper keeps the code explicit anyway. */
+#define wrap_r(e, r, ...) (kl_err_wrap((e), __VA_ARGS__), (r))
+
 /* ---- parsing ---- */
 
 static int header_decode(kl_pubfile_t *pf, const kl_tlv_t *t, kl_err_t *e) {
@@ -33,15 +37,15 @@ static int header_decode(kl_pubfile_t *pf, const kl_tlv_t *t, kl_err_t *e) {
     switch (c.type) {
       case 0x01:
         if (seen_ver++) return kl_tlv_err_dup(&c, "publications file header", e);
-        if (kl_tlv_get_uint(&c, &pf->version, e)) return kl_err_wrap(e, "file version");
+        if ((r = kl_tlv_get_uint(&c, &pf->version, e)) != 0) return wrap_r(e, r, "file version");
         break;
       case 0x02:
         if (seen_created++) return kl_tlv_err_dup(&c, "publications file header", e);
-        if (kl_tlv_get_uint(&c, &pf->created, e)) return kl_err_wrap(e, "creation time");
+        if ((r = kl_tlv_get_uint(&c, &pf->created, e)) != 0) return wrap_r(e, r, "creation time");
         break;
       case 0x03:
         if (seen_uri++) return kl_tlv_err_dup(&c, "publications file header", e);
-        if (kl_tlv_get_str(&c, &pf->repo_uri, e)) return kl_err_wrap(e, "repository URI");
+        if ((r = kl_tlv_get_str(&c, &pf->repo_uri, e)) != 0) return wrap_r(e, r, "repository URI");
         break;
       default:
         if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, "publications file header", e);
@@ -124,9 +128,13 @@ static int pubfile_decode(kl_pubfile_t *pf, kl_err_t *e) {
           return kl_err_set(e, KL_EFORMAT,
                             "certificate record (0x702) at offset %zu follows a publication "
                             "record (0x703)", t.offset);
-        if (t.type == T_CERT) n_certs++, st = S_CERTS;
-        if (t.type == T_PUBREC) n_pubs++, st = S_PUBS;
-        if (t.type == T_CMS) {
+        if (t.type == T_CERT) {
+          n_certs++;
+          st = S_CERTS;
+        } else if (t.type == T_PUBREC) {
+          n_pubs++;
+          st = S_PUBS;
+        } else {
           if (t.len == 0)
             return kl_err_set(e, KL_EFORMAT, "signature (0x704) at offset %zu is empty", t.offset);
           pf->cms = t.value;
@@ -156,11 +164,11 @@ static int pubfile_decode(kl_pubfile_t *pf, kl_err_t *e) {
       if ((r = header_decode(pf, &t, e)) != 0) return r;
     } else if (t.type == T_CERT) {
       if ((r = cert_decode(pf, &t, &pf->certs[pf->n_certs], e)) != 0)
-        return kl_err_wrap(e, "certificate record %zu", pf->n_certs + 1);
+        return wrap_r(e, r, "certificate record %zu", pf->n_certs + 1);
       pf->n_certs++;
     } else if (t.type == T_PUBREC) {
       if ((r = kl_pub_rec_decode(&t, pf->raw, &pf->arena, &pf->pubs[pf->n_pubs], e)) != 0)
-        return kl_err_wrap(e, "publication record %zu", pf->n_pubs + 1);
+        return wrap_r(e, r, "publication record %zu", pf->n_pubs + 1);
       pf->n_pubs++;
     }
   }
@@ -168,6 +176,8 @@ static int pubfile_decode(kl_pubfile_t *pf, kl_err_t *e) {
 }
 
 int kl_pubfile_parse(const uint8_t *p, size_t n, kl_pubfile_t **out, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local; /* the shared part decoders need one to report failures */
   if (out == NULL) return kl_err_set(e, KL_EINVAL, "publications file: no output given");
   *out = NULL;
   if (p == NULL && n > 0) return kl_err_set(e, KL_EINVAL, "publications file: no input given");
@@ -337,6 +347,8 @@ done:
 }
 
 int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local;
   char eb[256];
   int r = 0;
   if (pf == NULL || trust == NULL)
@@ -494,6 +506,8 @@ static int check_spec(const kl_pubfile_spec_t *s, kl_err_t *e) {
 }
 
 int kl_pubfile_write(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local;
   char eb[256];
   int r;
   if (out == NULL) return kl_err_set(e, KL_EINVAL, "publications file: no output buffer");

@@ -137,8 +137,11 @@ int kl_pubstr_decode(const char *s, uint64_t *time, kl_imprint_t *hash, kl_err_t
                       "publication string: CRC-32 mismatch (string has %08X, content gives %08X)",
                       (unsigned)got, (unsigned)crc);
   kl_imprint_t imp;
-  if (kl_imprint_from_bytes(&imp, bytes + 8, n - 12, e))
-    return kl_err_wrap(e, "publication string");
+  int r = kl_imprint_from_bytes(&imp, bytes + 8, n - 12, e);
+  if (r) {
+    kl_err_wrap(e, "publication string");
+    return r;
+  }
   *time = get_be(bytes, 8);
   *hash = imp;
   return 0;

@@ -367,7 +367,8 @@ static void put_pub(kl_buf_t *b, uint64_t t) {
 }
 
 /* Parses "KSIPUBLF" + elements given by letters: H header, 3 version-3 header, C certificate
- * record, P publication record, S signature (0x704), n/u unknown non-critical/critical. */
+ * record, P publication record, b bad publication record, S signature (0x704), n/u unknown
+ * non-critical/critical element. */
 static int parse_built(const char *layout, kl_err_t *e) {
   kl_buf_t b = KL_BUF_INIT;
   kl_buf_put(&b, "KSIPUBLF", 8);
@@ -379,6 +380,9 @@ static int parse_built(const char *layout, kl_err_t *e) {
       case 'C': put_cert(&b); break;
       case 'P': put_pub(&b, t += 10); break;
       case 'S': kl_tlv_put_bytes(&b, 0x704, 0, "\x30\x00", 2); break;
+      case 'b': /* publication record whose time has a leading zero byte */
+        kl_tlv_put_bytes(&b, 0x703, 0, "\x10\x05\x02\x03\x00\x01\x02", 7);
+        break;
       case 'n': kl_tlv_put_bytes(&b, 0x705, KL_TLV_FLAG_N, "x", 1); break;
       case 'u': kl_tlv_put_bytes(&b, 0x705, 0, "x", 1); break;
       default: fail_msg("bad layout %c", *c);
@@ -425,6 +429,14 @@ static void test_parse_order(void **state) {
   assert_int_equal(parse_built("HCuPS", &e), KL_ECRITICAL);
   assert_non_null(strstr(e.msg, "0x705"));
   assert_int_equal(parse_built("3S", &e), KL_EUNSUPPORTED);
+  assert_int_equal(parse_built("HPbS", &e), KL_EFORMAT);
+  assert_non_null(strstr(e.msg, "publication record 2"));
+  assert_non_null(strstr(e.msg, "leading zero"));
+  /* Without an error object the codes are the same (nested decoders still fail). */
+  assert_int_equal(parse_built("HPbS", NULL), KL_EFORMAT);
+  assert_int_equal(parse_built("HCPCS", NULL), KL_EFORMAT);
+  assert_int_equal(parse_built("HCuPS", NULL), KL_ECRITICAL);
+  assert_int_equal(parse_built("HCPPS", NULL), 0);
 }
 
 /* ---- verification ---- */

@@ -61,7 +61,9 @@ KL_API const char *kl_errname(int code);
 
 /* Sets code and message (printf-style); returns code. e may be NULL. */
 KL_API int kl_err_set(kl_err_t *e, int code, const char *fmt, ...) KL_PRINTF(3, 4);
-/* Prefixes the message with context ("ctx: old message"); returns e->code (or 0 if e is NULL).
+/* Prefixes the message with context ("ctx: old message"); returns e->code. With a NULL e it
+ * returns the code last set on this thread, so "return kl_err_wrap(e, ...)" after a failed
+ * call fails with the same code whether or not the caller wanted a message.
  * If no message was set yet, the code's text is used as the old message. */
 KL_API int kl_err_wrap(kl_err_t *e, const char *fmt, ...) KL_PRINTF(2, 3);
 KL_API void kl_err_clear(kl_err_t *e);
