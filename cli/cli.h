@@ -32,12 +32,16 @@ int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_pubfile(int argc, char **argv);
 int cmd_hash(int argc, char **argv);
+int cmd_calendar(int argc, char **argv);
 
 /* Maps a library error code to an exit status. */
 int cli_exit_for(int kl_code);
 
 /* Reads a whole file ("-" = stdin) of at most max bytes. KL_ETOOBIG if larger. Caller frees. */
 int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len, kl_err_t *e);
+/* Writes a file atomically: a temporary file in the same directory, fsync, rename. Refuses to
+ * replace an existing file unless force (KL_ESTATE). */
+int cli_write_file_atomic(const char *path, const uint8_t *p, size_t n, bool force, kl_err_t *e);
 /* Strips a file:// prefix. */
 const char *cli_file_path(const char *url);
 /* Streams a file ("-" = stdin) through alg. */

@@ -13,6 +13,7 @@ static const struct {
     {"inspect", cmd_inspect, "show a signature's chains, times and publication"},
     {"pubfile", cmd_pubfile, "check and show a publications file"},
     {"hash", cmd_hash, "print the imprint of a file"},
+    {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
 };
 
 static void usage(FILE *f) {

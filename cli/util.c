@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -50,6 +53,33 @@ int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len, kl_e
   }
   *buf = b;
   *len = n;
+  return 0;
+}
+
+int cli_write_file_atomic(const char *path, const uint8_t *p, size_t n, bool force, kl_err_t *e) {
+  struct stat st;
+  char tmp[4096];
+  if (!force && stat(path, &st) == 0)
+    return kl_err_set(e, KL_ESTATE, "%s already exists (use --force to replace it)", path);
+  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
+    return kl_err_set(e, KL_EINVAL, "%s: path too long", path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) return kl_err_set(e, KL_EIO, "cannot create a temporary file next to %s: %s", path, strerror(errno));
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = write(fd, p + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += (size_t)w;
+  }
+  int ok = done == n && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+  int err = errno;
+  if (close(fd) != 0) ok = 0;
+  if (!ok || rename(tmp, path) != 0) {
+    if (ok) err = errno;
+    unlink(tmp);
+    return kl_err_set(e, KL_EIO, "cannot write %s: %s", path, strerror(err));
+  }
   return 0;
 }
 
