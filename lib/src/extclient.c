@@ -1,8 +1,11 @@
 /* Client side of extension for verification: a 0x321 response to a calendar chain. */
 #include "keyless/extclient.h"
 
+#include <openssl/rand.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "keyless/netclient.h"
 #include "keyless/pdu.h"
 
 int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *key, uint64_t request_id,
@@ -55,5 +58,58 @@ int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *key, uint
     kl_err_wrap(e, "extension response calendar chain");
 out:
   kl_pdu_free(pdu);
+  return r;
+}
+
+int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t aggr_time, uint64_t pub_time,
+                 int timeout_ms, kl_arena_t *arena, kl_cal_chain_t *out, const uint8_t **raw, size_t *raw_len,
+                 kl_err_t *e) {
+  kl_err_t local = {0};
+  kl_url_t u;
+  kl_pdu_writer_t w;
+  kl_buf_t resp = KL_BUF_INIT;
+  uint8_t *req = NULL;
+  size_t req_len = 0;
+  uint64_t id = 0;
+  int r, status = 0;
+  if (e == NULL) e = &local;
+  if ((r = kl_url_parse(url, &u, e))) return r;
+  if (user == NULL) user = u.user[0] ? u.user : NULL;
+  if (key == NULL) key = u.key[0] ? u.key : NULL;
+  if (user == NULL || key == NULL)
+    return kl_err_set(e, KL_EINVAL, "extender %s: give the login and key (--ext-user, --ext-key)", url);
+  if (RAND_bytes((unsigned char *)&id, sizeof id) != 1) id = (uint64_t)aggr_time ^ 0x5bd1e995u;
+  id = (id >> 2) | 1; /* non-zero, fits in 62 bits */
+  kl_pdu_header_t hdr = {user, false, false, 0, 0};
+  kl_pdu_ext_req_t xr = {id, aggr_time, pub_time != 0, pub_time, 0};
+  if ((r = kl_pdu_writer_begin(&w, KL_PDU_EXT_REQ, &hdr, e)) || (r = kl_pdu_add_ext_req(&w, &xr, e)) ||
+      (r = kl_pdu_writer_finish(&w, KL_HASH_SHA256, key, strlen(key), &req, &req_len, e))) {
+    kl_pdu_writer_free(&w);
+    return r;
+  }
+  r = kl_net_request(&u, req, req_len, "application/ksi-request", timeout_ms, KL_PDU_MAX_SIZE, &resp, &status, e);
+  free(req);
+  if (r) {
+    kl_err_wrap(e, "extender %s", url);
+    goto out;
+  }
+  if (status >= 400 && resp.len == 0) {
+    r = kl_err_set(e, KL_ESERVICE, "extender %s: HTTP status %d", url, status);
+    goto out;
+  }
+  if ((r = kl_ext_resp_chain_from_pdu(resp.p, resp.len, key, id, arena, out, e))) {
+    kl_err_wrap(e, "extender %s", url);
+    goto out;
+  }
+  if (raw != NULL) {
+    kl_buf_t enc = KL_BUF_INIT;
+    kl_cal_chain_encode(&enc, out);
+    *raw = kl_arena_memdup(arena, enc.p, enc.len);
+    *raw_len = enc.len;
+    r = kl_buf_ok(&enc) && *raw != NULL ? 0 : kl_err_set(e, KL_ENOMEM, "out of memory");
+    kl_buf_free(&enc);
+  }
+out:
+  kl_buf_free(&resp);
   return r;
 }

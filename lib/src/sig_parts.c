@@ -347,3 +347,20 @@ int kl_aggr_chain_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *are
     return kl_err_set(e, KL_EFORMAT, "aggregation hash chain at offset %zu has %zu links (max %d)", t->offset, out->n_links, KL_MAX_CHAIN_LINKS);
   return 0;
 }
+
+void kl_aggr_chain_encode(kl_buf_t *b, const kl_aggr_chain_t *c) {
+  size_t m = kl_tlv_open(b);
+  kl_tlv_put_uint(b, 0x02, 0, c->aggr_time);
+  for (size_t i = 0; i < c->n_index; i++) kl_tlv_put_uint(b, 0x03, 0, c->index[i]);
+  if (c->has_input_data) kl_tlv_put_bytes(b, 0x04, 0, c->input_data, c->input_data_len);
+  kl_imprint_encode(b, 0x05, &c->input);
+  kl_tlv_put_uint(b, 0x06, 0, c->algo);
+  for (size_t i = 0; i < c->n_links; i++) {
+    const kl_aggr_link_t *l = &c->links[i];
+    size_t lm = kl_tlv_open(b);
+    if (l->level_corr) kl_tlv_put_uint(b, 0x01, 0, l->level_corr);
+    kl_tlv_put_bytes(b, l->kind, 0, l->sib_bytes, l->sib_len);
+    kl_tlv_close(b, lm, l->dir, 0);
+  }
+  kl_tlv_close(b, m, KL_T_AGGR_CHAIN, 0);
+}

@@ -23,6 +23,15 @@ KL_API int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *ke
                                       uint64_t request_id, kl_arena_t *arena,
                                       kl_cal_chain_t *out, kl_err_t *e);
 
+/* Asks a live extender (http://, ksi+http://user:key@, ksi+tcp://) for the calendar chain from
+ * aggr_time to pub_time (0 = the calendar head). user/key override the URL's credentials (NULL:
+ * use the URL's). The request's HMAC is SHA-256 and the response must use the same. *raw
+ * (optional) gets the chain's 0x802 bytes in arena; *cal_last the extender's last second (0 if
+ * it did not say). */
+KL_API int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t aggr_time,
+                        uint64_t pub_time, int timeout_ms, kl_arena_t *arena, kl_cal_chain_t *out,
+                        const uint8_t **raw, size_t *raw_len, kl_err_t *e);
+
 #ifdef __cplusplus
 }
 #endif

@@ -177,6 +177,9 @@ KL_API int kl_imprint_decode(const kl_tlv_t *t, kl_imprint_t *out, kl_err_t *e);
 KL_API void kl_pub_data_encode(kl_buf_t *b, uint8_t flags, uint64_t time, const kl_imprint_t *h);
 KL_API void kl_imprint_encode(kl_buf_t *b, uint16_t type, const kl_imprint_t *imp);
 KL_API void kl_cal_chain_encode(kl_buf_t *b, const kl_cal_chain_t *c);
+/* Each link's sibling is written from sib_bytes as element `kind` (0x02 imprint, 0x03 legacy
+ * id, 0x04 metadata value), so a decoded chain re-encodes to equivalent bytes. */
+KL_API void kl_aggr_chain_encode(kl_buf_t *b, const kl_aggr_chain_t *c);
 
 #ifdef __cplusplus
 }

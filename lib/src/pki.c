@@ -1,0 +1,212 @@
+/* Calendar authentication record signing and the development PKI, on OpenSSL 3. */
+#include "keyless/pki.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keyless/pubfile.h"
+#include "keyless/sig.h"
+#include "keyless/tlv.h"
+
+struct kl_calauth {
+  EVP_PKEY *key;
+  X509 *cert;
+  uint8_t *der;
+  size_t der_len;
+  uint8_t id[4];
+  const char *sig_type;
+};
+
+static const char *ossl_msg(void) {
+  unsigned long code = ERR_get_error();
+  static _Thread_local char buf[256];
+  if (code == 0) return "no detail from OpenSSL";
+  ERR_error_string_n(code, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+static int read_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **key, kl_err_t *e) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open %s %s: %s", what, path, strerror(errno));
+  if (cert) *cert = PEM_read_X509(f, NULL, NULL, NULL);
+  if (key) *key = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
+  fclose(f);
+  if ((cert && *cert == NULL) || (key && *key == NULL))
+    return kl_err_set(e, KL_ECRYPTO, "%s %s: not a PEM %s: %s", what, path, cert ? "certificate" : "private key", ossl_msg());
+  return 0;
+}
+
+int kl_calauth_load(const char *cert_pem, const char *key_pem, kl_calauth_t **out, kl_err_t *e) {
+  kl_calauth_t *ca = calloc(1, sizeof *ca);
+  int r;
+  if (ca == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  if ((r = read_pem(cert_pem, "calendar-auth certificate", &ca->cert, NULL, e)) ||
+      (r = read_pem(key_pem, "calendar-auth key", NULL, &ca->key, e)))
+    goto fail;
+  if (X509_check_private_key(ca->cert, ca->key) != 1) {
+    r = kl_err_set(e, KL_ECRYPTO, "calendar-auth key %s does not belong to certificate %s", key_pem, cert_pem);
+    goto fail;
+  }
+  int n = i2d_X509(ca->cert, &ca->der);
+  if (n <= 0) {
+    r = kl_err_set(e, KL_ECRYPTO, "cannot encode certificate %s", cert_pem);
+    goto fail;
+  }
+  ca->der_len = (size_t)n;
+  uint32_t crc = kl_crc32(ca->der, ca->der_len);
+  for (int k = 0; k < 4; k++) ca->id[k] = (uint8_t)(crc >> (24 - 8 * k));
+  int base = EVP_PKEY_get_base_id(ca->key);
+  ca->sig_type = base == EVP_PKEY_RSA ? "1.2.840.113549.1.1.11" : base == EVP_PKEY_EC ? "1.2.840.10045.4.3.2" : NULL;
+  if (ca->sig_type == NULL) {
+    r = kl_err_set(e, KL_EUNSUPPORTED, "calendar-auth key %s: only RSA and EC keys are supported", key_pem);
+    goto fail;
+  }
+  *out = ca;
+  return 0;
+fail:
+  kl_calauth_free(ca);
+  return r;
+}
+
+void kl_calauth_free(kl_calauth_t *ca) {
+  if (ca == NULL) return;
+  EVP_PKEY_free(ca->key);
+  X509_free(ca->cert);
+  OPENSSL_free(ca->der);
+  free(ca);
+}
+
+const uint8_t *kl_calauth_cert_der(const kl_calauth_t *ca, size_t *len) {
+  *len = ca->der_len;
+  return ca->der;
+}
+
+int kl_calauth_sign(kl_calauth_t *ca, uint64_t time, const kl_imprint_t *root, kl_buf_t *out, kl_err_t *e) {
+  kl_buf_t data = KL_BUF_INIT;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  unsigned char *sig = NULL;
+  size_t sig_len = 0;
+  int r = 0;
+  kl_pub_data_encode(&data, KL_TLV_FLAG_F, time, root);
+  if (ctx == NULL || !kl_buf_ok(&data)) {
+    r = kl_err_set(e, KL_ENOMEM, "out of memory");
+    goto out;
+  }
+  if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, ca->key) != 1 ||
+      EVP_DigestSign(ctx, NULL, &sig_len, data.p, data.len) != 1 || (sig = OPENSSL_malloc(sig_len)) == NULL ||
+      EVP_DigestSign(ctx, sig, &sig_len, data.p, data.len) != 1) {
+    r = kl_err_set(e, KL_ECRYPTO, "signing the calendar root for %llu failed: %s", (unsigned long long)time, ossl_msg());
+    goto out;
+  }
+  size_t m = kl_tlv_open(out);
+  kl_buf_put(out, data.p, data.len);
+  size_t s = kl_tlv_open(out);
+  kl_tlv_put_str(out, 0x01, 0, ca->sig_type);
+  kl_tlv_put_bytes(out, 0x02, 0, sig, sig_len);
+  kl_tlv_put_bytes(out, 0x03, 0, ca->id, 4);
+  kl_tlv_close(out, s, 0x0B, 0);
+  kl_tlv_close(out, m, KL_T_CAL_AUTH, 0);
+  r = kl_buf_check(out, e);
+out:
+  OPENSSL_free(sig);
+  EVP_MD_CTX_free(ctx);
+  kl_buf_free(&data);
+  return r;
+}
+
+/* ---- development PKI ---- */
+
+static EVP_PKEY *rsa_key(void) { return EVP_RSA_gen(2048); }
+
+static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *email, X509 *issuer, EVP_PKEY *issuer_key, int days,
+                       bool ca, long serial) {
+  X509 *x = X509_new();
+  if (x == NULL) return NULL;
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), (long)days * 86400);
+  X509_set_pubkey(x, key);
+  X509_NAME *n = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"keyless DEVELOPMENT - NOT FOR PRODUCTION", -1, -1, 0);
+  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+  if (email) X509_NAME_add_entry_by_txt(n, "emailAddress", MBSTRING_UTF8, (const unsigned char *)email, -1, -1, 0);
+  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+  X509V3_CTX v3;
+  X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
+  if (ext) {
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  ext = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
+  if (ext) {
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  if (X509_sign(x, issuer_key, EVP_sha256()) <= 0) {
+    X509_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+static int write_pair(const char *dir, const char *name, X509 *cert, EVP_PKEY *key, kl_err_t *e) {
+  char path[1024];
+  FILE *f;
+  snprintf(path, sizeof path, "%s/%s.crt", dir, name);
+  if (access(path, F_OK) == 0) return kl_err_set(e, KL_ESTATE, "%s already exists; not replacing it", path);
+  if ((f = fopen(path, "w")) == NULL) return kl_err_set(e, KL_EIO, "cannot write %s: %s", path, strerror(errno));
+  int ok = PEM_write_X509(f, cert) == 1;
+  ok &= fclose(f) == 0;
+  snprintf(path, sizeof path, "%s/%s.key", dir, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+    if (fd >= 0) close(fd);
+    return kl_err_set(e, KL_EIO, "cannot write %s: %s", path, strerror(errno));
+  }
+  ok &= PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
+  ok &= fclose(f) == 0;
+  return ok ? 0 : kl_err_set(e, KL_EIO, "cannot write the %s certificate or key in %s", name, dir);
+}
+
+int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) {
+  EVP_PKEY *ca_key = NULL, *pub_key = NULL, *cal_key = NULL;
+  X509 *ca = NULL, *pub = NULL, *cal = NULL;
+  int r = 0;
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) return kl_err_set(e, KL_EIO, "cannot create %s: %s", dir, strerror(errno));
+  if ((ca_key = rsa_key()) == NULL || (pub_key = rsa_key()) == NULL || (cal_key = rsa_key()) == NULL) {
+    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", ossl_msg());
+    goto out;
+  }
+  ca = make_cert(ca_key, "keyless DEVELOPMENT CA", NULL, NULL, ca_key, days, true, 1);
+  pub = ca ? make_cert(pub_key, "keyless DEVELOPMENT publications", email, ca, ca_key, days, false, 2) : NULL;
+  cal = ca ? make_cert(cal_key, "keyless DEVELOPMENT calendar authentication", NULL, ca, ca_key, days, false, 3) : NULL;
+  if (ca == NULL || pub == NULL || cal == NULL) {
+    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", ossl_msg());
+    goto out;
+  }
+  if ((r = write_pair(dir, "ca", ca, ca_key, e)) || (r = write_pair(dir, "publications", pub, pub_key, e)) ||
+      (r = write_pair(dir, "calendar-auth", cal, cal_key, e)))
+    goto out;
+out:
+  X509_free(ca);
+  X509_free(pub);
+  X509_free(cal);
+  EVP_PKEY_free(ca_key);
+  EVP_PKEY_free(pub_key);
+  EVP_PKEY_free(cal_key);
+  return r;
+}
