@@ -33,6 +33,9 @@ int cmd_inspect(int argc, char **argv);
 int cmd_pubfile(int argc, char **argv);
 int cmd_hash(int argc, char **argv);
 int cmd_calendar(int argc, char **argv);
+int cmd_extend(int argc, char **argv);
+int cmd_devpki(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
 
 /* Maps a library error code to an exit status. */
 int cli_exit_for(int kl_code);
@@ -42,6 +45,8 @@ int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len, kl_e
 /* Writes a file atomically: a temporary file in the same directory, fsync, rename. Refuses to
  * replace an existing file unless force (KL_ESTATE). */
 int cli_write_file_atomic(const char *path, const uint8_t *p, size_t n, bool force, kl_err_t *e);
+/* Reads the first certificate of a PEM file as DER (caller frees). */
+int cli_read_pem_der(const char *path, uint8_t **der, size_t *len, kl_err_t *e);
 /* Strips a file:// prefix. */
 const char *cli_file_path(const char *url);
 /* Streams a file ("-" = stdin) through alg. */

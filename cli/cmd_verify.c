@@ -36,9 +36,20 @@ static int canned_extend(void *arg, uint64_t aggr_time, uint64_t pub_time, kl_ar
   return kl_ext_resp_chain_from_pdu(c->pdu, c->len, c->key, 0, arena, out, e);
 }
 
+/* -X http://, ksi+http://, ksi+tcp://: a live extender. */
+typedef struct live {
+  const char *url, *user, *key;
+} live_t;
+
+static int live_extend(void *arg, uint64_t aggr_time, uint64_t pub_time, kl_arena_t *arena, kl_cal_chain_t *out,
+                       kl_err_t *e) {
+  live_t *l = arg;
+  return kl_ext_fetch(l->url, l->user, l->key, aggr_time, pub_time, 10000, arena, out, NULL, NULL, e);
+}
+
 typedef struct vargs {
   const char *sig, *file, *digest, *pubfile, *pub_str, *ext_url;
-  const char *ext_key;
+  const char *ext_key, *ext_user;
   int policy;
   bool json, extend_ok, have_level;
   uint64_t level;
@@ -72,7 +83,6 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
   int c;
   uint64_t at;
   a->policy = KL_POLICY_GENERAL;
-  a->ext_key = "anon";
   optind = 1;
   while ((c = getopt_long(argc, argv, "i:f:d:P:V:X:xh", opts, NULL)) != -1) {
     switch (c) {
@@ -107,7 +117,7 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
         break;
       case O_PUBSTR: a->pub_str = optarg; break;
       case O_EXTKEY: a->ext_key = optarg; break;
-      case O_EXTUSER: break; /* the login only matters to a live extender */
+      case O_EXTUSER: a->ext_user = optarg; break;
       case O_AT:
         if (!cli_parse_u64(optarg, &at) || at > INT64_MAX) {
           fprintf(stderr, "keyless verify: --at wants UNIX seconds, got '%s'\n", optarg);
@@ -192,7 +202,8 @@ int cmd_verify(int argc, char **argv) {
   size_t len = 0;
   kl_sig_t *sig = NULL;
   kl_pubfile_t *pf = NULL;
-  canned_t canned = {NULL, 0, a.ext_key};
+  canned_t canned = {NULL, 0, a.ext_key ? a.ext_key : "anon"};
+  live_t live = {a.ext_url, a.ext_user, a.ext_key};
   kl_verify_opts_t o = {0};
   kl_imprint_t doc;
   int r;
@@ -233,16 +244,18 @@ int cmd_verify(int argc, char **argv) {
   }
   o.pubfile = pf;
   if (a.ext_url) {
-    if (strncmp(a.ext_url, "file://", 7) != 0) {
-      st = fail_early(&a, KL_EXIT_USAGE, "-X: only file://RESPONSE (a saved 0x321 extension response) is supported so far");
-      goto out;
+    if (strncmp(a.ext_url, "file://", 7) == 0) {
+      /* A saved 0x321 response, as ksi-tool's tests use (HMAC key: --ext-key, default "anon"). */
+      if ((r = cli_read_file(a.ext_url + 7, KL_TLV_MAX_SIZE, &canned.pdu, &canned.len, &e))) {
+        st = fail_early(&a, cli_exit_for(r), e.msg);
+        goto out;
+      }
+      o.extend = canned_extend;
+      o.extend_arg = &canned;
+    } else {
+      o.extend = live_extend;
+      o.extend_arg = &live;
     }
-    if ((r = cli_read_file(a.ext_url + 7, KL_TLV_MAX_SIZE, &canned.pdu, &canned.len, &e))) {
-      st = fail_early(&a, cli_exit_for(r), e.msg);
-      goto out;
-    }
-    o.extend = canned_extend;
-    o.extend_arg = &canned;
   }
   /* -x permits extending for the publication-based policies; calendar-based always extends. */
   o.extending_allowed = a.extend_ok;

@@ -13,7 +13,10 @@ static const struct {
     {"inspect", cmd_inspect, "show a signature's chains, times and publication"},
     {"pubfile", cmd_pubfile, "check and show a publications file"},
     {"hash", cmd_hash, "print the imprint of a file"},
+    {"extend", cmd_extend, "extend a signature to a publication through an extender"},
     {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
+    {"publish", cmd_publish, "make the publications file from a calendar"},
+    {"devpki", cmd_devpki, "make a development CA, publications and calendar-auth certificates"},
 };
 
 static void usage(FILE *f) {

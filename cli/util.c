@@ -7,6 +7,9 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "cli.h"
 
 int cli_exit_for(int code) {
@@ -163,4 +166,25 @@ int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, 
     return cli_exit_for(r);
   }
   return KL_EXIT_OK;
+}
+
+int cli_read_pem_der(const char *path, uint8_t **der, size_t *len, kl_err_t *e) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open %s: %s", path, strerror(errno));
+  X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+  fclose(f);
+  if (x == NULL) return kl_err_set(e, KL_EFORMAT, "%s is not a PEM certificate", path);
+  unsigned char *p = NULL;
+  int n = i2d_X509(x, &p);
+  X509_free(x);
+  if (n <= 0) return kl_err_set(e, KL_ECRYPTO, "%s: cannot encode the certificate", path);
+  *der = malloc((size_t)n);
+  if (*der == NULL) {
+    OPENSSL_free(p);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  memcpy(*der, p, (size_t)n);
+  *len = (size_t)n;
+  OPENSSL_free(p);
+  return 0;
 }
