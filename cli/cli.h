@@ -71,6 +71,10 @@ bool cli_trust_add_cnstr(cli_trust_t *t, char *arg);
 /* Loads and (unless no_verify) verifies the publications file. Returns an exit status. */
 int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, kl_err_t *e);
 
+/* A copy of peer-supplied text safe for a terminal: control characters become \xHH.
+ * Returns buf. */
+const char *cli_printable(const char *s, char *buf, size_t cap);
+
 /* Minimal JSON writer to a FILE. */
 typedef struct cli_json {
   FILE *f;

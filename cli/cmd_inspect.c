@@ -22,11 +22,11 @@ static void print_link_text(size_t k, const kl_aggr_link_t *l, uint64_t level) {
   if (l->kind == KL_SIB_IMPRINT) {
     printf("  sibling %s\n", imp_text(&l->sibling, b));
   } else if (l->kind == KL_SIB_LEGACY_ID) {
-    printf("  legacy id \"%s\"\n", l->legacy_id);
+    printf("  legacy id \"%s\"\n", cli_printable(l->legacy_id, b, sizeof b));
   } else {
     const kl_metadata_t *m = &l->meta;
-    printf("  identity client=\"%s\"", m->client_id);
-    if (m->machine_id) printf(" machine=\"%s\"", m->machine_id);
+    printf("  identity client=\"%s\"", cli_printable(m->client_id, b, sizeof b));
+    if (m->machine_id) printf(" machine=\"%s\"", cli_printable(m->machine_id, b, sizeof b));
     if (m->has_seq) printf(" seq=%llu", (unsigned long long)m->seq);
     if (m->has_req_time) {
       cli_utc(m->req_time / 1000000, b, sizeof b);
@@ -54,7 +54,8 @@ static void print_text(const char *name, const kl_sig_t *s) {
   printf("  aggregation hash chains: %zu (bottom up)\n", s->n_chains);
   for (size_t i = 0; i < s->n_chains; i++) {
     const kl_aggr_chain_t *c = &s->chains[i];
-    printf("    chain %zu: %s, %zu links, chain index [", i + 1, kl_hash_name((int)c->algo) ? kl_hash_name((int)c->algo) : "?", c->n_links);
+    printf("    chain %zu: %s, %zu link%s, chain index [", i + 1, kl_hash_name((int)c->algo) ? kl_hash_name((int)c->algo) : "?",
+           c->n_links, c->n_links == 1 ? "" : "s");
     for (size_t k = 0; k < c->n_index; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)c->index[k]);
     printf("]\n      input %s\n", imp_text(&c->input, b));
     uint64_t lv = level;
@@ -87,15 +88,15 @@ static void print_text(const char *name, const kl_sig_t *s) {
     printf("  publication record: %llu (%s)\n", (unsigned long long)s->pub->data.time, cli_utc(s->pub->data.time, t, sizeof t));
     printf("    published hash %s\n", imp_text(&s->pub->data.hash, b));
     if (kl_pubstr_encode(s->pub->data.time, &s->pub->data.hash, ps, sizeof ps, &e) == 0) printf("    publication string %s\n", ps);
-    for (size_t k = 0; k < s->pub->n_refs; k++) printf("    reference: %s\n", s->pub->refs[k]);
-    for (size_t k = 0; k < s->pub->n_uris; k++) printf("    repository: %s\n", s->pub->uris[k]);
+    for (size_t k = 0; k < s->pub->n_refs; k++) printf("    reference: %s\n", cli_printable(s->pub->refs[k], b, sizeof b));
+    for (size_t k = 0; k < s->pub->n_uris; k++) printf("    repository: %s\n", cli_printable(s->pub->uris[k], b, sizeof b));
   }
   if (s->auth) {
     char id[40] = "";
     if (s->auth->sig.cert_id_len <= 16) kl_hex_encode(s->auth->sig.cert_id, s->auth->sig.cert_id_len, id);
     printf("  calendar authentication record: %llu (%s)\n", (unsigned long long)s->auth->data.time, cli_utc(s->auth->data.time, t, sizeof t));
     printf("    signed hash %s\n    signature %s, %zu bytes, certificate id %s\n", imp_text(&s->auth->data.hash, b),
-           s->auth->sig.sig_type, s->auth->sig.value_len, id);
+           cli_printable(s->auth->sig.sig_type, t, sizeof t), s->auth->sig.value_len, id);
   }
   if (!s->pub && !s->auth) printf("  trust anchor: none (verify with the calendar-based policy or extend)\n");
   kl_hasher_close(&h);
@@ -226,9 +227,13 @@ int cmd_inspect(int argc, char **argv) {
   kl_err_t e = {0};
   kl_sig_t *sig;
   int r = cli_read_file(in, KL_TLV_MAX_SIZE, &buf, &len, &e);
-  if (r == 0) r = kl_sig_parse(buf, len, &sig, &e), free(buf);
+  if (r == 0) {
+    r = kl_sig_parse(buf, len, &sig, &e);
+    free(buf);
+    if (r) kl_err_wrap(&e, "%s", in);
+  }
   if (r) {
-    fprintf(stderr, "keyless inspect: %s: %s\n", in, e.msg);
+    fprintf(stderr, "keyless inspect: %s\n", e.msg);
     return cli_exit_for(r);
   }
   if (json) print_json(sig);

@@ -132,7 +132,16 @@ int cmd_pubfile(int argc, char **argv) {
   kl_err_t e = {0};
   int st = cli_load_pubfile(in, &trust, &pf, &e);
   if (st != KL_EXIT_OK) {
-    if (json) printf("{\"result\":\"FAIL\",\"message\":\"%s\"}\n", "publications file rejected, see standard error");
+    if (json) {
+      cli_json_t j;
+      json_begin(&j, stdout);
+      json_obj(&j, NULL);
+      json_str(&j, "result", "FAIL");
+      json_str(&j, "message", e.msg);
+      json_u64(&j, "exit_status", (uint64_t)st);
+      json_end_obj(&j);
+      json_finish(&j);
+    }
     fprintf(stderr, "keyless pubfile: %s\n", e.msg);
     return st;
   }

@@ -9,6 +9,20 @@ void json_begin(cli_json_t *j, FILE *f) {
   j->first[0] = true;
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not valid UTF-8. */
+static size_t utf8_len(const unsigned char *p) {
+  if (p[0] < 0x80) return 1;
+  size_t n = p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 && p[0] < 0xE0 ? 2 : 0;
+  if (n == 0) return 0;
+  for (size_t i = 1; i < n; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  if (n == 3 && ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0))) return 0; /* overlong, surrogate */
+  if (n == 4 && ((p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] >= 0x90))) return 0;
+  return n;
+}
+
+/* Strings from signatures are peer data: invalid UTF-8 becomes U+FFFD, so the output is
+ * always valid JSON. */
 static void put_string(FILE *f, const char *v) {
   if (v == NULL) {
     fputs("null", f);
@@ -16,6 +30,16 @@ static void put_string(FILE *f, const char *v) {
   }
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+    if (*p >= 0x80) {
+      size_t n = utf8_len(p);
+      if (n == 0) {
+        fputs("\\ufffd", f);
+      } else {
+        fwrite(p, 1, n, f);
+        p += n - 1;
+      }
+      continue;
+    }
     switch (*p) {
       case '"': fputs("\\\"", f); break;
       case '\\': fputs("\\\\", f); break;

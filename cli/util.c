@@ -188,3 +188,14 @@ int cli_read_pem_der(const char *path, uint8_t **der, size_t *len, kl_err_t *e) 
   OPENSSL_free(p);
   return 0;
 }
+
+const char *cli_printable(const char *s, char *buf, size_t cap) {
+  size_t n = 0;
+  if (cap == 0) return buf;
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p && n + 5 < cap; p++) {
+    if (*p < 0x20 || *p == 0x7F) n += (size_t)snprintf(buf + n, cap - n, "\\x%02X", *p);
+    else buf[n++] = (char)*p;
+  }
+  buf[n] = '\0';
+  return buf;
+}

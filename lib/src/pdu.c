@@ -6,6 +6,9 @@
 
 #include "keyless/pdu.h"
 
+/* kl_err_wrap that returns the failing call's own code, whatever e holds. */
+#define WRAP(rc, e, ...) (kl_err_wrap((e), __VA_ARGS__), (rc))
+
 int kl_pdu_service(uint16_t pdu_type) {
   switch (pdu_type) {
     case KL_PDU_AGGR_REQ:
@@ -59,6 +62,7 @@ static const char *alg_name(int alg) {
 
 int kl_pdu_check_hmac_alg(const kl_pdu_t *pdu, int alg, const void *key, size_t keylen,
                           kl_err_t *e) {
+  int rc;
   if (pdu == NULL || (key == NULL && keylen != 0))
     return kl_err_set(e, KL_EINVAL, "kl_pdu_check_hmac: NULL argument");
   if (!pdu->has_hmac) return kl_err_set(e, KL_EHMAC, "PDU has no HMAC (0x1F)");
@@ -72,7 +76,7 @@ int kl_pdu_check_hmac_alg(const kl_pdu_t *pdu, int alg, const void *key, size_t 
   if (pdu->hmac_offset + pdu->hmac.len != pdu->raw_len)
     return kl_err_set(e, KL_ESTATE, "PDU object is inconsistent: HMAC digest is not at the end");
   kl_imprint_t mac;
-  if (kl_hmac(have, key, keylen, pdu->raw, pdu->hmac_offset, &mac, e)) return kl_err_wrap(e, "PDU HMAC");
+  if ((rc = kl_hmac(have, key, keylen, pdu->raw, pdu->hmac_offset, &mac, e))) return WRAP(rc, e, "PDU HMAC");
   if (mac.len != pdu->hmac.len || CRYPTO_memcmp(mac.digest, pdu->raw + pdu->hmac_offset, mac.len) != 0)
     return kl_err_set(e, KL_EHMAC, "HMAC mismatch (%s digest at offset %zu): wrong key, or the PDU was altered",
                       alg_name(have), pdu->hmac_offset);

@@ -5,19 +5,24 @@
 
 #include "keyless/pdu.h"
 
+/* kl_err_wrap that returns the failing call's own code, whatever e holds. */
+#define WRAP(rc, e, ...) (kl_err_wrap((e), __VA_ARGS__), (rc))
+
 /* Reads an INT child that may appear once. */
 static int uint_once(const kl_tlv_t *c, bool *seen, uint64_t *out, const char *where,
                      const char *what, kl_err_t *e) {
+  int rc;
   if (*seen) return kl_tlv_err_dup(c, where, e);
   *seen = true;
-  if (kl_tlv_get_uint(c, out, e)) return kl_err_wrap(e, "%s: %s", where, what);
+  if ((rc = kl_tlv_get_uint(c, out, e))) return WRAP(rc, e, "%s", what);
   return 0;
 }
 
 static int str_once(const kl_tlv_t *c, const char **out, const char *where, const char *what,
                     kl_err_t *e) {
+  int rc;
   if (*out != NULL) return kl_tlv_err_dup(c, where, e);
-  if (kl_tlv_get_str(c, out, e)) return kl_err_wrap(e, "%s: %s", where, what);
+  if ((rc = kl_tlv_get_str(c, out, e))) return WRAP(rc, e, "%s", what);
   return 0;
 }
 
@@ -31,24 +36,24 @@ static int header_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_header_t
   static const char where[] = "PDU header";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     switch (c.type) {
       case 0x01:
-        if (str_once(&c, &h->login_id, where, "login id", e)) return KL_EFORMAT;
+        if ((rc = str_once(&c, &h->login_id, where, "login id", e))) return rc;
         break;
       case 0x02:
-        if (uint_once(&c, &h->has_instance_id, &h->instance_id, where, "instance id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &h->has_instance_id, &h->instance_id, where, "instance id", e))) return rc;
         break;
       case 0x03:
-        if (uint_once(&c, &h->has_message_id, &h->message_id, where, "message id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &h->has_message_id, &h->message_id, where, "message id", e))) return rc;
         break;
       default:
         if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, where, e);
     }
   }
-  if (r < 0) return kl_err_wrap(e, "%s", where);
+  if (r < 0) return KL_EFORMAT;
   if (h->login_id == NULL) return missing(t, where, "login id (0x01)", e);
   return 0;
 }
@@ -57,24 +62,24 @@ static int aggr_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_aggr_r
   static const char where[] = "aggregation request";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   bool seen_id = false, seen_hash = false;
   q->offset = t->offset;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     switch (c.type) {
       case 0x01:
-        if (uint_once(&c, &seen_id, &q->request_id, where, "request id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_id, &q->request_id, where, "request id", e))) return rc;
         break;
       case 0x02:
         if (seen_hash) return kl_tlv_err_dup(&c, where, e);
         seen_hash = true;
-        if (kl_imprint_decode(&c, &q->hash, e)) return kl_err_wrap(e, "%s: request hash", where);
+        if ((rc = kl_imprint_decode(&c, &q->hash, e))) return WRAP(rc, e, "request hash");
         break;
       case 0x03:
-        if (uint_once(&c, &q->has_level, &q->level, where, "request level", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &q->has_level, &q->level, where, "request level", e))) return rc;
         if (q->level > 255)
-          return kl_err_set(e, KL_ERANGE, "%s: request level %llu at offset %zu is over 255", where,
+          return kl_err_set(e, KL_ERANGE, "request level %llu at offset %zu is over 255",
                             (unsigned long long)q->level, c.offset);
         break;
       default:
@@ -90,10 +95,11 @@ static int aggr_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_aggr_r
 /* A signature part (0x801..0x806) of an aggregation response: kept raw, chains also decoded. */
 static int part_decode(const kl_tlv_t *c, const uint8_t *base, kl_arena_t *a, kl_pdu_aggr_resp_t *s,
                        unsigned *seen, kl_err_t *e) {
+  int rc;
   static const char where[] = "aggregation response";
   if (c->type == KL_T_AGGR_CHAIN) {
-    if (kl_aggr_chain_decode(c, base, a, &s->chains[s->n_chains], e))
-      return kl_err_wrap(e, "%s: aggregation hash chain %zu", where, s->n_chains + 1);
+    if ((rc = kl_aggr_chain_decode(c, base, a, &s->chains[s->n_chains], e)))
+      return WRAP(rc, e, "aggregation hash chain %zu", s->n_chains + 1);
     s->n_chains++;
   } else {
     unsigned bit = 1u << (c->type - 0x800);
@@ -102,7 +108,7 @@ static int part_decode(const kl_tlv_t *c, const uint8_t *base, kl_arena_t *a, kl
   }
   if (c->type == KL_T_CAL_CHAIN) {
     if ((s->cal = kl_arena_alloc(a, sizeof *s->cal)) == NULL) return oom(e);
-    if (kl_cal_chain_decode(c, base, a, s->cal, e)) return kl_err_wrap(e, "%s: calendar hash chain", where);
+    if ((rc = kl_cal_chain_decode(c, base, a, s->cal, e))) return WRAP(rc, e, "calendar hash chain");
   }
   s->parts[s->n_parts].type = c->type;
   s->parts[s->n_parts].raw = c->raw;
@@ -116,7 +122,7 @@ static int aggr_resp_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *
   static const char where[] = "aggregation response";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   bool seen_id = false;
   unsigned seen_part = 0; /* bit (type - 0x800) for the parts that may appear once */
   size_t n_parts = 0, n_chains = 0;
@@ -133,18 +139,18 @@ static int aggr_resp_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     if (c.type >= KL_T_AGGR_CHAIN && c.type <= KL_T_RFC3161) {
-      if (part_decode(&c, base, a, s, &seen_part, e)) return KL_EFORMAT;
+      if ((rc = part_decode(&c, base, a, s, &seen_part, e))) return rc;
       continue;
     }
     switch (c.type) {
       case 0x01:
-        if (uint_once(&c, &seen_id, &s->request_id, where, "request id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_id, &s->request_id, where, "request id", e))) return rc;
         break;
       case 0x04:
-        if (uint_once(&c, &s->has_status, &s->status, where, "status", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &s->has_status, &s->status, where, "status", e))) return rc;
         break;
       case 0x05:
-        if (str_once(&c, &s->error_msg, where, "error message", e)) return KL_EFORMAT;
+        if ((rc = str_once(&c, &s->error_msg, where, "error message", e))) return rc;
         break;
       default:
         if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, where, e);
@@ -159,20 +165,20 @@ static int ext_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_ext_req
   static const char where[] = "extension request";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   bool seen_id = false, seen_time = false;
   q->offset = t->offset;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     switch (c.type) {
       case 0x01:
-        if (uint_once(&c, &seen_id, &q->request_id, where, "request id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_id, &q->request_id, where, "request id", e))) return rc;
         break;
       case 0x02:
-        if (uint_once(&c, &seen_time, &q->aggr_time, where, "aggregation time", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_time, &q->aggr_time, where, "aggregation time", e))) return rc;
         break;
       case 0x03:
-        if (uint_once(&c, &q->has_pub_time, &q->pub_time, where, "publication time", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &q->has_pub_time, &q->pub_time, where, "publication time", e))) return rc;
         break;
       default:
         if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, where, e);
@@ -189,28 +195,28 @@ static int ext_resp_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *a
   static const char where[] = "extension response";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   bool seen_id = false, seen_status = false;
   s->offset = t->offset;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     switch (c.type) {
       case 0x01:
-        if (uint_once(&c, &seen_id, &s->request_id, where, "request id", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_id, &s->request_id, where, "request id", e))) return rc;
         break;
       case 0x04:
-        if (uint_once(&c, &seen_status, &s->status, where, "status", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &seen_status, &s->status, where, "status", e))) return rc;
         break;
       case 0x05:
-        if (str_once(&c, &s->error_msg, where, "error message", e)) return KL_EFORMAT;
+        if ((rc = str_once(&c, &s->error_msg, where, "error message", e))) return rc;
         break;
       case 0x12:
-        if (uint_once(&c, &s->has_cal_last, &s->cal_last, where, "calendar last time", e)) return KL_EFORMAT;
+        if ((rc = uint_once(&c, &s->has_cal_last, &s->cal_last, where, "calendar last time", e))) return rc;
         break;
       case KL_T_CAL_CHAIN:
         if (s->cal != NULL) return kl_tlv_err_dup(&c, where, e);
         if ((s->cal = kl_arena_alloc(a, sizeof *s->cal)) == NULL) return oom(e);
-        if (kl_cal_chain_decode(&c, base, a, s->cal, e)) return kl_err_wrap(e, "%s: calendar hash chain", where);
+        if ((rc = kl_cal_chain_decode(&c, base, a, s->cal, e))) return WRAP(rc, e, "calendar hash chain");
         s->cal_raw = c.raw;
         s->cal_raw_len = c.raw_len;
         break;
@@ -228,14 +234,14 @@ static int error_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_error_t *
   static const char where[] = "PDU error element";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   bool seen_status = false;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     if (c.type == 0x04) {
-      if (uint_once(&c, &seen_status, &er->status, where, "status", e)) return KL_EFORMAT;
+      if ((rc = uint_once(&c, &seen_status, &er->status, where, "status", e))) return rc;
     } else if (c.type == 0x05) {
-      if (str_once(&c, &er->message, where, "error message", e)) return KL_EFORMAT;
+      if ((rc = str_once(&c, &er->message, where, "error message", e))) return rc;
     } else if (!kl_tlv_is_noncritical(&c)) {
       return kl_tlv_err_unknown(&c, where, e);
     }
@@ -263,7 +269,7 @@ static int config_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *a, 
   const char *where = req ? "configuration request" : "configuration";
   kl_tlv_iter_t it;
   kl_tlv_t c;
-  int r;
+  int r, rc;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     bool *has = NULL;
@@ -282,14 +288,14 @@ static int config_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *a, 
       case 0x12: if (!aggr) { has = &cf->has_cal_last; v = &cf->cal_last; what = "calendar last time"; } break;
       case 0x10: {
         const char *s;
-        if (kl_tlv_get_str(&c, &s, e)) return kl_err_wrap(e, "%s: parent URI", where);
+        if ((rc = kl_tlv_get_str(&c, &s, e))) return WRAP(rc, e, "parent URI");
         if (push_uri(a, cf, s)) return oom(e);
         continue;
       }
       default: break;
     }
     if (has != NULL) {
-      if (uint_once(&c, has, v, where, what, e)) return KL_EFORMAT;
+      if ((rc = uint_once(&c, has, v, where, what, e))) return rc;
     } else if (!kl_tlv_is_noncritical(&c)) {
       return kl_tlv_err_unknown(&c, where, e);
     }
@@ -314,22 +320,22 @@ static int payload_decode(kl_pdu_t *pdu, const kl_tlv_t *c, kl_err_t *e) {
   switch (pdu->type) {
     case KL_PDU_AGGR_REQ:
       r = aggr_req_decode(c, base, &pdu->aggr_reqs[pdu->n_aggr_reqs], e);
-      if (r) return kl_err_wrap(e, "aggregation request %zu", pdu->n_aggr_reqs + 1);
+      if (r) return WRAP(r, e, "aggregation request %zu", pdu->n_aggr_reqs + 1);
       pdu->n_aggr_reqs++;
       return 0;
     case KL_PDU_AGGR_RESP:
       r = aggr_resp_decode(c, base, &pdu->arena, &pdu->aggr_resps[pdu->n_aggr_resps], e);
-      if (r) return kl_err_wrap(e, "aggregation response %zu", pdu->n_aggr_resps + 1);
+      if (r) return WRAP(r, e, "aggregation response %zu", pdu->n_aggr_resps + 1);
       pdu->n_aggr_resps++;
       return 0;
     case KL_PDU_EXT_REQ:
       r = ext_req_decode(c, base, &pdu->ext_reqs[pdu->n_ext_reqs], e);
-      if (r) return kl_err_wrap(e, "extension request %zu", pdu->n_ext_reqs + 1);
+      if (r) return WRAP(r, e, "extension request %zu", pdu->n_ext_reqs + 1);
       pdu->n_ext_reqs++;
       return 0;
     default:
       r = ext_resp_decode(c, base, &pdu->arena, &pdu->ext_resps[pdu->n_ext_resps], e);
-      if (r) return kl_err_wrap(e, "extension response %zu", pdu->n_ext_resps + 1);
+      if (r) return WRAP(r, e, "extension response %zu", pdu->n_ext_resps + 1);
       pdu->n_ext_resps++;
       return 0;
   }
@@ -351,9 +357,9 @@ static int pdu_decode(kl_pdu_t *pdu, kl_err_t *e) {
   const uint8_t *base = pdu->raw;
   kl_tlv_t top, c;
   kl_tlv_iter_t it;
-  int r;
+  int r, rc;
   size_t n_payload = 0, idx = 0;
-  if (kl_tlv_parse_one(pdu->raw, pdu->raw_len, &top, e)) return kl_err_wrap(e, "PDU");
+  if ((rc = kl_tlv_parse_one(pdu->raw, pdu->raw_len, &top, e))) return WRAP(rc, e, "PDU");
   if (top.type == 0x200 || top.type == 0x300)
     return kl_err_set(e, KL_EUNSUPPORTED, "PDU type 0x%X is protocol version 1, which is not supported", top.type);
   if (top.type != KL_PDU_AGGR_REQ && top.type != KL_PDU_AGGR_RESP && top.type != KL_PDU_EXT_REQ &&
@@ -368,7 +374,7 @@ static int pdu_decode(kl_pdu_t *pdu, kl_err_t *e) {
   kl_tlv_iter_children(&it, base, &top);
   while ((r = kl_tlv_next(&it, &c, e)) > 0)
     if (c.type == KL_PDU_T_PAYLOAD) n_payload++;
-  if (r < 0) return kl_err_wrap(e, "%s", name);
+  if (r < 0) return WRAP(KL_EFORMAT, e, "%s", name);
   if (alloc_payloads(pdu, n_payload, e)) return KL_ENOMEM;
 
   kl_tlv_iter_children(&it, base, &top);
@@ -386,27 +392,28 @@ static int pdu_decode(kl_pdu_t *pdu, kl_err_t *e) {
         if (idx != 0)
           return kl_err_set(e, KL_EFORMAT, "%s: header (0x01) at offset %zu is not the first element", name, c.offset);
         if ((pdu->header = kl_arena_alloc(&pdu->arena, sizeof *pdu->header)) == NULL) return oom(e);
-        if (header_decode(&c, base, pdu->header, e)) return kl_err_wrap(e, "%s", name);
+        if ((rc = header_decode(&c, base, pdu->header, e))) return WRAP(rc, e, "%s: header", name);
         break;
       case KL_PDU_T_PAYLOAD:
-        if (payload_decode(pdu, &c, e)) return kl_err_wrap(e, "%s", name);
+        if ((rc = payload_decode(pdu, &c, e))) return WRAP(rc, e, "%s", name);
         break;
       case KL_PDU_T_ERROR:
         if (pdu->error != NULL) return kl_tlv_err_dup(&c, name, e);
         if ((pdu->error = kl_arena_alloc(&pdu->arena, sizeof *pdu->error)) == NULL) return oom(e);
-        if (error_decode(&c, base, pdu->error, e)) return kl_err_wrap(e, "%s", name);
+        if ((rc = error_decode(&c, base, pdu->error, e))) return WRAP(rc, e, "%s: error element", name);
         break;
       case KL_PDU_T_CONFIG:
         if (pdu->config != NULL) return kl_tlv_err_dup(&c, name, e);
         if ((pdu->config = kl_arena_alloc(&pdu->arena, sizeof *pdu->config)) == NULL) return oom(e);
-        if (config_decode(&c, base, &pdu->arena, pdu->type, pdu->config, e)) return kl_err_wrap(e, "%s", name);
+        if ((rc = config_decode(&c, base, &pdu->arena, pdu->type, pdu->config, e)))
+          return WRAP(rc, e, "%s: configuration", name);
         break;
       case KL_PDU_T_ACK:
         if (pdu->has_ack) return kl_tlv_err_dup(&c, name, e);
         pdu->has_ack = true;
         break;
       case KL_PDU_T_HMAC:
-        if (kl_imprint_decode(&c, &pdu->hmac, e)) return kl_err_wrap(e, "%s: HMAC", name);
+        if ((rc = kl_imprint_decode(&c, &pdu->hmac, e))) return WRAP(rc, e, "%s: HMAC", name);
         pdu->has_hmac = true;
         pdu->hmac_offset = c.offset + (c.raw_len - c.len) + 1;
         break;
@@ -414,7 +421,7 @@ static int pdu_decode(kl_pdu_t *pdu, kl_err_t *e) {
         if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, name, e);
     }
   }
-  if (r < 0) return kl_err_wrap(e, "%s", name);
+  if (r < 0) return WRAP(KL_EFORMAT, e, "%s", name);
   /* libksi accepts a PDU that carries only an error without header or HMAC; nothing else. */
   const bool error_only = pdu->error != NULL && n_payload == 0 && pdu->config == NULL && !pdu->has_ack;
   if (!error_only && pdu->header == NULL)

@@ -10,6 +10,9 @@
 
 #include "keyless/pdu.h"
 
+/* kl_err_wrap that returns the failing call's own code, whatever e holds. */
+#define WRAP(rc, e, ...) (kl_err_wrap((e), __VA_ARGS__), (rc))
+
 static bool is_request(uint16_t type) { return type == KL_PDU_AGGR_REQ || type == KL_PDU_EXT_REQ; }
 
 static bool error_only(const kl_pdu_writer_t *w) {
@@ -68,10 +71,11 @@ static int check(kl_pdu_writer_t *w, const char *what, kl_err_t *e) {
 /* Checks that [p, p+n) is one whole TLV of a type in [lo, hi]; *type gets the type. */
 static int raw_type(const uint8_t *p, size_t n, uint16_t lo, uint16_t hi, const char *what,
                     uint16_t *type, kl_err_t *e) {
+  int rc;
   kl_tlv_t t;
   if (p == NULL) return kl_err_set(e, KL_EINVAL, "%s: NULL bytes", what);
   if (n > KL_TLV_MAX_SIZE) return kl_err_set(e, KL_ETOOBIG, "%s: %zu bytes is more than one TLV", what, n);
-  if (kl_tlv_parse_one(p, n, &t, e)) return kl_err_wrap(e, "%s", what);
+  if ((rc = kl_tlv_parse_one(p, n, &t, e))) return WRAP(rc, e, "%s", what);
   if (t.type < lo || t.type > hi)
     return kl_err_set(e, KL_EINVAL, "%s: element type 0x%X, expected 0x%X..0x%X", what, t.type, lo, hi);
   *type = t.type;
@@ -129,8 +133,8 @@ int kl_pdu_add_aggr_resp(kl_pdu_writer_t *w, const kl_pdu_aggr_resp_t *r, kl_err
   if (r == NULL || (r->parts == NULL && r->n_parts != 0)) return fail(w, kl_err_set(e, KL_EINVAL, "%s: NULL", what));
   for (size_t i = 0; i < r->n_parts; i++) {
     uint16_t t = 0;
-    if (raw_type(r->parts[i].raw, r->parts[i].len, KL_T_AGGR_CHAIN, KL_T_RFC3161, "signature part", &t, e))
-      return fail(w, kl_err_wrap(e, "%s %llu: part %zu", what, (unsigned long long)r->request_id, i + 1));
+    if ((rc = raw_type(r->parts[i].raw, r->parts[i].len, KL_T_AGGR_CHAIN, KL_T_RFC3161, "signature part", &t, e)))
+      return fail(w, WRAP(rc, e, "%s %llu: part %zu", what, (unsigned long long)r->request_id, i + 1));
     if (t == KL_T_AGGR_CHAIN) continue;
     if (seen & (1u << (t - 0x800)))
       return fail(w, kl_err_set(e, KL_EINVAL, "%s %llu: part %zu repeats element 0x%X", what,
@@ -168,8 +172,8 @@ int kl_pdu_add_ext_resp(kl_pdu_writer_t *w, const kl_pdu_ext_resp_t *r, kl_err_t
   if (r == NULL) return fail(w, kl_err_set(e, KL_EINVAL, "%s: NULL", what));
   uint16_t t;
   if (r->cal_raw != NULL &&
-      raw_type(r->cal_raw, r->cal_raw_len, KL_T_CAL_CHAIN, KL_T_CAL_CHAIN, "calendar chain", &t, e))
-    return fail(w, kl_err_wrap(e, "%s %llu", what, (unsigned long long)r->request_id));
+      (rc = raw_type(r->cal_raw, r->cal_raw_len, KL_T_CAL_CHAIN, KL_T_CAL_CHAIN, "calendar chain", &t, e)))
+    return fail(w, WRAP(rc, e, "%s %llu", what, (unsigned long long)r->request_id));
   size_t m = kl_tlv_open(&w->buf);
   kl_tlv_put_uint(&w->buf, 0x01, 0, r->request_id);
   kl_tlv_put_uint(&w->buf, 0x04, 0, r->status);
@@ -252,7 +256,7 @@ static int sign(kl_pdu_writer_t *w, int alg, const void *key, size_t keylen, uin
   if ((rc = check(w, "PDU", e))) return rc;
   kl_imprint_t mac;
   if ((rc = kl_hmac(alg, key, keylen, w->buf.p, w->buf.len - dlen, &mac, e)))
-    return fail(w, kl_err_wrap(e, "PDU HMAC"));
+    return fail(w, WRAP(rc, e, "PDU HMAC"));
   memcpy(w->buf.p + w->buf.len - dlen, mac.digest, dlen);
   w->done = true;
   *out = kl_buf_steal(&w->buf, len);

@@ -168,7 +168,7 @@ static int sig_decode(kl_sig_t *s, kl_err_t *e) {
       case KL_T_CAL_CHAIN:
         if (s->cal) return kl_tlv_err_dup(&c, "signature", e);
         if ((s->cal = kl_arena_alloc(&s->arena, sizeof *s->cal)) == NULL) return KL_ENOMEM;
-        if (kl_cal_chain_decode(&c, base, &s->arena, s->cal, e)) return kl_err_wrap(e, "calendar hash chain");
+        if (kl_cal_chain_decode(&c, base, &s->arena, s->cal, e)) return KL_EFORMAT == e->code ? e->code : kl_err_wrap(e, "calendar hash chain");
         break;
       case KL_T_PUB_REC:
         if (s->pub) return kl_tlv_err_dup(&c, "signature", e);
