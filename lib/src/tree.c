@@ -1,0 +1,199 @@
+/* The aggregation tree of a round: balanced pairing with KSI levels. */
+#include "keyless/tree.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/chains.h"
+#include "keyless/sig.h"
+#include "keyless/tlv.h"
+
+typedef struct node {
+  kl_imprint_t hash;
+  unsigned level;
+  size_t parent; /* SIZE_MAX for the root */
+  size_t sibling; /* the other child of parent */
+  bool left;      /* this node is its parent's left child */
+} node_t;
+
+struct kl_tree {
+  int alg;
+  size_t n_leaves, n_alloc, n_nodes; /* n_alloc: leaves built (a blank one included) */
+  node_t *nodes;      /* leaves first (after their metadata step), then parents */
+  uint8_t **meta;     /* per leaf, copies */
+  size_t *meta_len;
+  kl_imprint_t *input; /* per leaf: the hash the client gave */
+  unsigned *in_level;
+  size_t root;
+};
+
+void kl_tree_free(kl_tree_t *t) {
+  if (t == NULL) return;
+  for (size_t i = 0; t->meta && i < t->n_alloc; i++) free(t->meta[i]);
+  free(t->meta);
+  free(t->meta_len);
+  free(t->input);
+  free(t->in_level);
+  free(t->nodes);
+  free(t);
+}
+
+static int build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_level, kl_tree_t **out, kl_err_t *e);
+
+/* A lone leaf without identity would have no link at all, which KSI cannot express: it is
+ * paired with a blank sibling (the all-zero imprint of the algorithm) at its own level. */
+int kl_tree_build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_level, kl_tree_t **out, kl_err_t *e) {
+  *out = NULL;
+  if (n == 0) return kl_err_set(e, KL_EINVAL, "a tree needs at least one leaf");
+  if (n == 1 && leaves[0].meta == NULL) {
+    kl_tree_leaf_t two[2] = {leaves[0], leaves[0]};
+    memset(&two[1].hash, 0, sizeof two[1].hash);
+    two[1].hash.alg = (uint8_t)alg;
+    two[1].hash.len = (uint8_t)kl_hash_digest_len(alg);
+    int r = build(two, 2, alg, max_level, out, e);
+    if (r == 0) (*out)->n_leaves = 1;
+    return r;
+  }
+  return build(leaves, n, alg, max_level, out, e);
+}
+
+static int build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_level, kl_tree_t **out, kl_err_t *e) {
+  kl_hasher_t h;
+  int r;
+  if (max_level > 255) max_level = 255;
+  if (!kl_hash_trusted(alg)) return kl_err_set(e, KL_EHASHALG, "aggregation algorithm 0x%02X is not usable", (unsigned)alg);
+  kl_tree_t *t = calloc(1, sizeof *t);
+  if (t == NULL || n > SIZE_MAX / 4 / sizeof(node_t)) goto oom;
+  t->alg = alg;
+  t->n_leaves = t->n_alloc = n;
+  t->nodes = calloc(2 * n + 64, sizeof *t->nodes); /* leaves, parents, and a promoted copy per row */
+  t->meta = calloc(n, sizeof *t->meta);
+  t->meta_len = calloc(n, sizeof *t->meta_len);
+  t->input = calloc(n, sizeof *t->input);
+  t->in_level = calloc(n, sizeof *t->in_level);
+  if (!t->nodes || !t->meta || !t->meta_len || !t->input || !t->in_level) goto oom;
+  if ((r = kl_hasher_init(&h, e))) {
+    kl_tree_free(t);
+    return r;
+  }
+  /* Leaves: the hash, or H(hash || meta || level + 1) when the leaf has an identity. */
+  for (size_t i = 0; i < n; i++) {
+    node_t *nd = &t->nodes[i];
+    t->input[i] = leaves[i].hash;
+    t->in_level[i] = leaves[i].level;
+    nd->hash = leaves[i].hash;
+    nd->level = leaves[i].level;
+    nd->parent = SIZE_MAX;
+    if (leaves[i].meta != NULL) {
+      if ((t->meta[i] = malloc(leaves[i].meta_len ? leaves[i].meta_len : 1)) == NULL) goto oom_h;
+      memcpy(t->meta[i], leaves[i].meta, leaves[i].meta_len);
+      t->meta_len[i] = leaves[i].meta_len;
+      if (nd->level + 1 > max_level) goto range;
+      nd->level++;
+      if ((r = kl_aggr_step(&h, alg, true, &leaves[i].hash, t->meta[i], t->meta_len[i], (uint8_t)nd->level, &nd->hash, e)))
+        goto fail;
+    }
+  }
+  /* Pair neighbours level by level; an odd last node moves up as it is. */
+  size_t lo = 0, hi = n, next = n;
+  while (hi - lo > 1) {
+    size_t start = next;
+    for (size_t k = lo; k < hi; k += 2) {
+      if (k + 1 == hi) { /* promoted: becomes a member of the next row without a new node */
+        t->nodes[next] = t->nodes[k];
+        t->nodes[next].parent = SIZE_MAX;
+        t->nodes[k].parent = next; /* alias: same hash; marked by sibling == SIZE_MAX */
+        t->nodes[k].sibling = SIZE_MAX;
+        next++;
+        continue;
+      }
+      node_t *l = &t->nodes[k], *rr = &t->nodes[k + 1], *p = &t->nodes[next];
+      p->level = (l->level > rr->level ? l->level : rr->level) + 1;
+      if (p->level > max_level) goto range;
+      uint8_t sib[KL_IMPRINT_MAX];
+      size_t sl = kl_imprint_to_bytes(&rr->hash, sib);
+      if ((r = kl_aggr_step(&h, alg, true, &l->hash, sib, sl, (uint8_t)p->level, &p->hash, e))) goto fail;
+      p->parent = SIZE_MAX;
+      l->parent = rr->parent = next;
+      l->sibling = k + 1;
+      rr->sibling = k;
+      l->left = true;
+      rr->left = false;
+      next++;
+    }
+    lo = start;
+    hi = next;
+  }
+  t->n_nodes = next;
+  t->root = lo;
+  kl_hasher_close(&h);
+  *out = t;
+  return 0;
+range:
+  r = kl_err_set(e, KL_ERANGE, "the round's tree would exceed level %u", max_level);
+  goto fail;
+oom_h:
+  r = kl_err_set(e, KL_ENOMEM, "out of memory");
+fail:
+  kl_hasher_close(&h);
+  kl_tree_free(t);
+  return r;
+oom:
+  kl_tree_free(t);
+  return kl_err_set(e, KL_ENOMEM, "out of memory");
+}
+
+const kl_imprint_t *kl_tree_root(const kl_tree_t *t) { return &t->nodes[t->root].hash; }
+unsigned kl_tree_root_level(const kl_tree_t *t) { return t->nodes[t->root].level; }
+size_t kl_tree_size(const kl_tree_t *t) { return t->n_leaves; }
+
+int kl_tree_chain(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index, size_t n_parent,
+                  kl_buf_t *out, kl_err_t *e) {
+  if (i >= t->n_leaves) return kl_err_set(e, KL_EINVAL, "leaf %zu of %zu", i, t->n_leaves);
+  kl_aggr_link_t links[KL_MAX_CHAIN_LINKS + 1];
+  uint8_t sibs[KL_MAX_CHAIN_LINKS + 1][KL_IMPRINT_MAX];
+  size_t n = 0;
+  unsigned level = t->in_level[i];
+  if (t->meta[i] != NULL) {
+    memset(&links[n], 0, sizeof links[n]);
+    links[n].dir = KL_LINK_LEFT;
+    links[n].kind = KL_SIB_METADATA;
+    links[n].sib_bytes = t->meta[i];
+    links[n].sib_len = t->meta_len[i];
+    n++;
+    level++;
+  }
+  for (size_t k = i; t->nodes[k].parent != SIZE_MAX; k = t->nodes[k].parent) {
+    const node_t *nd = &t->nodes[k];
+    if (nd->sibling == SIZE_MAX) continue; /* promoted without a parent node */
+    const node_t *p = &t->nodes[nd->parent];
+    if (n == KL_MAX_CHAIN_LINKS) return kl_err_set(e, KL_ERANGE, "chain longer than %d links", KL_MAX_CHAIN_LINKS);
+    memset(&links[n], 0, sizeof links[n]);
+    links[n].dir = nd->left ? KL_LINK_LEFT : KL_LINK_RIGHT;
+    links[n].kind = KL_SIB_IMPRINT;
+    links[n].level_corr = p->level - level - 1;
+    links[n].sibling = t->nodes[nd->sibling].hash;
+    links[n].sib_len = kl_imprint_to_bytes(&links[n].sibling, sibs[n]);
+    links[n].sib_bytes = sibs[n];
+    level = p->level;
+    n++;
+  }
+  if (n == 0) return kl_err_set(e, KL_ESTATE, "leaf %zu has no links", i); /* cannot happen: see kl_tree_build */
+  kl_aggr_chain_t c;
+  memset(&c, 0, sizeof c);
+  c.aggr_time = aggr_time;
+  c.input = t->input[i];
+  c.algo = (uint64_t)t->alg;
+  c.links = links;
+  c.n_links = n;
+  uint64_t shape;
+  if (!kl_aggr_chain_shape(&c, &shape)) return kl_err_set(e, KL_ERANGE, "chain too long");
+  uint64_t idx[64];
+  if (n_parent >= 63) return kl_err_set(e, KL_ERANGE, "chain index list too long");
+  if (n_parent) memcpy(idx, parent_index, n_parent * sizeof *idx);
+  idx[n_parent] = shape;
+  c.index = idx;
+  c.n_index = n_parent + 1;
+  kl_aggr_chain_encode(out, &c);
+  return kl_buf_check(out, e);
+}
