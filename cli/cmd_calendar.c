@@ -80,14 +80,14 @@ static int fail(const char *sub, int code, const kl_err_t *e) {
 }
 
 static int open_cal(const cargs_t *a, bool ro, kl_cal_t **cal, kl_err_t *e) {
-  kl_cal_opts_t o = {(size_t)a->map_size, ro};
+  kl_cal_opts_t o = {.map_size = (size_t)a->map_size, .read_only = ro};
   return kl_cal_open(a->dir, &o, cal, e);
 }
 
 static int do_init(const cargs_t *a) {
   kl_err_t e = {0};
   uint64_t g = a->have_genesis ? a->genesis : (uint64_t)time(NULL);
-  kl_cal_opts_t o = {(size_t)a->map_size, false};
+  kl_cal_opts_t o = {.map_size = (size_t)a->map_size};
   int r = kl_cal_create(a->dir, g, &o, &e);
   if (r) return fail("init", r, &e);
   char t[64];

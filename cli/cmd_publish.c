@@ -73,7 +73,7 @@ int cmd_publish(int argc, char **argv) {
   size_t lens[MAX_CERTS];
   kl_buf_t file = KL_BUF_INIT;
   int r, st = KL_EXIT_OK;
-  kl_cal_opts_t ro = {0, true};
+  kl_cal_opts_t ro = {.read_only = true};
   if ((r = kl_cal_open(dir, &ro, &cal, &e)) || (r = kl_cal_info(cal, &info, &e))) goto fail;
   if (info.empty) {
     r = kl_err_set(&e, KL_ENOTFOUND, "the calendar in %s is empty: nothing to publish", dir);

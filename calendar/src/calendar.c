@@ -110,7 +110,7 @@ static int env_open(const char *dir, const kl_cal_opts_t *opts, bool create, kl_
   if (cal == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   snprintf(cal->dir, sizeof cal->dir, "%s", dir);
   cal->read_only = opts && opts->read_only;
-  unsigned flags = MDB_NOTLS | (cal->read_only ? MDB_RDONLY : 0);
+  unsigned flags = MDB_NOTLS | (cal->read_only ? MDB_RDONLY : 0) | (opts && opts->no_sync ? MDB_NOSYNC : 0);
   if ((rc = mdb_env_create(&cal->env)) || (rc = mdb_env_set_maxdbs(cal->env, 4)) ||
       (rc = mdb_env_set_mapsize(cal->env, opts && opts->map_size ? opts->map_size : DEFAULT_MAP)) ||
       (rc = mdb_env_open(cal->env, dir, flags, 0644))) {
@@ -196,6 +196,11 @@ int kl_cal_open(const char *dir, const kl_cal_opts_t *opts, kl_cal_t **out, kl_e
   }
   *out = cal;
   return 0;
+}
+
+int kl_cal_sync(kl_cal_t *cal, kl_err_t *e) {
+  int rc = mdb_env_sync(cal->env, 1);
+  return rc ? kl__cal_mdb_err(e, rc, "calendar sync") : 0;
 }
 
 void kl_cal_close(kl_cal_t *cal) {

@@ -186,7 +186,7 @@ static void test_errors_and_persistence(void **state) {
   assert_int_equal(kl_cal_root(cal, 1019, &y, &e), 0);
   kl_cal_close(cal);
   assert_int_equal(kl_cal_create(dir, 5, NULL, &e), KL_ESTATE); /* already a calendar */
-  kl_cal_opts_t ro = {0, true};
+  kl_cal_opts_t ro = {.read_only = true};
   assert_int_equal(kl_cal_open(dir, &ro, &cal, &e), 0);
   assert_int_equal(kl_cal_root(cal, 1019, &x, &e), 0);
   assert_true(kl_imprint_eq(&x, &y));
@@ -237,7 +237,7 @@ static void test_map_full(void **state) {
   (void)state;
   kl_err_t e = {0};
   kl_cal_t *cal;
-  kl_cal_opts_t small = {256 * 1024, false};
+  kl_cal_opts_t small = {.map_size = 256 * 1024};
   kl_imprint_t x;
   kl_cal_audit_t rep;
   assert_int_equal(kl_cal_create(dir, 100, &small, &e), 0);

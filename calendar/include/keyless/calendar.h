@@ -33,6 +33,9 @@ typedef struct kl_cal kl_cal_t;
 typedef struct kl_cal_opts {
   size_t map_size; /* LMDB map size in bytes; 0 = 4 GiB. The calendar refuses appends beyond it. */
   bool read_only;  /* open without write access (extender replicas reading a live copy) */
+  bool no_sync;    /* commit without fsync (MDB_NOSYNC): only where another log provides
+                      durability, as the core's Raft log does; call kl_cal_sync before relying
+                      on what was appended */
 } kl_cal_opts_t;
 
 typedef struct kl_cal_info {
@@ -49,6 +52,8 @@ typedef struct kl_cal_info {
 KL_API int kl_cal_create(const char *dir, uint64_t genesis, const kl_cal_opts_t *opts, kl_err_t *e);
 KL_API int kl_cal_open(const char *dir, const kl_cal_opts_t *opts, kl_cal_t **out, kl_err_t *e);
 KL_API void kl_cal_close(kl_cal_t *cal);
+/* Forces everything appended so far to disk (for calendars opened with no_sync). */
+KL_API int kl_cal_sync(kl_cal_t *cal, kl_err_t *e);
 KL_API int kl_cal_info(kl_cal_t *cal, kl_cal_info_t *out, kl_err_t *e);
 
 typedef struct kl_cal_entry {
