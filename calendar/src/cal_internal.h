@@ -22,6 +22,8 @@ int kl__cal_meta_get(kl_cal_t *cal, MDB_txn *txn, kl__cal_meta_t *m, kl_err_t *e
 /* KL_ENOTFOUND if the node is not stored. */
 int kl__cal_node_get(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, kl_imprint_t *out, kl_err_t *e);
 int kl__cal_mdb_err(kl_err_t *e, int rc, const char *what);
+/* The LMDB key of node (h, i): its post-order position, 8 bytes big-endian. */
+uint64_t kl__cal_node_pos(unsigned h, uint64_t i);
 
 /* Perfect subtrees of the forest over leaves [0, n), largest first. */
 typedef struct kl__cal_tree {

@@ -14,7 +14,7 @@
 #include "cal_internal.h"
 
 #define MAX_GAP (1u << 22) /* seconds filled in one append: about 48 days */
-#define DEFAULT_MAP ((size_t)4 << 30)
+#define DEFAULT_MAP ((size_t)256 << 30) /* address space, not disk: about 38 years at ~200 B/s */
 
 int kl__cal_mdb_err(kl_err_t *e, int rc, const char *what) {
   int code = rc == MDB_MAP_FULL ? KL_ERANGE : rc == ENOENT ? KL_ENOTFOUND : KL_EIO;
@@ -62,15 +62,19 @@ int kl__cal_meta_get(kl_cal_t *cal, MDB_txn *txn, kl__cal_meta_t *m, kl_err_t *e
   return 0;
 }
 
-static void node_key(uint8_t key[9], unsigned h, uint64_t i) {
-  key[0] = (uint8_t)h;
-  be64(key + 1, i);
+uint64_t kl__cal_node_pos(unsigned h, uint64_t i) {
+  uint64_t L = ((i + 1) << h) - 1; /* the leaf whose append completes the node */
+  return 2 * L - (uint64_t)__builtin_popcountll(L) + h;
 }
 
+/* Keys are the node's post-order position (as in a Merkle mountain range): every append
+ * writes keys larger than all before it, so LMDB appends instead of splitting pages. */
+static void node_key(uint8_t key[8], unsigned h, uint64_t i) { be64(key, kl__cal_node_pos(h, i)); }
+
 int kl__cal_node_get(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, kl_imprint_t *out, kl_err_t *e) {
-  uint8_t key[9];
+  uint8_t key[8];
   node_key(key, h, i);
-  MDB_val k = {9, key}, d;
+  MDB_val k = {8, key}, d;
   int rc = mdb_get(txn, cal->nodes, &k, &d);
   if (rc == MDB_NOTFOUND)
     return kl_err_set(e, KL_ENOTFOUND, "calendar node (height %u, index %llu) is missing", h, (unsigned long long)i);
@@ -81,12 +85,13 @@ int kl__cal_node_get(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, kl_imp
 }
 
 static int node_put(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, const kl_imprint_t *v, kl_err_t *e) {
-  uint8_t key[9], val[KL_IMPRINT_MAX];
+  uint8_t key[8], val[KL_IMPRINT_MAX];
   node_key(key, h, i);
-  MDB_val k = {9, key}, d = {kl_imprint_to_bytes(v, val), val};
-  int rc = mdb_put(txn, cal->nodes, &k, &d, MDB_NOOVERWRITE);
+  MDB_val k = {8, key}, d = {kl_imprint_to_bytes(v, val), val};
+  int rc = mdb_put(txn, cal->nodes, &k, &d, MDB_APPEND);
   if (rc == MDB_KEYEXIST)
-    return kl_err_set(e, KL_ESTATE, "calendar node (height %u, index %llu) already exists", h, (unsigned long long)i);
+    return kl_err_set(e, KL_ESTATE, "calendar node (height %u, index %llu) is not after every stored node", h,
+                      (unsigned long long)i);
   return rc ? kl__cal_mdb_err(e, rc, "calendar append") : 0;
 }
 
