@@ -1,0 +1,85 @@
+/* The extender's configuration keys. deploy/extender.conf is the documented sample; keep the
+ * two in step. */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "extender.h"
+
+static int check_addr(const void *f, char *msg, size_t n, bool may_be_empty) {
+  const char *s = *(char *const *)f;
+  if (s[0] == '\0') {
+    if (may_be_empty) return 0;
+    snprintf(msg, n, "must not be empty");
+    return -1;
+  }
+  struct sockaddr_storage ss;
+  kl_err_t e;
+  if (kl_net_parse_addr(s, &ss, &e) == 0) return 0;
+  snprintf(msg, n, "%s", e.msg);
+  return -1;
+}
+
+static int check_listen_opt(const void *f, char *msg, size_t n) { return check_addr(f, msg, n, true); }
+
+static int check_nonempty(const void *f, char *msg, size_t n) {
+  if ((*(char *const *)f)[0] != '\0') return 0;
+  snprintf(msg, n, "must not be empty");
+  return -1;
+}
+
+static int check_readable(const void *f, char *msg, size_t n) {
+  const char *path = *(char *const *)f;
+  if (path[0] == '\0') return 0; /* "not configured" where that is allowed; required keys use check_nonempty too */
+  if (access(path, R_OK) == 0) return 0;
+  snprintf(msg, n, "cannot read '%.200s'", path);
+  return -1;
+}
+
+static int check_users(const void *f, char *msg, size_t n) {
+  if (check_nonempty(f, msg, n)) return -1;
+  return check_readable(f, msg, n);
+}
+
+#define K(sec, name, type, field, def, min, max, check) \
+  {sec, name, type, offsetof(ext_config_t, field), def, min, max, check}
+
+static const kl_cfg_key_t keys[] = {
+    K("server", "http_listen", KL_CFG_STR, http_listen, "127.0.0.1:8010", 0, 0, check_listen_opt),
+    K("server", "tcp_listen", KL_CFG_STR, tcp_listen, "127.0.0.1:8011", 0, 0, check_listen_opt),
+    K("server", "admin_listen", KL_CFG_STR, admin_listen, "127.0.0.1:8012", 0, 0, check_listen_opt),
+    K("calendar", "dir", KL_CFG_STR, calendar_dir, NULL, 0, 0, check_nonempty),
+    K("auth", "users_file", KL_CFG_STR, users_file, NULL, 0, 0, check_users),
+    K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_readable),
+    K("limits", "max_pdu_size", KL_CFG_SIZE, max_pdu_size, "65539", 64, 65539, NULL),
+    K("limits", "max_header_size", KL_CFG_SIZE, max_header_size, "8k", 256, 1 << 20, NULL),
+    K("limits", "max_connections", KL_CFG_INT, max_connections, "1024", 1, 1000000, NULL),
+    K("limits", "idle_timeout", KL_CFG_DURATION, idle_timeout_ms, "30s", 100, 86400000, NULL),
+    K("limits", "write_watermark", KL_CFG_SIZE, write_watermark, "1M", 4096, (int64_t)1 << 32, NULL),
+    K("limits", "max_inflight", KL_CFG_INT, max_inflight, "64", 1, 100000, NULL),
+    K("limits", "max_requests", KL_CFG_INT, max_requests, "16", 1, 1000, NULL),
+    K("limits", "shutdown_timeout", KL_CFG_DURATION, shutdown_timeout_ms, "5s", 0, 3600000, NULL),
+};
+
+int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
+  memset(cfg, 0, sizeof *cfg);
+  int r = kl_cfg_load(path, keys, sizeof keys / sizeof keys[0], cfg, e);
+  if (r) return r;
+  if (cfg->http_listen[0] == '\0' && cfg->tcp_listen[0] == '\0')
+    return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
+  return 0;
+}
+
+void ext_config_free(ext_config_t *cfg) { kl_cfg_free(keys, sizeof keys / sizeof keys[0], cfg); }
+
+void ext_config_limits(const ext_config_t *cfg, kl_net_limits_t *lim) {
+  kl_net_limits_default(lim);
+  lim->max_body = cfg->max_pdu_size;
+  lim->max_header = cfg->max_header_size;
+  lim->max_connections = (unsigned)cfg->max_connections;
+  lim->idle_timeout_ms = cfg->idle_timeout_ms;
+  lim->write_watermark = cfg->write_watermark;
+  lim->max_inflight = (unsigned)cfg->max_inflight;
+  lim->shutdown_timeout_ms = cfg->shutdown_timeout_ms;
+}

@@ -1,0 +1,360 @@
+/* The extender daemon on a libuv loop: the service port (HTTP POST of PDUs on any path, GET
+ * /publications.bin), ksi+tcp, the admin port (/healthz, /metrics), SIGTERM/SIGINT for a
+ * graceful stop and SIGHUP to reload the users file.
+ *
+ * Requests are answered on the loop thread: a calendar chain is a few dozen LMDB page reads in
+ * one short read transaction and a few dozen hashes (microseconds), and the calendar's writer
+ * is another process. The calendar is opened read-only; if it cannot be opened (not created
+ * yet, not replicated yet) the daemon still starts, answers 0x201 and /healthz 503, and tries
+ * again at most once a second.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "extender.h"
+#include "keyless/log.h"
+#include "keyless/pdu.h"
+
+enum { S_HTTP, S_TCP, S_ADMIN, S_N };
+enum { F_OPEN, F_ACCEPTED, F_REJECTED, F_BAD, F_RESP1, F_RESP5 = F_RESP1 + 4, F_N };
+
+typedef struct binding {
+  extender_t *x;
+  int server, field;
+} binding_t;
+
+struct extender {
+  uv_loop_t *loop;
+  const ext_config_t *cfg;
+  kl_cal_t *cal;
+  uint64_t cal_next_try; /* loop time, ms */
+  bool cal_failed_logged;
+  kl_users_t *users;
+  ext_pubfile_t pub;
+  kl_metrics_t *m;
+  kl_http_server_t *http, *admin;
+  kl_tlv_server_t *tcp;
+  uv_signal_t sig[3];
+  int n_sig;
+  bool stopping;
+  kl_metric_t *duration[2];
+  binding_t bind[S_N * F_N];
+};
+
+static const char *const transport_name[2] = {"http", "tcp"};
+static const char *const server_name[S_N] = {"http", "tcp", "admin"};
+
+/* ---- calendar ---- */
+
+static kl_cal_t *cal_get(extender_t *x) {
+  if (x->cal) return x->cal;
+  uint64_t now = uv_now(x->loop);
+  if (now < x->cal_next_try) return NULL;
+  x->cal_next_try = now + 1000;
+  kl_cal_opts_t o = {.read_only = true};
+  kl_err_t e;
+  char q[300];
+  if (kl_cal_open(x->cfg->calendar_dir, &o, &x->cal, &e) == 0) {
+    kl_log(KL_LOG_INFO, "calendar_open", "dir=%s", kl_log_q(q, sizeof q, x->cfg->calendar_dir));
+    x->cal_failed_logged = false;
+    return x->cal;
+  }
+  if (!x->cal_failed_logged) {
+    char m[300];
+    kl_log(KL_LOG_WARN, "calendar_unavailable", "dir=%s error=%s retry=1s", kl_log_q(q, sizeof q, x->cfg->calendar_dir),
+           kl_log_q(m, sizeof m, e.msg));
+    x->cal_failed_logged = true;
+  }
+  return NULL;
+}
+
+/* ---- metrics ---- */
+
+static double m_cal(void *arg, int which) {
+  extender_t *x = arg;
+  kl_cal_info_t ci;
+  kl_cal_t *cal = cal_get(x);
+  if (cal == NULL || kl_cal_info(cal, &ci, NULL)) return which == 2 ? 0 : -1;
+  if (which == 0) return ci.empty ? -1 : (double)ci.last;
+  if (which == 1) return (double)ci.genesis;
+  return ci.empty ? 0 : 1;
+}
+static double m_cal_last(void *arg) { return m_cal(arg, 0); }
+static double m_cal_genesis(void *arg) { return m_cal(arg, 1); }
+static double m_cal_up(void *arg) { return m_cal(arg, 2); }
+static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users); }
+
+static double m_net(void *arg) {
+  const binding_t *b = arg;
+  const kl_net_stats_t *st = NULL;
+  if (b->server == S_HTTP && b->x->http) st = kl_http_server_stats(b->x->http);
+  if (b->server == S_ADMIN && b->x->admin) st = kl_http_server_stats(b->x->admin);
+  if (b->server == S_TCP && b->x->tcp) st = kl_tlv_server_stats(b->x->tcp);
+  if (st == NULL) return 0;
+  switch (b->field) {
+    case F_OPEN: return (double)st->open;
+    case F_ACCEPTED: return (double)st->accepted;
+    case F_REJECTED: return (double)st->rejected;
+    case F_BAD: return (double)st->bad_input;
+    default: return (double)st->responses[b->field - F_RESP1 + 1];
+  }
+}
+
+static int metrics_init(extender_t *x, kl_err_t *e) {
+  if (kl_metrics_create(&x->m, e)) return KL_ENOMEM;
+  kl_metrics_t *m = x->m;
+  bool ok = true;
+  for (int t = 0; t < 2; t++)
+    ok &= (x->duration[t] = kl_metrics_histogram(m, "keyless_extender_pdu_duration_seconds",
+                                                 "Time to answer one request PDU, by transport.",
+                                                 (const char *[]){"transport", transport_name[t], NULL},
+                                                 kl_metrics_latency_buckets, kl_metrics_latency_n)) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_last_second", "Last second in the calendar (-1: none).", NULL,
+                            m_cal_last, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_genesis_second", "First second of the calendar (-1: unavailable).",
+                            NULL, m_cal_genesis, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_up", "1 when the calendar is open and not empty.", NULL, m_cal_up,
+                            x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_users", "Logins in the users file.", NULL, m_users, x) != NULL;
+  static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (int s = 0; s < S_N; s++) {
+    for (int f = 0; f < F_N; f++) {
+      binding_t *b = &x->bind[s * F_N + f];
+      *b = (binding_t){x, s, f};
+      const char *lab[] = {"server", server_name[s], f >= F_RESP1 ? "class" : NULL, f >= F_RESP1 ? classes[f - F_RESP1] : NULL, NULL};
+      if (f == F_OPEN)
+        ok &= kl_metrics_gauge_fn(m, "keyless_net_connections_open", "Open connections.", lab, m_net, b) != NULL;
+      else if (f == F_ACCEPTED)
+        ok &= kl_metrics_counter_fn(m, "keyless_net_connections_accepted_total", "Connections accepted.", lab, m_net, b) != NULL;
+      else if (f == F_REJECTED)
+        ok &= kl_metrics_counter_fn(m, "keyless_net_connections_rejected_total",
+                                    "Connections closed at once: over max_connections.", lab, m_net, b) != NULL;
+      else if (f == F_BAD)
+        ok &= kl_metrics_counter_fn(m, "keyless_net_bad_input_total",
+                                    "Unparseable or oversized requests (HTTP 400/413/431, ksi+tcp framing).", lab,
+                                    m_net, b) != NULL;
+      else if (s != S_TCP && f != F_RESP1)
+        ok &= kl_metrics_counter_fn(m, "keyless_http_responses_total", "HTTP responses by status class.", lab, m_net,
+                                    b) != NULL;
+    }
+  }
+  return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
+}
+
+static void status_label(char *buf, size_t n, uint64_t status) {
+  snprintf(buf, n, "0x%04llX", (unsigned long long)status);
+}
+
+static void count_status(void *arg, uint64_t status) {
+  extender_t *x = arg;
+  char s[24];
+  status_label(s, sizeof s, status);
+  kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_requests_total",
+                                   "Extension requests answered, by KSI status.", (const char *[]){"status", s, NULL}));
+}
+
+/* ---- handlers ---- */
+
+static int serve(extender_t *x, int transport, const char *peer, const uint8_t *p, size_t n, uint8_t **resp,
+                 size_t *rlen, ext_outcome_t *out) {
+  uint64_t t0 = uv_hrtime();
+  ext_ctx_t ctx = {cal_get(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL)};
+  int rc = ext_handle(&ctx, p, n, resp, rlen, out, count_status, x);
+  kl_metric_observe(x->duration[transport], (double)(uv_hrtime() - t0) / 1e9);
+  char s[24], lq[100], mq[300];
+  status_label(s, sizeof s, rc ? KL_STATUS_INTERNAL_ERROR : out->status);
+  kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_pdus_total",
+                                   "Request PDUs answered, by transport and PDU-level status (0: answered per request).",
+                                   (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
+  int level = rc || out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
+  kl_log(level, "extend", "transport=%s peer=%s login=%s bytes=%zu requests=%zu config=%d status=%s us=%llu%s%s",
+         transport_name[transport], peer, kl_log_q(lq, sizeof lq, out->login), n, out->n_requests, out->config, s,
+         (unsigned long long)((uv_hrtime() - t0) / 1000), out->message[0] ? " message=" : "",
+         out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
+  return rc;
+}
+
+static void on_extend_http(kl_http_req_t *req, void *arg) {
+  extender_t *x = arg;
+  size_t n, rlen;
+  uint8_t *resp;
+  ext_outcome_t out;
+  const uint8_t *body = kl_http_req_body(req, &n);
+  if (serve(x, 0, kl_http_req_peer(req), body, n, &resp, &rlen, &out)) {
+    kl_http_respond(req, 500, "text/plain", "internal error\n", 15);
+    return;
+  }
+  kl_http_respond_take(req, 200, "application/ksi-response", resp, rlen);
+}
+
+static void on_extend_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
+  extender_t *x = arg;
+  size_t rlen;
+  uint8_t *resp;
+  ext_outcome_t out;
+  if (serve(x, 1, kl_tlv_req_peer(req), frame, len, &resp, &rlen, &out)) {
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  kl_tlv_respond_take(req, resp, rlen, out.not_a_pdu);
+}
+
+static void on_publications(kl_http_req_t *req, void *arg) {
+  extender_t *x = arg;
+  const uint8_t *data;
+  size_t len;
+  kl_err_t e;
+  int r = ext_pubfile_get(&x->pub, &data, &len, &e);
+  if (r == KL_ENOTFOUND) kl_http_respond(req, 404, "text/plain", "no publications file is configured\n", 35);
+  else if (r) kl_http_respond(req, 503, "text/plain", "publications file unavailable\n", 30);
+  else kl_http_respond(req, 200, "application/octet-stream", data, len);
+}
+
+static void on_healthz(kl_http_req_t *req, void *arg) {
+  extender_t *x = arg;
+  kl_cal_info_t ci;
+  kl_cal_t *cal = cal_get(x);
+  if (cal == NULL) kl_http_respond(req, 503, "text/plain", "calendar unavailable\n", 21);
+  else if (kl_cal_info(cal, &ci, NULL)) kl_http_respond(req, 503, "text/plain", "calendar unreadable\n", 20);
+  else if (ci.empty) kl_http_respond(req, 503, "text/plain", "calendar empty\n", 15);
+  else kl_http_respond(req, 200, "text/plain", "ok\n", 3);
+}
+
+static void on_metrics(kl_http_req_t *req, void *arg) {
+  extender_t *x = arg;
+  kl_buf_t b = KL_BUF_INIT;
+  if (kl_metrics_render(x->m, &b, NULL)) {
+    kl_buf_free(&b);
+    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  size_t len;
+  uint8_t *p = kl_buf_steal(&b, &len);
+  kl_http_respond_take(req, 200, KL_METRICS_CONTENT_TYPE, p, len);
+}
+
+/* ---- signals and lifecycle ---- */
+
+static void reload_users(extender_t *x) {
+  kl_users_t *u;
+  kl_err_t e;
+  char q[300];
+  if (kl_users_load(x->cfg->users_file, &u, &e)) {
+    kl_log(KL_LOG_ERROR, "users_reload_failed", "error=%s keeping=%zu", kl_log_q(q, sizeof q, e.msg),
+           kl_users_count(x->users));
+    return;
+  }
+  kl_users_free(x->users);
+  x->users = u;
+  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  extender_t *x = h->data;
+  if (signum == SIGHUP) {
+    reload_users(x);
+    return;
+  }
+  kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
+  extender_stop(x);
+}
+
+static void on_http_closed(kl_http_server_t *s, void *arg) {
+  (void)s;
+  (void)arg;
+}
+
+static void on_tcp_closed(kl_tlv_server_t *s, void *arg) {
+  (void)s;
+  (void)arg;
+}
+
+void extender_stop(extender_t *x) {
+  if (x == NULL || x->stopping) return;
+  x->stopping = true;
+  kl_log(KL_LOG_INFO, "stopping", NULL);
+  /* The pointers are cleared first: metrics callbacks must not read a closing server. */
+  kl_http_server_t *http = x->http, *admin = x->admin;
+  kl_tlv_server_t *tcp = x->tcp;
+  x->http = x->admin = NULL;
+  x->tcp = NULL;
+  kl_http_server_close(http, on_http_closed, x);
+  kl_http_server_close(admin, on_http_closed, x);
+  kl_tlv_server_close(tcp, on_tcp_closed, x);
+  for (int i = 0; i < x->n_sig; i++) uv_close((uv_handle_t *)&x->sig[i], NULL);
+  x->n_sig = 0;
+}
+
+static int start_servers(extender_t *x, kl_err_t *e) {
+  const ext_config_t *c = x->cfg;
+  kl_net_limits_t lim;
+  ext_config_limits(c, &lim);
+  if (c->http_listen[0]) {
+    if (kl_http_server_create(x->loop, &lim, "http", &x->http, e) ||
+        kl_http_route(x->http, "GET", "/publications.bin", on_publications, x, e) ||
+        kl_http_route(x->http, "POST", "*", on_extend_http, x, e) || kl_http_server_listen(x->http, c->http_listen, e))
+      return kl_err_wrap(e, "[server] http_listen");
+  }
+  if (c->tcp_listen[0]) {
+    if (kl_tlv_server_create(x->loop, &lim, "tcp", on_extend_tcp, x, &x->tcp, e) ||
+        kl_tlv_server_listen(x->tcp, c->tcp_listen, e))
+      return kl_err_wrap(e, "[server] tcp_listen");
+  }
+  if (c->admin_listen[0]) {
+    kl_net_limits_t al = lim;
+    al.max_body = 1024; /* the admin port takes no bodies */
+    al.max_connections = 64;
+    if (kl_http_server_create(x->loop, &al, "admin", &x->admin, e) ||
+        kl_http_route(x->admin, "GET", "/healthz", on_healthz, x, e) ||
+        kl_http_route(x->admin, "GET", "/metrics", on_metrics, x, e) ||
+        kl_http_server_listen(x->admin, c->admin_listen, e))
+      return kl_err_wrap(e, "[server] admin_listen");
+  }
+  return 0;
+}
+
+int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, kl_err_t *e) {
+  extender_t *x = calloc(1, sizeof *x);
+  if (x == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  *out = x;
+  x->loop = loop;
+  x->cfg = cfg;
+  char q[300];
+  int r;
+  if ((r = kl_users_load(cfg->users_file, &x->users, e))) return kl_err_wrap(e, "[auth] users_file");
+  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(x->users));
+  if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
+  if (cal_get(x)) {
+    kl_cal_info_t ci;
+    if (kl_cal_info(x->cal, &ci, NULL) == 0)
+      kl_log(KL_LOG_INFO, "calendar_state", "genesis=%llu last=%llu empty=%d", (unsigned long long)ci.genesis,
+             (unsigned long long)ci.last, ci.empty);
+  }
+  static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
+    uv_signal_init(loop, &x->sig[i]);
+    x->sig[i].data = x;
+    x->n_sig++;
+    uv_signal_start(&x->sig[i], on_signal, sigs[i]);
+  }
+  if ((r = start_servers(x, e))) {
+    extender_stop(x);
+    return r;
+  }
+  kl_log(KL_LOG_INFO, "started", "calendar=%s http_port=%d tcp_port=%d admin_port=%d",
+         kl_log_q(q, sizeof q, cfg->calendar_dir), x->http ? kl_http_server_port(x->http) : 0,
+         x->tcp ? kl_tlv_server_port(x->tcp) : 0, x->admin ? kl_http_server_port(x->admin) : 0);
+  return 0;
+}
+
+void extender_free(extender_t *x) {
+  if (x == NULL) return;
+  kl_cal_close(x->cal);
+  kl_users_free(x->users);
+  ext_pubfile_free(&x->pub);
+  kl_metrics_destroy(x->m);
+  free(x);
+}

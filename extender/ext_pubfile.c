@@ -1,0 +1,105 @@
+/* The publications file served at GET /publications.bin: read once, re-read when its
+ * modification time, size or inode changes (an operator or a cron job replaces it), and kept
+ * as it was when the new one cannot be read or does not look like a publications file (a file
+ * caught half-written), so clients keep getting the last good copy.
+ *
+ * The file is small (kilobytes to a few megabytes) and changes rarely: one stat(2) per GET on
+ * the loop thread, and a read only after a change. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "extender.h"
+#include "keyless/log.h"
+
+#define MAX_PUBFILE (64u << 20)
+#define MAGIC "KSIPUBLF"
+
+int ext_pubfile_init(ext_pubfile_t *pf, const char *path, kl_err_t *e) {
+  memset(pf, 0, sizeof *pf);
+  if (path == NULL || path[0] == '\0') return 0;
+  if ((pf->path = strdup(path)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  return 0;
+}
+
+void ext_pubfile_free(ext_pubfile_t *pf) {
+  free(pf->path);
+  free(pf->data);
+  memset(pf, 0, sizeof *pf);
+}
+
+static bool same(const ext_pubfile_t *pf, const struct stat *st) {
+  return pf->data != NULL && pf->dev == st->st_dev && pf->ino == st->st_ino && pf->size == st->st_size &&
+         pf->mtime.tv_sec == st->st_mtim.tv_sec && pf->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* Reads the file; 0 and a new buffer, or a code with a message. */
+static int load(const char *path, const struct stat *st, uint8_t **data, size_t *len, kl_err_t *e) {
+  if (!S_ISREG(st->st_mode)) return kl_err_set(e, KL_EIO, "not a regular file");
+  if (st->st_size > (off_t)MAX_PUBFILE) return kl_err_set(e, KL_ETOOBIG, "larger than %u bytes", MAX_PUBFILE);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open: %s", strerror(errno));
+  size_t cap = (size_t)st->st_size + 1; /* one more byte tells us it grew meanwhile */
+  uint8_t *buf = malloc(cap);
+  if (buf == NULL) {
+    fclose(f);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  size_t n = fread(buf, 1, cap, f);
+  int err = ferror(f);
+  fclose(f);
+  int r = 0;
+  if (err) r = kl_err_set(e, KL_EIO, "read error");
+  else if (n != (size_t)st->st_size) r = kl_err_set(e, KL_EIO, "changed while being read");
+  else if (n < sizeof MAGIC - 1 || memcmp(buf, MAGIC, sizeof MAGIC - 1) != 0)
+    r = kl_err_set(e, KL_EFORMAT, "does not start with %s: not a publications file", MAGIC);
+  if (r) {
+    free(buf);
+    return r;
+  }
+  *data = buf;
+  *len = n;
+  return 0;
+}
+
+int ext_pubfile_get(ext_pubfile_t *pf, const uint8_t **data, size_t *len, kl_err_t *e) {
+  if (pf->path == NULL) return kl_err_set(e, KL_ENOTFOUND, "no publications file is configured");
+  struct stat st;
+  int r;
+  char q[256];
+  if (stat(pf->path, &st) != 0) {
+    r = kl_err_set(e, KL_EIO, "%s: %s", pf->path, strerror(errno));
+  } else if (same(pf, &st)) {
+    r = 0;
+  } else {
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    r = load(pf->path, &st, &buf, &n, e);
+    if (r == 0) {
+      free(pf->data);
+      pf->data = buf;
+      pf->len = n;
+      pf->dev = st.st_dev;
+      pf->ino = st.st_ino;
+      pf->size = st.st_size;
+      pf->mtime = st.st_mtim;
+      pf->failed = false;
+      kl_log(KL_LOG_INFO, "publications_loaded", "path=%s bytes=%zu", kl_log_q(q, sizeof q, pf->path), n);
+    } else {
+      kl_err_wrap(e, "%s", pf->path);
+    }
+  }
+  if (r == 0) pf->failed = false;
+  if (r && !pf->failed) { /* logged once per failure spell */
+    pf->failed = true;
+    char m[300];
+    kl_log(KL_LOG_WARN, "publications_unreadable", "error=%s keeping_old=%s", kl_log_q(m, sizeof m, e ? e->msg : ""),
+           pf->data ? "yes" : "no");
+  }
+  if (pf->data == NULL) return r ? r : KL_EIO;
+  *data = pf->data;
+  *len = pf->len;
+  return 0;
+}

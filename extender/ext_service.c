@@ -1,0 +1,189 @@
+/* The extension service: one request PDU (0x320) in, one response PDU (0x321) out
+ * (KSI-FORMAT.md §7.3, §7.4, §9.4-5).
+ *
+ * Order of checks, each giving an unsigned error-only PDU when it fails (we cannot sign for a
+ * peer we have not authenticated):
+ *   1. the bytes parse as a PDU (else 0x103 invalid payload)
+ *   2. it is an extension request 0x320 with a header (0x103 / 0x101)
+ *   3. the login is in the users file and the HMAC checks with its key (0x102 either way, so
+ *      that a prober cannot tell which logins exist)
+ *   4. the calendar is available (0x201) and the PDU asks for something, at most max_requests
+ *      extensions (0x101)
+ * Then every extension request gets its own status in a signed response: 0x104 aggregation time
+ * after publication time, 0x107 in the future, 0x105 before the calendar's genesis, 0x106
+ * after its last second, else 0 with the calendar chain from aggregation time to publication
+ * time (the calendar's last second when absent). One read of the calendar's state serves the
+ * whole PDU; every chain is computed in its own read transaction, so a request sees the latest
+ * committed state (appends only grow the calendar: what was valid stays valid).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "extender.h"
+#include "keyless/pdu.h"
+
+static int error_pdu(uint64_t status, const char *msg, uint8_t **resp, size_t *len, ext_outcome_t *out) {
+  kl_pdu_writer_t w;
+  kl_err_t e;
+  out->status = status;
+  if (msg && out->message[0] == '\0') snprintf(out->message, sizeof out->message, "%s", msg);
+  if (kl_pdu_writer_begin(&w, KL_PDU_EXT_RESP, NULL, &e) || kl_pdu_add_error(&w, status, msg, &e) ||
+      kl_pdu_writer_finish_unsigned(&w, resp, len, &e)) {
+    kl_pdu_writer_free(&w);
+    return KL_ENOMEM;
+  }
+  return 0;
+}
+
+/* A status for one request, with the reason in msg. */
+static uint64_t time_status(const kl_pdu_ext_req_t *q, const kl_cal_info_t *ci, uint64_t now, char *msg, size_t n,
+                            uint64_t *P) {
+  unsigned long long t = q->aggr_time;
+  *P = q->has_pub_time ? q->pub_time : ci->last;
+  unsigned long long p = *P, hi = t > p ? t : p;
+  if (q->has_pub_time && t > p) {
+    snprintf(msg, n, "aggregation time %llu is after publication time %llu", t, p);
+    return KL_STATUS_EXT_INVALID_TIME_RANGE;
+  }
+  if (hi > now) {
+    snprintf(msg, n, "time %llu is in the future (now %llu)", hi, (unsigned long long)now);
+    return KL_STATUS_EXT_TIME_IN_FUTURE;
+  }
+  if (t < ci->genesis) {
+    snprintf(msg, n, "aggregation time %llu is before the calendar's first second %llu", t,
+             (unsigned long long)ci->genesis);
+    return KL_STATUS_EXT_TIME_TOO_OLD;
+  }
+  if (ci->empty || hi > ci->last) {
+    if (ci->empty) snprintf(msg, n, "time %llu: the calendar is still empty", hi);
+    else snprintf(msg, n, "time %llu is after the calendar's last second %llu", hi, (unsigned long long)ci->last);
+    return KL_STATUS_EXT_TIME_TOO_NEW;
+  }
+  return KL_STATUS_OK;
+}
+
+/* Adds the response to one extension request. */
+static int add_one(const ext_ctx_t *ctx, kl_pdu_writer_t *w, const kl_pdu_ext_req_t *q, const kl_cal_info_t *ci,
+                   ext_outcome_t *out, uint64_t *status, kl_err_t *e) {
+  char msg[200] = "";
+  uint64_t P;
+  kl_buf_t chain = KL_BUF_INIT;
+  kl_pdu_ext_resp_t r = {.request_id = q->request_id, .has_cal_last = !ci->empty, .cal_last = ci->last};
+  r.status = time_status(q, ci, ctx->now, msg, sizeof msg, &P);
+  if (r.status == KL_STATUS_OK) {
+    kl_err_t ce;
+    int rc = kl_cal_chain(ctx->cal, q->aggr_time, P, &chain, &ce);
+    if (rc) {
+      r.status = rc == KL_EFORMAT || rc == KL_ENOTFOUND ? KL_STATUS_EXT_DB_CORRUPT : KL_STATUS_INTERNAL_ERROR;
+      snprintf(msg, sizeof msg, "calendar: %.180s", ce.msg);
+    } else {
+      r.cal_raw = chain.p;
+      r.cal_raw_len = chain.len;
+    }
+  }
+  if (r.status != KL_STATUS_OK) {
+    r.error_msg = msg;
+    if (out->message[0] == '\0') snprintf(out->message, sizeof out->message, "request %llu: %s",
+                                          (unsigned long long)q->request_id, msg);
+  }
+  *status = r.status;
+  int rc = kl_pdu_add_ext_resp(w, &r, e);
+  kl_buf_free(&chain);
+  return rc;
+}
+
+static bool looks_like_pdu(const uint8_t *p, size_t n) {
+  if (n < 4 || !(p[0] & 0x80)) return false;
+  unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
+  return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
+}
+
+int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len,
+               ext_outcome_t *out, ext_status_fn count, void *count_arg) {
+  kl_pdu_t *pdu = NULL;
+  kl_err_t e;
+  char msg[256];
+  int rc;
+  memset(out, 0, sizeof *out);
+  *resp = NULL;
+  *resp_len = 0;
+  kl_err_clear(&e);
+  if (kl_pdu_parse(req, len, &pdu, &e)) {
+    out->not_a_pdu = !looks_like_pdu(req, len);
+    snprintf(msg, sizeof msg, "malformed request PDU: %.200s", e.msg);
+    return error_pdu(KL_STATUS_INVALID_PAYLOAD, msg, resp, resp_len, out);
+  }
+  if (pdu->type != KL_PDU_EXT_REQ) {
+    snprintf(msg, sizeof msg, "expected an extension request PDU (0x320), got 0x%X", pdu->type);
+    rc = error_pdu(KL_STATUS_INVALID_PAYLOAD, msg, resp, resp_len, out);
+    goto done;
+  }
+  if (pdu->header == NULL) {
+    rc = error_pdu(KL_STATUS_INVALID_REQUEST, "extension request without a header", resp, resp_len, out);
+    goto done;
+  }
+  snprintf(out->login, sizeof out->login, "%s", pdu->header->login_id);
+  size_t keylen = 0;
+  const char *key = kl_users_key(ctx->users, pdu->header->login_id, &keylen);
+  if (key == NULL) {
+    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "authentication failure", resp, resp_len, out);
+    snprintf(out->message, sizeof out->message, "unknown login");
+    goto done;
+  }
+  if (kl_pdu_check_hmac(pdu, key, keylen, &e)) {
+    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "authentication failure", resp, resp_len, out);
+    snprintf(out->message, sizeof out->message, "%.200s", e.msg);
+    goto done;
+  }
+  if (ctx->cal == NULL) {
+    rc = error_pdu(KL_STATUS_EXT_DB_MISSING, "the calendar database is not available", resp, resp_len, out);
+    goto done;
+  }
+  if (pdu->n_ext_reqs == 0 && pdu->config == NULL) {
+    rc = error_pdu(KL_STATUS_INVALID_REQUEST, "the PDU holds no extension or configuration request", resp, resp_len,
+                   out);
+    goto done;
+  }
+  if (pdu->n_ext_reqs > ctx->max_requests) {
+    snprintf(msg, sizeof msg, "%zu extension requests in one PDU; the maximum is %llu", pdu->n_ext_reqs,
+             (unsigned long long)ctx->max_requests);
+    rc = error_pdu(KL_STATUS_INVALID_REQUEST, msg, resp, resp_len, out);
+    goto done;
+  }
+  kl_cal_info_t ci;
+  if (kl_cal_info(ctx->cal, &ci, &e)) {
+    snprintf(msg, sizeof msg, "calendar: %.200s", e.msg);
+    rc = error_pdu(KL_STATUS_EXT_DB_CORRUPT, msg, resp, resp_len, out);
+    goto done;
+  }
+  kl_pdu_writer_t w;
+  kl_pdu_header_t hdr = *pdu->header; /* echo login, instance and message ids */
+  uint64_t *statuses = calloc(pdu->n_ext_reqs + 1, sizeof *statuses);
+  rc = statuses ? kl_pdu_writer_begin(&w, KL_PDU_EXT_RESP, &hdr, &e) : kl_err_set(&e, KL_ENOMEM, "out of memory");
+  for (size_t i = 0; rc == 0 && i < pdu->n_ext_reqs; i++) {
+    rc = add_one(ctx, &w, &pdu->ext_reqs[i], &ci, out, &statuses[i], &e);
+    if (rc == 0) out->n_requests++;
+  }
+  if (rc == 0 && pdu->config) {
+    kl_pdu_config_t cf = {.has_max_requests = true, .max_requests = ctx->max_requests, .has_cal_first = true,
+                          .cal_first = ci.genesis, .has_cal_last = !ci.empty, .cal_last = ci.last};
+    rc = kl_pdu_add_config(&w, &cf, &e);
+    out->config = rc == 0;
+  }
+  if (rc == 0) rc = kl_pdu_writer_finish(&w, pdu->hmac.alg, key, keylen, resp, resp_len, &e);
+  else if (statuses) kl_pdu_writer_free(&w);
+  for (size_t i = 0; rc == 0 && count && i < out->n_requests; i++) count(count_arg, statuses[i]);
+  free(statuses);
+  if (rc) { /* too many or too long chains for one PDU, or out of memory */
+    out->n_requests = 0;
+    out->config = false;
+    out->message[0] = '\0';
+    snprintf(msg, sizeof msg, "cannot build the response: %.180s%s", e.msg,
+             rc == KL_ETOOBIG ? " (send fewer requests per PDU)" : "");
+    rc = error_pdu(rc == KL_ETOOBIG ? KL_STATUS_INVALID_REQUEST : KL_STATUS_INTERNAL_ERROR, msg, resp, resp_len, out);
+  }
+done:
+  kl_pdu_free(pdu);
+  return rc;
+}

@@ -1,0 +1,137 @@
+/* keyless: servers on libuv for the daemons: HTTP/1.1 and ksi+tcp (a stream of whole TLVs).
+ *
+ * Both run on the caller's loop thread and share one connection layer (net_conn.c) with the
+ * limits below: a maximum body/frame size checked before anything is buffered, a connection
+ * cap (connections over it are accepted and closed at once), an idle timeout, and a write
+ * queue watermark (a peer that does not read its responses stops being read from, and is
+ * closed by the idle timeout if it stays that way).
+ *
+ * Requests may be answered at once, inside the handler, or later from any loop callback
+ * (a gateway answers when its round closes). A request object is valid from the handler call
+ * until the matching respond call, which must come exactly once, from the loop thread. If the
+ * connection dies meanwhile, the request stays valid; the response is then dropped.
+ *
+ * HTTP: keep-alive and pipelining (requests of one connection are handled one at a time, in
+ * order; the connection is not read while a request is with its handler, so a peer that goes
+ * away meanwhile is noticed when its response is written), Content-Length and chunked bodies,
+ * "Expect: 100-continue". Routing by method and
+ * path: exact paths or "*" for any path; the first matching route wins. A path no route takes
+ * gives 404, a path taken only with other methods 405 (with Allow), a body over max_body 413
+ * (sent before the body is read), headers over max_header 431, anything unparseable 400; the
+ * last three close the connection after the response.
+ *
+ * ksi+tcp: each TLV (8- or 16-bit header, KSI-FORMAT.md §1) read back to back is one request;
+ * its total size is checked against max_body from its header before any allocation, and a
+ * frame over it closes the connection. Up to max_inflight frames per connection are handled at
+ * once; responses are written in request order whatever order they are given in.
+ *
+ * Shutdown: kl_*_server_close() stops accepting, lets requests in progress finish and their
+ * responses be written, closes idle connections, and calls back once every handle is closed;
+ * connections still open after shutdown_timeout_ms are closed hard. After the callback (and
+ * once the caller closed its own handles) uv_loop_close() returns 0.
+ */
+#ifndef KEYLESS_NET_H
+#define KEYLESS_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "keyless/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kl_net_limits {
+  size_t max_body;           /* HTTP body or TLV frame, bytes (default 65,539: one KSI PDU) */
+  size_t max_header;         /* HTTP request line + headers, bytes (default 8 KiB) */
+  unsigned max_connections;  /* open at once (default 1024) */
+  uint64_t idle_timeout_ms;  /* a connection with no request in progress (default 30 s) */
+  size_t write_watermark;    /* bytes queued for writing before reading stops (default 1 MiB) */
+  unsigned max_inflight;     /* ksi+tcp: frames handled at once per connection (default 64) */
+  uint64_t shutdown_timeout_ms; /* graceful close before connections are cut (default 5 s) */
+} kl_net_limits_t;
+
+KL_API void kl_net_limits_default(kl_net_limits_t *l);
+
+/* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:0" (port 0: the kernel picks one; see *_port()).
+ * 0 or KL_EINVAL with a message. */
+KL_API int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err_t *e);
+
+/* Counters for metrics; read them at any time from the loop thread. */
+typedef struct kl_net_stats {
+  uint64_t accepted;    /* connections accepted and kept */
+  uint64_t rejected;    /* closed at once: over max_connections */
+  uint64_t open;        /* currently open */
+  uint64_t requests;    /* requests handed to handlers */
+  uint64_t responses[6]; /* HTTP: by status class (index 1..5); ksi+tcp: [2] responses written */
+  uint64_t bad_input;   /* HTTP 400/413/431 or ksi+tcp framing errors */
+} kl_net_stats_t;
+
+/* ---------------- HTTP ---------------- */
+
+typedef struct kl_http_server kl_http_server_t;
+typedef struct kl_http_req kl_http_req_t;
+typedef void (*kl_http_handler_fn)(kl_http_req_t *req, void *arg);
+typedef void (*kl_http_close_fn)(kl_http_server_t *s, void *arg);
+
+/* lim NULL: defaults. Caller closes with kl_http_server_close (also if never listening). */
+KL_API int kl_http_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char *name,
+                                 kl_http_server_t **out, kl_err_t *e);
+/* method: "GET", "POST", ... or NULL for any; path: exact (query string ignored) or "*". */
+KL_API int kl_http_route(kl_http_server_t *s, const char *method, const char *path,
+                         kl_http_handler_fn fn, void *arg, kl_err_t *e);
+KL_API int kl_http_server_listen(kl_http_server_t *s, const char *addr, kl_err_t *e);
+/* The bound port (after listen), or 0. */
+KL_API int kl_http_server_port(const kl_http_server_t *s);
+KL_API const kl_net_stats_t *kl_http_server_stats(const kl_http_server_t *s);
+/* Graceful shutdown (see above); cb (may be NULL) runs once, after which s is freed. */
+KL_API void kl_http_server_close(kl_http_server_t *s, kl_http_close_fn cb, void *arg);
+
+/* Request accessors: valid until the response call. */
+KL_API const char *kl_http_req_method(const kl_http_req_t *r);
+KL_API const char *kl_http_req_path(const kl_http_req_t *r); /* without the query string */
+KL_API const uint8_t *kl_http_req_body(const kl_http_req_t *r, size_t *len);
+KL_API const char *kl_http_req_peer(const kl_http_req_t *r); /* "ip:port" */
+/* false once the connection is gone (the response will be dropped; still respond). */
+KL_API bool kl_http_req_connected(const kl_http_req_t *r);
+/* An extra response header ("Name", "value": no CR/LF; else ignored). Before responding. */
+KL_API void kl_http_req_add_header(kl_http_req_t *r, const char *name, const char *value);
+
+/* Responds and releases r. The body is copied; content_type may be NULL for none. */
+KL_API void kl_http_respond(kl_http_req_t *r, int status, const char *content_type,
+                            const void *body, size_t len);
+/* The same, taking ownership of body (malloc'd; freed by the server, also on failure). */
+KL_API void kl_http_respond_take(kl_http_req_t *r, int status, const char *content_type,
+                                 void *body, size_t len);
+
+/* ---------------- ksi+tcp ---------------- */
+
+typedef struct kl_tlv_server kl_tlv_server_t;
+typedef struct kl_tlv_req kl_tlv_req_t;
+/* frame: the whole TLV, header included; valid until the response call. */
+typedef void (*kl_tlv_handler_fn)(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg);
+typedef void (*kl_tlv_close_fn)(kl_tlv_server_t *s, void *arg);
+
+KL_API int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char *name,
+                                kl_tlv_handler_fn fn, void *arg, kl_tlv_server_t **out,
+                                kl_err_t *e);
+KL_API int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e);
+KL_API int kl_tlv_server_port(const kl_tlv_server_t *s);
+KL_API const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s);
+KL_API void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg);
+
+KL_API const char *kl_tlv_req_peer(const kl_tlv_req_t *r);
+KL_API bool kl_tlv_req_connected(const kl_tlv_req_t *r);
+/* Responds and releases r. len 0: no response for this frame. close_after: close the
+ * connection once this response (and those before it) are written; frames read after this
+ * one are dropped unanswered. The first copies p, the second takes ownership (malloc'd). */
+KL_API void kl_tlv_respond(kl_tlv_req_t *r, const void *p, size_t len, bool close_after);
+KL_API void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close_after);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

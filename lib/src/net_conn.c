@@ -1,0 +1,474 @@
+/* The connection layer of the servers (see net_internal.h for the state machine).
+ *
+ * Happy path: listen → accept → read → protocol consumes → protocol writes → idle timer →
+ * next request ... → peer closes (EOF) or the server closes: FIN after the last write → close.
+ * Failure modes handled here: accept errors (logged, the listener keeps going), over the
+ * connection cap (accepted and closed), read errors and resets (closed), write errors (closed;
+ * pending writes are cancelled by libuv and freed in their callbacks), a peer that stops
+ * reading (reading stops at the watermark; the idle timer closes it), a peer that never
+ * finishes a request (idle timer), a peer that keeps sending after our FIN (linger timer),
+ * a shutdown that does not drain (stop timer closes what is left). Memory of a connection is
+ * freed only when both of its handles' close callbacks have run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/log.h"
+#include "net_internal.h"
+
+#define LINGER_MS 2000
+
+typedef struct wreq {
+  uv_write_t req;
+  kl__conn_t *c;
+  void *a, *b;
+  size_t len;
+} wreq_t;
+
+void kl_net_limits_default(kl_net_limits_t *l) {
+  l->max_body = 65539;
+  l->max_header = 8192;
+  l->max_connections = 1024;
+  l->idle_timeout_ms = 30000;
+  l->write_watermark = 1u << 20;
+  l->max_inflight = 64;
+  l->shutdown_timeout_ms = 5000;
+}
+
+int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err_t *e) {
+  char host[64];
+  const char *port;
+  if (s == NULL || out == NULL) return kl_err_set(e, KL_EINVAL, "address: NULL argument");
+  memset(out, 0, sizeof *out);
+  if (s[0] == '[') {
+    const char *close = strchr(s, ']');
+    if (close == NULL || close[1] != ':' || (size_t)(close - s - 1) >= sizeof host)
+      return kl_err_set(e, KL_EINVAL, "address '%s': expected [IPv6]:port", s);
+    memcpy(host, s + 1, (size_t)(close - s - 1));
+    host[close - s - 1] = '\0';
+    port = close + 2;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof host)
+      return kl_err_set(e, KL_EINVAL, "address '%s': expected IPv4:port or [IPv6]:port", s);
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    port = colon + 1;
+  }
+  char *end;
+  long p = strtol(port, &end, 10);
+  if (port[0] < '0' || port[0] > '9' || *end != '\0' || p < 0 || p > 65535)
+    return kl_err_set(e, KL_EINVAL, "address '%s': port must be 0..65535", s);
+  if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  if (uv_ip4_addr(host, (int)p, (struct sockaddr_in *)out) == 0 && s[0] != '[') return 0;
+  if (s[0] == '[' && uv_ip6_addr(host, (int)p, (struct sockaddr_in6 *)out) == 0) return 0;
+  return kl_err_set(e, KL_EINVAL, "address '%s': '%s' is not a numeric IP address", s, host);
+}
+
+static void addr_name(const struct sockaddr_storage *ss, char *out, size_t n) {
+  char ip[64] = "?";
+  int port = 0;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    snprintf(out, n, "%s:%d", ip, port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    snprintf(out, n, "[%s]:%d", ip, port);
+  } else {
+    snprintf(out, n, "?");
+  }
+}
+
+/* ---- server ---- */
+
+static void srv_handle_closed(uv_handle_t *h) {
+  kl__srv_t *s = h->data;
+  if (--s->handles == 0) s->proto->on_server_closed(s);
+}
+
+static void srv_finish(kl__srv_t *s) {
+  if (!s->closing || s->conns != NULL) return;
+  if (!uv_is_closing((uv_handle_t *)&s->idle)) uv_close((uv_handle_t *)&s->idle, srv_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&s->stop_timer)) uv_close((uv_handle_t *)&s->stop_timer, srv_handle_closed);
+}
+
+int kl__srv_init(kl__srv_t *s, uv_loop_t *loop, const kl__proto_t *proto, void *owner, const kl_net_limits_t *lim,
+                 const char *name, kl_err_t *e) {
+  s->loop = loop;
+  s->proto = proto;
+  s->owner = owner;
+  if (lim) s->lim = *lim;
+  else kl_net_limits_default(&s->lim);
+  if (s->lim.max_body == 0 || s->lim.max_connections == 0 || s->lim.max_inflight == 0 || s->lim.max_header < 256)
+    return kl_err_set(e, KL_EINVAL, "server limits: max_body, max_connections and max_inflight must be positive, "
+                      "max_header at least 256");
+  snprintf(s->name, sizeof s->name, "%s", name ? name : proto->kind);
+  int rc = uv_idle_init(loop, &s->idle);
+  if (rc == 0) rc = uv_timer_init(loop, &s->stop_timer);
+  if (rc) return kl_err_set(e, KL_EIO, "%s: %s", s->name, uv_strerror(rc)); /* cannot fail on Linux */
+  s->idle.data = s->stop_timer.data = s;
+  s->handles = 2;
+  return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status);
+
+int kl__srv_listen(kl__srv_t *s, const char *addr, kl_err_t *e) {
+  struct sockaddr_storage ss;
+  int rc;
+  if (s->listener_init) return kl_err_set(e, KL_ESTATE, "%s: already listening", s->name);
+  if ((rc = kl_net_parse_addr(addr, &ss, e))) return kl_err_wrap(e, "%s", s->name);
+  if ((rc = uv_tcp_init(s->loop, &s->listener))) return kl_err_set(e, KL_EIO, "%s: %s", s->name, uv_strerror(rc));
+  s->listener.data = s;
+  s->listener_init = true;
+  s->handles++;
+  if ((rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) ||
+      (rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection)))
+    return kl_err_set(e, KL_EIO, "%s: cannot listen on %s: %s", s->name, addr, uv_strerror(rc));
+  struct sockaddr_storage bound;
+  int len = sizeof bound;
+  if ((rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len)))
+    return kl_err_set(e, KL_EIO, "%s: getsockname: %s", s->name, uv_strerror(rc));
+  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                               : ((struct sockaddr_in *)&bound)->sin_port);
+  char name[80];
+  addr_name(&bound, name, sizeof name);
+  kl_log(KL_LOG_INFO, "listen", "server=%s proto=%s addr=%s port=%d", s->name, s->proto->kind, name, s->port);
+  return 0;
+}
+
+static void stop_timeout(uv_timer_t *t) {
+  kl__srv_t *s = t->data;
+  unsigned n = 0;
+  for (kl__conn_t *c = s->conns; c; c = c->next) n++;
+  kl_log(KL_LOG_WARN, "shutdown_timeout", "server=%s connections=%u", s->name, n);
+  for (kl__conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    kl__conn_close(c);
+  }
+}
+
+void kl__srv_close(kl__srv_t *s) {
+  if (s->closing) return;
+  s->closing = true;
+  if (s->listener_init) uv_close((uv_handle_t *)&s->listener, srv_handle_closed);
+  uv_timer_start(&s->stop_timer, stop_timeout, s->lim.shutdown_timeout_ms, 0);
+  for (kl__conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    kl__conn_settle(c);
+  }
+  srv_finish(s);
+}
+
+/* ---- resume queue: backlogs are fed from the idle handle, outside any respond call ---- */
+
+static void feed(kl__conn_t *c, const uint8_t *p, size_t n);
+
+static void on_idle(uv_idle_t *h) {
+  kl__srv_t *s = h->data;
+  /* One pass over the connections queued so far, popped from the live queue so that a close
+   * during the pass (which unlinks) cannot break it; one queued again waits for the next pass. */
+  kl__conn_t *last = s->resume_tail;
+  while (s->resume_head) {
+    kl__conn_t *c = s->resume_head;
+    s->resume_head = c->resume_next;
+    if (s->resume_head == NULL) s->resume_tail = NULL;
+    c->resume_next = NULL;
+    c->resume_queued = false;
+    if (c->backlog == NULL || !kl__conn_can_take(c)) {
+      kl__conn_settle(c); /* queues it again once it can take the backlog */
+    } else {
+      uint8_t *b = c->backlog;
+      size_t n = c->backlog_len;
+      c->backlog = NULL;
+      c->backlog_len = 0;
+      feed(c, b, n);
+      free(b);
+    }
+    if (c == last) break;
+  }
+  if (s->resume_head == NULL) uv_idle_stop(h);
+}
+
+static void resume_queue(kl__conn_t *c) {
+  kl__srv_t *s = c->srv;
+  if (c->resume_queued) return;
+  c->resume_queued = true;
+  if (s->resume_tail) s->resume_tail->resume_next = c;
+  else s->resume_head = c;
+  s->resume_tail = c;
+  uv_idle_start(&s->idle, on_idle);
+}
+
+static void resume_unlink(kl__conn_t *c) {
+  kl__srv_t *s = c->srv;
+  if (!c->resume_queued) return;
+  kl__conn_t **pp = &s->resume_head, *prev = NULL;
+  while (*pp && *pp != c) {
+    prev = *pp;
+    pp = &(*pp)->resume_next;
+  }
+  if (*pp) *pp = c->resume_next;
+  if (s->resume_tail == c) s->resume_tail = prev;
+  c->resume_next = NULL;
+  c->resume_queued = false;
+}
+
+/* ---- connections ---- */
+
+static void conn_handle_closed(uv_handle_t *h) {
+  kl__conn_t *c = h->data;
+  if (--c->handles > 0) return;
+  kl__srv_t *s = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  if (c->proto_open) s->stats.open--;
+  free(c->backlog);
+  free(c);
+  srv_finish(s);
+}
+
+void kl__conn_close(kl__conn_t *c) {
+  if (c->state == KL__C_CLOSING) return;
+  c->state = KL__C_CLOSING;
+  resume_unlink(c);
+  if (c->proto_open) {
+    kl_log(KL_LOG_DEBUG, "conn_close", "server=%s peer=%s", c->srv->name, c->peer);
+    c->srv->proto->on_close(c);
+  }
+  uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t) {
+  kl__conn_t *c = t->data;
+  if (c->state == KL__C_OPEN)
+    kl_log(KL_LOG_DEBUG, "idle_timeout", "server=%s peer=%s", c->srv->name, c->peer);
+  kl__conn_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  kl__conn_t *c = h->data;
+  (void)suggested;
+  *buf = uv_buf_init((char *)c->srv->readbuf, sizeof c->srv->readbuf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void start_reading(kl__conn_t *c) {
+  if (c->reading) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+  else kl__conn_close(c);
+}
+
+static void stop_reading(kl__conn_t *c) {
+  if (!c->reading) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+}
+
+void kl__conn_settle(kl__conn_t *c) {
+  if (c->state != KL__C_OPEN) return;
+  kl__srv_t *s = c->srv;
+  if (s->closing && c->backlog) { /* shutting down: input not yet looked at is dropped */
+    free(c->backlog);
+    c->backlog = NULL;
+    c->backlog_len = 0;
+  }
+  bool idle = c->backlog == NULL && s->proto->idle(c);
+  if (idle && (c->eof || s->closing || c->end_when_idle)) {
+    kl__conn_end(c);
+    return;
+  }
+  bool take = kl__conn_can_take(c);
+  if (c->backlog && take) resume_queue(c);
+  if (take && !c->eof && !s->closing && !c->end_when_idle && c->backlog == NULL) start_reading(c);
+  else stop_reading(c);
+  if (c->state != KL__C_OPEN) return;
+  if (idle && !c->timer_idle) uv_timer_start(&c->timer, on_timer, s->lim.idle_timeout_ms, 0);
+  else if (!idle && c->timer_idle) uv_timer_stop(&c->timer);
+  c->timer_idle = idle;
+}
+
+void kl__conn_pause(kl__conn_t *c, unsigned bit) {
+  c->pause |= bit;
+  kl__conn_settle(c);
+}
+
+void kl__conn_unpause(kl__conn_t *c, unsigned bit) {
+  c->pause &= ~bit;
+  kl__conn_settle(c);
+}
+
+/* Hands bytes to the protocol and keeps what it does not take. */
+static void feed(kl__conn_t *c, const uint8_t *p, size_t n) {
+  size_t used = c->srv->proto->on_data(c, p, n);
+  if (c->state != KL__C_OPEN) return;
+  if (used < n) {
+    /* Reading was stopped by the protocol before this backlog can grow: it holds at most one
+     * read buffer's worth. */
+    uint8_t *b = malloc(n - used);
+    if (b == NULL) {
+      kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=backlog", c->srv->name, c->peer);
+      kl__conn_close(c);
+      return;
+    }
+    memcpy(b, p + used, n - used);
+    free(c->backlog);
+    c->backlog = b;
+    c->backlog_len = n - used;
+  }
+  kl__conn_settle(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  kl__conn_t *c = st->data;
+  (void)buf;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread == UV_EOF && c->state == KL__C_OPEN) {
+      c->eof = true;
+      stop_reading(c);
+      kl__conn_settle(c);
+    } else {
+      if (nread != UV_EOF && nread != UV_ECONNRESET)
+        kl_log(KL_LOG_DEBUG, "read_error", "server=%s peer=%s error=%s", c->srv->name, c->peer, uv_err_name((int)nread));
+      kl__conn_close(c);
+    }
+    return;
+  }
+  if (c->state != KL__C_OPEN) return; /* ending or lingering: discard */
+  feed(c, c->srv->readbuf, (size_t)nread);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *w = req->data;
+  kl__conn_t *c = w->c;
+  c->queued -= w->len;
+  free(w->a);
+  free(w->b);
+  free(w);
+  if (c->state == KL__C_CLOSING) return;
+  if (status < 0) {
+    kl_log(KL_LOG_DEBUG, "write_error", "server=%s peer=%s error=%s", c->srv->name, c->peer, uv_err_name(status));
+    kl__conn_close(c);
+    return;
+  }
+  if (c->state == KL__C_OPEN && c->timer_idle) /* progress: the peer is reading */
+    uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+  kl__conn_settle(c);
+}
+
+void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
+  if (c->state != KL__C_OPEN || (alen + blen) == 0) {
+    free(a);
+    free(b);
+    return;
+  }
+  wreq_t *w = malloc(sizeof *w);
+  if (w == NULL) {
+    free(a);
+    free(b);
+    kl__conn_close(c);
+    return;
+  }
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  if (alen) bufs[n++] = uv_buf_init(a, (unsigned)alen);
+  if (blen) bufs[n++] = uv_buf_init(b, (unsigned)blen);
+  w->c = c;
+  w->a = a;
+  w->b = b;
+  w->len = alen + blen;
+  w->req.data = w;
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+  if (rc) {
+    free(a);
+    free(b);
+    free(w);
+    kl__conn_close(c);
+    return;
+  }
+  c->queued += alen + blen;
+  if (c->queued > c->srv->lim.write_watermark) stop_reading(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  kl__conn_t *c = req->data;
+  if (c->state == KL__C_CLOSING) return;
+  if (status < 0 || c->eof || c->srv->closing) {
+    kl__conn_close(c);
+    return;
+  }
+  /* Read and discard until the peer closes, so that data it is still sending (a body we
+   * refused) does not make the kernel reset the connection before our response is read. */
+  c->state = KL__C_LINGER;
+  uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+  start_reading(c);
+}
+
+void kl__conn_end(kl__conn_t *c) {
+  if (c->state != KL__C_OPEN) return;
+  c->state = KL__C_ENDING;
+  resume_unlink(c);
+  free(c->backlog);
+  c->backlog = NULL;
+  c->backlog_len = 0;
+  stop_reading(c);
+  /* The timer now bounds how long the last writes may take. */
+  uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown)) kl__conn_close(c);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  kl__srv_t *s = server->data;
+  if (status < 0) {
+    kl_log(KL_LOG_WARN, "accept_error", "server=%s error=%s", s->name, uv_err_name(status));
+    return;
+  }
+  kl__conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    kl_log(KL_LOG_ERROR, "oom", "server=%s what=connection", s->name);
+    return; /* the pending connection stays in the kernel's queue until memory is back */
+  }
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->handles = 2;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+    kl__conn_close(c);
+    return;
+  }
+  struct sockaddr_storage peer;
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0) addr_name(&peer, c->peer, sizeof c->peer);
+  else snprintf(c->peer, sizeof c->peer, "?");
+  if (s->closing || s->stats.open >= s->lim.max_connections) {
+    s->stats.rejected++;
+    kl_log(KL_LOG_DEBUG, "conn_reject", "server=%s peer=%s open=%llu", s->name, c->peer,
+           (unsigned long long)s->stats.open);
+    kl__conn_close(c);
+    return;
+  }
+  if (s->proto->on_open(c)) {
+    kl__conn_close(c);
+    return;
+  }
+  c->proto_open = true;
+  s->stats.open++;
+  s->stats.accepted++;
+  uv_tcp_nodelay(&c->tcp, 1);
+  kl_log(KL_LOG_DEBUG, "conn_open", "server=%s peer=%s", s->name, c->peer);
+  kl__conn_settle(c);
+}

@@ -1,0 +1,238 @@
+/* ksi+tcp: a stream of whole TLVs (KSI PDUs) back to back, answered in order.
+ *
+ * Happy path: bytes → the TLV header (2 or 4 bytes) gives the frame size → checked against
+ * max_body → one allocation of exactly that size → filled → handed to the handler → responses,
+ * given in any order, are written in request order.
+ * Failure modes: a frame over max_body → nothing more is read, the responses already due are
+ * written, then the connection is closed (ksi+tcp has no way to say "too big" and resync);
+ * more than max_inflight frames with their handlers → reading stops until one is answered;
+ * a respond with close_after → later frames are dropped and the connection ends after the
+ * responses up to that one; the peer goes away → pending requests are orphaned, their
+ * responses dropped.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/log.h"
+#include "net_internal.h"
+
+struct kl_tlv_server {
+  kl__srv_t srv;
+  kl_tlv_handler_fn fn;
+  void *arg;
+  kl_tlv_close_fn close_cb;
+  void *close_arg;
+};
+
+typedef struct tconn {
+  kl__conn_t *c;
+  kl_tlv_server_t *s;
+  uint8_t hdr[4];
+  size_t hdr_have;
+  uint8_t *frame; /* being filled */
+  size_t frame_len, frame_have;
+  kl_tlv_req_t *head, *tail; /* every request not yet written, in arrival order */
+  unsigned inflight;         /* with their handlers */
+  bool draining;             /* no more frames are taken */
+} tconn_t;
+
+struct kl_tlv_req {
+  tconn_t *tc; /* NULL once orphaned */
+  kl_tlv_req_t *next;
+  uint8_t *frame;
+  size_t frame_len;
+  bool done, close_after;
+  uint8_t *resp;
+  size_t resp_len;
+  char peer[64];
+};
+
+const char *kl_tlv_req_peer(const kl_tlv_req_t *r) { return r->peer; }
+bool kl_tlv_req_connected(const kl_tlv_req_t *r) { return r->tc != NULL; }
+
+static void req_free(kl_tlv_req_t *r) {
+  free(r->frame);
+  free(r->resp);
+  free(r);
+}
+
+/* Writes the answered requests at the head of the queue. */
+static void flush(tconn_t *tc) {
+  kl__conn_t *c = tc->c;
+  while (tc->head && tc->head->done) {
+    kl_tlv_req_t *r = tc->head;
+    tc->head = r->next;
+    if (tc->head == NULL) tc->tail = NULL;
+    if (r->resp_len && c->state == KL__C_OPEN) {
+      c->srv->stats.responses[2]++;
+      kl__conn_write(c, r->resp, r->resp_len, NULL, 0);
+      r->resp = NULL;
+    }
+    if (r->close_after && !tc->draining) {
+      tc->draining = true;
+      c->end_when_idle = true;
+    }
+    req_free(r);
+  }
+}
+
+static void respond(kl_tlv_req_t *r, void *p, size_t len, bool close_after) {
+  tconn_t *tc = r->tc;
+  if (tc == NULL || r->done) { /* orphaned (or answered twice: a caller bug we survive) */
+    free(p);
+    if (tc == NULL) req_free(r);
+    return;
+  }
+  free(r->frame);
+  r->frame = NULL;
+  r->done = true;
+  r->resp = p;
+  r->resp_len = p ? len : 0;
+  r->close_after = close_after;
+  tc->inflight--;
+  kl__conn_t *c = tc->c;
+  flush(tc);
+  if (c->state == KL__C_OPEN && tc->inflight < c->srv->lim.max_inflight) kl__conn_unpause(c, KL__PAUSE_BUSY);
+  else kl__conn_settle(c);
+}
+
+void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close_after) {
+  if (r == NULL) {
+    free(p);
+    return;
+  }
+  respond(r, p, len, close_after);
+}
+
+void kl_tlv_respond(kl_tlv_req_t *r, const void *p, size_t len, bool close_after) {
+  void *copy = NULL;
+  if (p && len && (copy = malloc(len)) != NULL) memcpy(copy, p, len);
+  kl_tlv_respond_take(r, copy, copy ? len : 0, close_after || (len && copy == NULL));
+}
+
+/* A whole frame arrived: queue it and hand it over. */
+static void deliver(tconn_t *tc) {
+  kl__conn_t *c = tc->c;
+  kl_tlv_req_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=request", c->srv->name, c->peer);
+    free(tc->frame);
+    tc->frame = NULL;
+    kl__conn_close(c);
+    return;
+  }
+  r->tc = tc;
+  r->frame = tc->frame;
+  r->frame_len = tc->frame_len;
+  memcpy(r->peer, c->peer, sizeof r->peer);
+  tc->frame = NULL;
+  tc->hdr_have = tc->frame_have = tc->frame_len = 0;
+  if (tc->tail) tc->tail->next = r;
+  else tc->head = r;
+  tc->tail = r;
+  tc->inflight++;
+  c->srv->stats.requests++;
+  if (tc->inflight >= c->srv->lim.max_inflight) kl__conn_pause(c, KL__PAUSE_BUSY);
+  tc->s->fn(r, r->frame, r->frame_len, tc->s->arg);
+}
+
+static size_t tlv_on_data(kl__conn_t *c, const uint8_t *p, size_t n) {
+  tconn_t *tc = c->proto;
+  size_t off = 0;
+  while (off < n && c->state == KL__C_OPEN) {
+    if (tc->draining) return n;
+    if (tc->inflight >= c->srv->lim.max_inflight || !kl__conn_can_take(c)) return off;
+    if (tc->frame == NULL) { /* header */
+      if (tc->hdr_have == 0) tc->hdr[tc->hdr_have++] = p[off++];
+      size_t need = (tc->hdr[0] & 0x80) ? 4 : 2;
+      while (tc->hdr_have < need && off < n) tc->hdr[tc->hdr_have++] = p[off++];
+      if (tc->hdr_have < need) break;
+      size_t vlen = need == 4 ? (size_t)tc->hdr[2] << 8 | tc->hdr[3] : tc->hdr[1];
+      size_t total = need + vlen;
+      if (total > c->srv->lim.max_body) {
+        c->srv->stats.bad_input++;
+        kl_log(KL_LOG_INFO, "frame_too_big", "server=%s peer=%s size=%zu max=%zu", c->srv->name, c->peer, total,
+               c->srv->lim.max_body);
+        tc->draining = true;
+        c->end_when_idle = true;
+        return n;
+      }
+      if ((tc->frame = malloc(total)) == NULL) {
+        kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=frame", c->srv->name, c->peer);
+        kl__conn_close(c);
+        return n;
+      }
+      memcpy(tc->frame, tc->hdr, need);
+      tc->frame_len = total;
+      tc->frame_have = need;
+    }
+    size_t k = tc->frame_len - tc->frame_have;
+    if (k > n - off) k = n - off;
+    memcpy(tc->frame + tc->frame_have, p + off, k);
+    tc->frame_have += k;
+    off += k;
+    if (tc->frame_have == tc->frame_len) deliver(tc);
+  }
+  return off;
+}
+
+static int tlv_on_open(kl__conn_t *c) {
+  tconn_t *tc = calloc(1, sizeof *tc);
+  if (tc == NULL) return -1;
+  tc->c = c;
+  tc->s = c->srv->owner;
+  c->proto = tc;
+  return 0;
+}
+
+static bool tlv_idle(const kl__conn_t *c) {
+  const tconn_t *tc = c->proto;
+  return tc->head == NULL;
+}
+
+static void tlv_on_close(kl__conn_t *c) {
+  tconn_t *tc = c->proto;
+  for (kl_tlv_req_t *r = tc->head, *next; r; r = next) {
+    next = r->next;
+    if (r->done) req_free(r);
+    else r->tc = NULL; /* its handler still owns it */
+  }
+  free(tc->frame);
+  free(tc);
+  c->proto = NULL;
+}
+
+static void tlv_server_closed(kl__srv_t *srv) {
+  kl_tlv_server_t *s = srv->owner;
+  if (s->close_cb) s->close_cb(s, s->close_arg);
+  free(s);
+}
+
+static const kl__proto_t tlv_proto = {"ksi+tcp", tlv_on_open, tlv_on_data, tlv_idle, tlv_on_close, tlv_server_closed};
+
+int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char *name, kl_tlv_handler_fn fn, void *arg,
+                         kl_tlv_server_t **out, kl_err_t *e) {
+  if (loop == NULL || fn == NULL || out == NULL) return kl_err_set(e, KL_EINVAL, "kl_tlv_server_create: NULL argument");
+  kl_tlv_server_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return kl_err_set(e, KL_ENOMEM, "ksi+tcp server: out of memory");
+  int r = kl__srv_init(&s->srv, loop, &tlv_proto, s, lim, name, e);
+  if (r) {
+    free(s);
+    return r;
+  }
+  s->fn = fn;
+  s->arg = arg;
+  *out = s;
+  return 0;
+}
+
+int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }
+int kl_tlv_server_port(const kl_tlv_server_t *s) { return s->srv.port; }
+const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s) { return &s->srv.stats; }
+
+void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg) {
+  if (s == NULL) return;
+  s->close_cb = cb;
+  s->close_arg = arg;
+  kl__srv_close(&s->srv);
+}
