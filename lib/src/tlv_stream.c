@@ -18,6 +18,7 @@
 
 struct kl_tlv_server {
   kl__srv_t srv;
+  int framing; /* KL_FRAMING_TLV or KL_FRAMING_U32 */
   kl_tlv_handler_fn fn;
   void *arg;
   kl_tlv_close_fn close_cb;
@@ -144,10 +145,13 @@ static size_t tlv_on_data(kl__conn_t *c, const uint8_t *p, size_t n) {
     if (tc->inflight >= c->srv->lim.max_inflight || !kl__conn_can_take(c)) return off;
     if (tc->frame == NULL) { /* header */
       if (tc->hdr_have == 0) tc->hdr[tc->hdr_have++] = p[off++];
-      size_t need = (tc->hdr[0] & 0x80) ? 4 : 2;
+      bool u32 = tc->s->framing == KL_FRAMING_U32;
+      size_t need = u32 || (tc->hdr[0] & 0x80) ? 4 : 2;
       while (tc->hdr_have < need && off < n) tc->hdr[tc->hdr_have++] = p[off++];
       if (tc->hdr_have < need) break;
-      size_t vlen = need == 4 ? (size_t)tc->hdr[2] << 8 | tc->hdr[3] : tc->hdr[1];
+      size_t vlen = u32 ? (size_t)tc->hdr[0] << 24 | (size_t)tc->hdr[1] << 16 | (size_t)tc->hdr[2] << 8 | tc->hdr[3]
+                  : need == 4 ? (size_t)tc->hdr[2] << 8 | tc->hdr[3] : tc->hdr[1];
+      if (u32 && vlen > SIZE_MAX / 2) vlen = SIZE_MAX / 2; /* over any limit: refused below */
       size_t total = need + vlen;
       if (total > c->srv->lim.max_body) {
         c->srv->stats.bad_input++;
@@ -225,6 +229,8 @@ int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char
   *out = s;
   return 0;
 }
+
+void kl_tlv_server_set_framing(kl_tlv_server_t *s, int framing) { s->framing = framing; }
 
 int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }
 int kl_tlv_server_port(const kl_tlv_server_t *s) { return s->srv.port; }

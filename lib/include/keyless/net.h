@@ -118,6 +118,11 @@ typedef void (*kl_tlv_close_fn)(kl_tlv_server_t *s, void *arg);
 KL_API int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char *name,
                                 kl_tlv_handler_fn fn, void *arg, kl_tlv_server_t **out,
                                 kl_err_t *e);
+/* Framing (before listen): KL_FRAMING_TLV (default, KSI PDUs) or KL_FRAMING_U32 (a 4-byte
+ * big-endian length then that many bytes: the internal protobuf links, docs/formats.md). The
+ * frame handed to the handler includes its header either way. */
+enum { KL_FRAMING_TLV = 0, KL_FRAMING_U32 = 1 };
+KL_API void kl_tlv_server_set_framing(kl_tlv_server_t *s, int framing);
 KL_API int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e);
 KL_API int kl_tlv_server_port(const kl_tlv_server_t *s);
 KL_API const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s);

@@ -1,0 +1,314 @@
+/* The core node: start-up, Raft on libuv, the leader's round clock, shutdown.
+ *
+ * Start: open (or create) the calendar under data_dir/calendar without fsync (the Raft log under
+ * data_dir/raft is the durable copy), load the calendar-auth key, bootstrap Raft on first start
+ * with the configured members, start the servers and the links to the other members.
+ * Every 20 ms (tick): if this node leads and its clock is sane, make sure its predecessors'
+ * entries are committed (a barrier, once per term), then close every second whose grace has
+ * passed: propose one entry per second with requests (an empty second is filled by the next
+ * append), and the newest closable second always, so every second gets an entry.
+ * Stop (SIGTERM/SIGINT): stop the tick, answer what is pending with a retryable error, close the
+ * servers, the links and Raft; the loop then runs out of handles. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "keyless/log.h"
+#include "node.h"
+
+uint64_t core_now_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static void on_barrier(struct raft_barrier *req, int status) {
+  core_t *c = req->data;
+  c->barrier_pending = false;
+  if (status != 0 || raft_state(&c->raft) != RAFT_LEADER) return;
+  kl_cal_info_t info;
+  kl_err_t e = {0};
+  if (kl_cal_info(c->cal, &info, &e)) return;
+  c->ready_term = c->raft.current_term;
+  c->proposed = info.empty ? info.genesis - 1 : info.last;
+  kl_log(KL_LOG_INFO, "leading", "term=%llu last=%llu", (unsigned long long)c->ready_term, (unsigned long long)c->proposed);
+}
+
+typedef struct proposal {
+  struct raft_apply req;
+  core_t *c;
+  uint64_t second, start_ms;
+} proposal_t;
+
+static void on_applied(struct raft_apply *req, int status, void *result) {
+  proposal_t *p = (proposal_t *)req;
+  (void)result;
+  p->c->inflight--;
+  if (status == 0) kl_metric_observe(p->c->m_commit_latency, (double)(core_now_ms() - p->start_ms) / 1000.0);
+  else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
+  free(p);
+}
+
+static void propose(core_t *c, uint64_t second, bool always) {
+  kl_core_leaf_t *leaves = NULL;
+  size_t n = 0;
+  kl_imprint_t root;
+  int has_root = 0;
+  kl_err_t e = {0};
+  if (kl_core_rounds_collect(c->rounds, second, &leaves, &n, &root, &has_root, &e)) {
+    kl_log(KL_LOG_ERROR, "round_build", "second=%llu error=%s", (unsigned long long)second, e.msg);
+    free(leaves);
+    return; /* the requests get their retry answer when a later second commits */
+  }
+  if (n == 0 && !always) return;
+  proposal_t *p = calloc(1, sizeof *p);
+  struct raft_buffer buf;
+  if (p == NULL || kl_core_entry_encode(second, 0, leaves, n, has_root ? &root : NULL, c->cfg->alg, &buf, &e)) {
+    free(p);
+    free(leaves);
+    return;
+  }
+  free(leaves);
+  p->c = c;
+  p->second = second;
+  p->start_ms = core_now_ms();
+  int rc = raft_apply(&c->raft, &p->req, &buf, 1, on_applied);
+  if (rc != 0) {
+    raft_free(buf.base);
+    free(p);
+    kl_log(KL_LOG_WARN, "propose_failed", "second=%llu error=%s", (unsigned long long)second, raft_strerror(rc));
+    return;
+  }
+  c->inflight++;
+  c->proposed = second;
+  kl_metric_inc(c->m_proposals);
+  kl_metric_observe(c->m_round_leaves, (double)n);
+}
+
+/* The median offset of the peers we hear from; a leader with a skewed clock hands over. */
+static void check_clock(core_t *c) {
+  int64_t off[KL_CORE_MAX_MEMBERS + 1];
+  size_t n = 0;
+  off[n++] = 0;
+  for (size_t i = 0; i < c->n_peers; i++)
+    if (c->peers[i].heard) off[n++] = c->peers[i].offset_ms;
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && off[j - 1] > off[j]; j--) {
+      int64_t t = off[j];
+      off[j] = off[j - 1];
+      off[j - 1] = t;
+    }
+  int64_t med = off[n / 2];
+  bool ok = (uint64_t)(med < 0 ? -med : med) <= c->cfg->max_skew_ms;
+  if (ok != c->clock_ok) kl_log(ok ? KL_LOG_INFO : KL_LOG_ERROR, "clock", "ok=%d skew_ms=%lld", ok, (long long)-med);
+  c->clock_ok = ok;
+}
+
+static void on_transferred(struct raft_transfer *req) {
+  core_t *c = req->data;
+  c->transferring = false;
+}
+
+static void on_tick(uv_timer_t *t) {
+  core_t *c = t->data;
+  uint64_t now = core_now_ms();
+  if (now - c->last_heartbeat_ms >= 500) {
+    c->last_heartbeat_ms = now;
+    core_send_heartbeats(c);
+    check_clock(c);
+    core_release_waiters(c, false);
+  }
+  if (c->fsm.state == KL_FSM_FAILED) { /* the calendar and the log disagree: stop, never fork */
+    kl_log(KL_LOG_ERROR, "fsm_failed", "error=%s", c->fsm.error);
+    core_stop(c);
+    return;
+  }
+  if (raft_state(&c->raft) != RAFT_LEADER) return;
+  if (!c->clock_ok) {
+    if (c->n_peers > 0 && !c->transferring) { /* let a node with a good clock lead */
+      c->transfer.data = c;
+      if (raft_transfer(&c->raft, &c->transfer, 0, on_transferred) == 0) c->transferring = true;
+    }
+    return;
+  }
+  if (c->ready_term != c->raft.current_term) {
+    if (!c->barrier_pending) {
+      c->barrier.data = c;
+      if (raft_barrier(&c->raft, &c->barrier, on_barrier) == 0) c->barrier_pending = true;
+    }
+    return;
+  }
+  uint64_t closable = (now - c->cfg->grace_ms) / 1000u; /* seconds before this one are closed */
+  if (closable == 0) return;
+  uint64_t target = closable - 1;
+  kl_cal_info_t info;
+  kl_err_t e = {0};
+  if (kl_cal_info(c->cal, &info, &e)) return;
+  if (target < info.genesis) return;
+  for (uint64_t s = c->proposed + 1; s <= target && c->inflight < 8; s++) propose(c, s, s == target);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  core_t *c = h->data;
+  kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
+  core_stop(c);
+}
+
+static int open_calendar(core_t *c, kl_err_t *e) {
+  char path[1024];
+  struct stat st;
+  kl_cal_opts_t o = {.map_size = c->cfg->map_size, .no_sync = true};
+  snprintf(path, sizeof path, "%s/calendar", c->cfg->data_dir);
+  if (stat(path, &st) != 0) {
+    uint64_t g = c->cfg->genesis ? (uint64_t)c->cfg->genesis : core_now_ms() / 1000;
+    int r = kl_cal_create(path, g, &o, e);
+    if (r) return r;
+    kl_log(KL_LOG_INFO, "calendar_created", "dir=%s genesis=%llu", path, (unsigned long long)g);
+  }
+  return kl_cal_open(path, &o, &c->cal, e);
+}
+
+static int start_raft(core_t *c, kl_err_t *e) {
+  char dir[1024];
+  const core_member_t *self = core_member(c->cfg, (uint64_t)c->cfg->id);
+  int rc;
+  snprintf(dir, sizeof dir, "%s/raft", c->cfg->data_dir);
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return kl_err_set(e, KL_EIO, "cannot create %s: %s", dir, strerror(errno));
+  if ((rc = raft_uv_tcp_init(&c->transport, c->loop)) != 0) return kl_err_set(e, KL_EIO, "raft transport: %s", raft_strerror(rc));
+  if ((rc = raft_uv_init(&c->io, c->loop, dir, &c->transport)) != 0) return kl_err_set(e, KL_EIO, "raft I/O in %s: %s", dir, raft_strerror(rc));
+  if ((rc = raft_init(&c->raft, &c->io, &c->fsm.raft, (raft_id)c->cfg->id, self->raft_addr)) != 0)
+    return kl_err_set(e, KL_EIO, "raft: %s", raft_errmsg(&c->raft));
+  raft_set_election_timeout(&c->raft, (unsigned)c->cfg->election_ms);
+  raft_set_heartbeat_timeout(&c->raft, (unsigned)c->cfg->heartbeat_ms);
+  raft_set_snapshot_threshold(&c->raft, (unsigned)c->cfg->snapshot_threshold);
+  raft_set_snapshot_trailing(&c->raft, (unsigned)c->cfg->snapshot_trailing);
+  raft_set_pre_vote(&c->raft, true);
+  struct raft_configuration conf;
+  raft_configuration_init(&conf);
+  for (size_t i = 0; i < c->cfg->n_members; i++)
+    raft_configuration_add(&conf, c->cfg->m[i].id, c->cfg->m[i].raft_addr, RAFT_VOTER);
+  rc = raft_bootstrap(&c->raft, &conf);
+  raft_configuration_close(&conf);
+  if (rc != 0 && rc != RAFT_CANTBOOTSTRAP) return kl_err_set(e, KL_EIO, "raft bootstrap: %s", raft_errmsg(&c->raft));
+  if ((rc = raft_start(&c->raft)) != 0) return kl_err_set(e, KL_EIO, "raft start: %s", raft_errmsg(&c->raft));
+  c->raft_started = true;
+  return 0;
+}
+
+static int start_links(core_t *c, kl_err_t *e) {
+  static const kl_frame_client_cbs_t cbs = {core_on_peer_frame, NULL};
+  for (size_t i = 0; i < c->cfg->n_members; i++) {
+    const core_member_t *m = &c->cfg->m[i];
+    if (m->id == (uint64_t)c->cfg->id) continue;
+    core_peer_t *p = &c->peers[c->n_peers++];
+    char name[32];
+    p->id = m->id;
+    snprintf(name, sizeof name, "core-%llu", (unsigned long long)m->id);
+    int r = kl_frame_client_create(c->loop, name, 1u << 20, &cbs, c, &p->link, e);
+    if (r == 0) r = kl_frame_client_connect(p->link, m->internal_addr, e);
+    if (r) return r;
+  }
+  return 0;
+}
+
+static int start_servers(core_t *c, kl_err_t *e) {
+  kl_net_limits_t lim;
+  const core_member_t *self = core_member(c->cfg, (uint64_t)c->cfg->id);
+  int r;
+  kl_net_limits_default(&lim);
+  lim.max_body = 1u << 16;
+  lim.max_inflight = 1024;
+  if ((r = kl_tlv_server_create(c->loop, &lim, "internal", core_on_internal, c, &c->internal, e))) return r;
+  kl_tlv_server_set_framing(c->internal, KL_FRAMING_U32);
+  if ((r = kl_tlv_server_listen(c->internal, self->internal_addr, e))) return r;
+  if (c->cfg->replication_listen[0]) {
+    lim.max_inflight = 4;
+    lim.idle_timeout_ms = 120000;
+    if ((r = kl_tlv_server_create(c->loop, &lim, "replication", core_on_replication, c, &c->replication, e))) return r;
+    kl_tlv_server_set_framing(c->replication, KL_FRAMING_U32);
+    if ((r = kl_tlv_server_listen(c->replication, c->cfg->replication_listen, e))) return r;
+  }
+  return core_admin_start(c, e);
+}
+
+int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
+  core_t *c = calloc(1, sizeof *c);
+  int r;
+  if (c == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  *out = c;
+  c->loop = loop;
+  c->cfg = cfg;
+  c->clock_ok = true;
+  kl_buf_init(&c->cache_chain);
+  kl_buf_init(&c->cache_auth);
+  if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST)
+    return kl_err_set(e, KL_EIO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
+  if ((r = open_calendar(c, e)) || (r = kl_calauth_load(cfg->auth_cert, cfg->auth_key, &c->auth, e)) ||
+      (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
+      (r = kl_metrics_create(&c->metrics, e)))
+    return r;
+  kl_core_fsm_init(&c->fsm, c->cal, core_on_round, c);
+  if ((r = start_raft(c, e)) || (r = start_servers(c, e)) || (r = start_links(c, e))) return r;
+  uv_timer_init(loop, &c->tick);
+  c->tick.data = c;
+  uv_timer_start(&c->tick, on_tick, 20, 20);
+  int sigs[2] = {SIGTERM, SIGINT};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(loop, &c->sig[i]);
+    c->sig[i].data = c;
+    uv_signal_start(&c->sig[i], on_signal, sigs[i]);
+  }
+  kl_cal_info_t info;
+  if (kl_cal_info(c->cal, &info, e) == 0)
+    kl_log(KL_LOG_INFO, "started", "id=%lld internal_port=%d replication_port=%d admin_port=%d genesis=%llu last=%lld",
+           (long long)cfg->id, kl_tlv_server_port(c->internal), c->replication ? kl_tlv_server_port(c->replication) : 0,
+           c->admin ? kl_http_server_port(c->admin) : 0, (unsigned long long)info.genesis,
+           info.empty ? -1LL : (long long)info.last);
+  return 0;
+}
+
+static void on_raft_closed(struct raft *r) {
+  core_t *c = r->data;
+  raft_uv_close(&c->io);
+  raft_uv_tcp_close(&c->transport);
+}
+
+void core_stop(core_t *c) {
+  if (c == NULL || c->stopping) return;
+  c->stopping = true;
+  kl_core_round_t none = {UINT64_MAX - 1, NULL, 0, NULL, c->cfg->alg};
+  kl_err_t e = {0};
+  kl_core_rounds_committed(c->rounds, &none, &e); /* every held request: retry elsewhere */
+  core_release_waiters(c, true);
+  if (c->tick.loop) uv_close((uv_handle_t *)&c->tick, NULL); /* initialized handles only */
+  for (int i = 0; i < 2; i++)
+    if (c->sig[i].loop) uv_close((uv_handle_t *)&c->sig[i], NULL);
+  for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);
+  if (c->internal) kl_tlv_server_close(c->internal, NULL, NULL);
+  if (c->replication) kl_tlv_server_close(c->replication, NULL, NULL);
+  if (c->admin) kl_http_server_close(c->admin, NULL, NULL);
+  c->internal = c->replication = NULL;
+  c->admin = NULL;
+  if (c->raft_started) {
+    c->raft.data = c;
+    raft_close(&c->raft, on_raft_closed);
+  }
+}
+
+void core_free(core_t *c) {
+  if (c == NULL) return;
+  if (c->cal) kl_cal_sync(c->cal, NULL);
+  kl_core_fsm_close(&c->fsm);
+  kl_core_rounds_destroy(c->rounds);
+  kl_calauth_free(c->auth);
+  kl_cal_close(c->cal);
+  kl_metrics_destroy(c->metrics);
+  kl_buf_free(&c->cache_chain);
+  kl_buf_free(&c->cache_auth);
+  free(c->waiters);
+  free(c);
+}

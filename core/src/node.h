@@ -1,0 +1,120 @@
+/* The core daemon (docs/core.md): one Raft node with its calendar, serving aggregation
+ * requests from the tier below, forwarding to the leader, replicating to extenders, with
+ * metrics on an admin port. Everything runs on one libuv loop; Raft's own I/O uses its thread
+ * pool. The pure parts are fsm.c and rounds.c. */
+#ifndef KL_CORE_NODE_H
+#define KL_CORE_NODE_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "fsm.h"
+#include "keyless/frameclient.h"
+#include "keyless/metrics.h"
+#include "keyless/net.h"
+#include "keyless/pki.h"
+#include "rounds.h"
+
+#define KL_CORE_MAX_MEMBERS 7
+
+typedef struct core_member {
+  uint64_t id;
+  char raft_addr[64];     /* Raft transport */
+  char internal_addr[64]; /* aggregation requests and forwarding */
+} core_member_t;
+
+typedef struct core_config {
+  int64_t id;
+  char *data_dir;
+  char *members; /* "ID/RAFT_ADDR/INTERNAL_ADDR,..." */
+  char *replication_listen, *admin_listen;
+  int64_t genesis; /* 0: now, when the calendar is created */
+  uint64_t map_size;
+  uint64_t grace_ms;
+  char *algorithm;
+  int64_t max_level;
+  char *auth_cert, *auth_key;
+  uint64_t election_ms, heartbeat_ms;
+  int64_t snapshot_threshold, snapshot_trailing;
+  uint64_t max_skew_ms;
+  int64_t max_pending;
+  /* derived */
+  core_member_t m[KL_CORE_MAX_MEMBERS];
+  size_t n_members;
+  int alg;
+} core_config_t;
+
+int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e);
+void core_config_free(core_config_t *cfg);
+const core_member_t *core_member(const core_config_t *cfg, uint64_t id);
+
+typedef struct core_peer {
+  uint64_t id;
+  kl_frame_client_t *link;
+  int64_t offset_ms; /* their clock minus ours, from heartbeats */
+  bool heard;
+} core_peer_t;
+
+typedef struct core_waiter { /* a replica waiting for seconds after `after` */
+  kl_tlv_req_t *req;
+  uint64_t after;
+  uint64_t since_ms;
+} core_waiter_t;
+
+typedef struct core {
+  uv_loop_t *loop;
+  core_config_t *cfg;
+  kl_cal_t *cal;
+  kl_calauth_t *auth;
+  kl_core_fsm_t fsm;
+  kl_core_rounds_t *rounds;
+  struct raft raft;
+  struct raft_io io;
+  struct raft_uv_transport transport;
+  bool raft_started, stopping;
+  /* leader state */
+  raft_term ready_term;   /* term whose barrier completed */
+  bool barrier_pending;
+  struct raft_barrier barrier;
+  uint64_t proposed;      /* last second proposed in ready_term */
+  unsigned inflight;      /* proposals not yet applied */
+  bool clock_ok, transferring;
+  struct raft_transfer transfer;
+  uint64_t last_heartbeat_ms;
+  /* round cache for answers */
+  uint64_t cache_second;
+  kl_buf_t cache_chain, cache_auth;
+  /* servers and links */
+  kl_tlv_server_t *internal, *replication;
+  kl_http_server_t *admin;
+  core_peer_t peers[KL_CORE_MAX_MEMBERS];
+  size_t n_peers;
+  core_waiter_t *waiters;
+  size_t n_waiters, cap_waiters;
+  uv_timer_t tick;
+  uv_signal_t sig[2];
+  int closing_handles;
+  /* metrics */
+  kl_metrics_t *metrics;
+  kl_metric_t *m_requests, *m_answered_ok, *m_answered_retry, *m_rejected, *m_rounds, *m_round_leaves,
+      *m_commit_latency, *m_forwards, *m_proposals;
+} core_t;
+
+int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e);
+void core_stop(core_t *c);
+void core_free(core_t *c);
+
+/* node_serve.c */
+void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg);
+void core_on_replication(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg);
+void core_on_answer(void *arg, void *ctx, uint64_t client_request_id, const kl_core_answer_t *a);
+void core_on_round(void *arg, const kl_core_round_t *round);
+void core_send_heartbeats(core_t *c);
+void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg);
+void core_release_waiters(core_t *c, bool all);
+/* node_admin.c */
+int core_admin_start(core_t *c, kl_err_t *e);
+uint64_t core_now_ms(void);
+
+#endif

@@ -1,0 +1,106 @@
+/* The core's admin port: /healthz, /metrics (Prometheus text) and /status (JSON), on HTTP. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+
+static double g_role(void *arg) { return (double)raft_state(&((core_t *)arg)->raft); }
+static double g_term(void *arg) { return (double)((core_t *)arg)->raft.current_term; }
+static double g_commit(void *arg) { return (double)((core_t *)arg)->raft.commit_index; }
+static double g_applied(void *arg) { return (double)raft_last_applied(&((core_t *)arg)->raft); }
+static double g_pending(void *arg) { return (double)kl_core_rounds_pending(((core_t *)arg)->rounds); }
+static double g_clock(void *arg) { return ((core_t *)arg)->clock_ok ? 1 : 0; }
+static double g_fsm(void *arg) { return (double)((core_t *)arg)->fsm.state; }
+
+static double g_last(void *arg) {
+  kl_cal_info_t info;
+  if (kl_cal_info(((core_t *)arg)->cal, &info, NULL) || info.empty) return 0;
+  return (double)info.last;
+}
+
+static double g_lag(void *arg) {
+  double last = g_last(arg);
+  return last > 0 ? (double)(core_now_ms() / 1000) - last : -1;
+}
+
+static void healthz(kl_http_req_t *req, void *arg) {
+  core_t *c = arg;
+  int st = raft_state(&c->raft);
+  bool ok = !c->stopping && c->fsm.state == KL_FSM_OK && (st == RAFT_LEADER || st == RAFT_FOLLOWER);
+  const char *body = ok ? "ok\n" : "not ready\n";
+  kl_http_respond(req, ok ? 200 : 503, "text/plain", body, strlen(body));
+}
+
+static void metrics(kl_http_req_t *req, void *arg) {
+  core_t *c = arg;
+  kl_buf_t b = KL_BUF_INIT;
+  if (kl_metrics_render(c->metrics, &b, NULL)) {
+    kl_buf_free(&b);
+    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  size_t n;
+  uint8_t *p = kl_buf_steal(&b, &n);
+  kl_http_respond_take(req, 200, "text/plain; version=0.0.4", p, n);
+}
+
+static void status(kl_http_req_t *req, void *arg) {
+  core_t *c = arg;
+  static const char *const roles[] = {"unavailable", "follower", "candidate", "leader"};
+  raft_id leader;
+  const char *addr;
+  char buf[512];
+  kl_cal_info_t info = {0};
+  raft_leader(&c->raft, &leader, &addr);
+  kl_cal_info(c->cal, &info, NULL);
+  int st = raft_state(&c->raft);
+  int n = snprintf(buf, sizeof buf,
+                   "{\"id\":%lld,\"role\":\"%s\",\"term\":%llu,\"leader\":%llu,\"commit_index\":%llu,"
+                   "\"applied_index\":%llu,\"calendar_genesis\":%llu,\"calendar_last\":%lld,\"clock_ok\":%s,"
+                   "\"state\":\"%s\"}\n",
+                   (long long)c->cfg->id, st >= 0 && st <= 3 ? roles[st] : "?", (unsigned long long)c->raft.current_term,
+                   (unsigned long long)leader, (unsigned long long)c->raft.commit_index,
+                   (unsigned long long)raft_last_applied(&c->raft), (unsigned long long)info.genesis,
+                   info.empty ? -1LL : (long long)info.last, c->clock_ok ? "true" : "false",
+                   c->fsm.state == KL_FSM_OK ? "ok" : c->fsm.state == KL_FSM_CATCHING_UP ? "catching_up" : "failed");
+  kl_http_respond(req, 200, "application/json", buf, (size_t)n);
+}
+
+int core_admin_start(core_t *c, kl_err_t *e) {
+  kl_metrics_t *m = c->metrics;
+  kl_metrics_gauge_fn(m, "keyless_core_raft_role", "0 unavailable, 1 follower, 2 candidate, 3 leader", NULL, g_role, c);
+  kl_metrics_gauge_fn(m, "keyless_core_raft_term", "Raft term", NULL, g_term, c);
+  kl_metrics_gauge_fn(m, "keyless_core_raft_commit_index", "Raft commit index", NULL, g_commit, c);
+  kl_metrics_gauge_fn(m, "keyless_core_raft_applied_index", "Raft entries applied", NULL, g_applied, c);
+  kl_metrics_gauge_fn(m, "keyless_core_calendar_last", "last committed second", NULL, g_last, c);
+  kl_metrics_gauge_fn(m, "keyless_core_commit_lag_seconds", "now minus the last committed second", NULL, g_lag, c);
+  kl_metrics_gauge_fn(m, "keyless_core_requests_pending", "requests held for rounds", NULL, g_pending, c);
+  kl_metrics_gauge_fn(m, "keyless_core_clock_ok", "1 when this node's clock agrees with its peers'", NULL, g_clock, c);
+  kl_metrics_gauge_fn(m, "keyless_core_fsm_state", "0 ok, 1 catching up, 2 failed", NULL, g_fsm, c);
+  c->m_requests = kl_metrics_counter(m, "keyless_core_requests_total", "aggregation requests received", NULL);
+  static const char *const ok[] = {"result", "ok", NULL}, *const retry[] = {"result", "retry", NULL},
+                           *const rej[] = {"result", "rejected", NULL};
+  c->m_answered_ok = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", ok);
+  c->m_answered_retry = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", retry);
+  c->m_rejected = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", rej);
+  c->m_rounds = kl_metrics_counter(m, "keyless_core_rounds_total", "seconds committed and applied", NULL);
+  c->m_forwards = kl_metrics_counter(m, "keyless_core_forwards_total", "requests forwarded to the leader", NULL);
+  c->m_proposals = kl_metrics_counter(m, "keyless_core_proposals_total", "round entries proposed as leader", NULL);
+  static const double leaves_b[] = {0, 1, 10, 100, 1000, 10000, 100000};
+  c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests", "requests per proposed round", NULL, leaves_b,
+                                           sizeof leaves_b / sizeof leaves_b[0]);
+  c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds", "proposal to apply on the leader", NULL,
+                                             kl_metrics_latency_buckets, kl_metrics_latency_n);
+  if (!c->m_requests || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
+      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency)
+    return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  if (c->cfg->admin_listen[0] == '\0') return 0;
+  int r;
+  if ((r = kl_http_server_create(c->loop, NULL, "admin", &c->admin, e)) ||
+      (r = kl_http_route(c->admin, "GET", "/healthz", healthz, c, e)) ||
+      (r = kl_http_route(c->admin, "GET", "/metrics", metrics, c, e)) ||
+      (r = kl_http_route(c->admin, "GET", "/status", status, c, e)))
+    return r;
+  return kl_http_server_listen(c->admin, c->cfg->admin_listen, e);
+}

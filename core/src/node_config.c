@@ -1,0 +1,94 @@
+/* The core's configuration keys. deploy/core.conf is the documented sample; keep them in step. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/config.h"
+#include "node.h"
+
+static int check_nonempty(const void *f, char *msg, size_t n) {
+  if ((*(char *const *)f)[0] != '\0') return 0;
+  snprintf(msg, n, "must not be empty");
+  return -1;
+}
+
+#define K(sec, name, type, field, def, min, max, check) \
+  {sec, name, type, offsetof(core_config_t, field), def, min, max, check}
+
+static const kl_cfg_key_t keys[] = {
+    K("node", "id", KL_CFG_INT, id, NULL, 1, 1000000, NULL),
+    K("node", "data_dir", KL_CFG_STR, data_dir, NULL, 0, 0, check_nonempty),
+    K("cluster", "members", KL_CFG_STR, members, NULL, 0, 0, check_nonempty),
+    K("server", "replication_listen", KL_CFG_STR, replication_listen, "", 0, 0, NULL),
+    K("server", "admin_listen", KL_CFG_STR, admin_listen, "", 0, 0, NULL),
+    K("calendar", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
+    K("calendar", "map_size", KL_CFG_SIZE, map_size, "256G", 1 << 20, (int64_t)1 << 42, NULL),
+    K("round", "grace", KL_CFG_DURATION, grace_ms, "150ms", 10, 900, NULL),
+    K("round", "algorithm", KL_CFG_STR, algorithm, "SHA-256", 0, 0, check_nonempty),
+    K("round", "max_level", KL_CFG_INT, max_level, "255", 1, 255, NULL),
+    K("round", "max_pending", KL_CFG_INT, max_pending, "100000", 1, 10000000, NULL),
+    K("keys", "calendar_auth_cert", KL_CFG_STR, auth_cert, NULL, 0, 0, check_nonempty),
+    K("keys", "calendar_auth_key", KL_CFG_STR, auth_key, NULL, 0, 0, check_nonempty),
+    K("raft", "election_timeout", KL_CFG_DURATION, election_ms, "1s", 100, 60000, NULL),
+    K("raft", "heartbeat", KL_CFG_DURATION, heartbeat_ms, "100ms", 10, 10000, NULL),
+    K("raft", "snapshot_threshold", KL_CFG_INT, snapshot_threshold, "1024", 8, 10000000, NULL),
+    K("raft", "snapshot_trailing", KL_CFG_INT, snapshot_trailing, "256", 2, 10000000, NULL),
+    K("clock", "max_skew", KL_CFG_DURATION, max_skew_ms, "500ms", 10, 60000, NULL),
+};
+
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
+  char *copy = strdup(cfg->members), *save = NULL;
+  if (copy == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  int r = 0;
+  for (char *tok = strtok_r(copy, ", ", &save); tok && r == 0; tok = strtok_r(NULL, ", ", &save)) {
+    core_member_t *m = &cfg->m[cfg->n_members];
+    char *s1 = strchr(tok, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+    char *end;
+    if (cfg->n_members == KL_CORE_MAX_MEMBERS) {
+      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: at most %d", path, KL_CORE_MAX_MEMBERS);
+      break;
+    }
+    if (s1 == NULL || s2 == NULL || (size_t)(s2 - s1 - 1) >= sizeof m->raft_addr || strlen(s2 + 1) >= sizeof m->internal_addr) {
+      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: '%s' is not ID/RAFT_ADDR/INTERNAL_ADDR", path, tok);
+      break;
+    }
+    m->id = strtoull(tok, &end, 10);
+    if (end != s1 || m->id == 0) {
+      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: bad id in '%s'", path, tok);
+      break;
+    }
+    memcpy(m->raft_addr, s1 + 1, (size_t)(s2 - s1 - 1));
+    snprintf(m->internal_addr, sizeof m->internal_addr, "%s", s2 + 1);
+    for (size_t k = 0; k < cfg->n_members; k++)
+      if (cfg->m[k].id == m->id) r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: id %llu twice", path, (unsigned long long)m->id);
+    cfg->n_members++;
+  }
+  free(copy);
+  if (r == 0 && core_member(cfg, (uint64_t)cfg->id) == NULL)
+    r = kl_err_set(e, KL_EINVAL, "%s: [node] id %lld is not in [cluster] members", path, (long long)cfg->id);
+  return r;
+}
+
+const core_member_t *core_member(const core_config_t *cfg, uint64_t id) {
+  for (size_t k = 0; k < cfg->n_members; k++)
+    if (cfg->m[k].id == id) return &cfg->m[k];
+  return NULL;
+}
+
+int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
+  memset(cfg, 0, sizeof *cfg);
+  int r = kl_cfg_load(path, keys, N_KEYS, cfg, e);
+  if (r) return r;
+  if ((cfg->alg = kl_hash_from_name(cfg->algorithm)) < 0 || !kl_hash_trusted(cfg->alg))
+    return kl_err_set(e, KL_EINVAL, "%s: [round] algorithm = \"%s\": not a hash algorithm usable for signing", path,
+                      cfg->algorithm);
+  if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
+  if (cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
+    return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
+  return 0;
+}
+
+void core_config_free(core_config_t *cfg) { kl_cfg_free(keys, N_KEYS, cfg); }

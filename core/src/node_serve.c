@@ -1,0 +1,297 @@
+/* The core's connections: aggregation requests and forwards on the internal port, answers when
+ * a second commits, heartbeats between members, and the replication stream to extenders.
+ *
+ * Internal port frames (proto/aggregation.proto Message, 4-byte length framing):
+ *   Request   from the tier below: held for the current second; a follower forwards it to the
+ *             leader; answered when a second commits (chain) or with 0x0300 (retry).
+ *   Forward   from a member: the leader holds it for its round (no answer frame).
+ *   Heartbeat from a member: its clock (no answer frame).
+ * Replication port: Subscribe{after} → Entries for the seconds after `after` (at most 1000), or,
+ * when there are none yet, the request waits (long poll) until a second commits or 25 s pass
+ * (then an empty Entries). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregation.pb-c.h"
+#include "keyless/log.h"
+#include "keyless/pdu.h"
+#include "keyless/replica.h"
+#include "node.h"
+#include "replication.pb-c.h"
+
+#define WAIT_MS 25000
+#define BATCH 1000
+
+static void respond_msg(kl_tlv_req_t *req, const Keyless__Aggregation__Message *m) {
+  size_t n = keyless__aggregation__message__get_packed_size(m);
+  uint8_t *buf = malloc(n + 4);
+  if (buf == NULL) {
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  buf[0] = (uint8_t)(n >> 24);
+  buf[1] = (uint8_t)(n >> 16);
+  buf[2] = (uint8_t)(n >> 8);
+  buf[3] = (uint8_t)n;
+  keyless__aggregation__message__pack(m, buf + 4);
+  kl_tlv_respond_take(req, buf, n + 4, false);
+}
+
+static void respond_error(kl_tlv_req_t *req, uint64_t request_id, uint32_t status, const char *msg, uint64_t second) {
+  Keyless__Aggregation__Response r = KEYLESS__AGGREGATION__RESPONSE__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  r.request_id = request_id;
+  r.status = status;
+  r.error = (char *)msg;
+  r.second = second;
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE;
+  m.response = &r;
+  respond_msg(req, &m);
+}
+
+/* The calendar chain (s, s) and the authentication record for s, made once per round. */
+static int round_parts(core_t *c, uint64_t s, kl_err_t *e) {
+  if (c->cache_second == s && c->cache_chain.len) return 0;
+  kl_imprint_t root;
+  int r;
+  kl_buf_reset(&c->cache_chain);
+  kl_buf_reset(&c->cache_auth);
+  c->cache_second = 0;
+  if ((r = kl_cal_chain(c->cal, s, s, &c->cache_chain, e)) || (r = kl_cal_root(c->cal, s, &root, e)) ||
+      (r = kl_calauth_sign(c->auth, s, &root, &c->cache_auth, e)))
+    return r;
+  c->cache_second = s;
+  return 0;
+}
+
+void core_on_answer(void *arg, void *ctx, uint64_t client_request_id, const kl_core_answer_t *a) {
+  core_t *c = arg;
+  kl_tlv_req_t *req = ctx;
+  kl_err_t e = {0};
+  if (a->status != 0 || c->stopping) {
+    kl_metric_inc(c->m_answered_retry);
+    respond_error(req, client_request_id, a->status ? (uint32_t)a->status : KL_STATUS_UPSTREAM_ERROR,
+                  a->error ? a->error : "the core is stopping; retry", a->second);
+    return;
+  }
+  if (round_parts(c, a->second, &e)) {
+    kl_log(KL_LOG_ERROR, "round_parts", "second=%llu error=%s", (unsigned long long)a->second, e.msg);
+    kl_metric_inc(c->m_answered_retry);
+    respond_error(req, client_request_id, KL_STATUS_INTERNAL_ERROR, "cannot make the calendar part", a->second);
+    return;
+  }
+  Keyless__Aggregation__Response r = KEYLESS__AGGREGATION__RESPONSE__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  ProtobufCBinaryData chain = {a->chain_len, (uint8_t *)a->chain};
+  r.request_id = client_request_id;
+  r.status = 0;
+  r.second = a->second;
+  r.n_chains = 1;
+  r.chains = &chain;
+  r.has_calendar_chain = r.has_auth_record = 1;
+  r.calendar_chain.len = c->cache_chain.len;
+  r.calendar_chain.data = c->cache_chain.p;
+  r.auth_record.len = c->cache_auth.len;
+  r.auth_record.data = c->cache_auth.p;
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE;
+  m.response = &r;
+  kl_metric_inc(c->m_answered_ok);
+  respond_msg(req, &m);
+}
+
+void core_on_round(void *arg, const kl_core_round_t *round) {
+  core_t *c = arg;
+  kl_err_t e = {0};
+  kl_metric_inc(c->m_rounds);
+  if (kl_core_rounds_committed(c->rounds, round, &e))
+    kl_log(KL_LOG_ERROR, "round_inconsistent", "second=%llu error=%s", (unsigned long long)round->second, e.msg);
+  core_release_waiters(c, false);
+}
+
+static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggregation__Request *rq) {
+  raft_id leader;
+  const char *addr;
+  raft_leader(&c->raft, &leader, &addr);
+  for (size_t i = 0; i < c->n_peers; i++) {
+    if (c->peers[i].id != leader) continue;
+    Keyless__Aggregation__Forward f = KEYLESS__AGGREGATION__FORWARD__INIT;
+    Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+    f.origin = (uint64_t)c->cfg->id;
+    f.request_id = id;
+    f.imprint = rq->imprint;
+    f.level = rq->level;
+    f.second = second;
+    m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_FORWARD;
+    m.forward = &f;
+    uint8_t buf[512];
+    size_t n = keyless__aggregation__message__get_packed_size(&m);
+    if (n <= sizeof buf) {
+      keyless__aggregation__message__pack(&m, buf);
+      if (kl_frame_client_send(c->peers[i].link, buf, n, NULL) == 0) kl_metric_inc(c->m_forwards);
+    }
+    return;
+  }
+}
+
+static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Request *rq) {
+  kl_imprint_t imp;
+  kl_err_t e = {0};
+  uint64_t id, now_s = core_now_ms() / 1000;
+  kl_metric_inc(c->m_requests);
+  if (kl_imprint_from_bytes(&imp, rq->imprint.data, rq->imprint.len, &e) || rq->level > (uint32_t)c->cfg->max_level) {
+    kl_metric_inc(c->m_rejected);
+    respond_error(req, rq->request_id, KL_STATUS_INVALID_PAYLOAD, e.msg[0] ? e.msg : "level too high", 0);
+    return;
+  }
+  raft_id leader;
+  const char *addr;
+  raft_leader(&c->raft, &leader, &addr);
+  if (c->stopping || leader == 0 || c->fsm.state != KL_FSM_OK) {
+    kl_metric_inc(c->m_rejected);
+    respond_error(req, rq->request_id, KL_STATUS_UPSTREAM_ERROR, "no leader right now; retry", 0);
+    return;
+  }
+  if (kl_core_rounds_pending(c->rounds) >= (size_t)c->cfg->max_pending) {
+    kl_metric_inc(c->m_rejected);
+    respond_error(req, rq->request_id, KL_STATUS_AGGR_TOO_MANY_REQUESTS, "too many requests pending", 0);
+    return;
+  }
+  if (kl_core_rounds_add(c->rounds, now_s, &imp, rq->level, req, rq->request_id, &id, &e)) {
+    respond_error(req, rq->request_id, KL_STATUS_INVALID_REQUEST, e.msg, 0);
+    return;
+  }
+  if (leader != (raft_id)c->cfg->id) forward(c, now_s, id, rq);
+}
+
+void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
+  core_t *c = arg;
+  Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
+  kl_imprint_t imp;
+  if (m == NULL) {
+    kl_tlv_respond(req, NULL, 0, true); /* not our protocol: drop the connection */
+    return;
+  }
+  switch (m->body_case) {
+    case KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST: on_request(c, req, m->request); break;
+    case KEYLESS__AGGREGATION__MESSAGE__BODY_FORWARD:
+      if (raft_state(&c->raft) == RAFT_LEADER &&
+          kl_imprint_from_bytes(&imp, m->forward->imprint.data, m->forward->imprint.len, NULL) == 0)
+        kl_core_rounds_add_forward(c->rounds, m->forward->second, m->forward->origin, m->forward->request_id, &imp,
+                                   m->forward->level, NULL);
+      kl_tlv_respond(req, NULL, 0, false);
+      break;
+    case KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT: {
+      int64_t off = (int64_t)m->heartbeat->wall_ms - (int64_t)core_now_ms();
+      for (size_t i = 0; i < c->n_peers; i++)
+        if (c->peers[i].id == m->heartbeat->node) {
+          c->peers[i].offset_ms = off;
+          c->peers[i].heard = true;
+        }
+      kl_tlv_respond(req, NULL, 0, false);
+      break;
+    }
+    default: kl_tlv_respond(req, NULL, 0, true);
+  }
+  keyless__aggregation__message__free_unpacked(m, NULL);
+}
+
+void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg) {
+  (void)fc; /* members send nothing back on these links */
+  (void)p;
+  (void)len;
+  (void)arg;
+}
+
+void core_send_heartbeats(core_t *c) {
+  Keyless__Aggregation__Heartbeat h = KEYLESS__AGGREGATION__HEARTBEAT__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  uint8_t buf[64];
+  h.node = (uint64_t)c->cfg->id;
+  h.wall_ms = core_now_ms();
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT;
+  m.heartbeat = &h;
+  size_t n = keyless__aggregation__message__pack(&m, buf);
+  for (size_t i = 0; i < c->n_peers; i++)
+    if (kl_frame_client_connected(c->peers[i].link)) kl_frame_client_send(c->peers[i].link, buf, n, NULL);
+}
+
+/* ---- replication ---- */
+
+static void send_entries(core_t *c, kl_tlv_req_t *req, uint64_t after) {
+  kl_cal_info_t info;
+  kl_buf_t b = KL_BUF_INIT;
+  kl_err_t e = {0};
+  if (kl_cal_info(c->cal, &info, &e)) {
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  uint64_t from = after + 1 < info.genesis ? info.genesis : after + 1;
+  if (info.empty || from > info.last) { /* nothing new: an empty batch tells the replica to ask again */
+    Keyless__Replication__Entries en = KEYLESS__REPLICATION__ENTRIES__INIT;
+    Keyless__Replication__ReplicationMessage m = KEYLESS__REPLICATION__REPLICATION_MESSAGE__INIT;
+    en.genesis = info.genesis;
+    en.committed_last = info.empty ? 0 : info.last;
+    m.body_case = KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ENTRIES;
+    m.entries = &en;
+    size_t n = keyless__replication__replication_message__get_packed_size(&m);
+    uint8_t *tmp = malloc(n + 1);
+    if (tmp) {
+      keyless__replication__replication_message__pack(&m, tmp);
+      kl_frame_put(&b, tmp, n);
+      free(tmp);
+    }
+  } else {
+    uint64_t to = info.last - from >= BATCH ? from + BATCH - 1 : info.last;
+    kl_repl_encode_entries(&b, c->cal, from, to, &e);
+  }
+  if (!kl_buf_ok(&b) || b.len == 0) {
+    kl_buf_free(&b);
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  size_t n;
+  uint8_t *p = kl_buf_steal(&b, &n);
+  kl_tlv_respond_take(req, p, n, false);
+}
+
+void core_release_waiters(core_t *c, bool all) {
+  kl_cal_info_t info;
+  uint64_t now = core_now_ms();
+  if (kl_cal_info(c->cal, &info, NULL)) return;
+  size_t keep = 0;
+  for (size_t i = 0; i < c->n_waiters; i++) {
+    core_waiter_t w = c->waiters[i];
+    if (all || (!info.empty && info.last > w.after) || now - w.since_ms >= WAIT_MS) send_entries(c, w.req, w.after);
+    else c->waiters[keep++] = w;
+  }
+  c->n_waiters = keep;
+}
+
+void core_on_replication(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
+  core_t *c = arg;
+  kl_repl_subscribe_t sub;
+  int is_sub = 0;
+  size_t applied;
+  kl_cal_info_t info;
+  if (kl_repl_handle(frame + 4, len - 4, NULL, &sub, &is_sub, &applied, NULL) || !is_sub ||
+      kl_cal_info(c->cal, &info, NULL)) {
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  uint64_t after = sub.from_genesis ? (info.genesis ? info.genesis - 1 : 0) : sub.after;
+  if ((!info.empty && info.last > after) || c->stopping) {
+    send_entries(c, req, after);
+    return;
+  }
+  if (c->n_waiters == c->cap_waiters) {
+    size_t cap = c->cap_waiters ? c->cap_waiters * 2 : 16;
+    core_waiter_t *w = cap <= 4096 ? realloc(c->waiters, cap * sizeof *w) : NULL;
+    if (w == NULL) {
+      send_entries(c, req, after);
+      return;
+    }
+    c->waiters = w;
+    c->cap_waiters = cap;
+  }
+  c->waiters[c->n_waiters++] = (core_waiter_t){req, after, core_now_ms()};
+}

@@ -1,0 +1,50 @@
+/* keyless: an outbound framed connection on libuv (internal links: a follower forwarding to the
+ * leader, an aggregator to its parents, an extender to the core's replication port).
+ *
+ * Frames are a 4-byte big-endian length then the payload (docs/formats.md). The client
+ * connects, reconnects with backoff (100 ms doubling to 5 s) when the connection fails or
+ * drops, and reports every received frame and every state change to its callbacks. Sends while
+ * disconnected fail at once (KL_ESTATE): the caller decides whether to retry; nothing is
+ * buffered across reconnections, so a reconnect never replays stale requests.
+ *
+ * Lifecycle: create, kl_frame_client_connect, ..., kl_frame_client_close(cb): the memory is
+ * freed after every handle's close callback, then cb runs. All calls from the loop thread. */
+#ifndef KEYLESS_FRAMECLIENT_H
+#define KEYLESS_FRAMECLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "keyless/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kl_frame_client kl_frame_client_t;
+
+typedef struct kl_frame_client_cbs {
+  /* A whole frame's payload (valid during the call). */
+  void (*on_frame)(kl_frame_client_t *c, const uint8_t *payload, size_t len, void *arg);
+  /* Connected (true) or disconnected (false); optional. */
+  void (*on_state)(kl_frame_client_t *c, bool connected, void *arg);
+} kl_frame_client_cbs_t;
+
+KL_API int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, const kl_frame_client_cbs_t *cbs,
+                                  void *arg, kl_frame_client_t **out, kl_err_t *e);
+/* "host:port" (numeric IPv4/IPv6 or a name resolved once here). Connecting goes on in the
+ * background until close. */
+KL_API int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e);
+KL_API bool kl_frame_client_connected(const kl_frame_client_t *c);
+/* Queues one frame (the header is added); copies payload. */
+KL_API int kl_frame_client_send(kl_frame_client_t *c, const uint8_t *payload, size_t len, kl_err_t *e);
+/* Bytes queued for writing and not yet written. */
+KL_API size_t kl_frame_client_queued(const kl_frame_client_t *c);
+KL_API void kl_frame_client_close(kl_frame_client_t *c, void (*cb)(void *arg), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,259 @@
+/* Outbound framed connection with reconnection.
+ *
+ * Happy path: connect → read frames (length-checked before allocating) → on_frame; sends are
+ * written in order. Failure modes: connect refused or timed out, peer closes, read error, a
+ * frame over max_frame (the connection is dropped: the peer is broken or hostile) → the
+ * connection's handle is closed, on_state(false), and a timer reconnects after the backoff. */
+#include "keyless/frameclient.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/log.h"
+#include "keyless/net.h"
+
+typedef struct conn {
+  uv_tcp_t tcp;
+  uv_connect_t req;
+  kl_frame_client_t *owner; /* NULL once orphaned by close */
+  uint8_t hdr[4];
+  size_t hdr_have;
+  uint8_t *frame;
+  size_t frame_len, frame_have;
+  bool connected;
+} conn_t;
+
+typedef struct wreq {
+  uv_write_t w;
+  kl_frame_client_t *owner;
+  uint8_t *buf;
+  size_t len;
+} wreq_t;
+
+struct kl_frame_client {
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  char name[64];
+  size_t max_frame;
+  kl_frame_client_cbs_t cbs;
+  void *arg;
+  struct sockaddr_storage addr;
+  bool have_addr, closing;
+  conn_t *conn;
+  uint64_t backoff_ms;
+  size_t queued;
+  int pending; /* handles and writes still to call back */
+  void (*close_cb)(void *);
+  void *close_arg;
+};
+
+static void maybe_free(kl_frame_client_t *c) {
+  if (!c->closing || c->pending > 0) return;
+  void (*cb)(void *) = c->close_cb;
+  void *arg = c->close_arg;
+  free(c);
+  if (cb) cb(arg);
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  conn_t *k = h->data;
+  kl_frame_client_t *c = k->owner;
+  free(k->frame);
+  free(k);
+  if (c) {
+    c->pending--;
+    maybe_free(c);
+  }
+}
+
+static void schedule(kl_frame_client_t *c);
+
+static void drop(kl_frame_client_t *c, const char *why) {
+  conn_t *k = c->conn;
+  if (k == NULL) return;
+  bool was = k->connected;
+  c->conn = NULL;
+  uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
+  if (was) kl_log(KL_LOG_INFO, "link_down", "link=%s reason=%s", c->name, why);
+  if (was && c->cbs.on_state) c->cbs.on_state(c, false, c->arg);
+  if (!c->closing) schedule(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  (void)h;
+  b->base = malloc(sz);
+  b->len = b->base ? sz : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  conn_t *k = s->data;
+  kl_frame_client_t *c = k->owner;
+  if (n < 0 || c == NULL) {
+    free(b->base);
+    if (c && c->conn == k) drop(c, n == UV_EOF ? "closed by peer" : uv_strerror((int)n));
+    return;
+  }
+  const uint8_t *p = (const uint8_t *)b->base;
+  size_t off = 0, len = (size_t)n;
+  while (off < len && c->conn == k) {
+    if (k->frame == NULL) {
+      while (k->hdr_have < 4 && off < len) k->hdr[k->hdr_have++] = p[off++];
+      if (k->hdr_have < 4) break;
+      size_t fl = (size_t)k->hdr[0] << 24 | (size_t)k->hdr[1] << 16 | (size_t)k->hdr[2] << 8 | k->hdr[3];
+      if (fl > c->max_frame || (k->frame = malloc(fl ? fl : 1)) == NULL) {
+        kl_log(KL_LOG_WARN, "frame_too_big", "link=%s size=%zu max=%zu", c->name, fl, c->max_frame);
+        drop(c, "oversized frame");
+        break;
+      }
+      k->frame_len = fl;
+      k->frame_have = 0;
+    }
+    size_t take = k->frame_len - k->frame_have;
+    if (take > len - off) take = len - off;
+    memcpy(k->frame + k->frame_have, p + off, take);
+    k->frame_have += take;
+    off += take;
+    if (k->frame_have == k->frame_len) {
+      uint8_t *f = k->frame;
+      size_t fl = k->frame_len;
+      k->frame = NULL;
+      k->hdr_have = 0;
+      c->cbs.on_frame(c, f, fl, c->arg);
+      free(f);
+    }
+  }
+  free(b->base);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  conn_t *k = req->data;
+  kl_frame_client_t *c = k->owner;
+  if (c == NULL || c->conn != k) return; /* orphaned: its close is under way */
+  if (status < 0) {
+    drop(c, uv_strerror(status));
+    return;
+  }
+  k->connected = true;
+  c->backoff_ms = 100;
+  uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+  kl_log(KL_LOG_INFO, "link_up", "link=%s", c->name);
+  if (c->cbs.on_state) c->cbs.on_state(c, true, c->arg);
+}
+
+static void start_connect(kl_frame_client_t *c) {
+  conn_t *k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    schedule(c);
+    return;
+  }
+  k->owner = c;
+  uv_tcp_init(c->loop, &k->tcp);
+  k->tcp.data = k;
+  k->req.data = k;
+  c->conn = k;
+  c->pending++;
+  uv_tcp_nodelay(&k->tcp, 1);
+  int r = uv_tcp_connect(&k->req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
+  if (r < 0) drop(c, uv_strerror(r));
+}
+
+static void on_timer(uv_timer_t *t) {
+  kl_frame_client_t *c = t->data;
+  if (!c->closing && c->conn == NULL) start_connect(c);
+}
+
+static void schedule(kl_frame_client_t *c) {
+  uv_timer_start(&c->timer, on_timer, c->backoff_ms, 0);
+  c->backoff_ms = c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2;
+}
+
+int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, const kl_frame_client_cbs_t *cbs, void *arg,
+                           kl_frame_client_t **out, kl_err_t *e) {
+  if (cbs == NULL || cbs->on_frame == NULL) return kl_err_set(e, KL_EINVAL, "frame client %s: no frame callback", name);
+  kl_frame_client_t *c = calloc(1, sizeof *c);
+  if (c == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  c->loop = loop;
+  snprintf(c->name, sizeof c->name, "%s", name);
+  c->max_frame = max_frame;
+  c->cbs = *cbs;
+  c->arg = arg;
+  c->backoff_ms = 100;
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
+  c->pending = 1; /* the timer */
+  *out = c;
+  return 0;
+}
+
+int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e) {
+  int r = kl_net_parse_addr(addr, &c->addr, e);
+  if (r) return kl_err_wrap(e, "link %s", c->name);
+  c->have_addr = true;
+  start_connect(c);
+  return 0;
+}
+
+bool kl_frame_client_connected(const kl_frame_client_t *c) { return c->conn != NULL && c->conn->connected; }
+size_t kl_frame_client_queued(const kl_frame_client_t *c) { return c->queued; }
+
+static void on_write(uv_write_t *w, int status) {
+  wreq_t *q = (wreq_t *)w;
+  kl_frame_client_t *c = q->owner;
+  c->queued -= q->len;
+  c->pending--;
+  free(q->buf);
+  free(q);
+  if (status < 0 && c->conn != NULL && !c->closing) drop(c, uv_strerror(status));
+  maybe_free(c);
+}
+
+int kl_frame_client_send(kl_frame_client_t *c, const uint8_t *payload, size_t len, kl_err_t *e) {
+  if (!kl_frame_client_connected(c) || c->closing) return kl_err_set(e, KL_ESTATE, "link %s is down", c->name);
+  if (len > c->max_frame) return kl_err_set(e, KL_ETOOBIG, "link %s: frame of %zu bytes", c->name, len);
+  wreq_t *q = calloc(1, sizeof *q);
+  uint8_t *buf = malloc(len + 4);
+  if (q == NULL || buf == NULL) {
+    free(q);
+    free(buf);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  buf[0] = (uint8_t)(len >> 24);
+  buf[1] = (uint8_t)(len >> 16);
+  buf[2] = (uint8_t)(len >> 8);
+  buf[3] = (uint8_t)len;
+  memcpy(buf + 4, payload, len);
+  q->owner = c;
+  q->buf = buf;
+  q->len = len + 4;
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(len + 4));
+  int r = uv_write(&q->w, (uv_stream_t *)&c->conn->tcp, &b, 1, on_write);
+  if (r < 0) {
+    free(buf);
+    free(q);
+    return kl_err_set(e, KL_EIO, "link %s: %s", c->name, uv_strerror(r));
+  }
+  c->queued += len + 4;
+  c->pending++;
+  return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  kl_frame_client_t *c = h->data;
+  c->pending--;
+  maybe_free(c);
+}
+
+void kl_frame_client_close(kl_frame_client_t *c, void (*cb)(void *), void *arg) {
+  if (c == NULL) return;
+  c->closing = true;
+  c->close_cb = cb;
+  c->close_arg = arg;
+  if (c->conn) {
+    conn_t *k = c->conn;
+    c->conn = NULL;
+    uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
+  }
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
