@@ -26,11 +26,35 @@ static void fail(kl_core_fsm_t *f, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* libraft's segment files keep entry data 8-byte aligned: an entry whose length is not a
+ * multiple of 8 is read back misaligned. So every entry and snapshot is padded with zeros to a
+ * multiple of 8 and starts with its own 4-byte big-endian length, which also makes trailing
+ * padding harmless. */
+#define PADDED(n) (((n) + 4 + 7) / 8 * 8)
+static bool unframe(const uint8_t **p, size_t *len) {
+  if (*len < 4) return false;
+  size_t n = (size_t)(*p)[0] << 24 | (size_t)(*p)[1] << 16 | (size_t)(*p)[2] << 8 | (*p)[3];
+  if (n > *len - 4) return false;
+  *p += 4;
+  *len = n;
+  return true;
+}
+
+static void frame_header(uint8_t *p, size_t n) {
+  p[0] = (uint8_t)(n >> 24);
+  p[1] = (uint8_t)(n >> 16);
+  p[2] = (uint8_t)(n >> 8);
+  p[3] = (uint8_t)n;
+}
+
 static int apply_entry(kl_core_fsm_t *f, const uint8_t *p, size_t len) {
   kl_err_t e = {0};
-  Keyless__Core__RoundEntry *re = keyless__core__round_entry__unpack(NULL, len, p);
+
+  Keyless__Core__RoundEntry *re = unframe(&p, &len) ? keyless__core__round_entry__unpack(NULL, len, p) : NULL;
   if (re == NULL) {
-    fail(f, "Raft entry %llu: undecodable", (unsigned long long)f->applied_entries);
+    fail(f, "Raft entry %llu: undecodable (%zu bytes, starting %02x %02x %02x %02x %02x %02x)",
+         (unsigned long long)f->applied_entries, len, len > 0 ? p[0] : 0, len > 1 ? p[1] : 0, len > 2 ? p[2] : 0,
+         len > 3 ? p[3] : 0, len > 4 ? p[4] : 0, len > 5 ? p[5] : 0);
     return RAFT_INVALID;
   }
   kl_imprint_t root;
@@ -126,12 +150,14 @@ static int fsm_snapshot(struct raft_fsm *raft, struct raft_buffer *bufs[], unsig
   size_t n = keyless__core__snapshot__get_packed_size(&s);
   struct raft_buffer *b = raft_malloc(sizeof *b);
   if (b == NULL) return RAFT_NOMEM;
-  b->base = raft_malloc(n ? n : 1);
+  b->base = raft_calloc(1, PADDED(n));
   if (b->base == NULL) {
     raft_free(b);
     return RAFT_NOMEM;
   }
-  b->len = keyless__core__snapshot__pack(&s, b->base);
+  frame_header(b->base, n);
+  keyless__core__snapshot__pack(&s, (uint8_t *)b->base + 4);
+  b->len = PADDED(n);
   *bufs = b;
   *n_bufs = 1;
   return 0;
@@ -150,7 +176,9 @@ static int fsm_restore(struct raft_fsm *raft, struct raft_buffer *buf) {
   kl_core_fsm_t *f = raft->data;
   kl_err_t e = {0};
   kl_cal_info_t info;
-  Keyless__Core__Snapshot *s = keyless__core__snapshot__unpack(NULL, buf->len, buf->base);
+  const uint8_t *sp = buf->base;
+  size_t sl = buf->len;
+  Keyless__Core__Snapshot *s = unframe(&sp, &sl) ? keyless__core__snapshot__unpack(NULL, sl, sp) : NULL;
   int rc = 0;
   if (s == NULL) {
     fail(f, "snapshot: undecodable");
@@ -268,12 +296,14 @@ int kl_core_entry_encode(uint64_t second, uint64_t fill_from, const kl_core_leaf
     re.root.data = rootb;
   }
   size_t len = keyless__core__round_entry__get_packed_size(&re);
-  out->base = raft_malloc(len ? len : 1);
+  out->base = raft_calloc(1, PADDED(len));
   if (out->base == NULL) {
     r = kl_err_set(e, KL_ENOMEM, "out of memory");
     goto out;
   }
-  out->len = keyless__core__round_entry__pack(&re, out->base);
+  frame_header(out->base, len);
+  keyless__core__round_entry__pack(&re, (uint8_t *)out->base + 4);
+  out->len = PADDED(len);
 out:
   free(imps);
   free(lp);

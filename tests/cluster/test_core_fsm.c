@@ -338,6 +338,40 @@ static void test_random_faults(void **state) {
   }
 }
 
+/* Entries read back from Raft's segment files may carry padding after the bytes written. */
+static void test_padded_entry(void **state) {
+  (void)state;
+  static server_t s; /* zeroed: it is large */
+  kl_err_t e = {0};
+  open_server(&s, 9);
+  kl_core_leaf_t leaf;
+  kl_imprint_t root;
+  kl_hash(KL_HASH_SHA256, "x", 1, &leaf.imprint, NULL);
+  leaf.level = 0;
+  leaf.origin = 1;
+  leaf.request_id = 5;
+  kl_hash(KL_HASH_SHA256, "r", 1, &root, NULL);
+  struct raft_buffer buf;
+  assert_int_equal(kl_core_entry_encode(GENESIS + 3, 0, &leaf, 1, &root, KL_HASH_SHA256, &buf, &e), 0);
+  struct raft_buffer padded = {raft_malloc(buf.len + 7), buf.len + 7};
+  memcpy(padded.base, buf.base, buf.len);
+  memset((uint8_t *)padded.base + buf.len, 0, 7);
+  void *result;
+  assert_int_equal(s.fsm.raft.apply(&s.fsm.raft, &padded, &result), 0);
+  assert_int_equal(s.fsm.state, KL_FSM_OK);
+  kl_imprint_t got;
+  assert_int_equal(kl_cal_leaf(s.cal, GENESIS + 3, &got, NULL), 0);
+  assert_true(kl_imprint_eq(&got, &root));
+  assert_int_equal(s.n_seen, 1);
+  raft_free(buf.base);
+  raft_free(padded.base);
+  kl_core_fsm_close(&s.fsm);
+  kl_cal_close(s.cal);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", s.dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_steady),
@@ -345,6 +379,7 @@ int main(void) {
       cmocka_unit_test(test_partitions),
       cmocka_unit_test(test_restart_from_snapshot),
       cmocka_unit_test(test_random_faults),
+      cmocka_unit_test(test_padded_entry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
