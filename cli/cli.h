@@ -52,6 +52,11 @@ const char *cli_file_path(const char *url);
 /* Streams a file ("-" = stdin) through alg. */
 int cli_hash_file(const char *path, int alg, kl_imprint_t *out, kl_err_t *e);
 
+/* Checks an extender URL for -X before anything is sent: a scheme the client speaks (http://,
+ * ksi+http://, ksi+tcp://) and a login and key, from user/key (NULL: none given) or the URL's
+ * userinfo. KL_EINVAL or KL_EUNSUPPORTED with a message: a usage error, not a verdict. */
+int cli_check_extender(const char *url, const char *user, const char *key, kl_err_t *e);
+
 /* "2024-03-14 21:34:00 UTC" */
 const char *cli_utc(uint64_t t, char *buf, size_t cap);
 /* Parses an unsigned decimal; false on garbage or overflow. */

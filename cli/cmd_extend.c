@@ -103,6 +103,10 @@ int cmd_extend(int argc, char **argv) {
     return KL_EXIT_USAGE;
   }
   kl_err_t e = {0};
+  if (cli_check_extender(url, user, key, &e)) {
+    fprintf(stderr, "keyless extend: %s\n", e.msg);
+    return KL_EXIT_USAGE;
+  }
   uint8_t *buf = NULL;
   size_t len;
   kl_sig_t *sig = NULL, *ext = NULL;

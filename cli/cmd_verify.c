@@ -15,13 +15,15 @@ static void usage(FILE *f) {
           "usage: keyless verify -i SIG [-f FILE | -d ALG:HEX] [--policy POLICY]\n"
           "         [-P PUBFILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
           "         [--publications-file-no-verify] [--pub-str STRING]\n"
-          "         [-X file://RESPONSE] [--ext-key KEY] [-x] [--json]\n"
+          "         [-X URL [--ext-user USER] [--ext-key KEY]] [-x] [--json]\n"
           "  POLICY: auto (default), internal, key, calendar, publication\n"
           "          (ksi-tool's --ver-int, --ver-key, --ver-cal, --ver-pub also work)\n"
+          "  -X: a live extender (http://, ksi+http://USER:KEY@HOST/, ksi+tcp://HOST:PORT), or\n"
+          "      file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
           "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage\n");
 }
 
-/* -X file://PDU: a canned 0x321 response (a live extender comes with the extender daemon). */
+/* -X file://PDU: a canned 0x321 response. */
 typedef struct canned {
   uint8_t *pdu;
   size_t len;
@@ -253,6 +255,10 @@ int cmd_verify(int argc, char **argv) {
       o.extend = canned_extend;
       o.extend_arg = &canned;
     } else {
+      if ((r = cli_check_extender(a.ext_url, a.ext_user, a.ext_key, &e))) {
+        st = fail_early(&a, KL_EXIT_USAGE, e.msg);
+        goto out;
+      }
       o.extend = live_extend;
       o.extend_arg = &live;
     }

@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 
 #include "cli.h"
+#include "keyless/netclient.h"
 
 int cli_exit_for(int code) {
   switch (code) {
@@ -101,6 +102,16 @@ int cli_hash_file(const char *path, int alg, kl_imprint_t *out, kl_err_t *e) {
   if (h.ctx) kl_hasher_close(&h);
   if (f != stdin) fclose(f);
   return r;
+}
+
+int cli_check_extender(const char *url, const char *user, const char *key, kl_err_t *e) {
+  kl_url_t u;
+  int r = kl_url_parse(url, &u, e);
+  if (r) return r;
+  if ((user == NULL && u.user[0] == '\0') || (key == NULL && u.key[0] == '\0'))
+    return kl_err_set(e, KL_EINVAL,
+                      "extender %s: give the login and key (--ext-user U --ext-key K, or ksi+http://U:K@host/)", url);
+  return 0;
 }
 
 const char *cli_utc(uint64_t t, char *buf, size_t cap) {

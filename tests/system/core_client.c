@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < n; i++) {
     if (n_random > 0) {
       uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)i;
-      snprintf(docs[i].name, sizeof docs[i].name, "doc-%d", i);
+      snprintf(docs[i].name, sizeof docs[i].name, "doc-%d-%d", (int)getpid(), i);
       kl_hash(KL_HASH_SHA256, &x, sizeof x, &docs[i].hash, NULL);
     } else {
       const char *path = argv[optind + i], *base = strrchr(path, '/');
