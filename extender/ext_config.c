@@ -52,6 +52,8 @@ static const kl_cfg_key_t keys[] = {
     K("calendar", "dir", KL_CFG_STR, calendar_dir, NULL, 0, 0, check_nonempty),
     K("auth", "users_file", KL_CFG_STR, users_file, NULL, 0, 0, check_users),
     K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_readable),
+    K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_listen_opt),
+    K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("limits", "max_pdu_size", KL_CFG_SIZE, max_pdu_size, "65539", 64, 65539, NULL),
     K("limits", "max_header_size", KL_CFG_SIZE, max_header_size, "8k", 256, 1 << 20, NULL),
     K("limits", "max_connections", KL_CFG_INT, max_connections, "1024", 1, 1000000, NULL),

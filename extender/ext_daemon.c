@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "extender.h"
+#include "keyless/follow.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
@@ -30,6 +31,7 @@ struct extender {
   uv_loop_t *loop;
   const ext_config_t *cfg;
   kl_cal_t *cal;
+  kl_follow_t *follow;   /* with [replication] upstream */
   uint64_t cal_next_try; /* loop time, ms */
   bool cal_failed_logged;
   kl_users_t *users;
@@ -54,12 +56,24 @@ static kl_cal_t *cal_get(extender_t *x) {
   uint64_t now = uv_now(x->loop);
   if (now < x->cal_next_try) return NULL;
   x->cal_next_try = now + 1000;
-  kl_cal_opts_t o = {.read_only = true};
+  bool follows = x->cfg->upstream[0] != '\0';
+  kl_cal_opts_t o = {.read_only = !follows};
   kl_err_t e;
   char q[300];
-  if (kl_cal_open(x->cfg->calendar_dir, &o, &x->cal, &e) == 0) {
+  int r = kl_cal_open(x->cfg->calendar_dir, &o, &x->cal, &e);
+  if (r == KL_ENOTFOUND && follows && x->cfg->genesis > 0 &&
+      kl_cal_create(x->cfg->calendar_dir, (uint64_t)x->cfg->genesis, &o, &e) == 0) {
+    kl_log(KL_LOG_INFO, "calendar_created", "dir=%s genesis=%lld", kl_log_q(q, sizeof q, x->cfg->calendar_dir),
+           (long long)x->cfg->genesis);
+    r = kl_cal_open(x->cfg->calendar_dir, &o, &x->cal, &e);
+  }
+  if (r == 0) {
     kl_log(KL_LOG_INFO, "calendar_open", "dir=%s", kl_log_q(q, sizeof q, x->cfg->calendar_dir));
     x->cal_failed_logged = false;
+    if (follows && x->follow == NULL && kl_follow_start(x->loop, x->cal, x->cfg->upstream, NULL, x, &x->follow, &e)) {
+      char m[300];
+      kl_log(KL_LOG_ERROR, "follow_start", "error=%s", kl_log_q(m, sizeof m, e.msg));
+    }
     return x->cal;
   }
   if (!x->cal_failed_logged) {
@@ -284,6 +298,8 @@ void extender_stop(extender_t *x) {
   kl_http_server_close(http, on_http_closed, x);
   kl_http_server_close(admin, on_http_closed, x);
   kl_tlv_server_close(tcp, on_tcp_closed, x);
+  kl_follow_stop(x->follow, NULL, NULL);
+  x->follow = NULL;
   for (int i = 0; i < x->n_sig; i++) uv_close((uv_handle_t *)&x->sig[i], NULL);
   x->n_sig = 0;
 }

@@ -29,6 +29,8 @@ typedef struct ext_config {
   char *calendar_dir;
   char *users_file;
   char *publications_file;
+  char *upstream;       /* a core node's replication port; "" = fed by another process */
+  int64_t genesis;      /* with upstream: the genesis of a calendar created here (0: none) */
   uint64_t max_pdu_size, max_header_size, idle_timeout_ms, write_watermark, shutdown_timeout_ms;
   int64_t max_connections, max_inflight, max_requests;
 } ext_config_t;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include "keyless/follow.h"
 #include "keyless/log.h"
 #include "node.h"
 
@@ -108,6 +109,42 @@ static void check_clock(core_t *c) {
   c->clock_ok = ok;
 }
 
+/* A snapshot beyond this node's calendar: fetch the missing seconds from a member's replication
+ * stream, then let the FSM apply what it queued meanwhile. */
+static void on_catchup_progress(kl_follow_t *f, uint64_t last, void *arg) {
+  core_t *c = arg;
+  kl_err_t e = {0};
+  (void)f;
+  if (c->fsm.state != KL_FSM_CATCHING_UP || last < c->fsm.target) return;
+  if (kl_core_fsm_caught_up(&c->fsm, &e)) kl_log(KL_LOG_ERROR, "catch_up", "error=%s", e.msg);
+  else kl_log(KL_LOG_INFO, "caught_up", "second=%llu", (unsigned long long)last);
+  kl_follow_stop(c->catchup, NULL, NULL);
+  c->catchup = NULL;
+}
+
+static void catch_up(core_t *c) {
+  static const kl_follow_cbs_t cbs = {on_catchup_progress, NULL};
+  raft_id leader;
+  const char *addr;
+  kl_err_t e = {0};
+  if (c->catchup != NULL) {
+    if (!kl_follow_failed(c->catchup)) return;
+    kl_follow_stop(c->catchup, NULL, NULL); /* try another member next tick */
+    c->catchup = NULL;
+    return;
+  }
+  raft_leader(&c->raft, &leader, &addr);
+  const core_member_t *from = NULL;
+  for (size_t i = 0; i < c->cfg->n_members && from == NULL; i++) {
+    const core_member_t *m = &c->cfg->m[i];
+    if (m->id != (uint64_t)c->cfg->id && m->replication_addr[0] && (m->id == leader || leader == 0)) from = m;
+  }
+  if (from == NULL) return;
+  kl_log(KL_LOG_INFO, "catching_up", "target=%llu from=%llu", (unsigned long long)c->fsm.target, (unsigned long long)from->id);
+  if (kl_follow_start(c->loop, c->cal, from->replication_addr, &cbs, c, &c->catchup, &e))
+    kl_log(KL_LOG_WARN, "catch_up", "error=%s", e.msg);
+}
+
 static void on_transferred(struct raft_transfer *req) {
   core_t *c = req->data;
   c->transferring = false;
@@ -125,6 +162,10 @@ static void on_tick(uv_timer_t *t) {
   if (c->fsm.state == KL_FSM_FAILED) { /* the calendar and the log disagree: stop, never fork */
     kl_log(KL_LOG_ERROR, "fsm_failed", "error=%s", c->fsm.error);
     core_stop(c);
+    return;
+  }
+  if (c->fsm.state == KL_FSM_CATCHING_UP) {
+    catch_up(c);
     return;
   }
   if (raft_state(&c->raft) != RAFT_LEADER) return;
@@ -288,6 +329,8 @@ void core_stop(core_t *c) {
   for (int i = 0; i < 2; i++)
     if (c->sig[i].loop) uv_close((uv_handle_t *)&c->sig[i], NULL);
   for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);
+  kl_follow_stop(c->catchup, NULL, NULL);
+  c->catchup = NULL;
   if (c->internal) kl_tlv_server_close(c->internal, NULL, NULL);
   if (c->replication) kl_tlv_server_close(c->replication, NULL, NULL);
   if (c->admin) kl_http_server_close(c->admin, NULL, NULL);

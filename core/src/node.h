@@ -22,12 +22,13 @@ typedef struct core_member {
   uint64_t id;
   char raft_addr[64];     /* Raft transport */
   char internal_addr[64]; /* aggregation requests and forwarding */
+  char replication_addr[64]; /* optional: where a lagging member catches up from */
 } core_member_t;
 
 typedef struct core_config {
   int64_t id;
   char *data_dir;
-  char *members; /* "ID/RAFT_ADDR/INTERNAL_ADDR,..." */
+  char *members; /* "ID/RAFT_ADDR/INTERNAL_ADDR[/REPLICATION_ADDR],..." */
   char *replication_listen, *admin_listen;
   int64_t genesis; /* 0: now, when the calendar is created */
   uint64_t map_size;
@@ -90,6 +91,7 @@ typedef struct core {
   kl_http_server_t *admin;
   core_peer_t peers[KL_CORE_MAX_MEMBERS];
   size_t n_peers;
+  struct kl_follow *catchup; /* following a member's replication stream after a snapshot */
   core_waiter_t *waiters;
   size_t n_waiters, cap_waiters;
   uv_timer_t tick;

@@ -51,17 +51,22 @@ static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
       r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: at most %d", path, KL_CORE_MAX_MEMBERS);
       break;
     }
-    if (s1 == NULL || s2 == NULL || (size_t)(s2 - s1 - 1) >= sizeof m->raft_addr || strlen(s2 + 1) >= sizeof m->internal_addr) {
-      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: '%s' is not ID/RAFT_ADDR/INTERNAL_ADDR", path, tok);
+    char *s3 = s2 ? strchr(s2 + 1, '/') : NULL;
+    size_t il = s2 ? (s3 ? (size_t)(s3 - s2 - 1) : strlen(s2 + 1)) : 0;
+    if (s1 == NULL || s2 == NULL || (size_t)(s2 - s1 - 1) >= sizeof m->raft_addr || il >= sizeof m->internal_addr ||
+        (s3 && strlen(s3 + 1) >= sizeof m->replication_addr)) {
+      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: '%s' is not ID/RAFT_ADDR/INTERNAL_ADDR[/REPLICATION_ADDR]",
+                     path, tok);
       break;
     }
+    if (s3) snprintf(m->replication_addr, sizeof m->replication_addr, "%s", s3 + 1);
     m->id = strtoull(tok, &end, 10);
     if (end != s1 || m->id == 0) {
       r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: bad id in '%s'", path, tok);
       break;
     }
     memcpy(m->raft_addr, s1 + 1, (size_t)(s2 - s1 - 1));
-    snprintf(m->internal_addr, sizeof m->internal_addr, "%s", s2 + 1);
+    memcpy(m->internal_addr, s2 + 1, il);
     for (size_t k = 0; k < cfg->n_members; k++)
       if (cfg->m[k].id == m->id) r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: id %llu twice", path, (unsigned long long)m->id);
     cfg->n_members++;
@@ -88,6 +93,11 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
   if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
   if (cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
     return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
+  const core_member_t *self = core_member(cfg, (uint64_t)cfg->id);
+  if (cfg->replication_listen[0] == '\0' && self->replication_addr[0]) {
+    free(cfg->replication_listen);
+    if ((cfg->replication_listen = strdup(self->replication_addr)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
   return 0;
 }
 

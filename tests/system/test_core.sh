@@ -35,7 +35,7 @@ repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
 admin() { echo 127.0.0.1:$((base + $1 * 10 + 3)); }
 
 "$KL" devpki -o "$T/pki" --email core-test@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
-members="1/$(raft 1)/$(internal 1),2/$(raft 2)/$(internal 2),3/$(raft 3)/$(internal 3)"
+members="1/$(raft 1)/$(internal 1)/$(repl 1),2/$(raft 2)/$(internal 2)/$(repl 2),3/$(raft 3)/$(internal 3)/$(repl 3)"
 genesis=$(($(date +%s) - 2))
 for i in 1 2 3; do
   cat >"$T/core$i.conf" <<CONF
@@ -45,7 +45,6 @@ data_dir = $T/data$i
 [cluster]
 members = $members
 [server]
-replication_listen = $(repl $i)
 admin_listen = $(admin $i)
 [calendar]
 genesis = $genesis
@@ -55,6 +54,8 @@ calendar_auth_key = $T/pki/calendar-auth.key
 [raft]
 election_timeout = 1s
 heartbeat = 100ms
+snapshot_threshold = 8
+snapshot_trailing = 2
 CONF
 done
 start() { "$CORE" -c "$T/core$1.conf" >>"$T/core$1.log" 2>&1 & PID[$1]=$!; }
@@ -113,6 +114,18 @@ note "continuing node $F"
 kill -CONT "${PID[$F]}"
 out=$(sign "$F" 10)
 check "the resumed node $F signs again ($out)" "echo '$out' | grep -q 'failed=0'" || tail -5 "$T/client.err"
+
+# A follower down long enough for the others to snapshot and truncate their logs comes back
+# from a snapshot and fetches the missing seconds over the replication stream.
+L=$(wait_leader)
+F=$(( L % 3 + 1 ))
+kill -9 "${PID[$F]}"; wait "${PID[$F]}" 2>/dev/null; PID[$F]=""
+for _ in $(seq 1 8); do sign "$L" 3 >/dev/null; sleep 1.2; done
+note "restarting node $F after 10 s down"
+start "$F"
+caught=""
+for _ in $(seq 1 100); do grep -q 'event=caught_up' "$T/core$F.log" && { caught=1; break; }; sleep 0.1; done
+check "node $F restored a snapshot and caught up over replication" "[ -n '$caught' ]"
 
 # Let every node catch up, then compare the calendars second by second.
 sleep 2
