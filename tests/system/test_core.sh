@@ -4,14 +4,15 @@
 # leader is killed with SIGKILL and a follower is stopped with SIGSTOP; then checks that every
 # signature handed out verifies, that the three calendars agree on every committed second, and
 # that the restarted node caught up. Every wait is bounded; everything is stopped at the end.
-# Usage: test_core.sh KEYLESS_CORE KEYLESS_CLI CORE_CLIENT
+# An extender follows node 1's replication stream throughout, and extends the signatures at the
+# end. Usage: test_core.sh KEYLESS_CORE KEYLESS_CLI CORE_CLIENT KEYLESS_EXTENDER
 set -u
-CORE=$1 KL=$2 CLIENT=$3
+CORE=$1 KL=$2 CLIENT=$3 EXT=$4
 T=$(mktemp -d /tmp/kl-core-test-XXXXXX)
 pass=0 fail=0
 declare -A PID
 cleanup() {
-  for i in 1 2 3; do [ -n "${PID[$i]:-}" ] && kill -9 "${PID[$i]}" 2>/dev/null; done
+  for i in 1 2 3 x; do [ -n "${PID[$i]:-}" ] && kill -9 "${PID[$i]}" 2>/dev/null; done
   wait 2>/dev/null
   if [ "$fail" -ne 0 ]; then # keep the logs of a failed run for whoever looks next
     rm -rf /tmp/kl-core-test-logs && mkdir -p /tmp/kl-core-test-logs && cp "$T"/*.log "$T"/*.err /tmp/kl-core-test-logs/ 2>/dev/null
@@ -70,6 +71,22 @@ sign() { # sign N random documents through node $1, retrying; prints the client'
 
 mkdir -p "$T/sigs"
 for i in 1 2 3; do start $i; done
+echo "ext:ext key" >"$T/users"
+cat >"$T/ext.conf" <<CONF
+[server]
+http_listen = $(internal 4)
+tcp_listen =
+admin_listen = $(admin 4)
+[calendar]
+dir = $T/ext-cal
+[auth]
+users_file = $T/users
+[replication]
+upstream = $(repl 1)
+genesis = $genesis
+CONF
+"$EXT" -c "$T/ext.conf" >"$T/ext.log" 2>&1 &
+PID[x]=$!
 L=$(wait_leader) && ok "a leader is elected ($L)" || { bad "no leader within 10 s"; exit 1; }
 check "the config sample checks" "'$CORE' -c '$T/core1.conf' --check-config >/dev/null"
 
@@ -137,16 +154,31 @@ for _ in $(seq 1 50); do
 done
 min=$a; for x in $b $c; do [ "${x:-0}" -lt "$min" ] && min=$x; done
 check "all three nodes are up and applied up to $min" "[ -n '$min' ] && [ '$min' -gt '$genesis' ]"
+# The extender followed node 1 all along: it reaches the last second and extends what the core
+# signed, to the head of its replica.
+ext_last() { curl -s -m 2 "http://$(admin 4)/metrics" | awk '/^keyless_calendar_last_second/ {print $2}'; }
+for _ in $(seq 1 100); do x=$(ext_last); [ -n "$x" ] && [ "${x%.*}" -ge "$min" ] 2>/dev/null && break; sleep 0.1; done
+check "the extender's replica followed the core to $min (it has ${x:-nothing})" "[ -n '$x' ] && [ '${x%.*}' -ge '$min' ]"
+one=$(ls "$T"/sigs/*.ksig | head -1)
+"$KL" extend -i "$one" -o "$T/extended.ksig" -X "http://$(internal 4)/" --ext-user ext --ext-key "ext key" --to-head \
+  >"$T/extend.out" 2>&1
+check "a core signature extends through the following extender" "[ -s '$T/extended.ksig' ]" || cat "$T/extend.out"
+check "and verifies calendar-based against it" \
+  "'$KL' verify -i '$T/extended.ksig' --policy calendar -X 'http://$(internal 4)/' --ext-user ext --ext-key 'ext key' >/dev/null"
+kill -TERM "${PID[x]}"; wait "${PID[x]}"; rc=$?; PID[x]=""
+check "the extender stops cleanly (exit $rc)" "[ $rc -eq 0 ]"
+
 for i in 1 2 3; do kill -TERM "${PID[$i]}"; done
 for i in 1 2 3; do wait "${PID[$i]}"; rc=$?; check "node $i stops cleanly on SIGTERM (exit $rc)" "[ $rc -eq 0 ]"; PID[$i]=""; done
 forks=0 holes=0
 for ((s = genesis; s <= min; s++)); do
+  re=$("$KL" calendar root -D "$T/ext-cal" --time $s 2>/dev/null) || holes=$((holes + 1))
   r1=$("$KL" calendar root -D "$T/data1/calendar" --time $s 2>/dev/null) || holes=$((holes + 1))
   r2=$("$KL" calendar root -D "$T/data2/calendar" --time $s 2>/dev/null) || holes=$((holes + 1))
   r3=$("$KL" calendar root -D "$T/data3/calendar" --time $s 2>/dev/null) || holes=$((holes + 1))
-  [ "$r1" = "$r2" ] && [ "$r2" = "$r3" ] || forks=$((forks + 1))
+  [ "$r1" = "$r2" ] && [ "$r2" = "$r3" ] && [ "$r3" = "$re" ] || forks=$((forks + 1))
 done
-check "the three calendars agree on every second from $genesis to $min ($forks differ)" "[ $forks -eq 0 ]"
+check "the three calendars and the extender's replica agree on every second from $genesis to $min ($forks differ)" "[ $forks -eq 0 ]"
 check "no hole in any calendar ($holes missing)" "[ $holes -eq 0 ]"
 for i in 1 2 3; do check "calendar $i audits clean" "'$KL' calendar audit -D '$T/data$i/calendar' >/dev/null"; done
 
