@@ -36,6 +36,7 @@ int cmd_calendar(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
 int cmd_devpki(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
+int cmd_core(int argc, char **argv);
 
 /* Maps a library error code to an exit status. */
 int cli_exit_for(int kl_code);

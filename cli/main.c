@@ -16,6 +16,7 @@ static const struct {
     {"extend", cmd_extend, "extend a signature to a publication through an extender"},
     {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
     {"publish", cmd_publish, "make the publications file from a calendar"},
+    {"core", cmd_core, "show the core cluster's nodes; add or remove a member"},
     {"devpki", cmd_devpki, "make a development CA, publications and calendar-auth certificates"},
 };
 

@@ -232,7 +232,7 @@ static int start_raft(core_t *c, kl_err_t *e) {
   raft_configuration_init(&conf);
   for (size_t i = 0; i < c->cfg->n_members; i++)
     raft_configuration_add(&conf, c->cfg->m[i].id, c->cfg->m[i].raft_addr, RAFT_VOTER);
-  rc = raft_bootstrap(&c->raft, &conf);
+  rc = c->cfg->bootstrap ? raft_bootstrap(&c->raft, &conf) : RAFT_CANTBOOTSTRAP; /* a joiner waits to be added */
   raft_configuration_close(&conf);
   if (rc != 0 && rc != RAFT_CANTBOOTSTRAP) return kl_err_set(e, KL_EIO, "raft bootstrap: %s", raft_errmsg(&c->raft));
   if ((rc = raft_start(&c->raft)) != 0) return kl_err_set(e, KL_EIO, "raft start: %s", raft_errmsg(&c->raft));

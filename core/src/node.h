@@ -28,7 +28,8 @@ typedef struct core_member {
 typedef struct core_config {
   int64_t id;
   char *data_dir;
-  char *members; /* "ID/RAFT_ADDR/INTERNAL_ADDR[/REPLICATION_ADDR],..." */
+  char *member[KL_CORE_MAX_MEMBERS]; /* [cluster] memberN = RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR] */
+  bool bootstrap; /* false: this node joins an existing cluster (keyless core add) */
   char *replication_listen, *admin_listen;
   int64_t genesis; /* 0: now, when the calendar is created */
   uint64_t map_size;

@@ -67,6 +67,80 @@ static void status(kl_http_req_t *req, void *arg) {
   kl_http_respond(req, 200, "application/json", buf, (size_t)n);
 }
 
+/* Membership changes (keyless core add|remove): on the leader only; answered when Raft has
+ * committed the new configuration. Body: "ID/RAFT_ADDR" to add (as a voter), "ID" to remove. */
+typedef struct change {
+  struct raft_change req;
+  core_t *c;
+  kl_http_req_t *http;
+  raft_id id;
+  bool promote; /* after raft_add: raft_assign to voter */
+} change_t;
+
+static void change_done(change_t *ch, int status) {
+  char buf[256];
+  int n = status == 0 ? snprintf(buf, sizeof buf, "ok\n") : snprintf(buf, sizeof buf, "failed: %s\n", raft_strerror(status));
+  kl_http_respond(ch->http, status == 0 ? 200 : 409, "text/plain", buf, (size_t)n);
+  free(ch);
+}
+
+static void on_change(struct raft_change *req, int status) {
+  change_t *ch = req->data;
+  if (status == 0 && ch->promote) {
+    ch->promote = false;
+    ch->req.data = ch;
+    int rc = raft_assign(&ch->c->raft, &ch->req, ch->id, RAFT_VOTER, on_change);
+    if (rc == 0) return;
+    status = rc;
+  }
+  change_done(ch, status);
+}
+
+static void members(kl_http_req_t *req, void *arg) {
+  core_t *c = arg;
+  size_t len;
+  const uint8_t *body = kl_http_req_body(req, &len);
+  char text[160], *slash;
+  bool add = strcmp(kl_http_req_path(req), "/members/add") == 0;
+  if (raft_state(&c->raft) != RAFT_LEADER) {
+    raft_id leader;
+    const char *addr;
+    raft_leader(&c->raft, &leader, &addr);
+    int n = snprintf(text, sizeof text, "not the leader; the leader is %llu\n", (unsigned long long)leader);
+    kl_http_respond(req, 409, "text/plain", text, (size_t)n);
+    return;
+  }
+  if (len == 0 || len >= sizeof text) {
+    kl_http_respond(req, 400, "text/plain", "body: ID/RAFT_ADDR (add) or ID (remove)\n", 40);
+    return;
+  }
+  memcpy(text, body, len);
+  text[len] = '\0';
+  text[strcspn(text, "\r\n")] = '\0';
+  change_t *ch = calloc(1, sizeof *ch);
+  if (ch == NULL) {
+    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  ch->c = c;
+  ch->http = req;
+  ch->req.data = ch;
+  ch->id = strtoull(text, &slash, 10);
+  int rc;
+  if (ch->id == 0 || (add && *slash != '/') || (!add && *slash != '\0')) {
+    free(ch);
+    kl_http_respond(req, 400, "text/plain", "body: ID/RAFT_ADDR (add) or ID (remove)\n", 40);
+    return;
+  }
+  if (add) {
+    ch->promote = true;
+    rc = raft_add(&c->raft, &ch->req, ch->id, slash + 1, on_change);
+  } else {
+    rc = raft_remove(&c->raft, &ch->req, ch->id, on_change);
+  }
+  if (rc != 0) change_done(ch, rc);
+}
+
 int core_admin_start(core_t *c, kl_err_t *e) {
   kl_metrics_t *m = c->metrics;
   kl_metrics_gauge_fn(m, "keyless_core_raft_role", "0 unavailable, 1 follower, 2 candidate, 3 leader", NULL, g_role, c);
@@ -100,7 +174,9 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   if ((r = kl_http_server_create(c->loop, NULL, "admin", &c->admin, e)) ||
       (r = kl_http_route(c->admin, "GET", "/healthz", healthz, c, e)) ||
       (r = kl_http_route(c->admin, "GET", "/metrics", metrics, c, e)) ||
-      (r = kl_http_route(c->admin, "GET", "/status", status, c, e)))
+      (r = kl_http_route(c->admin, "GET", "/status", status, c, e)) ||
+      (r = kl_http_route(c->admin, "POST", "/members/add", members, c, e)) ||
+      (r = kl_http_route(c->admin, "POST", "/members/remove", members, c, e)))
     return r;
   return kl_http_server_listen(c->admin, c->cfg->admin_listen, e);
 }

@@ -17,9 +17,16 @@ static int check_nonempty(const void *f, char *msg, size_t n) {
   {sec, name, type, offsetof(core_config_t, field), def, min, max, check}
 
 static const kl_cfg_key_t keys[] = {
-    K("node", "id", KL_CFG_INT, id, NULL, 1, 1000000, NULL),
+    K("node", "id", KL_CFG_INT, id, NULL, 1, KL_CORE_MAX_MEMBERS, NULL),
     K("node", "data_dir", KL_CFG_STR, data_dir, NULL, 0, 0, check_nonempty),
-    K("cluster", "members", KL_CFG_STR, members, NULL, 0, 0, check_nonempty),
+    K("cluster", "member1", KL_CFG_STR, member[0], "", 0, 0, NULL),
+    K("cluster", "member2", KL_CFG_STR, member[1], "", 0, 0, NULL),
+    K("cluster", "member3", KL_CFG_STR, member[2], "", 0, 0, NULL),
+    K("cluster", "member4", KL_CFG_STR, member[3], "", 0, 0, NULL),
+    K("cluster", "member5", KL_CFG_STR, member[4], "", 0, 0, NULL),
+    K("cluster", "member6", KL_CFG_STR, member[5], "", 0, 0, NULL),
+    K("cluster", "member7", KL_CFG_STR, member[6], "", 0, 0, NULL),
+    K("cluster", "bootstrap", KL_CFG_BOOL, bootstrap, "yes", 0, 0, NULL),
     K("server", "replication_listen", KL_CFG_STR, replication_listen, "", 0, 0, NULL),
     K("server", "admin_listen", KL_CFG_STR, admin_listen, "", 0, 0, NULL),
     K("calendar", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
@@ -39,42 +46,24 @@ static const kl_cfg_key_t keys[] = {
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
+/* memberN = RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR]: member N has Raft id N. */
 static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
-  char *copy = strdup(cfg->members), *save = NULL;
-  if (copy == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
-  int r = 0;
-  for (char *tok = strtok_r(copy, ", ", &save); tok && r == 0; tok = strtok_r(NULL, ", ", &save)) {
+  for (size_t k = 0; k < KL_CORE_MAX_MEMBERS; k++) {
+    const char *v = cfg->member[k];
+    if (v == NULL || v[0] == '\0') continue;
     core_member_t *m = &cfg->m[cfg->n_members];
-    char *s1 = strchr(tok, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
-    char *end;
-    if (cfg->n_members == KL_CORE_MAX_MEMBERS) {
-      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: at most %d", path, KL_CORE_MAX_MEMBERS);
-      break;
-    }
-    char *s3 = s2 ? strchr(s2 + 1, '/') : NULL;
-    size_t il = s2 ? (s3 ? (size_t)(s3 - s2 - 1) : strlen(s2 + 1)) : 0;
-    if (s1 == NULL || s2 == NULL || (size_t)(s2 - s1 - 1) >= sizeof m->raft_addr || il >= sizeof m->internal_addr ||
-        (s3 && strlen(s3 + 1) >= sizeof m->replication_addr)) {
-      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: '%s' is not ID/RAFT_ADDR/INTERNAL_ADDR[/REPLICATION_ADDR]",
-                     path, tok);
-      break;
-    }
-    if (s3) snprintf(m->replication_addr, sizeof m->replication_addr, "%s", s3 + 1);
-    m->id = strtoull(tok, &end, 10);
-    if (end != s1 || m->id == 0) {
-      r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: bad id in '%s'", path, tok);
-      break;
-    }
-    memcpy(m->raft_addr, s1 + 1, (size_t)(s2 - s1 - 1));
-    memcpy(m->internal_addr, s2 + 1, il);
-    for (size_t k = 0; k < cfg->n_members; k++)
-      if (cfg->m[k].id == m->id) r = kl_err_set(e, KL_EINVAL, "%s: [cluster] members: id %llu twice", path, (unsigned long long)m->id);
+    char extra[8] = "";
+    int n = sscanf(v, "%63s %63s %63s %7s", m->raft_addr, m->internal_addr, m->replication_addr, extra);
+    if (n < 2 || n > 3)
+      return kl_err_set(e, KL_EINVAL, "%s: [cluster] member%zu = \"%s\": want RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR]",
+                        path, k + 1, v);
+    if (n == 2) m->replication_addr[0] = '\0';
+    m->id = k + 1;
     cfg->n_members++;
   }
-  free(copy);
-  if (r == 0 && core_member(cfg, (uint64_t)cfg->id) == NULL)
-    r = kl_err_set(e, KL_EINVAL, "%s: [node] id %lld is not in [cluster] members", path, (long long)cfg->id);
-  return r;
+  if (core_member(cfg, (uint64_t)cfg->id) == NULL)
+    return kl_err_set(e, KL_EINVAL, "%s: [node] id %lld has no [cluster] member%lld", path, (long long)cfg->id, (long long)cfg->id);
+  return 0;
 }
 
 const core_member_t *core_member(const core_config_t *cfg, uint64_t id) {
@@ -91,7 +80,7 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
     return kl_err_set(e, KL_EINVAL, "%s: [round] algorithm = \"%s\": not a hash algorithm usable for signing", path,
                       cfg->algorithm);
   if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
-  if (cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
+  if (cfg->bootstrap && cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
     return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
   const core_member_t *self = core_member(cfg, (uint64_t)cfg->id);
   if (cfg->replication_listen[0] == '\0' && self->replication_addr[0]) {

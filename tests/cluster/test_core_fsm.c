@@ -338,6 +338,34 @@ static void test_random_faults(void **state) {
   }
 }
 
+/* A slow disk on one follower, a slow network to another, and links that drop messages for a
+ * while (saturated), toggled at random from a seed. */
+static void test_slow_disk_and_lossy_links(void **state) {
+  (void)state;
+  cluster_t c;
+  start(&c, 3, 7);
+  raft_fixture_set_disk_latency(&c.f, 1, 300);
+  raft_fixture_set_network_latency(&c.f, 2, 150);
+  assert_true(raft_fixture_step_until_has_leader(&c.f, 20000));
+  for (int step = 0; step < 120; step++) {
+    unsigned a = (unsigned)(rnd(&c) % 3), b = (unsigned)(rnd(&c) % 3);
+    if (a != b) {
+      if (rnd(&c) % 2) raft_fixture_saturate(&c.f, a, b);
+      else raft_fixture_desaturate(&c.f, a, b);
+    }
+    propose(&c, (size_t)(rnd(&c) % 3));
+    raft_fixture_step_until_elapsed(&c.f, 100 + rnd(&c) % 200);
+  }
+  for (unsigned i = 0; i < 3; i++)
+    for (unsigned j = 0; j < 3; j++)
+      if (i != j) raft_fixture_desaturate(&c.f, i, j);
+  raft_fixture_set_disk_latency(&c.f, 1, 10);
+  raft_fixture_set_network_latency(&c.f, 2, 10);
+  settle(&c);
+  check_no_fork(&c, 10);
+  stop(&c);
+}
+
 /* Entries read back from Raft's segment files may carry padding after the bytes written. */
 static void test_padded_entry(void **state) {
   (void)state;
@@ -379,6 +407,7 @@ int main(void) {
       cmocka_unit_test(test_partitions),
       cmocka_unit_test(test_restart_from_snapshot),
       cmocka_unit_test(test_random_faults),
+      cmocka_unit_test(test_slow_disk_and_lossy_links),
       cmocka_unit_test(test_padded_entry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

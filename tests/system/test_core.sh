@@ -36,7 +36,6 @@ repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
 admin() { echo 127.0.0.1:$((base + $1 * 10 + 3)); }
 
 "$KL" devpki -o "$T/pki" --email core-test@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
-members="1/$(raft 1)/$(internal 1)/$(repl 1),2/$(raft 2)/$(internal 2)/$(repl 2),3/$(raft 3)/$(internal 3)/$(repl 3)"
 genesis=$(($(date +%s) - 2))
 for i in 1 2 3; do
   cat >"$T/core$i.conf" <<CONF
@@ -44,7 +43,9 @@ for i in 1 2 3; do
 id = $i
 data_dir = $T/data$i
 [cluster]
-members = $members
+member1 = $(raft 1) $(internal 1) $(repl 1)
+member2 = $(raft 2) $(internal 2) $(repl 2)
+member3 = $(raft 3) $(internal 3) $(repl 3)
 [server]
 admin_listen = $(admin $i)
 [calendar]
