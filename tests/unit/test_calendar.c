@@ -18,16 +18,13 @@ static char dir[256];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof dir, "/tmp/kl-cal-XXXXXX");
-  assert_non_null(mkdtemp(dir));
+  tu_mkdtemp("cal", dir, sizeof dir);
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmrf(dir);
 }
 
 /* ---- reference ---- */

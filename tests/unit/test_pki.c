@@ -17,16 +17,13 @@ static char dir[256];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof dir, "/tmp/kl-pki-XXXXXX");
-  assert_non_null(mkdtemp(dir));
+  tu_mkdtemp("pki", dir, sizeof dir);
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmrf(dir);
 }
 
 static uint8_t *read_all(const char *path, size_t *len) {

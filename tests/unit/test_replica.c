@@ -11,18 +11,14 @@ static char core_dir[256], rep_dir[256];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(core_dir, sizeof core_dir, "/tmp/kl-core-XXXXXX");
-  snprintf(rep_dir, sizeof rep_dir, "/tmp/kl-rep-XXXXXX");
-  assert_non_null(mkdtemp(core_dir));
-  assert_non_null(mkdtemp(rep_dir));
+  tu_mkdtemp("core", core_dir, sizeof core_dir);
+  tu_mkdtemp("rep", rep_dir, sizeof rep_dir);
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", core_dir, rep_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tu_rmrf(core_dir) | tu_rmrf(rep_dir);
 }
 
 static void test_frames(void **state) {

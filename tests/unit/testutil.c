@@ -38,3 +38,15 @@ uint8_t *tu_hex(const char *hex, size_t *len) {
   *len = (size_t)n;
   return out;
 }
+
+void tu_mkdtemp(const char *name, char *buf, size_t cap) {
+  snprintf(buf, cap, "/tmp/kl-%s-XXXXXX", name);
+  if (mkdtemp(buf) == NULL) fail_msg("mkdtemp %s failed", buf);
+}
+
+int tu_rmrf(const char *dir) {
+  char cmd[600];
+  if (strncmp(dir, "/tmp/kl-", 8) != 0 || strchr(dir, '\'') != NULL) return -1; /* only our own */
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
