@@ -1,0 +1,170 @@
+/* The round engine: requests, limits, the tree, the parent's answer fanned out. */
+#include "keyless/round.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/chains.h"
+#include "keyless/pdu.h"
+#include "keyless/sig.h"
+#include "keyless/tlv.h"
+#include "keyless/tree.h"
+
+typedef struct req {
+  kl_imprint_t hash;
+  unsigned level;
+  char client[64];
+  uint8_t *meta;
+  size_t meta_len;
+} req_t;
+
+struct kl_round {
+  kl_round_config_t cfg;
+  req_t *reqs;
+  size_t n, cap;
+  kl_tree_t *tree;
+  bool closed;
+};
+
+int kl_metadata_encode(const kl_round_identity_t *id, kl_buf_t *out, kl_err_t *e) {
+  kl_buf_t kids = KL_BUF_INIT;
+  if (id == NULL || id->client_id == NULL || id->client_id[0] == '\0')
+    return kl_err_set(e, KL_EINVAL, "metadata needs a client id");
+  kl_tlv_put_str(&kids, 0x01, 0, id->client_id);
+  if (id->machine_id) kl_tlv_put_str(&kids, 0x02, 0, id->machine_id);
+  if (id->has_seq) kl_tlv_put_uint(&kids, 0x03, 0, id->seq);
+  if (id->has_req_time) kl_tlv_put_uint(&kids, 0x04, 0, id->req_time_us);
+  int r = kl_buf_check(&kids, e);
+  if (r == 0) {
+    /* 7E 01 01 (3 bytes) or 7E 02 01 01 (4 bytes): whichever makes the whole value even. */
+    static const uint8_t pad1[] = {0x7E, 0x01, 0x01}, pad2[] = {0x7E, 0x02, 0x01, 0x01};
+    if ((kids.len + 3) % 2 == 0) kl_buf_put(out, pad1, 3);
+    else kl_buf_put(out, pad2, 4);
+    kl_buf_put(out, kids.p, kids.len);
+    r = kl_buf_check(out, e);
+  }
+  kl_buf_free(&kids);
+  return r;
+}
+
+/* The metadata step adds one level and a full round's tree at most ceil(log2(max_requests)): a
+ * request above this could push the round past max_level and fail everyone's signatures. */
+unsigned kl_round_max_request_level(const kl_round_config_t *cfg) {
+  unsigned depth = 0;
+  for (size_t n = 1; n < (cfg->max_requests ? cfg->max_requests : 1); n *= 2) depth++;
+  unsigned max = cfg->max_level > 255 ? 255 : cfg->max_level;
+  return max >= depth + 1 ? max - depth - 1 : 0;
+}
+
+int kl_round_create(const kl_round_config_t *cfg, kl_round_t **out, kl_err_t *e) {
+  if (!kl_hash_trusted(cfg->algorithm)) return kl_err_set(e, KL_EHASHALG, "round: algorithm not usable");
+  kl_round_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  r->cfg = *cfg;
+  if (r->cfg.max_level > 255) r->cfg.max_level = 255;
+  *out = r;
+  return 0;
+}
+
+void kl_round_free(kl_round_t *r) {
+  if (r == NULL) return;
+  for (size_t i = 0; i < r->n; i++) free(r->reqs[i].meta);
+  free(r->reqs);
+  kl_tree_free(r->tree);
+  free(r);
+}
+
+size_t kl_round_size(const kl_round_t *r) { return r->n; }
+
+int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who, size_t *slot,
+                 uint64_t *status, kl_err_t *e) {
+  *status = KL_STATUS_INVALID_REQUEST;
+  if (r->closed) return kl_err_set(e, KL_ESTATE, "the round is closed");
+  if (!kl_hash_known(hash->alg) || hash->len != kl_hash_digest_len(hash->alg)) {
+    *status = KL_STATUS_INVALID_PAYLOAD;
+    return kl_err_set(e, KL_EINVAL, "request hash is not a valid imprint");
+  }
+  if (level > kl_round_max_request_level(&r->cfg)) {
+    *status = KL_STATUS_AGGR_REQUEST_TOO_LARGE;
+    return kl_err_set(e, KL_ERANGE, "request level %u exceeds %u: the round's tree needs the levels above it", level,
+                      kl_round_max_request_level(&r->cfg));
+  }
+  if (r->cfg.max_requests && r->n >= r->cfg.max_requests) {
+    *status = KL_STATUS_AGGR_TOO_MANY_REQUESTS;
+    return kl_err_set(e, KL_ERANGE, "the round is full (%zu requests)", r->n);
+  }
+  if (r->cfg.per_client) {
+    size_t mine = 0;
+    for (size_t i = 0; i < r->n; i++) mine += strcmp(r->reqs[i].client, who->client_id) == 0;
+    if (mine >= r->cfg.per_client) {
+      *status = KL_STATUS_AGGR_OVER_QUOTA;
+      return kl_err_set(e, KL_ERANGE, "client %s is over its quota of %zu per round", who->client_id, r->cfg.per_client);
+    }
+  }
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 64;
+    req_t *n = realloc(r->reqs, cap * sizeof *n);
+    if (n == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+    r->reqs = n;
+    r->cap = cap;
+  }
+  kl_buf_t meta = KL_BUF_INIT;
+  int rc = kl_metadata_encode(who, &meta, e);
+  if (rc) {
+    kl_buf_free(&meta);
+    return rc;
+  }
+  req_t *q = &r->reqs[r->n];
+  memset(q, 0, sizeof *q);
+  q->hash = *hash;
+  q->level = level;
+  snprintf(q->client, sizeof q->client, "%s", who->client_id);
+  q->meta = kl_buf_steal(&meta, &q->meta_len);
+  *slot = r->n++;
+  *status = 0;
+  return 0;
+}
+
+int kl_round_close(kl_round_t *r, kl_imprint_t *root, unsigned *level, kl_err_t *e) {
+  if (r->closed || r->n == 0) return kl_err_set(e, KL_ESTATE, r->closed ? "the round is already closed" : "the round is empty");
+  kl_tree_leaf_t *leaves = calloc(r->n, sizeof *leaves);
+  if (leaves == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  for (size_t i = 0; i < r->n; i++) {
+    leaves[i].hash = r->reqs[i].hash;
+    leaves[i].level = (uint8_t)r->reqs[i].level;
+    leaves[i].meta = r->reqs[i].meta;
+    leaves[i].meta_len = r->reqs[i].meta_len;
+  }
+  int rc = kl_tree_build(leaves, r->n, r->cfg.algorithm, r->cfg.max_level, &r->tree, e);
+  free(leaves);
+  if (rc) return rc;
+  r->closed = true;
+  *root = *kl_tree_root(r->tree);
+  *level = kl_tree_root_level(r->tree);
+  return 0;
+}
+
+int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
+                    kl_err_t *e) {
+  kl_tlv_t t;
+  kl_arena_t a = KL_ARENA_INIT;
+  kl_aggr_chain_t top;
+  int rc;
+  if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
+  if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
+  if ((rc = kl_tlv_parse_one(p->parts[0], p->lens[0], &t, e))) return kl_err_wrap(e, "parent's answer");
+  if (t.type != KL_T_AGGR_CHAIN) return kl_err_set(e, KL_EFORMAT, "the parent's answer does not start with an 0x801");
+  if ((rc = kl_aggr_chain_decode(&t, p->parts[0], &a, &top, e))) return kl_err_wrap(e, "parent's chain");
+  if (!kl_imprint_eq(&top.input, kl_tree_root(r->tree)) || top.aggr_time != aggr_time) {
+    kl_arena_free(&a);
+    return kl_err_set(e, KL_EFORMAT, "the parent's chain is not for this round's root and time");
+  }
+  size_t mark = out->len;
+  rc = kl_tree_chain(r->tree, slot, aggr_time, top.index, top.n_index, out, e);
+  kl_arena_free(&a);
+  if (rc) return rc;
+  for (size_t i = 0; i < p->n; i++) kl_buf_put(out, p->parts[i], p->lens[i]);
+  if ((rc = kl_buf_check(out, e))) out->len = mark;
+  return rc;
+}

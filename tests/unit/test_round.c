@@ -1,0 +1,128 @@
+/* The round engine: limits with their KSI statuses, identities in metadata links that pass
+ * INT-11, and answers that make signatures verifying internally once the parent answered. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyless/pdu.h"
+#include "keyless/round.h"
+#include "keyless/sig.h"
+#include "keyless/tree.h"
+#include "keyless/verify.h"
+#include "testutil.h"
+
+static kl_imprint_t doc(int i) {
+  kl_imprint_t x;
+  kl_hash(KL_HASH_SHA256, &i, sizeof i, &x, NULL);
+  return x;
+}
+
+static void test_metadata_padding(void **state) {
+  (void)state;
+  for (int len = 1; len < 12; len++) {
+    char client[16];
+    memset(client, 'a', (size_t)len);
+    client[len] = '\0';
+    kl_round_identity_t who = {client, len % 2 ? "m1" : NULL, len % 3 == 0, len % 4 == 0, 7, 1700000000000000ull};
+    kl_buf_t b = KL_BUF_INIT;
+    assert_int_equal(kl_metadata_encode(&who, &b, NULL), 0);
+    assert_int_equal(b.len % 2, 0);
+    assert_int_equal(b.p[0], 0x7E);
+    kl_buf_free(&b);
+  }
+  kl_round_identity_t none = {NULL, NULL, false, false, 0, 0};
+  kl_buf_t b = KL_BUF_INIT;
+  assert_int_equal(kl_metadata_encode(&none, &b, NULL), KL_EINVAL);
+  kl_buf_free(&b);
+}
+
+static void test_limits(void **state) {
+  (void)state;
+  kl_round_config_t cfg = {KL_HASH_SHA256, 20, 4, 2};
+  kl_round_t *r;
+  size_t slot;
+  uint64_t st;
+  kl_round_identity_t a = {"alice", NULL, false, false, 0, 0}, b = {"bob", NULL, false, false, 0, 0};
+  assert_int_equal(kl_round_create(&cfg, &r, NULL), 0);
+  kl_imprint_t h = doc(1);
+  assert_int_equal(kl_round_add(r, &h, 0, &a, &slot, &st, NULL), 0);
+  assert_int_equal(kl_round_add(r, &h, 0, &a, &slot, &st, NULL), 0);
+  assert_int_not_equal(kl_round_add(r, &h, 0, &a, &slot, &st, NULL), 0);
+  assert_int_equal(st, KL_STATUS_AGGR_OVER_QUOTA);
+  assert_int_equal(kl_round_max_request_level(&cfg), 17); /* 20 - metadata - log2(4) */
+  assert_int_not_equal(kl_round_add(r, &h, 18, &b, &slot, &st, NULL), 0); /* could push the round over 20 */
+  assert_int_equal(st, KL_STATUS_AGGR_REQUEST_TOO_LARGE);
+  assert_int_equal(kl_round_add(r, &h, 3, &b, &slot, &st, NULL), 0);
+  assert_int_equal(kl_round_add(r, &h, 0, &b, &slot, &st, NULL), 0);
+  assert_int_not_equal(kl_round_add(r, &h, 0, &b, &slot, &st, NULL), 0);
+  assert_int_equal(st, KL_STATUS_AGGR_TOO_MANY_REQUESTS);
+  kl_imprint_t bad = h;
+  bad.len = 3;
+  assert_int_not_equal(kl_round_add(r, &bad, 0, &b, &slot, &st, NULL), 0);
+  assert_int_equal(st, KL_STATUS_INVALID_PAYLOAD);
+  kl_imprint_t root;
+  unsigned level;
+  assert_int_equal(kl_round_close(r, &root, &level, NULL), 0);
+  assert_int_equal(kl_round_add(r, &h, 0, &a, &slot, &st, NULL), KL_ESTATE);
+  assert_int_equal(kl_round_close(r, &root, &level, NULL), KL_ESTATE);
+  kl_round_free(r);
+}
+
+/* A gateway round under a parent tier: every request's answer is a signature that verifies. */
+static void test_two_tiers(void **state) {
+  (void)state;
+  const uint64_t T = 1760000000;
+  kl_round_config_t cfg = {KL_HASH_SHA256, 255, 1000, 0};
+  kl_round_t *gw;
+  kl_imprint_t docs[6], root;
+  unsigned level;
+  size_t slots[6];
+  uint64_t st;
+  assert_int_equal(kl_round_create(&cfg, &gw, NULL), 0);
+  for (int i = 0; i < 6; i++) {
+    kl_round_identity_t who = {i % 2 ? "alice" : "bob", "gw-1", true, true, (uint64_t)i, T * 1000000 + (uint64_t)i};
+    docs[i] = doc(i);
+    assert_int_equal(kl_round_add(gw, &docs[i], 0, &who, &slots[i], &st, NULL), 0);
+  }
+  assert_int_equal(kl_round_close(gw, &root, &level, NULL), 0);
+  /* The parent: a tree over three children's roots, ours in the middle. */
+  kl_tree_leaf_t top[3] = {{doc(100), 4, NULL, 0}, {root, (uint8_t)level, NULL, 0}, {doc(101), 9, NULL, 0}};
+  kl_tree_t *pt;
+  assert_int_equal(kl_tree_build(top, 3, KL_HASH_SHA512, 255, &pt, NULL), 0);
+  kl_buf_t pchain = KL_BUF_INIT;
+  assert_int_equal(kl_tree_chain(pt, 1, T, NULL, 0, &pchain, NULL), 0);
+  const uint8_t *parts[1] = {pchain.p};
+  size_t lens[1] = {pchain.len};
+  kl_round_parent_t parent = {parts, lens, 1};
+  for (int i = 0; i < 6; i++) {
+    kl_buf_t b = KL_BUF_INIT;
+    kl_err_t e = {0};
+    size_t m = kl_tlv_open(&b);
+    if (kl_round_answer(gw, &parent, T, slots[i], &b, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(kl_tlv_close(&b, m, KL_T_SIGNATURE, 0), 0);
+    kl_sig_t *sig;
+    if (kl_sig_parse(b.p, b.len, &sig, &e)) fail_msg("%s", e.msg);
+    kl_verify_opts_t o = {0};
+    o.doc_hash = &docs[i];
+    kl_verify_result_t res;
+    kl_verify(sig, KL_POLICY_INTERNAL, &o, &res);
+    if (res.verdict != KL_VER_OK) fail_msg("request %d: %s %s", i, kl_vcode_str(res.code), res.message);
+    assert_string_equal(sig->chains[0].links[0].meta.client_id, i % 2 ? "alice" : "bob");
+    assert_string_equal(sig->chains[0].links[0].meta.machine_id, "gw-1");
+    kl_sig_free(sig);
+    kl_buf_free(&b);
+  }
+  /* An answer for another round is refused. */
+  kl_round_parent_t wrong = {parts, lens, 1};
+  kl_buf_t b = KL_BUF_INIT;
+  assert_int_equal(kl_round_answer(gw, &wrong, T + 1, slots[0], &b, NULL), KL_EFORMAT);
+  kl_buf_free(&b);
+  kl_buf_free(&pchain);
+  kl_tree_free(pt);
+  kl_round_free(gw);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_metadata_padding), cmocka_unit_test(test_limits),
+                                     cmocka_unit_test(test_two_tiers)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
