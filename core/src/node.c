@@ -42,14 +42,14 @@ static void on_barrier(struct raft_barrier *req, int status) {
 typedef struct proposal {
   struct raft_apply req;
   core_t *c;
-  uint64_t second, start_ms;
+  uint64_t second, start_ns;
 } proposal_t;
 
 static void on_applied(struct raft_apply *req, int status, void *result) {
   proposal_t *p = (proposal_t *)req;
   (void)result;
   p->c->inflight--;
-  if (status == 0) kl_metric_observe(p->c->m_commit_latency, (double)(core_now_ms() - p->start_ms) / 1000.0);
+  if (status == 0) kl_metric_observe(p->c->m_commit_latency, (double)(uv_hrtime() - p->start_ns) / 1e9);
   else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
   free(p);
 }
@@ -76,7 +76,7 @@ static void propose(core_t *c, uint64_t second, bool always) {
   free(leaves);
   p->c = c;
   p->second = second;
-  p->start_ms = core_now_ms();
+  p->start_ns = uv_hrtime();
   int rc = raft_apply(&c->raft, &p->req, &buf, 1, on_applied);
   if (rc != 0) {
     raft_free(buf.base);
@@ -94,9 +94,18 @@ static void propose(core_t *c, uint64_t second, bool always) {
 static void check_clock(core_t *c) {
   int64_t off[KL_CORE_MAX_MEMBERS + 1];
   size_t n = 0;
+  bool lagging = c->max_lag_ms > 200; /* our own loop was late: receipt times say nothing */
+  c->max_lag_ms = 0;
+  if (lagging) return;
   off[n++] = 0;
-  for (size_t i = 0; i < c->n_peers; i++)
-    if (c->peers[i].heard) off[n++] = c->peers[i].offset_ms;
+  for (size_t i = 0; i < c->n_peers; i++) {
+    const core_peer_t *p = &c->peers[i];
+    if (!p->heard || p->n_samples == 0) continue;
+    int64_t best = p->samples[0];
+    for (unsigned k = 1; k < p->n_samples; k++)
+      if (p->samples[k] > best) best = p->samples[k];
+    off[n++] = best;
+  }
   for (size_t i = 1; i < n; i++)
     for (size_t j = i; j > 0 && off[j - 1] > off[j]; j--) {
       int64_t t = off[j];
@@ -153,6 +162,9 @@ static void on_transferred(struct raft_transfer *req) {
 static void on_tick(uv_timer_t *t) {
   core_t *c = t->data;
   uint64_t now = core_now_ms();
+  if (c->last_tick_ms && now - c->last_tick_ms > 20 && now - c->last_tick_ms - 20 > c->max_lag_ms)
+    c->max_lag_ms = now - c->last_tick_ms - 20;
+  c->last_tick_ms = now;
   if (now - c->last_heartbeat_ms >= 500) {
     c->last_heartbeat_ms = now;
     core_send_heartbeats(c);
@@ -263,6 +275,7 @@ static int start_servers(core_t *c, kl_err_t *e) {
   kl_net_limits_default(&lim);
   lim.max_body = 1u << 16;
   lim.max_inflight = 1024;
+  lim.max_connections = (unsigned)c->cfg->max_connections;
   if ((r = kl_tlv_server_create(c->loop, &lim, "internal", core_on_internal, c, &c->internal, e))) return r;
   kl_tlv_server_set_framing(c->internal, KL_FRAMING_U32);
   if ((r = kl_tlv_server_listen(c->internal, self->internal_addr, e))) return r;

@@ -41,6 +41,7 @@ typedef struct core_config {
   int64_t snapshot_threshold, snapshot_trailing;
   uint64_t max_skew_ms;
   int64_t max_pending;
+  int64_t max_connections;
   /* derived */
   core_member_t m[KL_CORE_MAX_MEMBERS];
   size_t n_members;
@@ -51,10 +52,15 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e);
 void core_config_free(core_config_t *cfg);
 const core_member_t *core_member(const core_config_t *cfg, uint64_t id);
 
+#define CORE_SKEW_SAMPLES 8
+
 typedef struct core_peer {
   uint64_t id;
   kl_frame_client_t *link;
-  int64_t offset_ms; /* their clock minus ours, from heartbeats */
+  /* Their clock minus ours at receipt, last few heartbeats. A late receipt (network, or our own
+   * busy loop) only makes a sample smaller, so the largest is the best estimate. */
+  int64_t samples[CORE_SKEW_SAMPLES];
+  unsigned n_samples, next_sample;
   bool heard;
 } core_peer_t;
 
@@ -83,7 +89,7 @@ typedef struct core {
   unsigned inflight;      /* proposals not yet applied */
   bool clock_ok, transferring;
   struct raft_transfer transfer;
-  uint64_t last_heartbeat_ms;
+  uint64_t last_heartbeat_ms, last_tick_ms, max_lag_ms; /* loop lag since the last clock check */
   /* round cache for answers */
   uint64_t cache_second;
   kl_buf_t cache_chain, cache_auth;
@@ -101,7 +107,7 @@ typedef struct core {
   /* metrics */
   kl_metrics_t *metrics;
   kl_metric_t *m_requests, *m_answered_ok, *m_answered_retry, *m_rejected, *m_rounds, *m_round_leaves,
-      *m_commit_latency, *m_forwards, *m_proposals;
+      *m_commit_latency, *m_forwards, *m_forwards_failed, *m_proposals;
 } core_t;
 
 int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e);

@@ -160,13 +160,15 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   c->m_rejected = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", rej);
   c->m_rounds = kl_metrics_counter(m, "keyless_core_rounds_total", "seconds committed and applied", NULL);
   c->m_forwards = kl_metrics_counter(m, "keyless_core_forwards_total", "requests forwarded to the leader", NULL);
+  c->m_forwards_failed = kl_metrics_counter(m, "keyless_core_forwards_failed_total",
+                                            "requests not forwarded: no link to the leader (they get a retry answer)", NULL);
   c->m_proposals = kl_metrics_counter(m, "keyless_core_proposals_total", "round entries proposed as leader", NULL);
   static const double leaves_b[] = {0, 1, 10, 100, 1000, 10000, 100000};
   c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests", "requests per proposed round", NULL, leaves_b,
                                            sizeof leaves_b / sizeof leaves_b[0]);
   c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds", "proposal to apply on the leader", NULL,
                                              kl_metrics_latency_buckets, kl_metrics_latency_n);
-  if (!c->m_requests || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
+  if (!c->m_requests || !c->m_forwards_failed || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
       !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency)
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   if (c->cfg->admin_listen[0] == '\0') return 0;

@@ -108,6 +108,8 @@ void core_on_round(void *arg, const kl_core_round_t *round) {
   core_release_waiters(c, false);
 }
 
+/* Sends a request on to the leader. If the link is down the request stays held and is answered
+ * "retry" when its round commits without it; the counter shows how often that happens. */
 static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggregation__Request *rq) {
   raft_id leader;
   const char *addr;
@@ -127,10 +129,14 @@ static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggr
     size_t n = keyless__aggregation__message__get_packed_size(&m);
     if (n <= sizeof buf) {
       keyless__aggregation__message__pack(&m, buf);
-      if (kl_frame_client_send(c->peers[i].link, buf, n, NULL) == 0) kl_metric_inc(c->m_forwards);
+      if (kl_frame_client_send(c->peers[i].link, buf, n, NULL) == 0) {
+        kl_metric_inc(c->m_forwards);
+        return;
+      }
     }
-    return;
+    break;
   }
+  kl_metric_inc(c->m_forwards_failed);
 }
 
 static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Request *rq) {
@@ -184,8 +190,11 @@ void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void 
       int64_t off = (int64_t)m->heartbeat->wall_ms - (int64_t)core_now_ms();
       for (size_t i = 0; i < c->n_peers; i++)
         if (c->peers[i].id == m->heartbeat->node) {
-          c->peers[i].offset_ms = off;
-          c->peers[i].heard = true;
+          core_peer_t *p = &c->peers[i];
+          p->samples[p->next_sample] = off;
+          p->next_sample = (p->next_sample + 1) % CORE_SKEW_SAMPLES;
+          if (p->n_samples < CORE_SKEW_SAMPLES) p->n_samples++;
+          p->heard = true;
         }
       kl_tlv_respond(req, NULL, 0, false);
       break;

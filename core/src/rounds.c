@@ -15,6 +15,66 @@ typedef struct held {
   bool own;
 } held_t;
 
+/* A map from a 64-bit key to an index, open addressing, for the per-request lookups that would
+ * otherwise make a round of n requests cost n^2 (found by the core benchmark). */
+typedef struct idmap {
+  uint64_t *keys;
+  size_t *vals; /* index + 1; 0 = empty */
+  size_t cap, n;
+} idmap_t;
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  return x;
+}
+
+static void idmap_free(idmap_t *m) {
+  free(m->keys);
+  free(m->vals);
+  memset(m, 0, sizeof *m);
+}
+
+static bool idmap_put(idmap_t *m, uint64_t key, size_t val);
+
+static bool idmap_grow(idmap_t *m) {
+  idmap_t n = {0};
+  n.cap = m->cap ? m->cap * 2 : 256;
+  n.keys = calloc(n.cap, sizeof *n.keys);
+  n.vals = calloc(n.cap, sizeof *n.vals);
+  if (n.keys == NULL || n.vals == NULL) {
+    idmap_free(&n);
+    return false;
+  }
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->vals[i]) idmap_put(&n, m->keys[i], m->vals[i] - 1);
+  idmap_free(m);
+  *m = n;
+  return true;
+}
+
+static bool idmap_put(idmap_t *m, uint64_t key, size_t val) {
+  if ((m->n + 1) * 2 > m->cap && !idmap_grow(m)) return false;
+  for (size_t i = mix(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    if (m->vals[i] == 0 || m->keys[i] == key) {
+      if (m->vals[i] == 0) m->n++;
+      m->keys[i] = key;
+      m->vals[i] = val + 1;
+      return true;
+    }
+  }
+}
+
+static size_t idmap_get(const idmap_t *m, uint64_t key) {
+  if (m->cap == 0) return SIZE_MAX;
+  for (size_t i = mix(key) & (m->cap - 1); m->vals[i]; i = (i + 1) & (m->cap - 1))
+    if (m->keys[i] == key) return m->vals[i] - 1;
+  return SIZE_MAX;
+}
+
+static uint64_t fwd_key(uint64_t origin, uint64_t id) { return origin * 0x9E3779B97F4A7C15ull ^ id; }
+
 struct kl_core_rounds {
   uint64_t self, next_id;
   uint64_t closed; /* the last second this node collected as leader: later arrivals go after it */
@@ -24,6 +84,7 @@ struct kl_core_rounds {
   void *arg;
   held_t *h;
   size_t n, cap;
+  idmap_t forwards; /* (origin, id) of forwards held, for duplicates */
 };
 
 int kl_core_rounds_create(uint64_t self, int algorithm, unsigned max_level, kl_core_answer_cb cb, void *arg,
@@ -42,6 +103,7 @@ int kl_core_rounds_create(uint64_t self, int algorithm, unsigned max_level, kl_c
 
 void kl_core_rounds_destroy(kl_core_rounds_t *r) {
   if (r == NULL) return;
+  idmap_free(&r->forwards);
   free(r->h);
   free(r);
 }
@@ -84,8 +146,9 @@ int kl_core_rounds_add(kl_core_rounds_t *r, uint64_t second, const kl_imprint_t 
 int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t second, uint64_t origin, uint64_t id,
                                const kl_imprint_t *imprint, unsigned level, kl_err_t *e) {
   if (level > r->max_level) return kl_err_set(e, KL_ERANGE, "forwarded request level %u exceeds %u", level, r->max_level);
-  for (size_t i = 0; i < r->n; i++)
-    if (r->h[i].origin == origin && r->h[i].id == id) return 0;
+  uint64_t key = fwd_key(origin, id);
+  size_t at = idmap_get(&r->forwards, key);
+  if (at != SIZE_MAX && at < r->n && r->h[at].origin == origin && r->h[at].id == id) return 0; /* a duplicate */
   held_t *x = push(r, e);
   if (x == NULL) return KL_ENOMEM;
   x->second = second > r->closed ? second : r->closed + 1; /* late: into the next open round */
@@ -93,6 +156,7 @@ int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t second, uint64_t or
   x->id = id;
   x->imprint = *imprint;
   x->level = level;
+  idmap_put(&r->forwards, key, r->n - 1); /* on failure duplicates merely go undetected */
   return 0;
 }
 
@@ -160,6 +224,10 @@ int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, 
                       (unsigned long long)round->second);
     }
   }
+  /* This node's leaves in the round, by request id. */
+  idmap_t mine = {0};
+  for (size_t k = 0; k < round->n_leaves; k++)
+    if (round->leaves[k].origin == r->self) idmap_put(&mine, round->leaves[k].request_id, k);
   /* Answer and forget everything held for this second and before. */
   size_t keep = 0;
   kl_buf_t chain = KL_BUF_INIT;
@@ -167,9 +235,7 @@ int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, 
     held_t x = r->h[i];
     size_t found = SIZE_MAX;
     /* The leader may have placed a late request in a later round than the one it was sent for. */
-    if (x.own)
-      for (size_t k = 0; k < round->n_leaves && found == SIZE_MAX; k++)
-        if (round->leaves[k].origin == r->self && round->leaves[k].request_id == x.id) found = k;
+    if (x.own) found = idmap_get(&mine, x.id);
     /* Not in this round: wait one more (the leader moves late arrivals into the next round). */
     if (found == SIZE_MAX && x.second + 1 > round->second) {
       r->h[keep++] = x;
@@ -190,6 +256,11 @@ int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, 
     }
   }
   r->n = keep;
+  /* Indexes moved: rebuild the forwards' map from what is still held. */
+  idmap_free(&r->forwards);
+  for (size_t i = 0; i < r->n; i++)
+    if (!r->h[i].own) idmap_put(&r->forwards, fwd_key(r->h[i].origin, r->h[i].id), i);
+  idmap_free(&mine);
   kl_buf_free(&chain);
   kl_tree_free(t);
   return rc;

@@ -296,6 +296,10 @@ void kl__conn_settle(kl__conn_t *c) {
   c->timer_idle = idle;
 }
 
+void kl__conn_touch(kl__conn_t *c) {
+  if (c->state == KL__C_OPEN && c->timer_idle) uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+}
+
 void kl__conn_pause(kl__conn_t *c, unsigned bit) {
   c->pause |= bit;
   kl__conn_settle(c);

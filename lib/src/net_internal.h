@@ -97,6 +97,9 @@ void kl__conn_end(kl__conn_t *c);
 /* Immediate close. */
 void kl__conn_close(kl__conn_t *c);
 void kl__conn_pause(kl__conn_t *c, unsigned bit);
+/* A whole request arrived: the connection is in use, so its idle timer starts over (a peer that
+ * only sends, such as a member's heartbeats and forwards, is not idle). */
+void kl__conn_touch(kl__conn_t *c);
 /* Clears the bit and, when the protocol can take input again, schedules the backlog. */
 void kl__conn_unpause(kl__conn_t *c, unsigned bit);
 /* Re-evaluates reading, the idle timer, the backlog and ending after a state change. */

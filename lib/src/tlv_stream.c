@@ -133,6 +133,7 @@ static void deliver(tconn_t *tc) {
   tc->tail = r;
   tc->inflight++;
   c->srv->stats.requests++;
+  kl__conn_touch(c);
   if (tc->inflight >= c->srv->lim.max_inflight) kl__conn_pause(c, KL__PAUSE_BUSY);
   tc->s->fn(r, r->frame, r->frame_len, tc->s->arg);
 }
