@@ -111,28 +111,10 @@ static uint64_t rand_in(uint64_t *s, uint64_t lo, uint64_t hi) { return lo + spl
 
 /* ---- addresses ---- */
 
-/* "127.0.0.1:8010" or "[::1]:8010"; loopback only. */
+/* "127.0.0.1:8010" or "[::1]:8010"; loopback only (bench_util). */
 static void parse_addr(const char *s, struct sockaddr_storage *out) {
-  char host[64];
-  const char *colon = strrchr(s, ':');
-  if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof host) die(s, "expected HOST:PORT");
-  size_t hl = (size_t)(colon - s);
-  memcpy(host, s, hl);
-  host[hl] = '\0';
-  char *end = NULL;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end != '\0' || port < 1 || port > 65535) die(s, "bad port");
-  memset(out, 0, sizeof *out);
-  if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-    host[hl - 1] = '\0';
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
-    if (uv_ip6_addr(host + 1, (int)port, a) != 0) die(s, "bad IPv6 address");
-    if (!IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)) die(s, "not a loopback address (only ::1 and 127.0.0.0/8)");
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)out;
-    if (uv_ip4_addr(host, (int)port, a) != 0) die(s, "bad IPv4 address (names are not resolved)");
-    if ((ntohl(a->sin_addr.s_addr) >> 24) != 127) die(s, "not a loopback address (only ::1 and 127.0.0.0/8)");
-  }
+  const char *why = kb_parse_loopback(s, out);
+  if (why != NULL) die(s, why);
 }
 
 /* ---- requests ---- */

@@ -1,6 +1,12 @@
 /* keyless benchmarks: shared helpers (see bench_util.h). */
 #include "bench_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
 #include <errno.h>
 #include <math.h>
 #include <openssl/crypto.h>
@@ -65,4 +71,32 @@ const char *kb_fmt_rate(double v, char *buf, unsigned long cap) {
   else
     snprintf(buf, cap, "%.1f ", v);
   return buf;
+}
+
+const char *kb_parse_loopback(const char *s, struct sockaddr_storage *out) {
+  char host[64];
+  const char *colon = strrchr(s, ':');
+  if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof host) return "expected HOST:PORT";
+  size_t hl = (size_t)(colon - s);
+  memcpy(host, s, hl);
+  host[hl] = '\0';
+  char *end = NULL;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end != '\0' || port < 1 || port > 65535) return "bad port";
+  memset(out, 0, sizeof *out);
+  if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+    host[hl - 1] = '\0';
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1) return "bad IPv6 address";
+    if (!IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)) return "not a loopback address (only ::1 and 127.0.0.0/8)";
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)out;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return "bad IPv4 address (names are not resolved)";
+    if ((ntohl(a->sin_addr.s_addr) >> 24) != 127) return "not a loopback address (only ::1 and 127.0.0.0/8)";
+  }
+  return NULL;
 }

@@ -19,6 +19,11 @@ bool kb_parse_count(const char *s, uint64_t *out);
  * build. */
 void kb_print_header(const char *prog);
 
+struct sockaddr_storage;
+/* "127.0.0.1:8010" or "[::1]:8010" into out; benchmarks only ever target loopback, so any other
+ * address is refused. NULL on success, else what is wrong. */
+const char *kb_parse_loopback(const char *s, struct sockaddr_storage *out);
+
 /* "12.34 M", "567.8 k" style formatting of a rate into buf (at least 32 bytes). */
 const char *kb_fmt_rate(double per_sec, char *buf, unsigned long cap);
 
