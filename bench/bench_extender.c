@@ -331,7 +331,7 @@ static double proc_cpu(long pid) {
   fclose(f);
   buf[n] = '\0';
   const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  unsigned long long ut, st;
+  unsigned long long ut = 0, st = 0;
   /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
   if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
     die(path, "unexpected format");
