@@ -31,31 +31,12 @@ SAMPLE="$(dirname "$(abs "$0")")/../../deploy/extender.conf"
 [ -f "$SAMPLE" ] || { echo "$0: $SAMPLE not found" >&2; exit 2; }
 for t in curl xxd; do command -v "$t" >/dev/null || { echo "$0: $t is needed" >&2; exit 2; }; done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-e2e.XXXXXX") || exit 2
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-cd "$TMP" || exit 2
-
-PASSED=0
-FAILED=0
-pass() { echo "ok - $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "not ok - $1: expected $2 got $3"; FAILED=$((FAILED + 1)); }
+. "$(dirname "$0")/harness.sh" e2e
 # bail WHAT: a step the rest depends on failed; stop with the summary line.
 bail() {
   echo "not ok - $1"
   echo "$PASSED passed, $((FAILED + 1)) failed"
   exit 1
-}
-short() { printf '%s' "$1" | head -n 4 | tr '\n' ' ' | cut -c1-400; }
-# check NAME EXPECTED ACTUAL
-check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "'$2'" "'$(short "$3")'"; fi; }
-# check_has NAME NEEDLE HAYSTACK
-check_has() {
-  case "$3" in *"$2"*) pass "$1" ;; *) fail "$1" "to contain '$2'" "'$(short "$3")'" ;; esac
 }
 # run CMD...: runs a command, sets OUT (stdout and stderr) and RC.
 run() { OUT=$("$@" 2>&1); RC=$?; }

@@ -25,26 +25,7 @@ for b in "$EXT" "$KEYLESS" "$CLIENT"; do
 done
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-extender.XXXXXX") || exit 2
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-cd "$TMP" || exit 2
-
-PASSED=0
-FAILED=0
-pass() { echo "ok - $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "not ok - $1: expected $2 got $3"; FAILED=$((FAILED + 1)); }
-short() { printf '%s' "$1" | head -n 4 | tr '\n' ' ' | cut -c1-400; }
-# check NAME EXPECTED ACTUAL
-check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "'$2'" "'$(short "$3")'"; fi; }
-# check_has NAME NEEDLE HAYSTACK
-check_has() {
-  case "$3" in *"$2"*) pass "$1" ;; *) fail "$1" "to contain '$2'" "'$(short "$3")'" ;; esac
-}
+. "$(dirname "$0")/harness.sh" extender
 CURL=(curl -s --max-time 20)
 
 # ---- the calendar: seconds G .. G+30 with rounds, G+31 .. G+39 empty, G+40 with a round ----
