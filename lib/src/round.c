@@ -14,15 +14,23 @@
 typedef struct req {
   kl_imprint_t hash;
   unsigned level;
-  char client[64];
   uint8_t *meta;
   size_t meta_len;
 } req_t;
+
+/* Requests per client id in this round (open addressing, grown at half full): the per-client
+ * limit costs O(1) per request instead of a scan of the round. */
+typedef struct client_count {
+  char id[64];
+  size_t n;
+} client_count_t;
 
 struct kl_round {
   kl_round_config_t cfg;
   req_t *reqs;
   size_t n, cap;
+  client_count_t *clients;
+  size_t n_clients, cap_clients; /* cap: a power of two */
   kl_tree_t *tree;
   bool closed;
 };
@@ -71,11 +79,45 @@ void kl_round_free(kl_round_t *r) {
   if (r == NULL) return;
   for (size_t i = 0; i < r->n; i++) free(r->reqs[i].meta);
   free(r->reqs);
+  free(r->clients);
   kl_tree_free(r->tree);
   free(r);
 }
 
 size_t kl_round_size(const kl_round_t *r) { return r->n; }
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  while (*s) h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+  return h;
+}
+
+/* The slot of client id (cut to 63 bytes, as stored), created if absent; NULL out of memory. */
+static client_count_t *client_slot(kl_round_t *r, const char *id) {
+  char key[64];
+  snprintf(key, sizeof key, "%s", id);
+  if (2 * (r->n_clients + 1) > r->cap_clients) {
+    size_t cap = r->cap_clients ? r->cap_clients * 2 : 16;
+    client_count_t *t = calloc(cap, sizeof *t);
+    if (t == NULL) return NULL;
+    for (size_t i = 0; i < r->cap_clients; i++) {
+      if (r->clients[i].id[0] == '\0') continue;
+      size_t j = fnv1a(r->clients[i].id) & (cap - 1);
+      while (t[j].id[0]) j = (j + 1) & (cap - 1);
+      t[j] = r->clients[i];
+    }
+    free(r->clients);
+    r->clients = t;
+    r->cap_clients = cap;
+  }
+  size_t j = fnv1a(key) & (r->cap_clients - 1);
+  while (r->clients[j].id[0] && strcmp(r->clients[j].id, key) != 0) j = (j + 1) & (r->cap_clients - 1);
+  if (r->clients[j].id[0] == '\0') {
+    memcpy(r->clients[j].id, key, sizeof key);
+    r->n_clients++;
+  }
+  return &r->clients[j];
+}
 
 int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who, size_t *slot,
                  uint64_t *status, kl_err_t *e) {
@@ -94,10 +136,10 @@ int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const 
     *status = KL_STATUS_AGGR_TOO_MANY_REQUESTS;
     return kl_err_set(e, KL_ERANGE, "the round is full (%zu requests)", r->n);
   }
-  if (r->cfg.per_client) {
-    size_t mine = 0;
-    for (size_t i = 0; i < r->n; i++) mine += strcmp(r->reqs[i].client, who->client_id) == 0;
-    if (mine >= r->cfg.per_client) {
+  client_count_t *cc = NULL;
+  if (r->cfg.per_client && who && who->client_id && who->client_id[0]) {
+    if ((cc = client_slot(r, who->client_id)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+    if (cc->n >= r->cfg.per_client) {
       *status = KL_STATUS_AGGR_OVER_QUOTA;
       return kl_err_set(e, KL_ERANGE, "client %s is over its quota of %zu per round", who->client_id, r->cfg.per_client);
     }
@@ -119,8 +161,8 @@ int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const 
   memset(q, 0, sizeof *q);
   q->hash = *hash;
   q->level = level;
-  snprintf(q->client, sizeof q->client, "%s", who->client_id);
   q->meta = kl_buf_steal(&meta, &q->meta_len);
+  if (cc) cc->n++;
   *slot = r->n++;
   *status = 0;
   return 0;

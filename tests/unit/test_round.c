@@ -1,5 +1,6 @@
 /* The round engine: limits with their KSI statuses, identities in metadata links that pass
  * INT-11, and answers that make signatures verifying internally once the parent answered. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,31 @@ static void test_limits(void **state) {
 }
 
 /* A gateway round under a parent tier: every request's answer is a signature that verifies. */
+/* Many clients: the per-client counts survive the table growing. */
+static void test_many_clients(void **state) {
+  (void)state;
+  kl_round_config_t cfg = {KL_HASH_SHA256, 255, 100000, 2};
+  kl_round_t *r;
+  size_t slot;
+  uint64_t st;
+  assert_int_equal(kl_round_create(&cfg, &r, NULL), 0);
+  kl_imprint_t h = doc(2);
+  for (int pass = 0; pass < 3; pass++)
+    for (int c = 0; c < 300; c++) {
+      char id[16];
+      snprintf(id, sizeof id, "client-%d", c);
+      kl_round_identity_t who = {id, NULL, false, false, 0, 0};
+      int rc = kl_round_add(r, &h, 0, &who, &slot, &st, NULL);
+      if (pass < 2) assert_int_equal(rc, 0);
+      else {
+        assert_int_not_equal(rc, 0);
+        assert_int_equal(st, KL_STATUS_AGGR_OVER_QUOTA);
+      }
+    }
+  assert_int_equal(kl_round_size(r), 600);
+  kl_round_free(r);
+}
+
 static void test_two_tiers(void **state) {
   (void)state;
   const uint64_t T = 1760000000;
@@ -122,7 +148,7 @@ static void test_two_tiers(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_metadata_padding), cmocka_unit_test(test_limits),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_metadata_padding), cmocka_unit_test(test_limits), cmocka_unit_test(test_many_clients),
                                      cmocka_unit_test(test_two_tiers)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -136,6 +136,43 @@ KL_API bool kl_tlv_req_connected(const kl_tlv_req_t *r);
 KL_API void kl_tlv_respond(kl_tlv_req_t *r, const void *p, size_t len, bool close_after);
 KL_API void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close_after);
 
+/* ---------------- metrics shared by the daemons ----------------
+ *
+ * Registers one server's connection counters (keyless_net_*, labelled server=name) and, for
+ * HTTP, its responses by class. They are read at render time through nm->stats, which the
+ * daemon points at kl_*_server_stats() once the server exists and sets back to NULL before it
+ * closes the server. nm must outlive the registry. 0, or KL_ENOMEM. */
+typedef struct kl_net_metrics {
+  const kl_net_stats_t *stats;
+  struct kl_net_metrics_field {
+    struct kl_net_metrics *nm;
+    int field;
+  } f[8];
+} kl_net_metrics_t;
+struct kl_metrics;
+KL_API int kl_net_metrics_register(struct kl_metrics *m, kl_net_metrics_t *nm, const char *name, bool http);
+
+/* ---------------- configuration shared by the daemons ----------------
+ *
+ * The [server] listen addresses and the [limits] keys every KSI-facing daemon has (deploy/NAME.conf
+ * document them). A daemon's config struct holds a kl_net_settings_t; kl_net_cfg_keys() writes
+ * its keys into the daemon's key table with the daemon's default addresses. */
+typedef struct kl_net_settings {
+  char *http_listen, *tcp_listen, *admin_listen; /* "" = off */
+  uint64_t max_pdu_size, max_header_size, idle_timeout_ms, write_watermark, shutdown_timeout_ms;
+  int64_t max_connections, max_inflight, max_requests;
+} kl_net_settings_t;
+
+typedef struct kl_net_defaults {
+  const char *http, *tcp, *admin, *max_connections, *max_requests;
+} kl_net_defaults_t;
+
+#define KL_NET_N_KEYS 11
+/* Writes KL_NET_N_KEYS keys (a kl_cfg_key_t array) for settings at offset `at`. */
+KL_API void kl_net_cfg_keys(size_t at, const kl_net_defaults_t *d, void *keys);
+/* The server limits the settings give. */
+KL_API void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim);
+
 #ifdef __cplusplus
 }
 #endif

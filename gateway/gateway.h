@@ -1,0 +1,85 @@
+/* keyless-gateway: internal interfaces of the daemon.
+ *
+ *   gw_config.c   the configuration keys and their checks (deploy/gateway.conf documents them)
+ *   gw_service.c  one request PDU: parse, authenticate, submit to the tier, build the answer
+ *   gw_daemon.c   the servers, the tier, metrics and signals on a libuv loop
+ *   main.c        arguments and wiring
+ *
+ * Ownership: the daemon owns the tier, the users and the servers; a gw_pdu_t (one request PDU
+ * in progress) owns copies of everything it needs until it is answered, so a users reload or a
+ * closed connection never leaves it with a dangling pointer.
+ */
+#ifndef KL_GATEWAY_H
+#define KL_GATEWAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "keyless/config.h"
+#include "keyless/err.h"
+#include "keyless/metrics.h"
+#include "keyless/net.h"
+#include "keyless/pdu.h"
+#include "keyless/tier.h"
+#include "keyless/users.h"
+
+/* ---- configuration ---- */
+
+typedef struct gw_config {
+  kl_net_settings_t net; /* [server], [limits] */
+  kl_tier_settings_t tier; /* [round], [parents] */
+  char *users_file;      /* [auth] */
+} gw_config_t;
+
+int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e);
+void gw_config_free(gw_config_t *cfg);
+
+/* ---- the service ---- */
+
+typedef struct gateway gateway_t;
+typedef struct gw_pdu gw_pdu_t;
+
+enum { GW_HTTP = 0, GW_TCP = 1 };
+
+/* Why a PDU was answered as it was, for the log line and metrics. */
+typedef struct gw_outcome {
+  uint64_t status;     /* 0, or the PDU-level error status sent */
+  size_t n_requests;   /* aggregation requests in the PDU */
+  bool config;         /* the configuration was sent */
+  bool not_a_pdu;      /* not a KSI PDU at all: a stream should be closed */
+  char login[64];
+  char message[256];   /* why the PDU or its first refused request was refused */
+} gw_outcome_t;
+
+/* The daemon's side of a PDU: where the response goes. */
+typedef void (*gw_respond_fn)(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len,
+                              const gw_outcome_t *out, uint64_t t0);
+
+typedef struct gw_service {
+  kl_tier_t *tier;
+  const kl_users_t *users;
+  const char *machine_id;
+  uint64_t max_requests;  /* aggregation requests per PDU */
+  kl_pdu_config_t conf;   /* what a config request gets */
+  uint64_t seq;           /* metadata sequence numbers */
+  kl_metrics_t *m;
+  kl_metric_t *m_ok;      /* requests answered with a chain (the hot series) */
+} gw_service_t;
+
+/* Handles one request PDU: answers at once (errors, config only) or once the round of its
+ * requests is answered. respond is called exactly once, with a malloc'd PDU (the callee takes
+ * it) or NULL when not even an error PDU could be built. */
+void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const uint8_t *p, size_t n,
+               gw_respond_fn respond);
+/* The tier's done callback: ctx is a request slot of a gw_pdu_t. */
+void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
+
+/* ---- the daemon ---- */
+
+int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_err_t *e);
+void gateway_stop(gateway_t *gw);
+void gateway_free(gateway_t *gw);
+
+#endif

@@ -1,0 +1,46 @@
+/* The gateway's configuration keys: the shared [server]/[limits] (net.h) and [round]/[parents]
+ * (tier.h) sets, and [auth]. deploy/gateway.conf is the documented sample; keep them in step. */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway.h"
+
+static int check_users(const void *f, char *msg, size_t n) {
+  const char *path = *(char *const *)f;
+  if (path[0] != '\0' && access(path, R_OK) == 0) return 0;
+  snprintf(msg, n, path[0] ? "cannot read '%.200s'" : "must not be empty", path);
+  return -1;
+}
+
+#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1)
+
+static kl_cfg_key_t keys[N_KEYS];
+
+static void init_keys(void) {
+  static const kl_net_defaults_t nd = {"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "16384", "64"};
+  static const kl_tier_defaults_t td = {"100ms", "200", "65536", "1000000"};
+  kl_net_cfg_keys(offsetof(gw_config_t, net), &nd, keys);
+  kl_tier_cfg_keys(offsetof(gw_config_t, tier), &td, keys + KL_NET_N_KEYS);
+  keys[N_KEYS - 1] = (kl_cfg_key_t){"auth", "users_file", KL_CFG_STR, offsetof(gw_config_t, users_file), NULL, 0, 0,
+                                    check_users};
+}
+
+int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {
+  init_keys();
+  memset(cfg, 0, sizeof *cfg);
+  int r = kl_cfg_load(path, keys, N_KEYS, cfg, e);
+  if (r) return r;
+  if (cfg->net.http_listen[0] == '\0' && cfg->net.tcp_listen[0] == '\0')
+    return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
+  bool any = false;
+  for (int i = 0; i < KL_TIER_MAX_PARENTS; i++) any |= cfg->tier.parent[i][0] != '\0';
+  if (!any) return kl_err_set(e, KL_EINVAL, "%s: [parents] names no parent (parent1 = host:port)", path);
+  return 0;
+}
+
+void gw_config_free(gw_config_t *cfg) {
+  init_keys();
+  kl_cfg_free(keys, N_KEYS, cfg);
+}

@@ -1,0 +1,262 @@
+/* The gateway daemon on a libuv loop: KSI aggregation over HTTP POST (any path) and ksi+tcp,
+ * the admin port (/healthz, /metrics), the tier (rounds and parents), SIGTERM/SIGINT for a
+ * graceful stop and SIGHUP to reload the users file.
+ *
+ * Stopping: the KSI servers close first (no new requests; the rounds in flight are answered
+ * and written), then the tier (anything still held gets a retryable 0x0300), then the admin
+ * port, so a rolling restart loses no acknowledged request. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "keyless/log.h"
+
+struct gateway {
+  uv_loop_t *loop;
+  const gw_config_t *cfg;
+  kl_users_t *users;
+  kl_metrics_t *m;
+  kl_tier_t *tier;
+  gw_service_t svc;
+  const char *parents[KL_TIER_MAX_PARENTS];
+  char name[128];
+  kl_http_server_t *http, *admin;
+  kl_tlv_server_t *tcp;
+  kl_net_metrics_t nm_http, nm_tcp, nm_admin;
+  uv_signal_t sig[3];
+  int n_sig;
+  bool stopping;
+  int servers_open;
+  kl_metric_t *duration[2];
+};
+
+static const char *const transport_name[2] = {"http", "tcp"};
+
+static void respond(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len, const gw_outcome_t *out,
+                    uint64_t t0) {
+  uint64_t us = (uv_hrtime() - t0) / 1000;
+  kl_metric_observe(gw->duration[transport], (double)us / 1e6);
+  char s[24], lq[100], mq[300];
+  snprintf(s, sizeof s, "0x%04llX", (unsigned long long)(resp ? out->status : KL_STATUS_INTERNAL_ERROR));
+  kl_metric_inc(kl_metrics_counter(gw->m, "keyless_gateway_pdus_total",
+                                   "Request PDUs answered, by transport and PDU-level status (0: answered per request).",
+                                   (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
+  int level = resp == NULL || out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
+  if (kl_log_enabled(level))
+    kl_log(level, "aggregate", "transport=%s login=%s requests=%zu config=%d status=%s us=%llu%s%s",
+           transport_name[transport], kl_log_q(lq, sizeof lq, out->login), out->n_requests, out->config, s,
+           (unsigned long long)us, out->message[0] ? " message=" : "",
+           out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
+  if (transport == GW_HTTP) {
+    if (resp) kl_http_respond_take(req, 200, "application/ksi-response", resp, len);
+    else kl_http_respond(req, 500, "text/plain", "internal error\n", 15);
+  } else {
+    if (resp) kl_tlv_respond_take(req, resp, len, out->not_a_pdu);
+    else kl_tlv_respond(req, NULL, 0, true);
+  }
+}
+
+static void on_http(kl_http_req_t *req, void *arg) {
+  gateway_t *gw = arg;
+  size_t n;
+  const uint8_t *body = kl_http_req_body(req, &n);
+  gw_handle(&gw->svc, gw, GW_HTTP, req, body, n, respond);
+}
+
+static void on_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
+  gateway_t *gw = arg;
+  gw_handle(&gw->svc, gw, GW_TCP, req, frame, len, respond);
+}
+
+static void on_healthz(kl_http_req_t *req, void *arg) {
+  gateway_t *gw = arg;
+  if (gw->tier && kl_tier_parents_up(gw->tier) > 0) kl_http_respond(req, 200, "text/plain", "ok\n", 3);
+  else kl_http_respond(req, 503, "text/plain", "no parent connected\n", 20);
+}
+
+static void on_metrics(kl_http_req_t *req, void *arg) {
+  gateway_t *gw = arg;
+  kl_buf_t b = KL_BUF_INIT;
+  if (kl_metrics_render(gw->m, &b, NULL)) {
+    kl_buf_free(&b);
+    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  size_t len;
+  uint8_t *p = kl_buf_steal(&b, &len);
+  kl_http_respond_take(req, 200, KL_METRICS_CONTENT_TYPE, p, len);
+}
+
+static double m_users(void *arg) { return (double)kl_users_count(((gateway_t *)arg)->users); }
+static double m_parents_up(void *arg) {
+  gateway_t *gw = arg;
+  return gw->tier ? (double)kl_tier_parents_up(gw->tier) : 0;
+}
+
+static int metrics_init(gateway_t *gw, kl_err_t *e) {
+  if (kl_metrics_create(&gw->m, e)) return KL_ENOMEM;
+  bool ok = true;
+  for (int t = 0; t < 2; t++)
+    ok &= (gw->duration[t] = kl_metrics_histogram(gw->m, "keyless_gateway_pdu_duration_seconds",
+                                                  "From a request PDU's arrival to its response, by transport.",
+                                                  (const char *[]){"transport", transport_name[t], NULL},
+                                                  kl_metrics_latency_buckets, kl_metrics_latency_n)) != NULL;
+  ok &= (gw->svc.m_ok = kl_metrics_counter(gw->m, "keyless_gateway_requests_total",
+                                           "Aggregation requests answered, by KSI status.",
+                                           (const char *[]){"status", "0x0000", NULL})) != NULL;
+  ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_users", "Logins in the users file.", NULL, m_users, gw) != NULL;
+  ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents connected now.", NULL, m_parents_up, gw) !=
+        NULL;
+  ok &= kl_net_metrics_register(gw->m, &gw->nm_http, "http", true) == 0;
+  ok &= kl_net_metrics_register(gw->m, &gw->nm_tcp, "tcp", false) == 0;
+  ok &= kl_net_metrics_register(gw->m, &gw->nm_admin, "admin", true) == 0;
+  return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
+}
+
+static void reload_users(gateway_t *gw) {
+  kl_users_t *u;
+  kl_err_t e;
+  char q[300];
+  if (kl_users_load(gw->cfg->users_file, &u, &e)) {
+    kl_log(KL_LOG_ERROR, "users_reload_failed", "error=%s keeping=%zu", kl_log_q(q, sizeof q, e.msg),
+           kl_users_count(gw->users));
+    return;
+  }
+  kl_users_free(gw->users);
+  gw->users = u;
+  gw->svc.users = u; /* PDUs in flight hold their own copy of their key */
+  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  gateway_t *gw = h->data;
+  if (signum == SIGHUP) {
+    reload_users(gw);
+    return;
+  }
+  kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
+  gateway_stop(gw);
+}
+
+static void on_admin_closed(kl_http_server_t *s, void *arg) {
+  (void)s;
+  (void)arg;
+}
+
+static void on_tier_closed(void *arg) {
+  gateway_t *gw = arg;
+  kl_http_server_t *admin = gw->admin;
+  gw->admin = NULL;
+  gw->nm_admin.stats = NULL;
+  kl_http_server_close(admin, on_admin_closed, gw);
+  for (int i = 0; i < gw->n_sig; i++) uv_close((uv_handle_t *)&gw->sig[i], NULL);
+  gw->n_sig = 0;
+}
+
+static void server_closed(gateway_t *gw) {
+  if (--gw->servers_open > 0) return;
+  kl_tier_t *t = gw->tier;
+  gw->tier = NULL;
+  if (t) kl_tier_close(t, on_tier_closed, gw);
+  else on_tier_closed(gw);
+}
+static void on_http_closed(kl_http_server_t *s, void *arg) {
+  (void)s;
+  server_closed(arg);
+}
+static void on_tcp_closed(kl_tlv_server_t *s, void *arg) {
+  (void)s;
+  server_closed(arg);
+}
+
+void gateway_stop(gateway_t *gw) {
+  if (gw == NULL || gw->stopping) return;
+  gw->stopping = true;
+  kl_log(KL_LOG_INFO, "stopping", NULL);
+  kl_http_server_t *http = gw->http;
+  kl_tlv_server_t *tcp = gw->tcp;
+  gw->http = NULL;
+  gw->tcp = NULL;
+  gw->nm_http.stats = gw->nm_tcp.stats = NULL;
+  gw->servers_open = 1 + (http != NULL) + (tcp != NULL);
+  if (http) kl_http_server_close(http, on_http_closed, gw);
+  if (tcp) kl_tlv_server_close(tcp, on_tcp_closed, gw);
+  server_closed(gw);
+}
+
+static int start_servers(gateway_t *gw, kl_err_t *e) {
+  const kl_net_settings_t *c = &gw->cfg->net;
+  kl_net_limits_t lim;
+  kl_net_settings_limits(c, &lim);
+  if (c->http_listen[0]) {
+    if (kl_http_server_create(gw->loop, &lim, "http", &gw->http, e) ||
+        kl_http_route(gw->http, "POST", "*", on_http, gw, e) || kl_http_server_listen(gw->http, c->http_listen, e))
+      return kl_err_wrap(e, "[server] http_listen");
+    gw->nm_http.stats = kl_http_server_stats(gw->http);
+  }
+  if (c->tcp_listen[0]) {
+    if (kl_tlv_server_create(gw->loop, &lim, "tcp", on_tcp, gw, &gw->tcp, e) ||
+        kl_tlv_server_listen(gw->tcp, c->tcp_listen, e))
+      return kl_err_wrap(e, "[server] tcp_listen");
+    gw->nm_tcp.stats = kl_tlv_server_stats(gw->tcp);
+  }
+  if (c->admin_listen[0]) {
+    kl_net_limits_t al = lim;
+    al.max_body = 1024;
+    al.max_connections = 64;
+    if (kl_http_server_create(gw->loop, &al, "admin", &gw->admin, e) ||
+        kl_http_route(gw->admin, "GET", "/healthz", on_healthz, gw, e) ||
+        kl_http_route(gw->admin, "GET", "/metrics", on_metrics, gw, e) ||
+        kl_http_server_listen(gw->admin, c->admin_listen, e))
+      return kl_err_wrap(e, "[server] admin_listen");
+    gw->nm_admin.stats = kl_http_server_stats(gw->admin);
+  }
+  return 0;
+}
+
+int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_err_t *e) {
+  gateway_t *gw = calloc(1, sizeof *gw);
+  if (gw == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  *out = gw;
+  gw->loop = loop;
+  gw->cfg = cfg;
+  int r;
+  kl_tier_config_t tc;
+  if ((r = kl_users_load(cfg->users_file, &gw->users, e))) return kl_err_wrap(e, "[auth] users_file");
+  if ((r = kl_tier_settings_apply(&cfg->tier, gw->parents, gw->name, &tc, e)) || (r = metrics_init(gw, e))) return r;
+  if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw_on_answer, gw, &gw->tier, e))) return r;
+  gw->svc = (gw_service_t){.tier = gw->tier, .users = gw->users, .machine_id = gw->name,
+                           .max_requests = (uint64_t)cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok};
+  gw->svc.conf = (kl_pdu_config_t){.has_max_level = true, .max_level = kl_tier_max_request_level(gw->tier),
+                                   .has_aggr_algo = true, .aggr_algo = (uint64_t)tc.round.algorithm,
+                                   .has_aggr_period = true, .aggr_period = tc.period_ms, .has_max_requests = true,
+                                   .max_requests = (uint64_t)cfg->net.max_requests, .parent_uris = gw->parents,
+                                   .n_parent_uris = tc.n_parents};
+  static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
+    uv_signal_init(loop, &gw->sig[i]);
+    gw->sig[i].data = gw;
+    gw->n_sig++;
+    uv_signal_start(&gw->sig[i], on_signal, sigs[i]);
+  }
+  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(gw->users));
+  if ((r = start_servers(gw, e))) {
+    gateway_stop(gw);
+    return r;
+  }
+  char q[200];
+  kl_log(KL_LOG_INFO, "started", "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u http_port=%d tcp_port=%d admin_port=%d",
+         kl_log_q(q, sizeof q, gw->name), tc.n_parents, cfg->tier.mode, (unsigned long long)tc.period_ms,
+         kl_tier_max_request_level(gw->tier), gw->http ? kl_http_server_port(gw->http) : 0,
+         gw->tcp ? kl_tlv_server_port(gw->tcp) : 0, gw->admin ? kl_http_server_port(gw->admin) : 0);
+  return 0;
+}
+
+void gateway_free(gateway_t *gw) {
+  if (gw == NULL) return;
+  kl_users_free(gw->users);
+  kl_metrics_destroy(gw->m);
+  free(gw);
+}

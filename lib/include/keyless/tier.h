@@ -1,0 +1,130 @@
+/* keyless: one tier of the aggregation hierarchy on a libuv loop, what a gateway and an
+ * aggregator share (DESIGN.md §1): the round engine (round.h) driven by a timer, the round's
+ * root sent up to the parents over framed protobuf (proto/aggregation.proto), and the parent's
+ * answer fanned out to every request of the round.
+ *
+ *   submit(hash, level, who, ctx)   the request joins the open round, or is refused at once
+ *   every period_ms                 a non-empty open round closes; its root goes to the parents
+ *   first valid parent answer       done(ctx, answer) for every request of that round
+ *   no valid answer in time         done(ctx, retryable status) for every request of that round
+ *
+ * Parents. In KL_TIER_ALL mode the root goes to every connected parent and the first valid
+ * answer wins (the others are counted as late). In KL_TIER_FAILOVER mode it goes to the first
+ * connected parent in configuration order; if that parent disconnects, answers with an error or
+ * an invalid chain, or stays silent for parent_timeout_ms, the round goes to the next one. A
+ * round with no valid answer after round_timeout_ms, or with no parent left to try, fails with
+ * KSI status 0x0301 (timeout) or 0x0300 (upstream error): retryable, never a wrong chain. An
+ * answer is valid when its status is 0 and its first chain starts from this round's root at the
+ * answer's second (kl_round_answer checks it); anything else is dropped and counted.
+ *
+ * Limits, each a KSI status: the round engine's per-round and per-client limits (0x0106,
+ * 0x0105), the request level (0x0104), and max_pending requests held at once across the open
+ * round and the rounds waiting for their parents (0x0106).
+ *
+ * Ownership: the tier copies its configuration and everything submitted; ctx is the caller's
+ * and comes back exactly once through done (also when the tier closes: status 0x0300). The
+ * answer passed to done is valid during the call only. All calls from the loop thread.
+ */
+#ifndef KEYLESS_TIER_H
+#define KEYLESS_TIER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "keyless/err.h"
+#include "keyless/hash.h"
+#include "keyless/metrics.h"
+#include "keyless/round.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { KL_TIER_ALL = 0, KL_TIER_FAILOVER = 1 };
+
+typedef struct kl_tier_config {
+  kl_round_config_t round;
+  uint64_t period_ms;          /* round length (default 100) */
+  const char *const *parents;  /* "host:port" of each parent's internal port, 1..16 */
+  size_t n_parents;
+  int parent_mode;             /* KL_TIER_ALL or KL_TIER_FAILOVER */
+  uint64_t parent_timeout_ms;  /* failover: silence before the next parent is tried */
+  uint64_t round_timeout_ms;   /* from the round's close to its failure */
+  const char *name;            /* this node's identity: sent up as Request.client_id */
+  size_t max_pending;          /* requests held at once (0: no limit) */
+} kl_tier_config_t;
+
+typedef struct kl_tier_answer {
+  uint64_t status;  /* 0, or a KSI status for this request */
+  const char *error; /* with a status: why */
+  uint64_t second;  /* with status 0: the aggregation time */
+  const uint8_t *tlvs; /* with status 0: this tier's 0x801, then the parent's parts, whole TLVs */
+  size_t len;
+} kl_tier_answer_t;
+
+typedef void (*kl_tier_done_fn)(void *ctx, const kl_tier_answer_t *a, void *arg);
+
+typedef struct kl_tier kl_tier_t;
+
+/* ---- configuration shared by the daemons that run a tier ----
+ *
+ * A daemon's config struct holds a kl_tier_settings_t; kl_tier_cfg_keys() writes the keys of
+ * its [round] and [parents] sections (documented in deploy/gateway.conf and
+ * deploy/aggregator.conf) into a daemon's key table, with the daemon's own defaults. */
+#define KL_TIER_MAX_PARENTS 8
+typedef struct kl_tier_settings {
+  char *name;        /* [round] name: identity in metadata and upstream; "" = host name */
+  char *algorithm;   /* [round] algorithm */
+  uint64_t period_ms;
+  int64_t max_level, max_requests, per_client, max_pending;
+  char *parent[KL_TIER_MAX_PARENTS]; /* [parents] parent1..parent8 */
+  char *mode;        /* [parents] mode: all | failover */
+  uint64_t parent_timeout_ms, round_timeout_ms;
+} kl_tier_settings_t;
+
+typedef struct kl_tier_defaults {
+  const char *period, *max_level, *max_requests, *max_pending;
+} kl_tier_defaults_t;
+
+#define KL_TIER_N_KEYS (10 + KL_TIER_MAX_PARENTS)
+/* Writes KL_TIER_N_KEYS keys to keys[] for settings at offset `at` of the daemon's struct.
+ * The strings in keys are static. */
+KL_API void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *keys);
+/* Checks the settings (at least one parent, a usable algorithm) and fills tc; parents must
+ * hold KL_TIER_MAX_PARENTS pointers; name_buf (at least 128 bytes) gets the identity. */
+KL_API int kl_tier_settings_apply(const kl_tier_settings_t *s, const char **parents, char *name_buf,
+                                  kl_tier_config_t *tc, kl_err_t *e);
+
+/* Starts connecting to the parents and the round timer. metrics (may be NULL) receives the
+ * tier's series (keyless_tier_*), labelled tier=kind ("gateway", "aggregator"). */
+KL_API int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *metrics, const char *kind,
+                          kl_tier_done_fn done, void *arg, kl_tier_t **out, kl_err_t *e);
+
+/* Adds a request to the open round: 0, or nonzero with the KSI status in *status and the
+ * reason in e (done is then not called for ctx). */
+KL_API int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who,
+                          void *ctx, uint64_t *status, kl_err_t *e);
+
+/* The highest request level accepted (what a config response announces). */
+KL_API unsigned kl_tier_max_request_level(const kl_tier_t *t);
+/* Parents connected now. */
+KL_API size_t kl_tier_parents_up(const kl_tier_t *t);
+/* Requests held now (open round and rounds waiting for an answer). */
+KL_API size_t kl_tier_pending(const kl_tier_t *t);
+
+/* A parent's side: the framed (4-byte length) aggregation.proto Response for a child's request
+ * request_id, from a tier answer (its TLVs split into chains, calendar chain and auth record).
+ * *out is malloc'd (caller frees). 0 or KL_ENOMEM / KL_EFORMAT. */
+KL_API int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8_t **out, size_t *len,
+                                  kl_err_t *e);
+
+/* Fails every held request with 0x0300, stops the timers and the parent links; cb (may be
+ * NULL) runs once every handle is closed, and t is freed. */
+KL_API void kl_tier_close(kl_tier_t *t, void (*cb)(void *arg), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,500 @@
+/* One tier of the aggregation hierarchy on libuv: rounds on a timer, parents over framed
+ * protobuf, answers fanned out (keyless/tier.h). The pure parts live in lib/src/round.c. */
+#include "keyless/tier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregation.pb-c.h"
+#include "keyless/frameclient.h"
+#include "keyless/log.h"
+#include "keyless/pdu.h"
+#include "keyless/sig.h"
+#include "keyless/tlv.h"
+
+#define MAX_PARENTS 16
+#define MAX_FRAME (1u << 20)
+
+typedef struct parent {
+  kl_tier_t *t;
+  int index;
+  kl_frame_client_t *fc;
+  char addr[128];
+  bool up;
+  kl_metric_t *m_up, *m_used, *m_late, *m_error, *m_invalid;
+} parent_t;
+
+/* A closed round waiting for its parents. */
+typedef struct flight {
+  uint64_t id;
+  kl_round_t *round;
+  void **ctx;
+  size_t n;
+  kl_imprint_t root;
+  unsigned level;
+  uint64_t closed_at, deadline, next_try; /* loop time, ms */
+  int current;                            /* failover: the parent asked last, -1 none */
+  uint32_t tried, failed;                 /* bit per parent */
+  struct flight *next;
+} flight_t;
+
+struct kl_tier {
+  uv_loop_t *loop;
+  kl_tier_config_t cfg;
+  char name[128];
+  parent_t parents[MAX_PARENTS];
+  size_t n_parents;
+  kl_round_t *open;
+  void **open_ctx;
+  size_t open_cap;
+  flight_t *flights; /* oldest first */
+  size_t held;
+  uint64_t next_id;
+  uv_timer_t timer;
+  kl_tier_done_fn done;
+  void *arg;
+  kl_buf_t scratch;
+  bool closing;
+  int closes_pending;
+  void (*close_cb)(void *);
+  void *close_arg;
+  kl_metrics_t *m;
+  char kind[32];
+  kl_metric_t *m_answered, *m_failed, *m_timeout, *m_size, *m_latency;
+};
+
+static const double size_buckets[] = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536};
+
+static kl_metric_t *refused_metric(kl_tier_t *t, uint64_t status) {
+  char s[24];
+  if (t->m == NULL) return NULL;
+  snprintf(s, sizeof s, "0x%04llX", (unsigned long long)status);
+  return kl_metrics_counter(t->m, "keyless_tier_requests_refused_total",
+                            "Requests refused at once, by KSI status (limits, bad input).",
+                            (const char *[]){"tier", t->kind, "status", s, NULL});
+}
+
+static void finish_flight(kl_tier_t *t, flight_t *f, uint64_t status, const char *why) {
+  flight_t **pp = &t->flights;
+  while (*pp && *pp != f) pp = &(*pp)->next;
+  if (*pp) *pp = f->next;
+  t->held -= f->n;
+  kl_tier_answer_t a = {.status = status, .error = why};
+  for (size_t i = 0; i < f->n; i++) t->done(f->ctx[i], &a, t->arg);
+  kl_metric_inc(status == KL_STATUS_UPSTREAM_TIMEOUT ? t->m_timeout : t->m_failed);
+  char q[300];
+  kl_log(KL_LOG_WARN, "round_failed", "tier=%s round=%llu requests=%zu status=0x%04llX reason=%s", t->kind,
+         (unsigned long long)f->id, f->n, (unsigned long long)status, kl_log_q(q, sizeof q, why));
+  kl_round_free(f->round);
+  free(f->ctx);
+  free(f);
+}
+
+static bool send_to(kl_tier_t *t, flight_t *f, int i) {
+  parent_t *p = &t->parents[i];
+  Keyless__Aggregation__Request rq = KEYLESS__AGGREGATION__REQUEST__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  uint8_t imp[KL_HASH_MAX_DIGEST + 1], buf[512];
+  rq.request_id = f->id;
+  rq.imprint.len = kl_imprint_to_bytes(&f->root, imp);
+  rq.imprint.data = imp;
+  rq.level = f->level;
+  rq.client_id = t->name;
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST;
+  m.request = &rq;
+  f->tried |= 1u << i;
+  size_t n = keyless__aggregation__message__get_packed_size(&m);
+  if (!p->up || n > sizeof buf) {
+    f->failed |= 1u << i;
+    return false;
+  }
+  keyless__aggregation__message__pack(&m, buf);
+  if (kl_frame_client_send(p->fc, buf, n, NULL)) {
+    f->failed |= 1u << i;
+    return false;
+  }
+  return true;
+}
+
+/* Failover: asks the next connected parent not tried yet. false when none is left. */
+static bool try_next(kl_tier_t *t, flight_t *f) {
+  for (size_t k = 0; k < t->n_parents; k++) {
+    int i = (int)k;
+    if (f->tried & (1u << i)) continue;
+    if (send_to(t, f, i)) {
+      f->current = i;
+      f->next_try = uv_now(t->loop) + t->cfg.parent_timeout_ms;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* true while some parent asked may still answer. */
+static bool waiting_on_someone(const flight_t *f) { return (f->tried & ~f->failed) != 0; }
+
+static void parent_gave_up(kl_tier_t *t, flight_t *f, int i, uint64_t status, const char *why) {
+  f->failed |= 1u << i;
+  if (t->cfg.parent_mode == KL_TIER_FAILOVER && f->current == i && try_next(t, f)) return;
+  if (waiting_on_someone(f)) return;
+  /* A parent's limit is the client's limit too; anything else is the hierarchy's problem. */
+  if (status != KL_STATUS_AGGR_TOO_MANY_REQUESTS && status != KL_STATUS_AGGR_OVER_QUOTA &&
+      status != KL_STATUS_UPSTREAM_TIMEOUT)
+    status = KL_STATUS_UPSTREAM_ERROR;
+  finish_flight(t, f, status, why);
+}
+
+static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless__Aggregation__Response *r) {
+  const uint8_t *parts[64];
+  size_t lens[64], n = 0;
+  kl_err_t e = {0};
+  for (size_t i = 0; i < r->n_chains && n < 62; i++, n++) {
+    parts[n] = r->chains[i].data;
+    lens[n] = r->chains[i].len;
+  }
+  if (r->has_calendar_chain && r->calendar_chain.len) {
+    parts[n] = r->calendar_chain.data;
+    lens[n++] = r->calendar_chain.len;
+  }
+  if (r->has_auth_record && r->auth_record.len) {
+    parts[n] = r->auth_record.data;
+    lens[n++] = r->auth_record.len;
+  }
+  kl_round_parent_t parent = {parts, lens, n};
+  kl_buf_reset(&t->scratch);
+  if (r->n_chains == 0 || r->n_chains > 62 || kl_round_answer(f->round, &parent, r->second, 0, &t->scratch, &e)) {
+    char q[300];
+    kl_metric_inc(p->m_invalid);
+    kl_log(KL_LOG_ERROR, "parent_answer_invalid", "tier=%s parent=%s round=%llu error=%s", t->kind, p->addr,
+           (unsigned long long)f->id, kl_log_q(q, sizeof q, r->n_chains ? e.msg : "no aggregation chain"));
+    parent_gave_up(t, f, p->index, KL_STATUS_UPSTREAM_ERROR, "the parent's answer was invalid");
+    return;
+  }
+  kl_metric_inc(p->m_used);
+  flight_t **pp = &t->flights;
+  while (*pp != f) pp = &(*pp)->next;
+  *pp = f->next;
+  t->held -= f->n;
+  kl_metric_observe(t->m_latency, (double)(uv_now(t->loop) - f->closed_at) / 1e3);
+  kl_metric_inc(t->m_answered);
+  for (size_t i = 0; i < f->n; i++) {
+    kl_tier_answer_t a = {.second = r->second};
+    kl_buf_reset(&t->scratch);
+    if (kl_round_answer(f->round, &parent, r->second, i, &t->scratch, &e)) {
+      a.status = KL_STATUS_INTERNAL_ERROR;
+      a.error = "cannot build the aggregation chain";
+    } else {
+      a.tlvs = t->scratch.p;
+      a.len = t->scratch.len;
+    }
+    t->done(f->ctx[i], &a, t->arg);
+  }
+  kl_round_free(f->round);
+  free(f->ctx);
+  free(f);
+}
+
+static void on_frame(kl_frame_client_t *c, const uint8_t *payload, size_t len, void *arg) {
+  (void)c;
+  parent_t *p = arg;
+  kl_tier_t *t = p->t;
+  Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len, payload);
+  if (m == NULL || m->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE) {
+    kl_metric_inc(p->m_invalid);
+    if (m) keyless__aggregation__message__free_unpacked(m, NULL);
+    return;
+  }
+  const Keyless__Aggregation__Response *r = m->response;
+  flight_t *f = t->flights;
+  while (f && f->id != r->request_id) f = f->next;
+  if (f == NULL) {
+    kl_metric_inc(p->m_late);
+  } else if (r->status != 0) {
+    char why[200];
+    snprintf(why, sizeof why, "parent %s: status 0x%04X %s", p->addr, r->status, r->error ? r->error : "");
+    kl_metric_inc(p->m_error);
+    kl_log(KL_LOG_INFO, "parent_error", "tier=%s parent=%s round=%llu status=0x%04X", t->kind, p->addr,
+           (unsigned long long)f->id, r->status);
+    parent_gave_up(t, f, p->index, r->status, why);
+  } else {
+    answer_flight(t, f, p, r);
+  }
+  keyless__aggregation__message__free_unpacked(m, NULL);
+}
+
+static void on_state(kl_frame_client_t *c, bool connected, void *arg) {
+  (void)c;
+  parent_t *p = arg;
+  kl_tier_t *t = p->t;
+  p->up = connected;
+  kl_metric_set(p->m_up, connected ? 1 : 0);
+  kl_log(connected ? KL_LOG_INFO : KL_LOG_WARN, connected ? "parent_up" : "parent_down", "tier=%s parent=%s", t->kind,
+         p->addr);
+  if (connected) return;
+  flight_t *f = t->flights;
+  while (f) {
+    flight_t *next = f->next;
+    if ((f->tried & (1u << p->index)) && !(f->failed & (1u << p->index)))
+      parent_gave_up(t, f, p->index, KL_STATUS_UPSTREAM_ERROR, "the parent's connection was lost");
+    f = next;
+  }
+}
+
+/* Closes the open round and sends it up. */
+static void close_round(kl_tier_t *t) {
+  kl_err_t e = {0};
+  flight_t *f = calloc(1, sizeof *f);
+  if (f == NULL) return; /* try again next tick */
+  f->round = t->open;
+  f->ctx = t->open_ctx;
+  f->n = kl_round_size(t->open);
+  t->open = NULL;
+  t->open_ctx = NULL;
+  t->open_cap = 0;
+  f->id = t->next_id++;
+  f->current = -1;
+  f->closed_at = uv_now(t->loop);
+  f->deadline = f->closed_at + t->cfg.round_timeout_ms;
+  flight_t **pp = &t->flights;
+  while (*pp) pp = &(*pp)->next;
+  *pp = f;
+  kl_metric_observe(t->m_size, (double)f->n);
+  if (kl_round_close(f->round, &f->root, &f->level, &e)) {
+    finish_flight(t, f, KL_STATUS_INTERNAL_ERROR, e.msg);
+    return;
+  }
+  bool sent = false;
+  if (t->cfg.parent_mode == KL_TIER_FAILOVER) sent = try_next(t, f);
+  else
+    for (size_t i = 0; i < t->n_parents; i++) sent |= send_to(t, f, (int)i);
+  if (!sent) finish_flight(t, f, KL_STATUS_UPSTREAM_ERROR, "no parent is reachable");
+}
+
+static void on_tick(uv_timer_t *h) {
+  kl_tier_t *t = h->data;
+  if (t->open && kl_round_size(t->open) > 0) close_round(t);
+  uint64_t now = uv_now(t->loop);
+  flight_t *f = t->flights;
+  while (f) {
+    flight_t *next = f->next;
+    if (now >= f->deadline) {
+      char why[120];
+      snprintf(why, sizeof why, "no answer from the parents within %llu ms", (unsigned long long)t->cfg.round_timeout_ms);
+      finish_flight(t, f, KL_STATUS_UPSTREAM_TIMEOUT, why);
+    } else if (t->cfg.parent_mode == KL_TIER_FAILOVER && now >= f->next_try) {
+      f->next_try = UINT64_MAX; /* one failover per silence; the silent parent may still answer */
+      try_next(t, f);
+    }
+    f = next;
+  }
+}
+
+static int open_round(kl_tier_t *t, kl_err_t *e) {
+  if (t->open) return 0;
+  return kl_round_create(&t->cfg.round, &t->open, e);
+}
+
+int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who, void *ctx,
+                   uint64_t *status, kl_err_t *e) {
+  size_t slot;
+  int rc;
+  *status = KL_STATUS_INTERNAL_ERROR;
+  if (t->closing) {
+    *status = KL_STATUS_UPSTREAM_ERROR;
+    return kl_err_set(e, KL_ESTATE, "shutting down");
+  }
+  if (t->cfg.max_pending && t->held >= t->cfg.max_pending) {
+    *status = KL_STATUS_AGGR_TOO_MANY_REQUESTS;
+    kl_metric_inc(refused_metric(t, *status));
+    return kl_err_set(e, KL_ERANGE, "%zu requests are waiting already; retry later", t->held);
+  }
+  if ((rc = open_round(t, e))) return rc;
+  size_t n = kl_round_size(t->open);
+  if (n == t->open_cap) {
+    size_t cap = t->open_cap ? t->open_cap * 2 : 64;
+    void **p = realloc(t->open_ctx, cap * sizeof *p);
+    if (p == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+    t->open_ctx = p;
+    t->open_cap = cap;
+  }
+  if ((rc = kl_round_add(t->open, hash, level, who, &slot, status, e))) {
+    kl_metric_inc(refused_metric(t, *status));
+    return rc;
+  }
+  t->open_ctx[slot] = ctx;
+  t->held++;
+  *status = 0;
+  return 0;
+}
+
+unsigned kl_tier_max_request_level(const kl_tier_t *t) { return kl_round_max_request_level(&t->cfg.round); }
+
+size_t kl_tier_parents_up(const kl_tier_t *t) {
+  size_t n = 0;
+  for (size_t i = 0; i < t->n_parents; i++) n += t->parents[i].up;
+  return n;
+}
+
+size_t kl_tier_pending(const kl_tier_t *t) { return t->held; }
+
+static double m_held(void *arg) { return (double)((kl_tier_t *)arg)->held; }
+
+static int metrics_init(kl_tier_t *t) {
+  kl_metrics_t *m = t->m;
+  const char *k = t->kind;
+  bool ok = true;
+  ok &= (t->m_answered = kl_metrics_counter(m, "keyless_tier_rounds_total", "Closed rounds by outcome.",
+                                            (const char *[]){"tier", k, "outcome", "answered", NULL})) != NULL;
+  ok &= (t->m_failed = kl_metrics_counter(m, "keyless_tier_rounds_total", "Closed rounds by outcome.",
+                                          (const char *[]){"tier", k, "outcome", "failed", NULL})) != NULL;
+  ok &= (t->m_timeout = kl_metrics_counter(m, "keyless_tier_rounds_total", "Closed rounds by outcome.",
+                                           (const char *[]){"tier", k, "outcome", "timeout", NULL})) != NULL;
+  ok &= (t->m_size = kl_metrics_histogram(m, "keyless_tier_round_requests", "Requests in a closed round.",
+                                          (const char *[]){"tier", k, NULL}, size_buckets,
+                                          sizeof size_buckets / sizeof size_buckets[0])) != NULL;
+  ok &= (t->m_latency = kl_metrics_histogram(m, "keyless_tier_parent_latency_seconds",
+                                             "From a round's close to its parent's valid answer.",
+                                             (const char *[]){"tier", k, NULL}, kl_metrics_latency_buckets,
+                                             kl_metrics_latency_n)) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_tier_requests_held", "Requests in the open round or waiting for a parent.",
+                            (const char *[]){"tier", k, NULL}, m_held, t) != NULL;
+  for (size_t i = 0; i < t->n_parents; i++) {
+    parent_t *p = &t->parents[i];
+    const char *h = "Parent answers: used (first valid), late (after another or after the round failed), error "
+                    "(a KSI status), invalid (does not fit the round).";
+    ok &= (p->m_up = kl_metrics_gauge(m, "keyless_tier_parent_up", "1 while the link to the parent is connected.",
+                                      (const char *[]){"tier", k, "parent", p->addr, NULL})) != NULL;
+    ok &= (p->m_used = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
+                                          (const char *[]){"tier", k, "parent", p->addr, "outcome", "used", NULL})) != NULL;
+    ok &= (p->m_late = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
+                                          (const char *[]){"tier", k, "parent", p->addr, "outcome", "late", NULL})) != NULL;
+    ok &= (p->m_error = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
+                                           (const char *[]){"tier", k, "parent", p->addr, "outcome", "error", NULL})) != NULL;
+    ok &= (p->m_invalid = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
+                                             (const char *[]){"tier", k, "parent", p->addr, "outcome", "invalid", NULL})) !=
+          NULL;
+  }
+  return ok ? 0 : -1;
+}
+
+static void handle_closed(kl_tier_t *t) {
+  if (--t->closes_pending > 0) return;
+  void (*cb)(void *) = t->close_cb;
+  void *arg = t->close_arg;
+  kl_buf_free(&t->scratch);
+  free(t);
+  if (cb) cb(arg);
+}
+
+static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+static void on_client_closed(void *arg) { handle_closed(arg); }
+
+int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *metrics, const char *kind,
+                   kl_tier_done_fn done, void *arg, kl_tier_t **out, kl_err_t *e) {
+  *out = NULL;
+  if (cfg->n_parents == 0 || cfg->n_parents > MAX_PARENTS)
+    return kl_err_set(e, KL_EINVAL, "a tier needs 1 to %d parents, not %zu", MAX_PARENTS, cfg->n_parents);
+  if (cfg->period_ms == 0 || cfg->round_timeout_ms == 0)
+    return kl_err_set(e, KL_EINVAL, "round period and timeout must be positive");
+  kl_round_t *probe;
+  if (kl_round_create(&cfg->round, &probe, e)) return kl_err_wrap(e, "round configuration");
+  kl_round_free(probe);
+  kl_tier_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  t->loop = loop;
+  t->cfg = *cfg;
+  t->cfg.parents = NULL;
+  snprintf(t->name, sizeof t->name, "%s", cfg->name && cfg->name[0] ? cfg->name : "keyless");
+  snprintf(t->kind, sizeof t->kind, "%s", kind ? kind : "tier");
+  t->done = done;
+  t->arg = arg;
+  t->m = metrics;
+  t->next_id = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 40); /* ids never repeat across restarts */
+  if (t->next_id == 0) t->next_id = 1;
+  t->n_parents = cfg->n_parents;
+  for (size_t i = 0; i < t->n_parents; i++) {
+    t->parents[i].t = t;
+    t->parents[i].index = (int)i;
+    snprintf(t->parents[i].addr, sizeof t->parents[i].addr, "%s", cfg->parents[i]);
+  }
+  if (metrics && metrics_init(t)) {
+    free(t);
+    return kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
+  }
+  uv_timer_init(loop, &t->timer);
+  t->timer.data = t;
+  t->closes_pending = 1;
+  static const kl_frame_client_cbs_t cbs = {on_frame, on_state};
+  for (size_t i = 0; i < t->n_parents; i++) {
+    parent_t *p = &t->parents[i];
+    char name[160];
+    snprintf(name, sizeof name, "parent %s", p->addr);
+    if (kl_frame_client_create(loop, name, MAX_FRAME, &cbs, p, &p->fc, e) || kl_frame_client_connect(p->fc, p->addr, e)) {
+      int rc = kl_err_wrap(e, "parent %s", p->addr);
+      kl_tier_close(t, NULL, NULL); /* the caller runs the loop to let the handles close */
+      return rc;
+    }
+  }
+  uv_timer_start(&t->timer, on_tick, cfg->period_ms, cfg->period_ms);
+  *out = t;
+  return 0;
+}
+
+void kl_tier_close(kl_tier_t *t, void (*cb)(void *arg), void *arg) {
+  if (t == NULL || t->closing) return;
+  t->closing = true;
+  t->close_cb = cb;
+  t->close_arg = arg;
+  kl_tier_answer_t a = {.status = KL_STATUS_UPSTREAM_ERROR, .error = "the service is shutting down; retry"};
+  if (t->open) {
+    for (size_t i = 0; i < kl_round_size(t->open); i++) t->done(t->open_ctx[i], &a, t->arg);
+    kl_round_free(t->open);
+    free(t->open_ctx);
+    t->open = NULL;
+  }
+  while (t->flights) finish_flight(t, t->flights, KL_STATUS_UPSTREAM_ERROR, "the service is shutting down; retry");
+  uv_timer_stop(&t->timer);
+  for (size_t i = 0; i < t->n_parents; i++)
+    if (t->parents[i].fc) {
+      t->closes_pending++;
+      kl_frame_client_close(t->parents[i].fc, on_client_closed, t);
+    }
+  uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+}
+
+int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8_t **out, size_t *len, kl_err_t *e) {
+  Keyless__Aggregation__Response r = KEYLESS__AGGREGATION__RESPONSE__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  ProtobufCBinaryData chains[64];
+  *out = NULL;
+  r.request_id = request_id;
+  r.status = (uint32_t)a->status;
+  r.error = (char *)(a->status ? a->error : NULL);
+  r.second = a->second;
+  r.chains = chains;
+  kl_tlv_iter_t it;
+  kl_tlv_t t;
+  int rc;
+  kl_tlv_iter_init(&it, a->tlvs, a->tlvs, a->status == 0 ? a->len : 0);
+  while ((rc = kl_tlv_next(&it, &t, e)) == 1) {
+    ProtobufCBinaryData d = {t.raw_len, (uint8_t *)t.raw};
+    if (t.type == KL_T_AGGR_CHAIN && r.n_chains < 64) chains[r.n_chains++] = d;
+    else if (t.type == KL_T_CAL_CHAIN) r.has_calendar_chain = 1, r.calendar_chain = d;
+    else if (t.type == KL_T_CAL_AUTH) r.has_auth_record = 1, r.auth_record = d;
+  }
+  if (rc < 0) return kl_err_wrap(e, "answer");
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE;
+  m.response = &r;
+  size_t n = keyless__aggregation__message__get_packed_size(&m);
+  uint8_t *buf = malloc(n + 4);
+  if (buf == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  buf[0] = (uint8_t)(n >> 24);
+  buf[1] = (uint8_t)(n >> 16);
+  buf[2] = (uint8_t)(n >> 8);
+  buf[3] = (uint8_t)n;
+  keyless__aggregation__message__pack(&m, buf + 4);
+  *out = buf;
+  *len = n + 4;
+  return 0;
+}
