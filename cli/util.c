@@ -150,12 +150,30 @@ int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, 
   size_t len;
   int r;
   *out = NULL;
-  if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
-    kl_err_set(e, KL_EUNSUPPORTED, "%s: fetching a publications file over HTTP is not supported yet; download it and give the path", url);
+  const char *path = url;
+  if (strncmp(url, "http://", 7) == 0) {
+    kl_url_t u;
+    kl_buf_t body = KL_BUF_INIT;
+    int status = 0;
+    if ((r = kl_url_parse(url, &u, e)) ||
+        (r = kl_net_request(&u, NULL, 0, NULL, 10000, 16u << 20, &body, &status, e))) {
+      kl_buf_free(&body);
+      kl_err_wrap(e, "publications file %s", url);
+      return KL_EXIT_NETWORK;
+    }
+    if (status != 200) {
+      kl_buf_free(&body);
+      kl_err_set(e, KL_ESERVICE, "publications file %s: HTTP status %d", url, status);
+      return KL_EXIT_NETWORK;
+    }
+    buf = kl_buf_steal(&body, &len);
+  } else if (strncmp(url, "https://", 8) == 0) {
+    kl_err_set(e, KL_EUNSUPPORTED, "%s: https is not supported yet; download the file and give its path", url);
     return KL_EXIT_USAGE;
+  } else {
+    path = cli_file_path(url);
+    if ((r = cli_read_file(path, 16u << 20, &buf, &len, e))) return cli_exit_for(r);
   }
-  const char *path = cli_file_path(url);
-  if ((r = cli_read_file(path, 16u << 20, &buf, &len, e))) return cli_exit_for(r);
   r = kl_pubfile_parse(buf, len, out, e);
   free(buf);
   if (r) {

@@ -37,6 +37,24 @@ static int check_readable(const void *f, char *msg, size_t n) {
   return -1;
 }
 
+/* The publications file may appear after the extender starts (a new network publishes its
+ * first second only once the calendar has one): until then GET /publications.bin answers 503.
+ * What must exist is the directory it will be written to. */
+static int check_pubfile(const void *f, char *msg, size_t n) {
+  const char *path = *(char *const *)f;
+  if (path[0] == '\0' || access(path, R_OK) == 0) return 0;
+  if (access(path, F_OK) == 0) return check_readable(f, msg, n);
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL) return 0;
+  if (slash == dir) slash[1] = '\0';
+  else *slash = '\0';
+  if (access(dir, W_OK | X_OK) == 0 || access(dir, X_OK) == 0) return 0;
+  snprintf(msg, n, "'%.200s' does not exist and neither does its directory", path);
+  return -1;
+}
+
 static int check_users(const void *f, char *msg, size_t n) {
   if (check_nonempty(f, msg, n)) return -1;
   return check_readable(f, msg, n);
@@ -51,7 +69,7 @@ static const kl_cfg_key_t keys[] = {
     K("server", "admin_listen", KL_CFG_STR, admin_listen, "127.0.0.1:8012", 0, 0, check_listen_opt),
     K("calendar", "dir", KL_CFG_STR, calendar_dir, NULL, 0, 0, check_nonempty),
     K("auth", "users_file", KL_CFG_STR, users_file, NULL, 0, 0, check_users),
-    K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_readable),
+    K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_pubfile),
     K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_listen_opt),
     K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("limits", "max_pdu_size", KL_CFG_SIZE, max_pdu_size, "65539", 64, 65539, NULL),
