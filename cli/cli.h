@@ -28,6 +28,7 @@ enum {
   KL_EXIT_CONFIG = 16,
 };
 
+int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_pubfile(int argc, char **argv);

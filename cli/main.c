@@ -9,6 +9,7 @@ static const struct {
   int (*fn)(int, char **);
   const char *help;
 } cmds[] = {
+    {"sign", cmd_sign, "get files signed by a gateway (one request, local tree for several files)"},
     {"verify", cmd_verify, "verify a signature (internal, key, calendar, publication policies)"},
     {"inspect", cmd_inspect, "show a signature's chains, times and publication"},
     {"pubfile", cmd_pubfile, "check and show a publications file"},

@@ -6,7 +6,7 @@
 void kl_tlv_iter_init(kl_tlv_iter_t *it, const uint8_t *base, const uint8_t *p, size_t len) {
   it->base = base;
   it->p = p;
-  it->end = p + len;
+  it->end = p ? p + len : p; /* NULL + 0 is undefined behaviour in C: an empty iteration */
 }
 
 void kl_tlv_iter_children(kl_tlv_iter_t *it, const uint8_t *base, const kl_tlv_t *t) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System test of the `keyless` command: exit statuses, messages and output formats of verify,
-# inspect, pubfile and hash against the KSI test vectors.
+# inspect, pubfile, hash and sign (canned responses, argument errors) against the KSI test vectors.
 #
 # usage: test_cli.sh KEYLESS_BINARY KSI_VECTORS_DIR
 #
@@ -420,6 +420,110 @@ run_in "$TMP/50mb.bin" hash -
 if expect "hash: 50 MB on standard input: exit 0" 0; then
   expect_eq "hash: 50 MB on standard input (sha256sum)" "SHA-256:$WANT50" "$OUT"
 fi
+
+# ---------------------------------------------------------------- sign
+# No network: file:// reads a canned Guardtime response (request id 1, HMAC key "anon"), and
+# argument errors must be caught before anything is sent (a ksi+tcp URL to a closed loopback
+# port would otherwise fail with exit 5).
+SIGN_RESP=file://$VEC/pdu/ok-sig-2017-07-14.1-aggr_response.tlv
+SIGN_DOC=SHA-256:11a700b0c8066c47ecba05ed37bc14dcadb238552d86c659342d1d7e87b8772d
+NOWHERE=ksi+tcp://u:k@127.0.0.1:1
+run sign -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key anon
+expect "sign: a hash through a canned response" 0 "out:2017-07-14 11:14:07 UTC" "$TMP/s.ksig"
+run verify -i "$TMP/s.ksig" -f "$SIGN_DOC" --policy internal
+expect "sign: the new signature verifies (internal policy)" 0 "OK"
+cp "$TMP/s.ksig" "$TMP/s.orig"
+run sign -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$NOWHERE"
+expect "sign: an existing output is refused without --force, before sending" 3 "already exists" "--force"
+run sign --force -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key wrong
+expect "sign: wrong key is exit 11" 11 "HMAC"
+if cmp -s "$TMP/s.ksig" "$TMP/s.orig"; then pass "sign: a failed --force run leaves the old file"
+else fail "sign: a failed --force run leaves the old file" "unchanged file" "changed"; fi
+run sign --json --force -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key anon
+expect_json "sign --json: one object per input" \
+  "d['status'] == 'ok' and d['aggregation_time'] == 1500030847 and d['signature'].endswith('s.ksig') and d['document_hash'] == '$SIGN_DOC'"
+run sign -i "SHA-256:$WRONG_HEX" -o "$TMP/w.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key anon
+expect "sign: a response for another document is refused (exit 4)" 4 "GEN-01"
+if [ -e "$TMP/w.ksig" ]; then fail "sign: nothing written for a refused response" "no file" "$TMP/w.ksig"
+else pass "sign: nothing written for a refused response"; fi
+run sign -i "$SIGN_DOC" -o "$TMP/e.ksig" -S "file://$VEC/pdu/ok_aggr_err_response-1.tlv" --aggr-user anon --aggr-key anon
+expect "sign: a gateway status is exit 8" 8 "0x103" "invalid payload"
+run sign -i "$SIGN_DOC" -o "$TMP/n.ksig" -S "file://$VEC/pdu/nok_aggr_response_bad_tag.tlv" --aggr-user anon --aggr-key anon
+expect "sign: a malformed response is exit 4" 4 "unknown critical element"
+printf 'one' >"$TMP/a.txt"
+printf 'two' >"$TMP/b.txt"
+: >"$TMP/a.txt.ksig"
+# Two files in one request: the local tree's root at level 1 under a one-link gateway chain,
+# in a response made here (HMAC-SHA-256, key "k") for request id 1.
+if python3 - "$TMP/a.txt" "$TMP/b.txt" "$TMP/tree-resp.tlv" <<'EOF'
+import hashlib, hmac, struct, sys
+def tlv(t, v):
+    if t > 0x1F or len(v) > 255:
+        return struct.pack(">BBH", 0x80 | (t >> 8), t & 0xFF, len(v)) + v
+    return bytes([t, len(v)]) + v
+def uint(v):
+    return v.to_bytes((v.bit_length() + 7) // 8, "big")
+imp = lambda data: b"\x01" + hashlib.sha256(data).digest()
+h = [imp(open(f, "rb").read()) for f in sys.argv[1:3]]
+root = imp(h[0] + h[1] + b"\x01")
+chain = tlv(0x801, tlv(2, uint(1700000000)) + tlv(3, uint(3)) + tlv(5, root) + tlv(6, uint(1))
+            + tlv(7, tlv(2, b"\x01" + bytes(32))))
+body = tlv(1, tlv(1, b"anon\x00")) + tlv(2, tlv(1, uint(1)) + chain)
+pdu = tlv(0x221, body + tlv(0x1F, b"\x01" + bytes(32)))
+mac = hmac.new(b"k", pdu[:-32], hashlib.sha256).digest()
+open(sys.argv[3], "wb").write(pdu[:-32] + mac)
+conf = tlv(4, tlv(1, uint(19)) + tlv(2, uint(1)) + tlv(3, uint(100)) + tlv(4, uint(1000)) + tlv(0x10, b"ksi+tcp://up:3333\x00"))
+pdu = tlv(0x221, tlv(1, tlv(1, b"anon\x00")) + conf + tlv(0x1F, b"\x01" + bytes(32)))
+open(sys.argv[3] + ".conf", "wb").write(pdu[:-32] + hmac.new(b"k", pdu[:-32], hashlib.sha256).digest())
+EOF
+then
+  mkdir -p "$TMP/sigs"
+  run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/sigs" --json -S "file://$TMP/tree-resp.tlv" --aggr-user anon --aggr-key k
+  expect "sign: two files in one request (local tree)" 0 'out:"path":"'"$TMP"'/b.txt"' 'out:"status":"ok"'
+  for f in a b; do
+    run verify -i "$TMP/sigs/$f.txt.ksig" -f "$TMP/$f.txt" --policy internal
+    expect "sign: local-tree signature of $f.txt verifies with $f.txt" 0 "OK"
+  done
+  run verify -i "$TMP/sigs/a.txt.ksig" -f "$TMP/b.txt" --policy internal
+  expect "sign: a.txt's signature does not verify b.txt" 6 "GEN-01"
+  run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/sigs" --max-lvl 0 --json --force -S "file://$TMP/tree-resp.tlv" --aggr-user anon --aggr-key k
+  if expect "sign --max-lvl 0: one request per file, stops at the first failure" 4 "GEN-01"; then
+    expect_eq "sign --max-lvl 0: statuses per file" "error skipped" "$(printf '%s\n' "$OUT" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' | tr '\n' ' ' | sed 's/ $//')"
+  fi
+  run sign --dump-conf --json -S "file://$TMP/tree-resp.tlv.conf" --aggr-user anon --aggr-key k
+  expect_json "sign --dump-conf: the gateway's configuration" \
+    "d['max_level'] == 19 and d['aggr_algo'] == 'SHA-256' and d['aggr_period_ms'] == 100 and d['max_requests'] == 1000 and d['parent_uris'] == ['ksi+tcp://up:3333']"
+  run sign --dump-conf -S "file://$TMP/tree-resp.tlv" --aggr-user anon --aggr-key k
+  expect "sign --dump-conf: a response without configuration is exit 8" 8 "no configuration"
+else
+  fail "sign: local tree response" "python3 to make it" "no python3"
+fi
+run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -S "$NOWHERE"
+expect "sign: FILE.ksig exists: refused before sending" 3 "a.txt.ksig already exists" "nothing was sent"
+run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/b.txt" -S "$NOWHERE" --force
+expect "sign: several inputs want -o DIR" 3 "existing directory"
+run sign -i "$TMP/a.txt" "$TMP/a.txt" -o "$TMP" -S "$NOWHERE" --force
+expect "sign: the same output twice is refused" 3 "would both be signed into"
+run sign -i "$TMP/missing.txt" -S "$NOWHERE"
+expect "sign: a missing input is exit 9, nothing sent" 9 "missing.txt" "nothing was sent"
+run sign -i "$TMP/b.txt" -S "$NOWHERE"
+expect "sign: connection refused is exit 5" 5 "127.0.0.1:1"
+if [ -e "$TMP/b.txt.ksig" ]; then fail "sign: nothing written when the gateway is unreachable" "no file" "$TMP/b.txt.ksig"
+else pass "sign: nothing written when the gateway is unreachable"; fi
+run sign -i "$TMP/b.txt" -S ksi+tcp://127.0.0.1:1
+expect "sign: no login and key is exit 3" 3 "--aggr-user"
+run sign -i "$TMP/b.txt"
+expect "sign: no -S is exit 3" 3 "-S URL"
+run sign -i "$TMP/b.txt" -S "$NOWHERE" --no-such-option
+expect "sign: unknown option is exit 3" 3 "no-such-option"
+run sign -i - -S "$NOWHERE"
+expect "sign: standard input needs -o" 3 "-o OUT"
+run sign -i SHA-1:0000000000000000000000000000000000000000 -o "$TMP/x.ksig" -S "$NOWHERE"
+expect "sign: SHA-1 is refused" 3 "SHA-1"
+run sign -i "$TMP/b.txt" -S "$NOWHERE" --max-lvl 256
+expect "sign: --max-lvl above 255 is exit 3" 3 "--max-lvl"
+run sign --help
+expect "sign --help" 0 "out:--max-lvl" "out:--aggr-key" "out:--force" "out:--json"
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
