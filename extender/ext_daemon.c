@@ -19,14 +19,6 @@
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
-enum { S_HTTP, S_TCP, S_ADMIN, S_N };
-enum { F_OPEN, F_ACCEPTED, F_REJECTED, F_BAD, F_RESP1, F_RESP5 = F_RESP1 + 4, F_N };
-
-typedef struct binding {
-  extender_t *x;
-  int server, field;
-} binding_t;
-
 struct extender {
   uv_loop_t *loop;
   const ext_config_t *cfg;
@@ -43,11 +35,10 @@ struct extender {
   int n_sig;
   bool stopping;
   kl_metric_t *duration[2];
-  binding_t bind[S_N * F_N];
+  kl_net_metrics_t nm_http, nm_tcp, nm_admin;
 };
 
 static const char *const transport_name[2] = {"http", "tcp"};
-static const char *const server_name[S_N] = {"http", "tcp", "admin"};
 
 /* ---- calendar ---- */
 
@@ -101,22 +92,6 @@ static double m_cal_genesis(void *arg) { return m_cal(arg, 1); }
 static double m_cal_up(void *arg) { return m_cal(arg, 2); }
 static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users); }
 
-static double m_net(void *arg) {
-  const binding_t *b = arg;
-  const kl_net_stats_t *st = NULL;
-  if (b->server == S_HTTP && b->x->http) st = kl_http_server_stats(b->x->http);
-  if (b->server == S_ADMIN && b->x->admin) st = kl_http_server_stats(b->x->admin);
-  if (b->server == S_TCP && b->x->tcp) st = kl_tlv_server_stats(b->x->tcp);
-  if (st == NULL) return 0;
-  switch (b->field) {
-    case F_OPEN: return (double)st->open;
-    case F_ACCEPTED: return (double)st->accepted;
-    case F_REJECTED: return (double)st->rejected;
-    case F_BAD: return (double)st->bad_input;
-    default: return (double)st->responses[b->field - F_RESP1 + 1];
-  }
-}
-
 static int metrics_init(extender_t *x, kl_err_t *e) {
   if (kl_metrics_create(&x->m, e)) return KL_ENOMEM;
   kl_metrics_t *m = x->m;
@@ -133,28 +108,9 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
   ok &= kl_metrics_gauge_fn(m, "keyless_calendar_up", "1 when the calendar is open and not empty.", NULL, m_cal_up,
                             x) != NULL;
   ok &= kl_metrics_gauge_fn(m, "keyless_extender_users", "Logins in the users file.", NULL, m_users, x) != NULL;
-  static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-  for (int s = 0; s < S_N; s++) {
-    for (int f = 0; f < F_N; f++) {
-      binding_t *b = &x->bind[s * F_N + f];
-      *b = (binding_t){x, s, f};
-      const char *lab[] = {"server", server_name[s], f >= F_RESP1 ? "class" : NULL, f >= F_RESP1 ? classes[f - F_RESP1] : NULL, NULL};
-      if (f == F_OPEN)
-        ok &= kl_metrics_gauge_fn(m, "keyless_net_connections_open", "Open connections.", lab, m_net, b) != NULL;
-      else if (f == F_ACCEPTED)
-        ok &= kl_metrics_counter_fn(m, "keyless_net_connections_accepted_total", "Connections accepted.", lab, m_net, b) != NULL;
-      else if (f == F_REJECTED)
-        ok &= kl_metrics_counter_fn(m, "keyless_net_connections_rejected_total",
-                                    "Connections closed at once: over max_connections.", lab, m_net, b) != NULL;
-      else if (f == F_BAD)
-        ok &= kl_metrics_counter_fn(m, "keyless_net_bad_input_total",
-                                    "Unparseable or oversized requests (HTTP 400/413/431, ksi+tcp framing).", lab,
-                                    m_net, b) != NULL;
-      else if (s != S_TCP && f != F_RESP1)
-        ok &= kl_metrics_counter_fn(m, "keyless_http_responses_total", "HTTP responses by status class.", lab, m_net,
-                                    b) != NULL;
-    }
-  }
+  ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
+  ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
+  ok &= kl_net_metrics_register(m, &x->nm_admin, "admin", true) == 0;
   return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
 }
 
@@ -295,6 +251,7 @@ void extender_stop(extender_t *x) {
   kl_tlv_server_t *tcp = x->tcp;
   x->http = x->admin = NULL;
   x->tcp = NULL;
+  x->nm_http.stats = x->nm_tcp.stats = x->nm_admin.stats = NULL;
   kl_http_server_close(http, on_http_closed, x);
   kl_http_server_close(admin, on_http_closed, x);
   kl_tlv_server_close(tcp, on_tcp_closed, x);
@@ -313,11 +270,13 @@ static int start_servers(extender_t *x, kl_err_t *e) {
         kl_http_route(x->http, "GET", "/publications.bin", on_publications, x, e) ||
         kl_http_route(x->http, "POST", "*", on_extend_http, x, e) || kl_http_server_listen(x->http, c->http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
+    x->nm_http.stats = kl_http_server_stats(x->http);
   }
   if (c->tcp_listen[0]) {
     if (kl_tlv_server_create(x->loop, &lim, "tcp", on_extend_tcp, x, &x->tcp, e) ||
         kl_tlv_server_listen(x->tcp, c->tcp_listen, e))
       return kl_err_wrap(e, "[server] tcp_listen");
+    x->nm_tcp.stats = kl_tlv_server_stats(x->tcp);
   }
   if (c->admin_listen[0]) {
     kl_net_limits_t al = lim;
@@ -328,6 +287,7 @@ static int start_servers(extender_t *x, kl_err_t *e) {
         kl_http_route(x->admin, "GET", "/metrics", on_metrics, x, e) ||
         kl_http_server_listen(x->admin, c->admin_listen, e))
       return kl_err_wrap(e, "[server] admin_listen");
+    x->nm_admin.stats = kl_http_server_stats(x->admin);
   }
   return 0;
 }
