@@ -291,9 +291,13 @@ void kl__conn_settle(kl__conn_t *c) {
   if (take && !c->eof && !s->closing && !c->end_when_idle && c->backlog == NULL) start_reading(c);
   else stop_reading(c);
   if (c->state != KL__C_OPEN) return;
-  if (idle && !c->timer_idle) uv_timer_start(&c->timer, on_timer, s->lim.idle_timeout_ms, 0);
-  else if (!idle && c->timer_idle) uv_timer_stop(&c->timer);
-  c->timer_idle = idle;
+  /* The timer runs while nothing is in progress, and while the peer does not read what we wrote
+   * (stalled over the watermark, requests waiting unread behind it): either way idle_timeout
+   * without progress closes the connection. Written bytes count as progress (on_write). */
+  bool timed = idle || c->queued > s->lim.write_watermark;
+  if (timed && !c->timer_idle) uv_timer_start(&c->timer, on_timer, s->lim.idle_timeout_ms, 0);
+  else if (!timed && c->timer_idle) uv_timer_stop(&c->timer);
+  c->timer_idle = timed;
 }
 
 void kl__conn_touch(kl__conn_t *c) {
@@ -400,7 +404,13 @@ void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
     return;
   }
   c->queued += alen + blen;
-  if (c->queued > c->srv->lim.write_watermark) stop_reading(c);
+  if (c->queued > c->srv->lim.write_watermark) {
+    stop_reading(c);
+    if (!c->timer_idle) { /* stalled: closed after idle_timeout unless the peer reads */
+      uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+      c->timer_idle = true;
+    }
+  }
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
