@@ -147,8 +147,7 @@ typedef struct conn {
   uv_connect_t cr;
   struct run *r;
   unsigned idx, addr;
-  uint8_t *rx;
-  size_t rx_len, rx_cap;
+  kb_rxbuf_t rx;
   uint64_t in_flight, max_in_flight;
   bool up, closing, lost;
   uint8_t *tx; /* frames gathered in one tick */
@@ -313,9 +312,9 @@ static void on_frame(conn_t *c, const uint8_t *p, size_t n) {
 static void on_close(uv_handle_t *h) {
   conn_t *c = h->data;
   run_t *r = c->r;
-  free(c->rx);
+  kb_rx_free(&c->rx);
   free(c->tx);
-  c->rx = c->tx = NULL;
+  c->tx = NULL;
   if (--r->open == 0) {
     uv_close((uv_handle_t *)&r->tick, NULL);
     uv_close((uv_handle_t *)&r->guard, NULL);
@@ -357,14 +356,10 @@ static void conn_lost(conn_t *c, const char *why) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   conn_t *c = h->data;
-  if (c->rx_cap - c->rx_len < 65536) {
-    size_t cap = c->rx_cap ? 2 * c->rx_cap : 262144;
-    uint8_t *p = realloc(c->rx, cap);
-    if (p == NULL) die("read buffer", "out of memory");
-    c->rx = p;
-    c->rx_cap = cap;
-  }
-  *b = uv_buf_init((char *)c->rx + c->rx_len, (unsigned)(c->rx_cap - c->rx_len));
+  size_t avail = 0;
+  uint8_t *p = kb_rx_space(&c->rx, 65536, 262144, &avail);
+  if (p == NULL) die("read buffer", "out of memory");
+  *b = uv_buf_init((char *)p, (unsigned)avail);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -374,20 +369,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     conn_lost(c, uv_err_name((int)n));
     return;
   }
-  c->rx_len += (size_t)n;
+  c->rx.len += (size_t)n;
   size_t off = 0;
-  while (c->rx_len - off >= 4) {
-    const uint8_t *p = c->rx + off;
+  while (c->rx.len - off >= 4) {
+    const uint8_t *p = c->rx.p + off;
     size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     if (len > MAX_FRAME) wrong("an answer frame of %zu bytes", len);
-    if (c->rx_len - off < 4 + len) break;
+    if (c->rx.len - off < 4 + len) break;
     on_frame(c, p + 4, len);
     off += 4 + len;
   }
-  if (off) {
-    memmove(c->rx, c->rx + off, c->rx_len - off);
-    c->rx_len -= off;
-  }
+  kb_rx_consume(&c->rx, off);
   maybe_stop(c->r);
 }
 

@@ -361,8 +361,7 @@ typedef struct conn {
   uv_tcp_t h;
   uv_connect_t cr;
   run_t *r;
-  uint8_t *rx;
-  size_t rx_len, rx_cap;
+  kb_rxbuf_t rx;
   pend_t *q; /* ring of requests in flight, oldest at head */
   unsigned q_head, q_n, q_cap;
   bool closing;
@@ -395,9 +394,8 @@ struct run {
 static void on_close(uv_handle_t *h) {
   conn_t *c = h->data;
   run_t *r = c->r;
-  free(c->rx);
+  kb_rx_free(&c->rx);
   free(c->q);
-  c->rx = NULL;
   c->q = NULL;
   if (--r->open == 0) {
     uv_timer_stop(&r->guard);
@@ -408,7 +406,7 @@ static void on_close(uv_handle_t *h) {
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
-  if (c->rx_len != 0) wrong("%zu bytes after the last answer on a connection", c->rx_len);
+  if (c->rx.len != 0) wrong("%zu bytes after the last answer on a connection", c->rx.len);
   uv_read_stop((uv_stream_t *)&c->h);
   uv_close((uv_handle_t *)&c->h, on_close);
 }
@@ -473,14 +471,10 @@ static void on_answer(conn_t *c, const uint8_t *p, size_t n) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   conn_t *c = h->data;
-  if (c->rx_cap - c->rx_len < 65536) {
-    size_t cap = c->rx_cap ? 2 * c->rx_cap : 2 * (KL_PDU_MAX_SIZE + MAX_HTTP_HEADER);
-    uint8_t *p = realloc(c->rx, cap);
-    if (p == NULL) die("read buffer", "out of memory");
-    c->rx = p;
-    c->rx_cap = cap;
-  }
-  *b = uv_buf_init((char *)c->rx + c->rx_len, (unsigned)(c->rx_cap - c->rx_len));
+  size_t avail = 0;
+  uint8_t *p = kb_rx_space(&c->rx, 65536, 2 * (KL_PDU_MAX_SIZE + MAX_HTTP_HEADER), &avail);
+  if (p == NULL) die("read buffer", "out of memory");
+  *b = uv_buf_init((char *)p, (unsigned)avail);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -491,17 +485,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (c->closing) return;
     wrong("the daemon closed a connection (%s) with %u requests in flight", uv_err_name((int)n), c->q_n);
   }
-  c->rx_len += (size_t)n;
+  c->rx.len += (size_t)n;
   size_t off = 0, blen, used;
   const uint8_t *body;
-  while (next_answer(r->mode, c->rx + off, c->rx_len - off, &body, &blen, &used)) {
+  while (next_answer(r->mode, c->rx.p + off, c->rx.len - off, &body, &blen, &used)) {
     on_answer(c, body, blen);
     off += used;
   }
-  if (off) {
-    memmove(c->rx, c->rx + off, c->rx_len - off);
-    c->rx_len -= off;
-  }
+  kb_rx_consume(&c->rx, off);
   if (c->q_n == 0 && !may_issue(r, kb_now())) conn_close(c);
 }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef KL_BENCH_BUILD_TYPE
 #define KL_BENCH_BUILD_TYPE "unknown"
@@ -99,4 +100,77 @@ const char *kb_parse_loopback(const char *s, struct sockaddr_storage *out) {
     if ((ntohl(a->sin_addr.s_addr) >> 24) != 127) return "not a loopback address (only ::1 and 127.0.0.0/8)";
   }
   return NULL;
+}
+
+double kb_proc_cpu(long pid) {
+  char path[64], buf[1024];
+  if (pid <= 0) return -1;
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
+  if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+bool kb_proc_rss(long pid, uint64_t *rss_kib, uint64_t *peak_kib) {
+  char path[64], line[256];
+  bool have_rss = false, have_peak = false;
+  if (pid <= 0) return false;
+  snprintf(path, sizeof path, "/proc/%ld/status", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return false;
+  while (fgets(line, sizeof line, f) != NULL) {
+    unsigned long long v = 0;
+    if (sscanf(line, "VmRSS: %llu kB", &v) == 1) {
+      *rss_kib = (uint64_t)v;
+      have_rss = true;
+    } else if (sscanf(line, "VmHWM: %llu kB", &v) == 1) {
+      *peak_kib = (uint64_t)v;
+      have_peak = true;
+    }
+  }
+  fclose(f);
+  return have_rss && have_peak;
+}
+
+double kb_machine_idle(void) {
+  FILE *f = fopen("/proc/stat", "r");
+  unsigned long long v[5] = {0};
+  if (f == NULL) return -1;
+  int k = fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]);
+  fclose(f);
+  if (k < 5) return -1;
+  return (double)(v[3] + v[4]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+uint8_t *kb_rx_space(kb_rxbuf_t *b, size_t min_free, size_t first_cap, size_t *avail) {
+  if (b->cap - b->len < min_free) {
+    size_t cap = b->cap ? 2 * b->cap : first_cap > min_free ? first_cap : min_free;
+    while (cap - b->len < min_free) cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (p == NULL) return NULL;
+    b->p = p;
+    b->cap = cap;
+  }
+  *avail = b->cap - b->len;
+  return b->p + b->len;
+}
+
+void kb_rx_consume(kb_rxbuf_t *b, size_t n) {
+  if (n == 0) return;
+  if (n < b->len) memmove(b->p, b->p + n, b->len - n);
+  b->len -= n;
+}
+
+void kb_rx_free(kb_rxbuf_t *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
 }

@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# The signing path under load, end to end: one keyless-core node (a dev PKI from `keyless devpki`,
+# data in a temporary directory, the Raft log fsynced as libraft does by default; nothing here
+# turns that off), one keyless-aggregator above it and one keyless-gateway above that, all on
+# loopback; then bench_gateway for each load shape, with the three daemons' CPU over the measured
+# window and their RSS (bench_gateway -D reads /proc/PID/stat and /proc/PID/status), and the
+# gateway's own /metrics (rounds, their size, the parent's latency, statuses) around each shape.
+# The gateway is restarted for every shape, so that its RSS belongs to that shape; the aggregator
+# and the core run throughout. The core's ports are chosen free; the aggregator and the gateway
+# listen on port 0 and their ports are read from their "event=started" log lines. Everything stays
+# on 127.0.0.1 and in a temporary directory that is removed at exit; every process started here is
+# stopped (TERM, then KILL after 10 s) at exit. Not a test: nothing here asserts a timed result
+# (BENCHMARKS.md).
+#
+# usage: bench/run_gateway_bench.sh [BUILD_DIR] [-- BENCH_GATEWAY_ARGS...]
+#   BUILD_DIR  a Release build of this tree (default build-bench next to bench/)
+#   after --   extra flags for every bench_gateway run (e.g. --progress, --seed 7)
+# environment:
+#   SHAPES="NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] ..."   the load shapes, in order; RATE
+#              (requests/s) makes the load open loop, paced, with CONNS x INFLIGHT as the cap
+#   MAIN="NAME:..."  the main shape, run REPEAT more times after the others (default tcp1-32k)
+#   REPEAT=3   runs of MAIN (0: none)
+#   DURATION=20 WARMUP=3 DRAIN=10   seconds: the measured window, before it, answers awaited after it
+#   VERIFY=100 bench_gateway --verify-sample: every 100th signature is built and verified
+#   QUIET=PCT  repeat a shape (at most TRIES times, pausing 5, 10, 15... s) while the rest of the
+#              machine used more than PCT% of a core during its window (default 40; "off": never).
+#              "The rest" includes interrupt work charged to no process (bench_gateway's "others").
+#   TRIES=4
+#   OUT=DIR    also keep every output, metrics snapshot and daemon log in DIR
+#   TMPDIR     where the core's data goes (default /tmp)
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD="$HERE/../build-bench"
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then BUILD=$1; shift; fi
+if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
+BUILD=$(cd "$BUILD" && pwd) || exit 2
+CORE=$BUILD/core/keyless-core
+AGG=$BUILD/aggregator/keyless-aggregator
+GW=$BUILD/gateway/keyless-gateway
+KL=$BUILD/cli/keyless
+BENCH=$BUILD/bench/bench_gateway
+for b in "$CORE" "$AGG" "$GW" "$KL" "$BENCH"; do
+  [ -x "$b" ] || { echo "$0: $b is not built (cmake --build $BUILD --target keyless-core keyless-aggregator keyless-gateway keyless-cli bench_gateway)" >&2; exit 2; }
+done
+DEFAULT_SHAPES="tcp1-4k:tcp:64:64:1 tcp1-16k:tcp:256:64:1 tcp1-32k:tcp:512:64:1 tcp1-48k:tcp:768:64:1 tcp1-64k:tcp:1024:64:1
+tcp32-16k:tcp:16:32:32 tcp32-32k:tcp:32:32:32 tcp32-64k:tcp:64:32:32 tcp32-96k:tcp:96:32:32
+http1-1k:http:1024:1:1 http1-4k:http:4096:1:1 http32-32k:http:1024:1:32 http32-64k:http:2048:1:32
+tcp1-rate30k:tcp:1024:64:1:30000 tcp1-rate35k:tcp:1024:64:1:35000 tcp1-rate40k:tcp:1024:64:1:40000"
+SHAPES=${SHAPES:-$DEFAULT_SHAPES}
+MAIN=${MAIN:-tcp1-32k:tcp:512:64:1}
+REPEAT=${REPEAT:-3}
+DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-3}
+DRAIN=${DRAIN:-10}
+VERIFY=${VERIFY:-100}
+QUIET=${QUIET:-40}
+TRIES=${TRIES:-4}
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
+[ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
+command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-gwbench.XXXXXX") || exit 2
+CORE_PID= AGG_PID= GW_PID=
+STOP_RC=
+stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the exit status in STOP_RC
+  local p=$1
+  STOP_RC=
+  [ -n "$p" ] || return 0
+  kill -TERM "$p" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+  wait "$p" 2>/dev/null
+  STOP_RC=$?
+}
+cleanup() {
+  for p in "$GW_PID" "$AGG_PID" "$CORE_PID"; do
+    [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+  done
+  wait 2>/dev/null
+  if [ -n "${OUT:-}" ]; then
+    (cd "$TMP" && find . -path ./core -prune -o -path ./pki -prune -o -type f ! -name users -print |
+      while read -r f; do mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
+    echo "outputs kept in $OUT"
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cd "$TMP" || exit 2 # nothing this script writes can land elsewhere
+
+echo "== machine =="
+echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), nproc $(nproc)"
+echo "kernel: $(uname -r); TMPDIR filesystem: $(df -T "$TMP" | awk 'NR == 2 {print $2 " on " $1}'); open files limit $(ulimit -n)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "build: $BUILD ($BUILD_TYPE)"
+echo "window $DURATION s after $WARMUP s of warm-up, drain up to $DRAIN s; verify every $VERIFY; main shape $MAIN x $REPEAT"
+echo "the core, the aggregator, the gateway and bench_gateway share this machine's $(nproc) cores"
+
+# ---- the core: one node, ports chosen free ----
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+base=$((20000 + ($$ * 13) % 30000))
+for _ in $(seq 1 100); do
+  port_free $base && port_free $((base + 1)) && port_free $((base + 2)) && port_free $((base + 3)) && break
+  base=$((base + 10)); [ $base -gt 60000 ] && base=20000
+done
+"$KL" devpki -o "$TMP/pki" --email gateway-bench@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
+cat >"$TMP/core.conf" <<CONF
+# written by run_gateway_bench.sh; every other key is deploy/core.conf's default (fsync on)
+[node]
+id = 1
+data_dir = $TMP/core
+[cluster]
+member1 = 127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2))
+[server]
+admin_listen = 127.0.0.1:$((base + 3))
+[calendar]
+genesis = $(($(date +%s) - 2))
+[keys]
+calendar_auth_cert = $TMP/pki/calendar-auth.crt
+calendar_auth_key = $TMP/pki/calendar-auth.key
+CONF
+"$CORE" -c "$TMP/core.conf" >>"$TMP/core.log" 2>&1 &
+CORE_PID=$!
+for _ in $(seq 1 150); do
+  curl -s -m 2 "http://127.0.0.1:$((base + 3))/status" | grep -q '"role":"leader"' && break
+  kill -0 "$CORE_PID" 2>/dev/null || break
+  sleep 0.1
+done
+curl -s -m 2 "http://127.0.0.1:$((base + 3))/status" | grep -q '"role":"leader"' ||
+  { echo "keyless-core did not become leader:"; tail -n 20 "$TMP/core.log"; exit 1; }
+echo "keyless-core pid $CORE_PID, internal 127.0.0.1:$((base + 1)), admin 127.0.0.1:$((base + 3))"
+
+# started_field LOG FIELD: the value of FIELD in LOG's event=started line
+started_field() { grep 'event=started' "$1" | head -n1 | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
+wait_started() { # LOG PID
+  for _ in $(seq 1 100); do
+    grep -q 'event=started' "$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# ---- the aggregator ----
+cat >"$TMP/aggregator.conf" <<CONF
+# written by run_gateway_bench.sh; every other key is deploy/aggregator.conf's default
+[server]
+listen = 127.0.0.1:0
+admin_listen = 127.0.0.1:0
+[round]
+name = bench-agg
+[parents]
+parent1 = 127.0.0.1:$((base + 1))
+CONF
+"$AGG" -c "$TMP/aggregator.conf" >>"$TMP/aggregator.log" 2>&1 &
+AGG_PID=$!
+wait_started "$TMP/aggregator.log" "$AGG_PID" || { echo "keyless-aggregator did not start:"; cat "$TMP/aggregator.log"; exit 1; }
+AGG_PORT=$(started_field "$TMP/aggregator.log" port)
+echo "keyless-aggregator pid $AGG_PID, children 127.0.0.1:$AGG_PORT"
+
+# ---- the gateway: restarted for every shape ----
+KEY=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
+printf 'bench:%s\n' "$KEY" >"$TMP/users"
+chmod 600 "$TMP/users"
+cat >"$TMP/gateway.conf" <<CONF
+# written by run_gateway_bench.sh; every other key is deploy/gateway.conf's default
+[server]
+http_listen = 127.0.0.1:0
+tcp_listen = 127.0.0.1:0
+admin_listen = 127.0.0.1:0
+[auth]
+users_file = $TMP/users
+[round]
+name = bench-gw
+[parents]
+parent1 = 127.0.0.1:$AGG_PORT
+CONF
+GW_N=0
+start_gateway() {
+  GW_N=$((GW_N + 1))
+  GW_LOG=$TMP/gateway$GW_N.log
+  "$GW" -c "$TMP/gateway.conf" >"$GW_LOG" 2>&1 &
+  GW_PID=$!
+  wait_started "$GW_LOG" "$GW_PID" || { echo "keyless-gateway did not start:"; cat "$GW_LOG"; return 1; }
+  GW_HTTP=$(started_field "$GW_LOG" http_port)
+  GW_TCP=$(started_field "$GW_LOG" tcp_port)
+  GW_ADMIN=$(started_field "$GW_LOG" admin_port)
+  # it answers once a real signature comes back (bounded: 30 tries)
+  for _ in $(seq 1 30); do
+    timeout 30 "$BENCH" -a "127.0.0.1:$GW_TCP" --user bench --key "$KEY" -c 1 --inflight 1 --count 1 --drain 5 \
+      --verify-sample 1 >"$TMP/probe.txt" 2>&1 && grep -q '^result .* ok=1 ' "$TMP/probe.txt" && return 0
+    sleep 1
+  done
+  echo "keyless-gateway does not sign:"; cat "$TMP/probe.txt"; tail -n 20 "$GW_LOG"
+  return 1
+}
+stop_gateway() {
+  stop_pid "$GW_PID"
+  GW_PID=
+  [ "$STOP_RC" = 0 ] || echo "  (keyless-gateway exit status $STOP_RC)"
+}
+metrics() { curl -s -m 10 "http://127.0.0.1:$GW_ADMIN/metrics"; }
+# mval FILE NAME-WITH-LABELS: the sample's value (0 if absent)
+mval() { awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$1"; }
+
+STATUS=0
+ROWS=$TMP/rows.txt
+: >"$ROWS"
+run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL: tried again while the machine is busy
+  local t others
+  for t in $(seq 1 "$TRIES"); do
+    TRY=$t
+    run_once "$1" "$2" || return 1
+    [ "$QUIET" = off ] && return 0
+    others=$(grep '^result ' "$TMP/$2.txt" | sed -n 's/.* others_cpu=\([0-9.]*\).*/\1/p')
+    [ -z "$others" ] && return 0
+    awk -v o="$others" -v q="$QUIET" 'BEGIN { exit !(o > q) }' || return 0
+    if [ "$t" -lt "$TRIES" ]; then
+      echo "  (the rest of the machine used $others% of a core: tried again after $((5 * t)) s)"
+      sed -i '$d' "$ROWS"
+      sleep $((5 * t))
+    else
+      echo "  (the rest of the machine used $others% of a core in all $TRIES tries; the last is kept)"
+    fi
+  done
+}
+run_once() {
+  local spec=$1 name transport conns inflight per rate port args out rc
+  IFS=: read -r name transport conns inflight per rate <<<"$spec"
+  out=$TMP/$2.txt
+  start_gateway || { STATUS=1; return 1; }
+  port=$GW_TCP
+  [ "$transport" = http ] && port=$GW_HTTP
+  args=(-a "127.0.0.1:$port" --transport "$transport" -c "$conns" --per-pdu "$per" --user bench --key "$KEY"
+        --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" --verify-sample "$VERIFY"
+        -D "gateway:$GW_PID,aggregator:$AGG_PID,core:$CORE_PID")
+  [ "$transport" = tcp ] && args+=(--inflight "$inflight")
+  [ -n "$rate" ] && args+=(--rate "$rate")
+  echo "== $2: $spec, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+  metrics >"$TMP/$2.metrics0"
+  # bounded twice: bench_gateway by its window, drain and stall guard, and this timeout
+  timeout $((WARMUP + DURATION + DRAIN + 120)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1
+  rc=$?
+  metrics >"$TMP/$2.metrics1"
+  cat "$out"
+  if [ $rc -ne 0 ]; then
+    echo "bench_gateway failed (exit $rc)"
+    STATUS=1
+  fi
+  local m0=$TMP/$2.metrics0 m1=$TMP/$2.metrics1 k c s l d
+  k='keyless_tier_round_requests_count{tier="gateway"}'
+  c=$(($(mval "$m1" "$k") - $(mval "$m0" "$k")))
+  k='keyless_tier_round_requests_sum{tier="gateway"}'
+  s=$(($(mval "$m1" "$k") - $(mval "$m0" "$k")))
+  l=$(awk -v a="$(mval "$m0" 'keyless_tier_parent_latency_seconds_sum{tier="gateway"}')" \
+          -v b="$(mval "$m1" 'keyless_tier_parent_latency_seconds_sum{tier="gateway"}')" -v n="$c" \
+          'BEGIN { if (n > 0) printf "%.0f", 1000 * (b - a) / n; else printf "-" }')
+  k="keyless_gateway_pdu_duration_seconds_sum{transport=\"$transport\"}"
+  d=$(awk -v a="$(mval "$m0" "$k")" -v b="$(mval "$m1" "$k")" \
+          -v n0="$(mval "$m0" "${k/_sum/_count}")" -v n1="$(mval "$m1" "${k/_sum/_count}")" \
+          'BEGIN { if (n1 > n0) printf "%.0f", 1000 * (b - a) / (n1 - n0); else printf "-" }')
+  echo "gateway /metrics over the whole shape (warm-up, drain and the probe included): $c rounds, $s requests," \
+    "mean round $( [ "$c" -gt 0 ] && echo $((s / c)) || echo -) requests, mean parent latency $l ms," \
+    "mean PDU time in the gateway $d ms;" \
+    "by status: $(grep '^keyless_gateway_requests_total' "$m1" | sed 's/keyless_gateway_requests_total{status="\(0x[0-9A-F]*\)"} /\1=/' | tr '\n' ' ')"
+  local res
+  res=$(grep '^result ' "$out" | head -n1)
+  [ -n "$res" ] || echo "$2 result transport=$transport conns=$conns failed=1 tries=$TRY" >>"$ROWS"
+  [ -n "$res" ] && echo "$2 $res rounds=$c round_mean=$( [ "$c" -gt 0 ] && echo $((s / c)) || echo 0) parent_ms=$l gw_pdu_ms=$d tries=$TRY" >>"$ROWS"
+  stop_gateway
+  return 0
+}
+
+EXTRA=("$@")
+n=0
+for spec in $SHAPES; do
+  n=$((n + 1))
+  run_shape "$spec" "$(printf 's%02d-%s' "$n" "${spec%%:*}")"
+done
+for r in $(seq 1 "$REPEAT"); do
+  run_shape "$MAIN" "main$r-${MAIN%%:*}"
+done
+
+echo "== table =="
+# the fields of a result line, by name
+awk '
+  function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "-" }
+  BEGIN {
+    printf "%-20s %-4s %5s %4s %4s %6s %6s %8s %7s %7s %7s %7s %7s %7s %8s %5s %5s %5s %5s %5s %6s %6s %6s %6s %3s\n",
+      "shape", "tr", "conns", "infl", "/pdu", "rate", "flight", "sigs/s", "PDUs/s", "p50ms", "p90ms", "p99ms",
+      "p99.9", "maxms", "errors", "cl%", "gw%", "agg%", "core%", "oth%", "gwMiB", "round", "parent", "gwpdu", "try"
+  }
+  {
+    printf "%-20s %-4s %5s %4s %4s %6s %6s %8.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %8s %5.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6s %6s %6s %3s\n",
+      $1, f("transport"), f("conns"), f("inflight"), f("per_pdu"), f("rate"), f("in_flight"),
+      f("sigs_per_s"), f("pdus_per_s"), f("p50_ms"), f("p90_ms"), f("p99_ms"), f("p999_ms"), f("max_ms"),
+      f("errors"), f("client_cpu"), f("gateway_cpu"), f("aggregator_cpu"), f("core_cpu"), f("others_cpu"),
+      f("gateway_peak_mib"), f("round_mean"), f("parent_ms"), f("gw_pdu_ms"), f("tries")
+  }' "$ROWS"
+cat <<'LEGEND'
+(infl: PDUs in flight per connection (cap); flight: requests in flight, the window's mean; rate: open-loop offered
+ requests/s (0: closed loop); sigs/s: status-0 answers in the window / window; p*: PDU latency at the client, ms;
+ errors: answers not OK over the whole shape, warm-up and drain included; cl/gw/agg/core/oth: CPU over the window,
+ % of one core (oth: the rest of the machine); gwMiB: the gateway's peak RSS; from the gateway's /metrics over the
+ whole shape: round: mean requests per gateway round; parent: mean ms from a round's close to its parent's answer;
+ gwpdu: mean ms from a PDU's arrival at the gateway to its response; try: the try kept, see QUIET)
+LEGEND
+
+if [ "$REPEAT" -gt 0 ]; then
+  echo "== the main shape, $REPEAT runs: ${MAIN} =="
+  grep '^main' "$ROWS" | awk '
+    function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "" }
+    { s[NR] = f("sigs_per_s"); p50[NR] = f("p50_ms"); p99[NR] = f("p99_ms"); e[NR] = f("errors") }
+    function med(v, n,   i, j, t, a) {
+      for (i = 1; i <= n; i++) a[i] = v[i] + 0
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    END {
+      for (i = 1; i <= NR; i++) printf "run %d: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms, errors %s\n", i, s[i], p50[i], p99[i], e[i]
+      if (NR) printf "median: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms\n", med(s, NR), med(p50, NR), med(p99, NR)
+    }'
+fi
+
+echo "== stop =="
+stop_pid "$AGG_PID"; AGG_PID=
+echo "keyless-aggregator exit status $STOP_RC"
+[ "$STOP_RC" = 0 ] || STATUS=1
+stop_pid "$CORE_PID"; CORE_PID=
+echo "keyless-core exit status $STOP_RC"
+[ "$STOP_RC" = 0 ] || STATUS=1
+for f in "$TMP"/gateway*.log "$TMP/aggregator.log" "$TMP/core.log"; do
+  w=$(grep -cE 'level=(warn|error)' "$f")
+  [ "$w" -gt 0 ] && echo "$(basename "$f"): $w lines at warn or error, e.g. $(grep -E 'level=(warn|error)' "$f" | head -n1)"
+done
+exit $STATUS
