@@ -34,11 +34,12 @@
  *       answers before / after the event.
  *   gw_badclient slow HOST:PORT USER KEY PDUS REQS DEADLINE_MS
  *       ksi+tcp with a small receive buffer: sends PDUS PDUs of REQS requests each as fast as
- *       the gateway takes them (stopped=1 when it took nothing for 2.5 s, longer than a round
- *       trip) and never reads an answer; then waits (up to DEADLINE_MS in all) for the gateway
- *       to close its end of the connection, seen in /proc/net/tcp. Last line:
- *         slow pdus_taken=N pdus=M stopped=0|1 server_closed=0|1 close_ms=T
- *       (T from the last byte the gateway took)
+ *       the gateway takes them and never reads an answer; then waits (up to DEADLINE_MS in all)
+ *       for the gateway to close its end of the connection, seen in /proc/net/tcp. Last line:
+ *         slow pdus_taken=N pdus=M sending=all|stalled|closed|deadline server_closed=0|1 close_ms=T
+ *       sending: how sending ended (stalled: the gateway took nothing for 2.5 s, longer than a
+ *       round trip; closed: it closed or reset the connection); T counts from the last byte the
+ *       gateway took.
  *   gw_badclient capture URL USER KEY FILE OUT
  *       signs FILE's SHA-256 with request id 1 (as canned responses have it) and writes the
  *       raw response to OUT
@@ -709,14 +710,24 @@ static int cmd_slow(int argc, char **argv) {
   unsigned myport = ntohs(me.sin_port), gwport = (unsigned)atoi(colon + 1);
   size_t taken = 0, off = 0;
   long long last = now_ms();
-  bool stop = false;
-  while (taken < pdus && now_ms() < deadline) {
+  const char *ended = "all";
+  while (taken < pdus) {
+    if (now_ms() >= deadline) {
+      ended = "deadline";
+      break;
+    }
     struct pollfd p = {fd, POLLOUT, 0};
     int k = poll(&p, 1, 100);
-    if (k > 0 && (p.revents & (POLLERR | POLLHUP))) break;
+    if (k > 0 && (p.revents & (POLLERR | POLLHUP))) {
+      ended = "closed";
+      break;
+    }
     if (k > 0 && (p.revents & POLLOUT)) {
       ssize_t w = send(fd, pdu[taken] + off, plen[taken] - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ended = "closed";
+        break;
+      }
       if (w > 0) {
         last = now_ms();
         off += (size_t)w;
@@ -724,7 +735,7 @@ static int cmd_slow(int argc, char **argv) {
       }
     }
     if (now_ms() - last >= 2500) { /* nothing taken for longer than a round trip: it stopped */
-      stop = true;
+      ended = "stalled";
       break;
     }
   }
@@ -740,7 +751,7 @@ static int cmd_slow(int argc, char **argv) {
     sleep_ms(20);
   }
   close(fd);
-  printf("slow pdus_taken=%zu pdus=%zu stopped=%d server_closed=%d close_ms=%lld\n", taken, pdus, stop, closed,
+  printf("slow pdus_taken=%zu pdus=%zu sending=%s server_closed=%d close_ms=%lld\n", taken, pdus, ended, closed,
          closed ? closed_at - last : -1);
   for (size_t i = 0; i < pdus; i++) free(pdu[i]);
   free(pdu);
