@@ -43,10 +43,15 @@ BENCH=$BUILD/bench/bench_gateway
 for b in "$CORE" "$AGG" "$GW" "$KL" "$BENCH"; do
   [ -x "$b" ] || { echo "$0: $b is not built (cmake --build $BUILD --target keyless-core keyless-aggregator keyless-gateway keyless-cli bench_gateway)" >&2; exit 2; }
 done
-DEFAULT_SHAPES="tcp1-4k:tcp:64:64:1 tcp1-16k:tcp:256:64:1 tcp1-32k:tcp:512:64:1 tcp1-48k:tcp:768:64:1 tcp1-64k:tcp:1024:64:1
-tcp32-16k:tcp:16:32:32 tcp32-32k:tcp:32:32:32 tcp32-64k:tcp:64:32:32 tcp32-96k:tcp:96:32:32
-http1-1k:http:1024:1:1 http1-4k:http:4096:1:1 http32-32k:http:1024:1:32 http32-64k:http:2048:1:32
-tcp1-rate30k:tcp:1024:64:1:30000 tcp1-rate35k:tcp:1024:64:1:35000 tcp1-rate40k:tcp:1024:64:1:40000"
+# closed loop: one-request PDUs (one SDK call per document), 32-request PDUs (batching SDKs), HTTP;
+# open loop (paced) around the knees found that way
+DEFAULT_SHAPES="tcp1-4k:tcp:64:64:1 tcp1-16k:tcp:256:64:1 tcp1-32k:tcp:512:64:1 tcp1-64k:tcp:1024:64:1
+tcp32-32k:tcp:32:32:32 tcp32-64k:tcp:64:32:32 tcp32-96k:tcp:96:32:32
+http1-4k:http:4096:1:1 http32-32k:http:1024:1:32 http32-64k:http:2048:1:32
+tcp1-rate10k:tcp:1024:64:1:10000 tcp1-rate20k:tcp:1024:64:1:20000 tcp1-rate25k:tcp:1024:64:1:25000
+tcp1-rate27k:tcp:1024:64:1:27500 tcp1-rate30k:tcp:1024:64:1:30000
+tcp32-rate50k:tcp:256:32:32:50000 tcp32-rate80k:tcp:256:32:32:80000 tcp32-rate100k:tcp:256:32:32:100000
+tcp32-rate120k:tcp:256:32:32:120000 http32-rate60k:http:4096:1:32:60000"
 SHAPES=${SHAPES:-$DEFAULT_SHAPES}
 MAIN=${MAIN:-tcp1-32k:tcp:512:64:1}
 REPEAT=${REPEAT:-3}
@@ -62,7 +67,7 @@ BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/
 command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-gwbench.XXXXXX") || exit 2
-CORE_PID= AGG_PID= GW_PID=
+CORE_PID='' AGG_PID='' GW_PID='' BENCH_PID=''
 STOP_RC=
 stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the exit status in STOP_RC
   local p=$1
@@ -75,7 +80,7 @@ stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the 
   STOP_RC=$?
 }
 cleanup() {
-  for p in "$GW_PID" "$AGG_PID" "$CORE_PID"; do
+  for p in "$BENCH_PID" "$GW_PID" "$AGG_PID" "$CORE_PID"; do
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
@@ -228,8 +233,8 @@ run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL: tried again 
   done
 }
 run_once() {
-  local spec=$1 name transport conns inflight per rate port args out rc
-  IFS=: read -r name transport conns inflight per rate <<<"$spec"
+  local spec=$1 transport conns inflight per rate port args out rc
+  IFS=: read -r _ transport conns inflight per rate <<<"$spec"
   out=$TMP/$2.txt
   start_gateway || { STATUS=1; return 1; }
   port=$GW_TCP
@@ -241,9 +246,13 @@ run_once() {
   [ -n "$rate" ] && args+=(--rate "$rate")
   echo "== $2: $spec, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
   metrics >"$TMP/$2.metrics0"
-  # bounded twice: bench_gateway by its window, drain and stall guard, and this timeout
-  timeout $((WARMUP + DURATION + DRAIN + 120)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1
+  # bounded twice: bench_gateway by its window, drain and stall guard, and this timeout; in the
+  # background so that Ctrl-C or TERM reaches the traps at once
+  timeout $((WARMUP + DURATION + DRAIN + 120)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1 &
+  BENCH_PID=$!
+  wait "$BENCH_PID"
   rc=$?
+  BENCH_PID=
   metrics >"$TMP/$2.metrics1"
   cat "$out"
   if [ $rc -ne 0 ]; then
