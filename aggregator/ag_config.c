@@ -8,15 +8,6 @@
 #include "keyless/config.h"
 #include "keyless/net.h"
 
-static int check_listen(const void *f, char *msg, size_t n) {
-  const char *s = *(char *const *)f;
-  struct sockaddr_storage ss;
-  kl_err_t e;
-  if (s[0] == '\0' || kl_net_parse_addr(s, &ss, &e) == 0) return 0;
-  snprintf(msg, n, "%s", e.msg);
-  return -1;
-}
-
 #define K(sec, name, type, field, def, min, max, check) \
   (kl_cfg_key_t) { sec, name, type, offsetof(ag_config_t, field), def, min, max, check }
 #define N_OWN 5
@@ -26,8 +17,8 @@ static kl_cfg_key_t keys[N_KEYS];
 
 static void init_keys(void) {
   static const kl_tier_defaults_t td = {"100ms", "240", "4096", "1000000"};
-  keys[0] = K("server", "listen", KL_CFG_STR, listen, "127.0.0.1:8090", 0, 0, check_listen);
-  keys[1] = K("server", "admin_listen", KL_CFG_STR, admin_listen, "127.0.0.1:8092", 0, 0, check_listen);
+  keys[0] = K("server", "listen", KL_CFG_STR, listen, "127.0.0.1:8090", 0, 0, kl_net_cfg_check_listen);
+  keys[1] = K("server", "admin_listen", KL_CFG_STR, admin_listen, "127.0.0.1:8092", 0, 0, kl_net_cfg_check_listen);
   keys[2] = K("limits", "max_connections", KL_CFG_INT, max_connections, "4096", 1, 1000000, NULL);
   keys[3] = K("limits", "idle_timeout", KL_CFG_DURATION, idle_timeout_ms, "5m", 100, 86400000, NULL);
   keys[4] = K("limits", "shutdown_timeout", KL_CFG_DURATION, shutdown_timeout_ms, "5s", 0, 3600000, NULL);

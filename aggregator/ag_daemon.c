@@ -28,6 +28,7 @@ struct aggregator {
   kl_tlv_server_t *srv;
   kl_http_server_t *admin;
   kl_net_metrics_t nm_srv, nm_admin;
+  kl_admin_t adm;
   uv_signal_t sig[2];
   int n_sig;
   bool stopping;
@@ -106,23 +107,9 @@ static void on_frame(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *
   keyless__aggregation__message__free_unpacked(m, NULL);
 }
 
-static void on_healthz(kl_http_req_t *req, void *arg) {
+static const char *health(void *arg) {
   aggregator_t *a = arg;
-  if (a->tier && kl_tier_parents_up(a->tier) > 0) kl_http_respond(req, 200, "text/plain", "ok\n", 3);
-  else kl_http_respond(req, 503, "text/plain", "no parent connected\n", 20);
-}
-
-static void on_metrics(kl_http_req_t *req, void *arg) {
-  aggregator_t *a = arg;
-  kl_buf_t b = KL_BUF_INIT;
-  if (kl_metrics_render(a->m, &b, NULL)) {
-    kl_buf_free(&b);
-    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
-    return;
-  }
-  size_t len;
-  uint8_t *p = kl_buf_steal(&b, &len);
-  kl_http_respond_take(req, 200, KL_METRICS_CONTENT_TYPE, p, len);
+  return a->tier && kl_tier_parents_up(a->tier) > 0 ? NULL : "no parent connected";
 }
 
 static int metrics_init(aggregator_t *a, kl_err_t *e) {
@@ -214,13 +201,8 @@ int aggregator_start(uv_loop_t *loop, const ag_config_t *cfg, aggregator_t **out
   }
   a->nm_srv.stats = kl_tlv_server_stats(a->srv);
   if (cfg->admin_listen[0]) {
-    kl_net_limits_t al = lim;
-    al.max_body = 1024;
-    al.max_connections = 64;
-    al.idle_timeout_ms = 30000;
-    if (kl_http_server_create(loop, &al, "admin", &a->admin, e) ||
-        kl_http_route(a->admin, "GET", "/healthz", on_healthz, a, e) ||
-        kl_http_route(a->admin, "GET", "/metrics", on_metrics, a, e) || kl_http_server_listen(a->admin, cfg->admin_listen, e)) {
+    a->adm = (kl_admin_t){a->m, health, a};
+    if (kl_admin_server_create(loop, NULL, &a->adm, &a->admin, e) || kl_http_server_listen(a->admin, cfg->admin_listen, e)) {
       r = kl_err_wrap(e, "[server] admin_listen");
       aggregator_stop(a);
       return r;

@@ -36,6 +36,7 @@ struct extender {
   bool stopping;
   kl_metric_t *duration[2];
   kl_net_metrics_t nm_http, nm_tcp, nm_admin;
+  kl_admin_t adm;
 };
 
 static const char *const transport_name[2] = {"http", "tcp"};
@@ -183,27 +184,13 @@ static void on_publications(kl_http_req_t *req, void *arg) {
   else kl_http_respond(req, 200, "application/octet-stream", data, len);
 }
 
-static void on_healthz(kl_http_req_t *req, void *arg) {
+static const char *health(void *arg) {
   extender_t *x = arg;
   kl_cal_info_t ci;
   kl_cal_t *cal = cal_get(x);
-  if (cal == NULL) kl_http_respond(req, 503, "text/plain", "calendar unavailable\n", 21);
-  else if (kl_cal_info(cal, &ci, NULL)) kl_http_respond(req, 503, "text/plain", "calendar unreadable\n", 20);
-  else if (ci.empty) kl_http_respond(req, 503, "text/plain", "calendar empty\n", 15);
-  else kl_http_respond(req, 200, "text/plain", "ok\n", 3);
-}
-
-static void on_metrics(kl_http_req_t *req, void *arg) {
-  extender_t *x = arg;
-  kl_buf_t b = KL_BUF_INIT;
-  if (kl_metrics_render(x->m, &b, NULL)) {
-    kl_buf_free(&b);
-    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
-    return;
-  }
-  size_t len;
-  uint8_t *p = kl_buf_steal(&b, &len);
-  kl_http_respond_take(req, 200, KL_METRICS_CONTENT_TYPE, p, len);
+  if (cal == NULL) return "calendar unavailable";
+  if (kl_cal_info(cal, &ci, NULL)) return "calendar unreadable";
+  return ci.empty ? "calendar empty" : NULL;
 }
 
 /* ---- signals and lifecycle ---- */
@@ -279,12 +266,8 @@ static int start_servers(extender_t *x, kl_err_t *e) {
     x->nm_tcp.stats = kl_tlv_server_stats(x->tcp);
   }
   if (c->admin_listen[0]) {
-    kl_net_limits_t al = lim;
-    al.max_body = 1024; /* the admin port takes no bodies */
-    al.max_connections = 64;
-    if (kl_http_server_create(x->loop, &al, "admin", &x->admin, e) ||
-        kl_http_route(x->admin, "GET", "/healthz", on_healthz, x, e) ||
-        kl_http_route(x->admin, "GET", "/metrics", on_metrics, x, e) ||
+    x->adm = (kl_admin_t){x->m, health, x};
+    if (kl_admin_server_create(x->loop, &lim, &x->adm, &x->admin, e) ||
         kl_http_server_listen(x->admin, c->admin_listen, e))
       return kl_err_wrap(e, "[server] admin_listen");
     x->nm_admin.stats = kl_http_server_stats(x->admin);

@@ -25,6 +25,7 @@ struct gateway {
   kl_http_server_t *http, *admin;
   kl_tlv_server_t *tcp;
   kl_net_metrics_t nm_http, nm_tcp, nm_admin;
+  kl_admin_t adm;
   uv_signal_t sig[3];
   int n_sig;
   bool stopping;
@@ -70,23 +71,9 @@ static void on_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *ar
   gw_handle(&gw->svc, gw, GW_TCP, req, frame, len, respond);
 }
 
-static void on_healthz(kl_http_req_t *req, void *arg) {
+static const char *health(void *arg) {
   gateway_t *gw = arg;
-  if (gw->tier && kl_tier_parents_up(gw->tier) > 0) kl_http_respond(req, 200, "text/plain", "ok\n", 3);
-  else kl_http_respond(req, 503, "text/plain", "no parent connected\n", 20);
-}
-
-static void on_metrics(kl_http_req_t *req, void *arg) {
-  gateway_t *gw = arg;
-  kl_buf_t b = KL_BUF_INIT;
-  if (kl_metrics_render(gw->m, &b, NULL)) {
-    kl_buf_free(&b);
-    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
-    return;
-  }
-  size_t len;
-  uint8_t *p = kl_buf_steal(&b, &len);
-  kl_http_respond_take(req, 200, KL_METRICS_CONTENT_TYPE, p, len);
+  return gw->tier && kl_tier_parents_up(gw->tier) > 0 ? NULL : "no parent connected";
 }
 
 static double m_users(void *arg) { return (double)kl_users_count(((gateway_t *)arg)->users); }
@@ -203,12 +190,8 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
     gw->nm_tcp.stats = kl_tlv_server_stats(gw->tcp);
   }
   if (c->admin_listen[0]) {
-    kl_net_limits_t al = lim;
-    al.max_body = 1024;
-    al.max_connections = 64;
-    if (kl_http_server_create(gw->loop, &al, "admin", &gw->admin, e) ||
-        kl_http_route(gw->admin, "GET", "/healthz", on_healthz, gw, e) ||
-        kl_http_route(gw->admin, "GET", "/metrics", on_metrics, gw, e) ||
+    gw->adm = (kl_admin_t){gw->m, health, gw};
+    if (kl_admin_server_create(gw->loop, &lim, &gw->adm, &gw->admin, e) ||
         kl_http_server_listen(gw->admin, c->admin_listen, e))
       return kl_err_wrap(e, "[server] admin_listen");
     gw->nm_admin.stats = kl_http_server_stats(gw->admin);

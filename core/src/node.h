@@ -96,6 +96,7 @@ typedef struct core {
   /* servers and links */
   kl_tlv_server_t *internal, *replication;
   kl_http_server_t *admin;
+  kl_admin_t adm;             /* the admin port's /healthz and /metrics */
   core_peer_t peers[KL_CORE_MAX_MEMBERS];
   size_t n_peers;
   struct kl_follow *catchup; /* following a member's replication stream after a snapshot */

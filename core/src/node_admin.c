@@ -24,25 +24,11 @@ static double g_lag(void *arg) {
   return last > 0 ? (double)(core_now_ms() / 1000) - last : -1;
 }
 
-static void healthz(kl_http_req_t *req, void *arg) {
+static const char *health(void *arg) {
   core_t *c = arg;
   int st = raft_state(&c->raft);
   bool ok = !c->stopping && c->fsm.state == KL_FSM_OK && (st == RAFT_LEADER || st == RAFT_FOLLOWER);
-  const char *body = ok ? "ok\n" : "not ready\n";
-  kl_http_respond(req, ok ? 200 : 503, "text/plain", body, strlen(body));
-}
-
-static void metrics(kl_http_req_t *req, void *arg) {
-  core_t *c = arg;
-  kl_buf_t b = KL_BUF_INIT;
-  if (kl_metrics_render(c->metrics, &b, NULL)) {
-    kl_buf_free(&b);
-    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
-    return;
-  }
-  size_t n;
-  uint8_t *p = kl_buf_steal(&b, &n);
-  kl_http_respond_take(req, 200, "text/plain; version=0.0.4", p, n);
+  return ok ? NULL : "not ready";
 }
 
 static void status(kl_http_req_t *req, void *arg) {
@@ -173,9 +159,8 @@ int core_admin_start(core_t *c, kl_err_t *e) {
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   if (c->cfg->admin_listen[0] == '\0') return 0;
   int r;
-  if ((r = kl_http_server_create(c->loop, NULL, "admin", &c->admin, e)) ||
-      (r = kl_http_route(c->admin, "GET", "/healthz", healthz, c, e)) ||
-      (r = kl_http_route(c->admin, "GET", "/metrics", metrics, c, e)) ||
+  c->adm = (kl_admin_t){c->metrics, health, c};
+  if ((r = kl_admin_server_create(c->loop, NULL, &c->adm, &c->admin, e)) ||
       (r = kl_http_route(c->admin, "GET", "/status", status, c, e)) ||
       (r = kl_http_route(c->admin, "POST", "/members/add", members, c, e)) ||
       (r = kl_http_route(c->admin, "POST", "/members/remove", members, c, e)))

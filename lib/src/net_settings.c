@@ -5,7 +5,7 @@
 #include "keyless/config.h"
 #include "keyless/net.h"
 
-static int check_listen(const void *f, char *msg, size_t n) {
+int kl_net_cfg_check_listen(const void *f, char *msg, size_t n) {
   const char *s = *(char *const *)f;
   struct sockaddr_storage ss;
   kl_err_t e;
@@ -19,9 +19,9 @@ static int check_listen(const void *f, char *msg, size_t n) {
 void kl_net_cfg_keys(size_t at, const kl_net_defaults_t *d, void *out) {
   kl_cfg_key_t *k = out;
   size_t i = 0;
-  k[i++] = (kl_cfg_key_t){"server", "http_listen", KL_CFG_STR, OFF(http_listen), d->http, 0, 0, check_listen};
-  k[i++] = (kl_cfg_key_t){"server", "tcp_listen", KL_CFG_STR, OFF(tcp_listen), d->tcp, 0, 0, check_listen};
-  k[i++] = (kl_cfg_key_t){"server", "admin_listen", KL_CFG_STR, OFF(admin_listen), d->admin, 0, 0, check_listen};
+  k[i++] = (kl_cfg_key_t){"server", "http_listen", KL_CFG_STR, OFF(http_listen), d->http, 0, 0, kl_net_cfg_check_listen};
+  k[i++] = (kl_cfg_key_t){"server", "tcp_listen", KL_CFG_STR, OFF(tcp_listen), d->tcp, 0, 0, kl_net_cfg_check_listen};
+  k[i++] = (kl_cfg_key_t){"server", "admin_listen", KL_CFG_STR, OFF(admin_listen), d->admin, 0, 0, kl_net_cfg_check_listen};
   k[i++] = (kl_cfg_key_t){"limits", "max_pdu_size", KL_CFG_SIZE, OFF(max_pdu_size), "65539", 64, 65539, NULL};
   k[i++] = (kl_cfg_key_t){"limits", "max_header_size", KL_CFG_SIZE, OFF(max_header_size), "8k", 256, 1 << 20, NULL};
   k[i++] = (kl_cfg_key_t){"limits", "max_connections", KL_CFG_INT, OFF(max_connections), d->max_connections, 1,

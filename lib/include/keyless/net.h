@@ -142,6 +142,7 @@ KL_API void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close
  * HTTP, its responses by class. They are read at render time through nm->stats, which the
  * daemon points at kl_*_server_stats() once the server exists and sets back to NULL before it
  * closes the server. nm must outlive the registry. 0, or KL_ENOMEM. */
+struct kl_metrics;
 typedef struct kl_net_metrics {
   const kl_net_stats_t *stats;
   struct kl_net_metrics_field {
@@ -149,8 +150,23 @@ typedef struct kl_net_metrics {
     int field;
   } f[8];
 } kl_net_metrics_t;
-struct kl_metrics;
 KL_API int kl_net_metrics_register(struct kl_metrics *m, kl_net_metrics_t *nm, const char *name, bool http);
+
+/* ---------------- the admin port every daemon serves ----------------
+ *
+ * GET /healthz: 200 "ok", or 503 with the reason health() gives; GET /metrics: the registry as
+ * Prometheus text. kl_admin_server_create makes an HTTP server with the admin port's limits
+ * (bodies of at most 1 KiB, 64 connections, the other limits from base; base NULL: defaults)
+ * and these two routes; the caller may add its own routes, then listens. a must outlive the
+ * server. */
+typedef const char *(*kl_health_fn)(void *arg); /* NULL: healthy; else why not (one line) */
+typedef struct kl_admin {
+  struct kl_metrics *metrics;
+  kl_health_fn health;
+  void *arg;
+} kl_admin_t;
+KL_API int kl_admin_server_create(uv_loop_t *loop, const kl_net_limits_t *base, kl_admin_t *a, kl_http_server_t **out,
+                                  kl_err_t *e);
 
 /* ---------------- configuration shared by the daemons ----------------
  *
@@ -168,6 +184,9 @@ typedef struct kl_net_defaults {
 } kl_net_defaults_t;
 
 #define KL_NET_N_KEYS 11
+/* A config check (kl_cfg_check_fn) for a listen address: "" (off) or what kl_net_parse_addr
+ * takes. */
+KL_API int kl_net_cfg_check_listen(const void *field, char *msg, size_t n);
 /* Writes KL_NET_N_KEYS keys (a kl_cfg_key_t array) for settings at offset `at`. */
 KL_API void kl_net_cfg_keys(size_t at, const kl_net_defaults_t *d, void *keys);
 /* The server limits the settings give. */
