@@ -244,20 +244,35 @@ int kl_hash(int alg, const void *p, size_t n, kl_imprint_t *out, kl_err_t *e) {
   return 0;
 }
 
+/* One HMAC context per algorithm and thread, its digest set once: a daemon checks and signs
+ * two HMACs per PDU, and building a context (with a digest lookup by name) cost more than the
+ * hashing. EVP_MAC_init with a key and no parameters re-keys it for the next message. */
+static _Thread_local EVP_MAC_CTX *tls_mac[KL_HASH_SM3 + 1];
+
 int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n, kl_imprint_t *out,
             kl_err_t *e) {
   if (md_for(alg) == NULL || hmac_mac == NULL)
     return kl_err_set(e, KL_EHASHALG, "HMAC algorithm 0x%02X not available", (unsigned)alg);
-  EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_mac);
-  if (ctx == NULL) return kl_err_set(e, KL_ENOMEM, "cannot allocate an HMAC context");
-  OSSL_PARAM params[2];
-  params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)algs[alg].ossl, 0);
-  params[1] = OSSL_PARAM_construct_end();
+  EVP_MAC_CTX *ctx = tls_mac[alg];
+  if (ctx == NULL) {
+    OSSL_PARAM params[2];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)algs[alg].ossl, 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if ((ctx = EVP_MAC_CTX_new(hmac_mac)) == NULL) return kl_err_set(e, KL_ENOMEM, "cannot allocate an HMAC context");
+    if (EVP_MAC_CTX_set_params(ctx, params) != 1) {
+      EVP_MAC_CTX_free(ctx);
+      return kl_err_set(e, KL_ECRYPTO, "HMAC-%s: cannot set the digest", kl_hash_name(alg));
+    }
+    tls_mac[alg] = ctx;
+  }
   size_t outl = 0;
-  int ok = EVP_MAC_init(ctx, key ? key : (const void *)"", keylen, params) == 1 && EVP_MAC_update(ctx, p, n) == 1 &&
+  int ok = EVP_MAC_init(ctx, key ? key : (const void *)"", keylen, NULL) == 1 && EVP_MAC_update(ctx, p, n) == 1 &&
            EVP_MAC_final(ctx, out->digest, &outl, sizeof out->digest) == 1;
-  EVP_MAC_CTX_free(ctx);
-  if (!ok) return kl_err_set(e, KL_ECRYPTO, "HMAC-%s failed", kl_hash_name(alg));
+  if (!ok) {
+    EVP_MAC_CTX_free(ctx); /* a context in an unknown state is not kept */
+    tls_mac[alg] = NULL;
+    return kl_err_set(e, KL_ECRYPTO, "HMAC-%s failed", kl_hash_name(alg));
+  }
   out->alg = (uint8_t)alg;
   out->len = (uint8_t)outl;
   return 0;

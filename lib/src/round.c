@@ -31,6 +31,13 @@ struct kl_round {
   size_t n, cap;
   client_count_t *clients;
   size_t n_clients, cap_clients; /* cap: a power of two */
+  /* The parent's first chain as last accepted (a copy) and its chain index: a round's answers
+   * all continue the same chain, decoded and checked once instead of once per request. */
+  uint8_t *top_raw;
+  size_t top_len;
+  uint64_t top_time;
+  uint64_t *top_index;
+  size_t top_n_index;
   kl_tree_t *tree;
   bool closed;
 };
@@ -80,6 +87,8 @@ void kl_round_free(kl_round_t *r) {
   for (size_t i = 0; i < r->n; i++) free(r->reqs[i].meta);
   free(r->reqs);
   free(r->clients);
+  free(r->top_raw);
+  free(r->top_index);
   kl_tree_free(r->tree);
   free(r);
 }
@@ -187,25 +196,50 @@ int kl_round_close(kl_round_t *r, kl_imprint_t *root, unsigned *level, kl_err_t 
   return 0;
 }
 
-int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
-                    kl_err_t *e) {
+/* Checks the parent's first chain (it starts from this round's root at aggr_time) and keeps
+ * its chain index; 0 at once when it is the chain checked last time. */
+static int accept_parent(kl_round_t *r, const uint8_t *raw, size_t len, uint64_t aggr_time, kl_err_t *e) {
+  if (r->top_raw && r->top_len == len && r->top_time == aggr_time && memcmp(r->top_raw, raw, len) == 0) return 0;
   kl_tlv_t t;
   kl_arena_t a = KL_ARENA_INIT;
   kl_aggr_chain_t top;
   int rc;
-  if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
-  if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
-  if ((rc = kl_tlv_parse_one(p->parts[0], p->lens[0], &t, e))) return kl_err_wrap(e, "parent's answer");
+  if ((rc = kl_tlv_parse_one(raw, len, &t, e))) return kl_err_wrap(e, "parent's answer");
   if (t.type != KL_T_AGGR_CHAIN) return kl_err_set(e, KL_EFORMAT, "the parent's answer does not start with an 0x801");
-  if ((rc = kl_aggr_chain_decode(&t, p->parts[0], &a, &top, e))) return kl_err_wrap(e, "parent's chain");
+  if ((rc = kl_aggr_chain_decode(&t, raw, &a, &top, e))) return kl_err_wrap(e, "parent's chain");
   if (!kl_imprint_eq(&top.input, kl_tree_root(r->tree)) || top.aggr_time != aggr_time) {
     kl_arena_free(&a);
     return kl_err_set(e, KL_EFORMAT, "the parent's chain is not for this round's root and time");
   }
-  size_t mark = out->len;
-  rc = kl_tree_chain(r->tree, slot, aggr_time, top.index, top.n_index, out, e);
+  uint8_t *copy = malloc(len);
+  uint64_t *index = malloc((top.n_index ? top.n_index : 1) * sizeof *index);
+  if (copy == NULL || index == NULL) {
+    free(copy);
+    free(index);
+    kl_arena_free(&a);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  memcpy(copy, raw, len);
+  if (top.n_index) memcpy(index, top.index, top.n_index * sizeof *index);
   kl_arena_free(&a);
-  if (rc) return rc;
+  free(r->top_raw);
+  free(r->top_index);
+  r->top_raw = copy;
+  r->top_len = len;
+  r->top_time = aggr_time;
+  r->top_index = index;
+  r->top_n_index = top.n_index;
+  return 0;
+}
+
+int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
+                    kl_err_t *e) {
+  int rc;
+  if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
+  if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
+  if ((rc = accept_parent(r, p->parts[0], p->lens[0], aggr_time, e))) return rc;
+  size_t mark = out->len;
+  if ((rc = kl_tree_chain(r->tree, slot, aggr_time, r->top_index, r->top_n_index, out, e))) return rc;
   for (size_t i = 0; i < p->n; i++) kl_buf_put(out, p->parts[i], p->lens[i]);
   if ((rc = kl_buf_check(out, e))) out->len = mark;
   return rc;

@@ -2,6 +2,7 @@
  * protobuf, answers fanned out (keyless/tier.h). The pure parts live in lib/src/round.c. */
 #include "keyless/tier.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,10 @@
 
 #define MAX_PARENTS 16
 #define MAX_FRAME (1u << 20)
+#define MAX_PARTS 64
+/* Answers given per loop iteration: a round of tens of thousands of requests is answered in
+ * slices, so the loop keeps reading, writing and closing rounds on time meanwhile. */
+#define FANOUT_SLICE 2048
 
 typedef struct parent {
   kl_tier_t *t;
@@ -36,6 +41,11 @@ typedef struct flight {
   uint64_t closed_at, deadline, next_try; /* loop time, ms */
   int current;                            /* failover: the parent asked last, -1 none */
   uint32_t tried, failed;                 /* bit per parent */
+  /* Once a valid answer came: the parent's parts (one copy), being handed out slot by slot. */
+  uint8_t *pbuf;
+  const uint8_t *parts[MAX_PARTS];
+  size_t lens[MAX_PARTS], n_parts, next_slot;
+  uint64_t second;
   struct flight *next;
 } flight_t;
 
@@ -49,6 +59,9 @@ struct kl_tier {
   void **open_ctx;
   size_t open_cap;
   flight_t *flights; /* oldest first */
+  flight_t *answering, **answering_tail; /* answered rounds being fanned out, in order */
+  uv_idle_t fanout;
+  bool in_fanout; /* on_fanout is running: a done callback may close the tier meanwhile */
   size_t held;
   uint64_t next_id;
   uv_timer_t timer;
@@ -75,6 +88,13 @@ static kl_metric_t *refused_metric(kl_tier_t *t, uint64_t status) {
                             (const char *[]){"tier", t->kind, "status", s, NULL});
 }
 
+static void free_flight(flight_t *f) {
+  kl_round_free(f->round);
+  free(f->ctx);
+  free(f->pbuf);
+  free(f);
+}
+
 static void finish_flight(kl_tier_t *t, flight_t *f, uint64_t status, const char *why) {
   flight_t **pp = &t->flights;
   while (*pp && *pp != f) pp = &(*pp)->next;
@@ -86,9 +106,7 @@ static void finish_flight(kl_tier_t *t, flight_t *f, uint64_t status, const char
   char q[300];
   kl_log(KL_LOG_WARN, "round_failed", "tier=%s round=%llu requests=%zu status=0x%04llX reason=%s", t->kind,
          (unsigned long long)f->id, f->n, (unsigned long long)status, kl_log_q(q, sizeof q, why));
-  kl_round_free(f->round);
-  free(f->ctx);
-  free(f);
+  free_flight(f);
 }
 
 static bool send_to(kl_tier_t *t, flight_t *f, int i) {
@@ -145,11 +163,48 @@ static void parent_gave_up(kl_tier_t *t, flight_t *f, int i, uint64_t status, co
   finish_flight(t, f, status, why);
 }
 
-static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless__Aggregation__Response *r) {
-  const uint8_t *parts[64];
-  size_t lens[64], n = 0;
+/* Hands out up to budget answers of f; returns how many. */
+static size_t fan_out(kl_tier_t *t, flight_t *f, size_t budget) {
+  kl_round_parent_t parent = {f->parts, f->lens, f->n_parts};
+  size_t given = 0;
   kl_err_t e = {0};
-  for (size_t i = 0; i < r->n_chains && n < 62; i++, n++) {
+  for (; f->next_slot < f->n && given < budget; f->next_slot++, given++) {
+    kl_tier_answer_t a = {.second = f->second};
+    kl_buf_reset(&t->scratch);
+    if (kl_round_answer(f->round, &parent, f->second, f->next_slot, &t->scratch, &e)) {
+      a.status = KL_STATUS_INTERNAL_ERROR;
+      a.error = "cannot build the aggregation chain";
+    } else {
+      a.tlvs = t->scratch.p;
+      a.len = t->scratch.len;
+    }
+    t->held--;
+    t->done(f->ctx[f->next_slot], &a, t->arg);
+  }
+  return given;
+}
+
+static void on_fanout(uv_idle_t *h) {
+  kl_tier_t *t = h->data;
+  size_t budget = FANOUT_SLICE;
+  t->in_fanout = true;
+  while (t->answering && (budget > 0 || t->closing)) {
+    flight_t *f = t->answering;
+    size_t given = fan_out(t, f, budget);
+    budget -= given < budget ? given : budget;
+    if (f->next_slot < f->n && !t->closing) break;
+    if ((t->answering = f->next) == NULL) t->answering_tail = &t->answering;
+    free_flight(f); /* when closing, kl_tier_close has handed out every answer already */
+  }
+  t->in_fanout = false;
+  if (t->answering == NULL && !uv_is_closing((uv_handle_t *)h)) uv_idle_stop(h);
+}
+
+static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless__Aggregation__Response *r) {
+  const uint8_t *parts[MAX_PARTS];
+  size_t lens[MAX_PARTS], n = 0, total = 0;
+  kl_err_t e = {0};
+  for (size_t i = 0; i < r->n_chains && n < MAX_PARTS - 2; i++, n++) {
     parts[n] = r->chains[i].data;
     lens[n] = r->chains[i].len;
   }
@@ -163,7 +218,8 @@ static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless_
   }
   kl_round_parent_t parent = {parts, lens, n};
   kl_buf_reset(&t->scratch);
-  if (r->n_chains == 0 || r->n_chains > 62 || kl_round_answer(f->round, &parent, r->second, 0, &t->scratch, &e)) {
+  if (r->n_chains == 0 || r->n_chains > MAX_PARTS - 2 ||
+      kl_round_answer(f->round, &parent, r->second, 0, &t->scratch, &e)) {
     char q[300];
     kl_metric_inc(p->m_invalid);
     kl_log(KL_LOG_ERROR, "parent_answer_invalid", "tier=%s parent=%s round=%llu error=%s", t->kind, p->addr,
@@ -171,28 +227,28 @@ static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless_
     parent_gave_up(t, f, p->index, KL_STATUS_UPSTREAM_ERROR, "the parent's answer was invalid");
     return;
   }
+  for (size_t i = 0; i < n; i++) total += lens[i];
+  if ((f->pbuf = malloc(total ? total : 1)) == NULL) {
+    finish_flight(t, f, KL_STATUS_INTERNAL_ERROR, "out of memory");
+    return;
+  }
+  for (size_t i = 0, off = 0; i < n; off += lens[i], i++) {
+    memcpy(f->pbuf + off, parts[i], lens[i]);
+    f->parts[i] = f->pbuf + off;
+    f->lens[i] = lens[i];
+  }
+  f->n_parts = n;
+  f->second = r->second;
   kl_metric_inc(p->m_used);
+  kl_metric_observe(t->m_latency, (double)(uv_now(t->loop) - f->closed_at) / 1e3);
+  kl_metric_inc(t->m_answered);
   flight_t **pp = &t->flights;
   while (*pp != f) pp = &(*pp)->next;
   *pp = f->next;
-  t->held -= f->n;
-  kl_metric_observe(t->m_latency, (double)(uv_now(t->loop) - f->closed_at) / 1e3);
-  kl_metric_inc(t->m_answered);
-  for (size_t i = 0; i < f->n; i++) {
-    kl_tier_answer_t a = {.second = r->second};
-    kl_buf_reset(&t->scratch);
-    if (kl_round_answer(f->round, &parent, r->second, i, &t->scratch, &e)) {
-      a.status = KL_STATUS_INTERNAL_ERROR;
-      a.error = "cannot build the aggregation chain";
-    } else {
-      a.tlvs = t->scratch.p;
-      a.len = t->scratch.len;
-    }
-    t->done(f->ctx[i], &a, t->arg);
-  }
-  kl_round_free(f->round);
-  free(f->ctx);
-  free(f);
+  f->next = NULL;
+  *t->answering_tail = f;
+  t->answering_tail = &f->next;
+  uv_idle_start(&t->fanout, on_fanout);
 }
 
 static void on_frame(kl_frame_client_t *c, const uint8_t *payload, size_t len, void *arg) {
@@ -424,7 +480,10 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   }
   uv_timer_init(loop, &t->timer);
   t->timer.data = t;
-  t->closes_pending = 1;
+  uv_idle_init(loop, &t->fanout);
+  t->fanout.data = t;
+  t->answering_tail = &t->answering;
+  t->closes_pending = 2;
   static const kl_frame_client_cbs_t cbs = {on_frame, on_state};
   for (size_t i = 0; i < t->n_parents; i++) {
     parent_t *p = &t->parents[i];
@@ -454,6 +513,17 @@ void kl_tier_close(kl_tier_t *t, void (*cb)(void *arg), void *arg) {
     t->open = NULL;
   }
   while (t->flights) finish_flight(t, t->flights, KL_STATUS_UPSTREAM_ERROR, "the service is shutting down; retry");
+  /* Rounds already answered: hand the rest out now. If a done callback is closing the tier from
+   * inside on_fanout, that loop frees the flights once it regains control. */
+  for (flight_t *f = t->answering; f; f = f->next) fan_out(t, f, SIZE_MAX);
+  while (t->answering && !t->in_fanout) {
+    flight_t *f = t->answering;
+    t->answering = f->next;
+    free_flight(f);
+  }
+  if (t->answering == NULL) t->answering_tail = &t->answering;
+  uv_idle_stop(&t->fanout);
+  uv_close((uv_handle_t *)&t->fanout, on_timer_closed);
   uv_timer_stop(&t->timer);
   for (size_t i = 0; i < t->n_parents; i++)
     if (t->parents[i].fc) {
