@@ -77,8 +77,8 @@ echo "the three nodes and bench_core share this machine's $(nproc) cores"
 # Loopback ports: base + 10 * node + {0 raft, 1 internal, 2 replication, 3 admin}.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 all_free() { for i in 1 2 3; do for k in 0 1 2 3; do port_free $(($1 + i * 10 + k)) || return 1; done; done; }
-base=$((20000 + ($$ * 17) % 30000))
-for _ in $(seq 1 100); do all_free $base && break; base=$((base + 50)); [ $base -gt 60000 ] && base=20000; done
+base=$((10000 + ($$ * 17) % 20000)) # below the ephemeral port range
+for _ in $(seq 1 100); do all_free $base && break; base=$((base + 50)); [ $base -gt 32000 ] && base=10000; done
 all_free $base || { echo "no free loopback ports"; exit 1; }
 raft() { echo 127.0.0.1:$((base + $1 * 10)); }
 internal() { echo 127.0.0.1:$((base + $1 * 10 + 1)); }

@@ -27,7 +27,9 @@ bad() { echo "not ok - $1"; fail=$((fail + 1)); }
 check() { if eval "$2"; then ok "$1"; else bad "$1"; return 1; fi; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base=$((20000 + ($$ * 13) % 30000))
+# Fixed ports stay below the kernel's ephemeral range (32768-60999 on Debian): a port chosen
+# there can be taken by any outgoing connection of a test running alongside before we bind it.
+base=$((10000 + ($$ * 13) % 20000))
 while ! (port_free $base && port_free $((base + 1)) && port_free $((base + 10)) && port_free $((base + 21)) &&
          port_free $((base + 33))); do base=$((base + 50)); done
 raft() { echo 127.0.0.1:$((base + $1 * 10)); }
@@ -67,7 +69,7 @@ leader() { # the id the live nodes agree is leading, or empty
 }
 wait_leader() { for _ in $(seq 1 100); do l=$(leader); [ -n "$l" ] && { echo "$l"; return 0; }; sleep 0.1; done; return 1; }
 sign() { # sign N random documents through node $1, retrying; prints the client's summary
-  "$CLIENT" -a "$(internal "$1")" -o "$T/sigs" --random "$2" --retries 30 2>>"$T/client.err"
+  timeout 120 "$CLIENT" -a "$(internal "$1")" -o "$T/sigs" --random "$2" --retries 30 2>>"$T/client.err"
 }
 
 mkdir -p "$T/sigs"
@@ -106,7 +108,9 @@ sleep 0.3
 kill -9 "${PID[$L]}"; wait "${PID[$L]}" 2>/dev/null; PID[$L]=""
 t0=$(date +%s%N)
 recovered=""
+deadline=$((SECONDS + 60))
 for _ in $(seq 1 60); do
+  [ $SECONDS -lt $deadline ] || break
   out=$(sign "$follower" 1)
   if echo "$out" | grep -q 'signed=1'; then recovered=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
   sleep 0.2

@@ -18,7 +18,8 @@ NET="$TMP/net"
 SIGNERS=4
 DEADLINE=$((SECONDS + 240)) # the whole test, whatever happens
 
-export KL_BUILD="$BUILD" KL_BASE_PORT=$((20000 + ($$ % 200) * 100))
+# Below the ephemeral port range (32768-60999), where outgoing connections could take our ports.
+export KL_BUILD="$BUILD" KL_BASE_PORT=$((12000 + ($$ % 150) * 100))
 trap '"$NETSCRIPT" down "$NET" >/dev/null 2>&1; cleanup' EXIT
 bail() { echo "not ok - $1"; "$NETSCRIPT" down "$NET" >/dev/null 2>&1; for f in "$NET"/log/*.log; do echo "== $f"; tail -n 20 "$f"; done; exit 1; }
 "$NETSCRIPT" up "$NET" >up.log 2>&1 || { cat up.log; bail "deploy/local-network up"; }
