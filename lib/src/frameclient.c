@@ -23,6 +23,7 @@ typedef struct conn {
   uint8_t *frame;
   size_t frame_len, frame_have;
   bool connected;
+  kl_tls_session_t *tls; /* with a TLS context: connected once the server is authenticated */
 } conn_t;
 
 typedef struct wreq {
@@ -47,12 +48,17 @@ struct kl_frame_client {
   int pending; /* handles and writes still to call back */
   void (*close_cb)(void *);
   void *close_arg;
+  kl_tls_ctx_t *tls;
+  unsigned tls_roles;
+  char tls_id[KL_PEER_ID_MAX];
+  uint8_t plain[16384 + 256];
 };
 
 static void maybe_free(kl_frame_client_t *c) {
   if (!c->closing || c->pending > 0) return;
   void (*cb)(void *) = c->close_cb;
   void *arg = c->close_arg;
+  kl_tls_ctx_unref(c->tls);
   free(c);
   if (cb) cb(arg);
 }
@@ -61,6 +67,7 @@ static void on_conn_closed(uv_handle_t *h) {
   conn_t *k = h->data;
   kl_frame_client_t *c = k->owner;
   free(k->frame);
+  kl_tls_session_free(k->tls);
   free(k);
   if (c) {
     c->pending--;
@@ -87,16 +94,9 @@ static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
   b->len = b->base ? sz : 0;
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  conn_t *k = s->data;
-  kl_frame_client_t *c = k->owner;
-  if (n < 0 || c == NULL) {
-    free(b->base);
-    if (c && c->conn == k) drop(c, n == UV_EOF ? "closed by peer" : uv_strerror((int)n));
-    return;
-  }
-  const uint8_t *p = (const uint8_t *)b->base;
-  size_t off = 0, len = (size_t)n;
+/* Frames out of plaintext bytes. */
+static void parse(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t len) {
+  size_t off = 0;
   while (off < len && c->conn == k) {
     if (k->frame == NULL) {
       while (k->hdr_have < 4 && off < len) k->hdr[k->hdr_have++] = p[off++];
@@ -124,6 +124,58 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       free(f);
     }
   }
+}
+
+static void raw_send(kl_frame_client_t *c, uint8_t *buf, size_t len);
+
+static void tls_flush(kl_frame_client_t *c, conn_t *k) {
+  size_t n;
+  uint8_t *p;
+  while (c->conn == k && (p = kl_tls_session_output(k->tls, &n)) != NULL) raw_send(c, p, n);
+}
+
+static void up(kl_frame_client_t *c, conn_t *k) {
+  k->connected = true;
+  c->backoff_ms = 100;
+  kl_log(KL_LOG_INFO, "link_up", "link=%s", c->name);
+  if (c->cbs.on_state) c->cbs.on_state(c, true, c->arg);
+}
+
+/* Ciphertext from the server: the handshake, then records. */
+static void tls_read(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t n) {
+  kl_err_t e = {0};
+  bool was = k->connected;
+  int st = kl_tls_session_feed(k->tls, p, n, &e);
+  if (st >= 0) tls_flush(c, k);
+  if (st < 0) {
+    kl_log(KL_LOG_WARN, "link_refused", "link=%s reason=\"%s\"", c->name, e.msg);
+    drop(c, "TLS");
+    return;
+  }
+  if (st == KL_TLS_READY && !was) up(c, k);
+  while (c->conn == k && k->connected) {
+    bool closed = false;
+    long got = kl_tls_session_read(k->tls, c->plain, sizeof c->plain, &closed, &e);
+    if (got < 0) {
+      drop(c, e.msg);
+      return;
+    }
+    if (got > 0) parse(c, k, c->plain, (size_t)got);
+    if (closed && c->conn == k) drop(c, "closed by peer");
+    if (got == 0) return;
+  }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  conn_t *k = s->data;
+  kl_frame_client_t *c = k->owner;
+  if (n < 0 || c == NULL) {
+    free(b->base);
+    if (c && c->conn == k) drop(c, n == UV_EOF ? "closed by peer" : uv_strerror((int)n));
+    return;
+  }
+  if (k->tls) tls_read(c, k, (const uint8_t *)b->base, (size_t)n);
+  else parse(c, k, (const uint8_t *)b->base, (size_t)n);
   free(b->base);
 }
 
@@ -135,11 +187,18 @@ static void on_connect(uv_connect_t *req, int status) {
     drop(c, uv_strerror(status));
     return;
   }
-  k->connected = true;
-  c->backoff_ms = 100;
   uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
-  kl_log(KL_LOG_INFO, "link_up", "link=%s", c->name);
-  if (c->cbs.on_state) c->cbs.on_state(c, true, c->arg);
+  if (c->tls == NULL) {
+    up(c, k);
+    return;
+  }
+  kl_err_t e = {0};
+  k->tls = kl_tls_session_new(c->tls, false, c->tls_roles, c->tls_id[0] ? c->tls_id : NULL);
+  if (k->tls == NULL || kl_tls_session_start(k->tls, &e) < 0) {
+    drop(c, k->tls ? e.msg : "out of memory");
+    return;
+  }
+  tls_flush(c, k);
 }
 
 static void start_connect(kl_frame_client_t *c) {
@@ -224,6 +283,14 @@ int kl_frame_client_send(kl_frame_client_t *c, const uint8_t *payload, size_t le
   buf[2] = (uint8_t)(len >> 8);
   buf[3] = (uint8_t)len;
   memcpy(buf + 4, payload, len);
+  if (c->conn->tls) {
+    free(q);
+    int r = kl_tls_session_write(c->conn->tls, buf, len + 4, e);
+    free(buf);
+    if (r) return KL_EIO;
+    tls_flush(c, c->conn);
+    return 0;
+  }
   q->owner = c;
   q->buf = buf;
   q->len = len + 4;
@@ -237,6 +304,35 @@ int kl_frame_client_send(kl_frame_client_t *c, const uint8_t *payload, size_t le
   c->queued += len + 4;
   c->pending++;
   return 0;
+}
+
+/* Queues bytes as they are (ciphertext on a TLS link); takes buf. */
+static void raw_send(kl_frame_client_t *c, uint8_t *buf, size_t len) {
+  wreq_t *q = calloc(1, sizeof *q);
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+  if (q == NULL) {
+    free(buf);
+    drop(c, "out of memory");
+    return;
+  }
+  q->owner = c;
+  q->buf = buf;
+  q->len = len;
+  if (uv_write(&q->w, (uv_stream_t *)&c->conn->tcp, &b, 1, on_write) < 0) {
+    free(buf);
+    free(q);
+    drop(c, "write failed");
+    return;
+  }
+  c->queued += len;
+  c->pending++;
+}
+
+void kl_frame_client_set_tls(kl_frame_client_t *c, kl_tls_ctx_t *ctx, unsigned roles, const char *expect_id) {
+  kl_tls_ctx_unref(c->tls);
+  c->tls = kl_tls_ctx_ref(ctx);
+  c->tls_roles = roles;
+  snprintf(c->tls_id, sizeof c->tls_id, "%s", expect_id ? expect_id : "");
 }
 
 static void on_timer_closed(uv_handle_t *h) {

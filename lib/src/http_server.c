@@ -45,6 +45,8 @@ struct kl_http_req {
   int error_status; /* 404/405 found at the headers, answered at the end of the message */
   bool keep_alive, http10;
   char peer[64];
+  bool authed;
+  kl_peer_t who;
 };
 
 struct hconn {
@@ -76,6 +78,7 @@ static void req_free(kl_http_req_t *r) {
 const char *kl_http_req_method(const kl_http_req_t *r) { return r->method; }
 const char *kl_http_req_path(const kl_http_req_t *r) { return r->path ? r->path : "/"; }
 const char *kl_http_req_peer(const kl_http_req_t *r) { return r->peer; }
+const kl_peer_t *kl_http_req_peer_id(const kl_http_req_t *r) { return r->authed && r->who.role ? &r->who : NULL; }
 bool kl_http_req_connected(const kl_http_req_t *r) { return r->hc != NULL; }
 
 const uint8_t *kl_http_req_body(const kl_http_req_t *r, size_t *len) {
@@ -224,6 +227,8 @@ static int on_message_begin(http_parser *p) {
     return -1;
   }
   snprintf(hc->cur->peer, sizeof hc->cur->peer, "%s", hc->c->peer);
+  hc->cur->authed = hc->c->tls != NULL && hc->c->authed;
+  if (hc->cur->authed) hc->cur->who = hc->c->who;
   hc->header_bytes = 0;
   hc->field_len = hc->value_len = 0;
   hc->in_value = hc->expect_continue = false;
@@ -364,6 +369,7 @@ static const http_parser_settings settings = {
 static void dispatch(hconn_t *hc) {
   kl_http_req_t *r = hc->cur;
   hc->cur = NULL;
+  if (!r->error_status && !kl__conn_rate_ok(hc->c)) r->error_status = 429; /* its address is over its rate */
   if (r->error_status) {
     hc->cur = r; /* respond_error reads the path and keep-alive from it */
     respond_error(hc, r->error_status, false);
@@ -480,6 +486,10 @@ int kl_http_route(kl_http_server_t *s, const char *method, const char *path, kl_
   }
   s->n_routes++;
   return 0;
+}
+
+void kl_http_server_set_tls(kl_http_server_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check, void *arg) {
+  kl__srv_set_tls(&s->srv, ctx, roles, check, arg);
 }
 
 int kl_http_server_listen(kl_http_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }

@@ -34,6 +34,9 @@ void kl_net_limits_default(kl_net_limits_t *l) {
   l->write_watermark = 1u << 20;
   l->max_inflight = 64;
   l->shutdown_timeout_ms = 5000;
+  l->max_connections_per_ip = 0; /* the daemons' configurations set it (default 256) */
+  l->max_rate_per_ip = 0;
+  l->handshake_timeout_ms = 10000;
 }
 
 int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err_t *e) {
@@ -84,6 +87,71 @@ static void addr_name(const struct sockaddr_storage *ss, char *out, size_t n) {
   }
 }
 
+/* ---- per peer address ---- */
+
+static uint64_t now_ms(uv_loop_t *loop) { return uv_now(loop); }
+
+static unsigned ip_hash(const char *ip) {
+  unsigned h = 2166136261u;
+  for (; *ip; ip++) h = (h ^ (unsigned char)*ip) * 16777619u;
+  return h % KL__IP_BUCKETS;
+}
+
+/* The peer's address without the port: "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "[::1]". */
+static void ip_of(const char *peer, char *out, size_t n) {
+  snprintf(out, n, "%s", peer);
+  char *colon = strrchr(out, ':');
+  if (colon && (out[0] != '[' || colon[-1] == ']')) *colon = '\0';
+}
+
+/* Takes a connection slot for c's address; false when the address is at its cap (or no
+ * memory: refusing is the safe side). */
+static bool ip_acquire(kl__srv_t *s, kl__conn_t *c) {
+  if (s->ips == NULL && (s->ips = calloc(KL__IP_BUCKETS, sizeof *s->ips)) == NULL) return false;
+  char ip[48];
+  ip_of(c->peer, ip, sizeof ip);
+  kl__ipent_t **pp = &s->ips[ip_hash(ip)], *en = *pp;
+  while (en && strcmp(en->ip, ip) != 0) en = en->next;
+  if (en == NULL) {
+    if ((en = calloc(1, sizeof *en)) == NULL) return false;
+    snprintf(en->ip, sizeof en->ip, "%s", ip);
+    en->tokens = 2 * s->lim.max_rate_per_ip;
+    en->last_ms = now_ms(s->loop);
+    en->next = *pp;
+    *pp = en;
+  }
+  if (s->lim.max_connections_per_ip && en->conns >= s->lim.max_connections_per_ip) return false;
+  en->conns++;
+  c->ip = en;
+  return true;
+}
+
+static void ip_release(kl__srv_t *s, kl__conn_t *c) {
+  kl__ipent_t *en = c->ip;
+  c->ip = NULL;
+  if (en == NULL || --en->conns > 0) return;
+  kl__ipent_t **pp = &s->ips[ip_hash(en->ip)];
+  while (*pp != en) pp = &(*pp)->next;
+  *pp = en->next;
+  free(en);
+}
+
+bool kl__conn_rate_ok(kl__conn_t *c) {
+  kl__srv_t *s = c->srv;
+  kl__ipent_t *en = c->ip;
+  if (s->lim.max_rate_per_ip <= 0 || en == NULL) return true;
+  uint64_t now = now_ms(s->loop);
+  en->tokens += (double)(now - en->last_ms) * s->lim.max_rate_per_ip / 1000.0;
+  if (en->tokens > 2 * s->lim.max_rate_per_ip) en->tokens = 2 * s->lim.max_rate_per_ip;
+  en->last_ms = now;
+  if (en->tokens < 1) {
+    s->stats.rate_limited++;
+    return false;
+  }
+  en->tokens -= 1;
+  return true;
+}
+
 /* ---- server ---- */
 
 static void srv_handle_closed(uv_handle_t *h) {
@@ -95,6 +163,10 @@ static void srv_finish(kl__srv_t *s) {
   if (!s->closing || s->conns != NULL) return;
   if (!uv_is_closing((uv_handle_t *)&s->idle)) uv_close((uv_handle_t *)&s->idle, srv_handle_closed);
   if (!uv_is_closing((uv_handle_t *)&s->stop_timer)) uv_close((uv_handle_t *)&s->stop_timer, srv_handle_closed);
+  free(s->ips); /* every entry went with its last connection */
+  s->ips = NULL;
+  kl_tls_ctx_unref(s->tls);
+  s->tls = NULL;
 }
 
 int kl__srv_init(kl__srv_t *s, uv_loop_t *loop, const kl__proto_t *proto, void *owner, const kl_net_limits_t *lim,
@@ -117,6 +189,14 @@ int kl__srv_init(kl__srv_t *s, uv_loop_t *loop, const kl__proto_t *proto, void *
 }
 
 static void on_connection(uv_stream_t *server, int status);
+
+void kl__srv_set_tls(kl__srv_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check, void *arg) {
+  kl_tls_ctx_unref(s->tls);
+  s->tls = kl_tls_ctx_ref(ctx);
+  s->tls_roles = roles;
+  s->peer_check = check;
+  s->peer_check_arg = arg;
+}
 
 int kl__srv_listen(kl__srv_t *s, const char *addr, kl_err_t *e) {
   struct sockaddr_storage ss;
@@ -229,6 +309,8 @@ static void conn_handle_closed(uv_handle_t *h) {
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   if (c->proto_open) s->stats.open--;
+  ip_release(s, c);
+  kl_tls_session_free(c->tls);
   free(c->backlog);
   free(c);
   srv_finish(s);
@@ -301,7 +383,8 @@ void kl__conn_settle(kl__conn_t *c) {
 }
 
 void kl__conn_touch(kl__conn_t *c) {
-  if (c->state == KL__C_OPEN && c->timer_idle) uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+  if (c->state == KL__C_OPEN && c->timer_idle && c->authed)
+    uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
 }
 
 void kl__conn_pause(kl__conn_t *c, unsigned bit) {
@@ -335,6 +418,79 @@ static void feed(kl__conn_t *c, const uint8_t *p, size_t n) {
   kl__conn_settle(c);
 }
 
+static void raw_write(kl__conn_t *c, void *p, size_t n);
+static void raw_write2(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen);
+
+/* Sends what the TLS session has for the network (handshake messages, records, alerts). */
+static void tls_flush(kl__conn_t *c) {
+  size_t n;
+  uint8_t *p;
+  while ((p = kl_tls_session_output(c->tls, &n)) != NULL) raw_write(c, p, n);
+}
+
+static void tls_refuse(kl__conn_t *c, const char *why) {
+  kl__srv_t *s = c->srv;
+  s->stats.tls_refused++;
+  kl_log(KL_LOG_WARN, "peer_refused", "server=%s peer=%s reason=\"%s\"", s->name, c->peer, why);
+  tls_flush(c); /* the alert, if any: the peer learns why */
+  kl__conn_end(c);
+}
+
+/* Ciphertext read: advance the handshake, authenticate the peer, hand the plaintext on. */
+static void tls_read(kl__conn_t *c, const uint8_t *p, size_t n) {
+  kl__srv_t *s = c->srv;
+  kl_err_t e = {0};
+  bool was = c->authed;
+  int st = kl_tls_session_feed(c->tls, p, n, &e);
+  if (st < 0) {
+    tls_refuse(c, e.msg);
+    return;
+  }
+  if (st == KL_TLS_READY && !was) {
+    const kl_peer_t *who = kl_tls_session_peer(c->tls);
+    const char *why = s->peer_check && who->role ? s->peer_check(who, s->peer_check_arg) : NULL;
+    if (why) {
+      tls_refuse(c, why);
+      return;
+    }
+    c->who = *who;
+    c->authed = true;
+    if (who->role)
+      kl_log(KL_LOG_DEBUG, "peer_authenticated", "server=%s peer=%s role=%s id=%s", s->name, c->peer,
+             kl_role_name(who->role), who->id);
+    c->timer_idle = false; /* the handshake's deadline is over: the idle timer takes over */
+    uv_timer_stop(&c->timer);
+  }
+  tls_flush(c);
+  if (c->state != KL__C_OPEN || !c->authed) return;
+  /* Everything decrypted goes to the protocol at once (reading stops while it has a backlog). */
+  uint8_t *buf = s->plainbuf, *big = NULL;
+  size_t have = 0, cap = sizeof s->plainbuf;
+  for (;;) {
+    bool closed = false;
+    long got = kl_tls_session_read(c->tls, buf + have, cap - have, &closed, &e);
+    if (got < 0) {
+      free(big);
+      tls_refuse(c, e.msg);
+      return;
+    }
+    have += (size_t)got;
+    if (closed) c->eof = true;
+    if (got == 0) break;
+    if (have == cap) { /* unusual: more than one read's worth was buffered */
+      uint8_t *nb = malloc(cap * 2);
+      if (nb == NULL) break;
+      memcpy(nb, buf, have);
+      free(big);
+      big = buf = nb;
+      cap *= 2;
+    }
+  }
+  if (have) feed(c, buf, have);
+  else kl__conn_settle(c);
+  free(big);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   kl__conn_t *c = st->data;
   (void)buf;
@@ -352,7 +508,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (c->state != KL__C_OPEN) return; /* ending or lingering: discard */
-  feed(c, c->srv->readbuf, (size_t)nread);
+  if (c->tls) tls_read(c, c->srv->readbuf, (size_t)nread);
+  else feed(c, c->srv->readbuf, (size_t)nread);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -368,13 +525,39 @@ static void on_write(uv_write_t *req, int status) {
     kl__conn_close(c);
     return;
   }
-  if (c->state == KL__C_OPEN && c->timer_idle) /* progress: the peer is reading */
+  if (c->state == KL__C_OPEN && c->timer_idle && c->authed) /* progress: the peer is reading */
     uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
   kl__conn_settle(c);
 }
 
 void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
   if (c->state != KL__C_OPEN || (alen + blen) == 0) {
+    free(a);
+    free(b);
+    return;
+  }
+  if (c->tls) {
+    kl_err_t e = {0};
+    int r = kl_tls_session_write(c->tls, a, alen, &e);
+    if (r == 0 && blen) r = kl_tls_session_write(c->tls, b, blen, &e);
+    free(a);
+    free(b);
+    if (r) {
+      kl_log(KL_LOG_WARN, "tls_error", "server=%s peer=%s error=\"%s\"", c->srv->name, c->peer, e.msg);
+      kl__conn_close(c);
+      return;
+    }
+    tls_flush(c);
+    return;
+  }
+  raw_write2(c, a, alen, b, blen);
+}
+
+static void raw_write(kl__conn_t *c, void *p, size_t n) { raw_write2(c, p, n, NULL, 0); }
+
+/* Queues bytes on the socket as they are (ciphertext on a TLS connection). */
+static void raw_write2(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
+  if (c->state == KL__C_CLOSING) {
     free(a);
     free(b);
     return;
@@ -435,6 +618,10 @@ void kl__conn_end(kl__conn_t *c) {
   c->backlog = NULL;
   c->backlog_len = 0;
   stop_reading(c);
+  if (c->tls && c->authed) { /* close_notify, so the peer can tell our end from a cut */
+    kl_tls_session_shutdown(c->tls);
+    tls_flush(c);
+  }
   /* The timer now bounds how long the last writes may take. */
   uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
   c->shutdown_req.data = c;
@@ -475,6 +662,17 @@ static void on_connection(uv_stream_t *server, int status) {
     kl__conn_close(c);
     return;
   }
+  if (!ip_acquire(s, c)) {
+    s->stats.ip_refused++;
+    kl_log(KL_LOG_DEBUG, "conn_reject", "server=%s peer=%s reason=per_address_cap", s->name, c->peer);
+    kl__conn_close(c);
+    return;
+  }
+  if (s->tls && (c->tls = kl_tls_session_new(s->tls, true, s->tls_roles, NULL)) == NULL) {
+    kl_log(KL_LOG_ERROR, "oom", "server=%s what=tls_session", s->name);
+    kl__conn_close(c);
+    return;
+  }
   if (s->proto->on_open(c)) {
     kl__conn_close(c);
     return;
@@ -484,5 +682,11 @@ static void on_connection(uv_stream_t *server, int status) {
   s->stats.accepted++;
   uv_tcp_nodelay(&c->tcp, 1);
   kl_log(KL_LOG_DEBUG, "conn_open", "server=%s peer=%s", s->name, c->peer);
+  if (c->tls) { /* the handshake has its own deadline; the idle timer starts after it */
+    uv_timer_start(&c->timer, on_timer, s->lim.handshake_timeout_ms, 0);
+    c->timer_idle = true;
+  } else {
+    c->authed = true;
+  }
   kl__conn_settle(c);
 }

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "keyless/net.h"
+#include "keyless/tls.h"
 
 typedef struct kl__srv kl__srv_t;
 typedef struct kl__conn kl__conn_t;
@@ -62,9 +63,26 @@ struct kl__conn {
   uv_shutdown_t shutdown_req;
   void *proto;
   char peer[64];
+  /* TLS (when the server has a context): the session, and the peer once authenticated. Until
+   * then the protocol sees no bytes and the timer bounds the handshake. */
+  kl_tls_session_t *tls;
+  bool authed;
+  kl_peer_t who;
+  struct kl__ipent *ip; /* this peer address's entry in the server's table */
 };
 
 #define KL__READ_BUF 65536
+/* Plaintext of one read: a read buffer's worth plus a record carried over from the last. */
+#define KL__PLAIN_BUF (KL__READ_BUF + 16384 + 256)
+
+/* Per peer address (IP without port): open connections and a request-rate token bucket. */
+typedef struct kl__ipent {
+  struct kl__ipent *next;
+  char ip[48];
+  unsigned conns;
+  double tokens;
+  uint64_t last_ms;
+} kl__ipent_t;
 
 struct kl__srv {
   uv_loop_t *loop;
@@ -81,12 +99,21 @@ struct kl__srv {
   kl__conn_t *conns;
   kl__conn_t *resume_head, *resume_tail;
   kl_net_stats_t stats;
+  kl_tls_ctx_t *tls;   /* NULL: plain TCP */
+  unsigned tls_roles;  /* roles a peer certificate must have; 0: none needed (https) */
+  kl_peer_check_fn peer_check;
+  void *peer_check_arg;
+  kl__ipent_t **ips;   /* hash table of peer addresses, KL__IP_BUCKETS long */
   uint8_t readbuf[KL__READ_BUF];
+  uint8_t plainbuf[KL__PLAIN_BUF];
 };
+#define KL__IP_BUCKETS 1024
 
 int kl__srv_init(kl__srv_t *s, uv_loop_t *loop, const kl__proto_t *proto, void *owner,
                  const kl_net_limits_t *lim, const char *name, kl_err_t *e);
 int kl__srv_listen(kl__srv_t *s, const char *addr, kl_err_t *e);
+/* TLS on this server's connections (before listen): see kl_tlv_server_set_tls. */
+void kl__srv_set_tls(kl__srv_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check, void *arg);
 void kl__srv_close(kl__srv_t *s);
 
 /* Takes ownership of a and b (malloc'd or NULL); they are freed when the write completes or
@@ -100,6 +127,9 @@ void kl__conn_pause(kl__conn_t *c, unsigned bit);
 /* A whole request arrived: the connection is in use, so its idle timer starts over (a peer that
  * only sends, such as a member's heartbeats and forwards, is not idle). */
 void kl__conn_touch(kl__conn_t *c);
+/* A request is about to be handed to its handler: false when its peer address is over its
+ * request rate (the protocol then answers with its "too many requests" and counts it). */
+bool kl__conn_rate_ok(kl__conn_t *c);
 /* Clears the bit and, when the protocol can take input again, schedules the backlog. */
 void kl__conn_unpause(kl__conn_t *c, unsigned bit);
 /* Re-evaluates reading, the idle timer, the backlog and ending after a state change. */

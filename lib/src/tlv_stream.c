@@ -46,9 +46,12 @@ struct kl_tlv_req {
   uint8_t *resp;
   size_t resp_len;
   char peer[64];
+  bool authed;
+  kl_peer_t who;
 };
 
 const char *kl_tlv_req_peer(const kl_tlv_req_t *r) { return r->peer; }
+const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r) { return r->authed && r->who.role ? &r->who : NULL; }
 bool kl_tlv_req_connected(const kl_tlv_req_t *r) { return r->tc != NULL; }
 
 static void req_free(kl_tlv_req_t *r) {
@@ -114,6 +117,13 @@ void kl_tlv_respond(kl_tlv_req_t *r, const void *p, size_t len, bool close_after
 /* A whole frame arrived: queue it and hand it over. */
 static void deliver(tconn_t *tc) {
   kl__conn_t *c = tc->c;
+  if (!kl__conn_rate_ok(c)) { /* over its address's rate: no PDU-level answer fits every protocol */
+    kl_log(KL_LOG_DEBUG, "rate_limited", "server=%s peer=%s", c->srv->name, c->peer);
+    free(tc->frame);
+    tc->frame = NULL;
+    kl__conn_close(c);
+    return;
+  }
   kl_tlv_req_t *r = calloc(1, sizeof *r);
   if (r == NULL) {
     kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=request", c->srv->name, c->peer);
@@ -126,6 +136,8 @@ static void deliver(tconn_t *tc) {
   r->frame = tc->frame;
   r->frame_len = tc->frame_len;
   memcpy(r->peer, c->peer, sizeof r->peer);
+  r->authed = c->tls != NULL && c->authed;
+  if (r->authed) r->who = c->who;
   tc->frame = NULL;
   tc->hdr_have = tc->frame_have = tc->frame_len = 0;
   if (tc->tail) tc->tail->next = r;
@@ -232,6 +244,10 @@ int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char
 }
 
 void kl_tlv_server_set_framing(kl_tlv_server_t *s, int framing) { s->framing = framing; }
+
+void kl_tlv_server_set_tls(kl_tlv_server_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check, void *arg) {
+  kl__srv_set_tls(&s->srv, ctx, roles, check, arg);
+}
 
 int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }
 int kl_tlv_server_port(const kl_tlv_server_t *s) { return s->srv.port; }

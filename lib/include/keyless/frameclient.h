@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "keyless/err.h"
+#include "keyless/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,11 @@ typedef struct kl_frame_client_cbs {
 
 KL_API int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, const kl_frame_client_cbs_t *cbs,
                                   void *arg, kl_frame_client_t **out, kl_err_t *e);
+/* Mutual TLS on this link (before connect; ctx is referenced): the server's certificate must
+ * carry one of `roles` and, when expect_id is not NULL, that id. The link is up (on_state)
+ * only once the server is authenticated; a refused server is logged (link_refused) and
+ * retried with the usual backoff. */
+KL_API void kl_frame_client_set_tls(kl_frame_client_t *c, kl_tls_ctx_t *ctx, unsigned roles, const char *expect_id);
 /* "host:port" (numeric IPv4/IPv6 or a name resolved once here). Connecting goes on in the
  * background until close. */
 KL_API int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e);

@@ -39,6 +39,7 @@
 #include <uv.h>
 
 #include "keyless/err.h"
+#include "keyless/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,14 @@ typedef struct kl_net_limits {
   size_t write_watermark;    /* bytes queued for writing before reading stops (default 1 MiB) */
   unsigned max_inflight;     /* ksi+tcp: frames handled at once per connection (default 64) */
   uint64_t shutdown_timeout_ms; /* graceful close before connections are cut (default 5 s) */
+  /* Per peer address (the IP, whatever the port), so that one client cannot take what all
+   * share: connections open at once (default 64; over it: accepted and closed at once), and
+   * requests per second (0: unlimited, the default; a burst of twice the rate is allowed;
+   * over it: the protocol's "too many requests"). Bytes buffered for unfinished requests are
+   * bounded per address by max_connections_per_ip x (max_body + max_header). */
+  unsigned max_connections_per_ip;
+  double max_rate_per_ip;
+  uint64_t handshake_timeout_ms; /* TLS: a handshake must finish within (default 10 s) */
 } kl_net_limits_t;
 
 KL_API void kl_net_limits_default(kl_net_limits_t *l);
@@ -68,7 +77,15 @@ typedef struct kl_net_stats {
   uint64_t requests;    /* requests handed to handlers */
   uint64_t responses[6]; /* HTTP: by status class (index 1..5); ksi+tcp: [2] responses written */
   uint64_t bad_input;   /* HTTP 400/413/431 or ksi+tcp framing errors */
+  uint64_t tls_refused; /* TLS handshakes failed or peers refused (certificate, role, id) */
+  uint64_t ip_refused;  /* closed at once: their address is over max_connections_per_ip */
+  uint64_t rate_limited; /* requests refused: their address is over max_rate_per_ip */
 } kl_net_stats_t;
+
+/* TLS on a server (before listen): ctx is referenced; roles: the roles a peer certificate must
+ * have (a KL_ROLE_* mask; 0: no client certificate, for https). check (may be NULL) is asked
+ * once per authenticated peer and refuses it by returning a reason. */
+typedef const char *(*kl_peer_check_fn)(const kl_peer_t *peer, void *arg);
 
 /* ---------------- HTTP ---------------- */
 
@@ -83,6 +100,8 @@ KL_API int kl_http_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, co
 /* method: "GET", "POST", ... or NULL for any; path: exact (query string ignored) or "*". */
 KL_API int kl_http_route(kl_http_server_t *s, const char *method, const char *path,
                          kl_http_handler_fn fn, void *arg, kl_err_t *e);
+KL_API void kl_http_server_set_tls(kl_http_server_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check,
+                                   void *arg);
 KL_API int kl_http_server_listen(kl_http_server_t *s, const char *addr, kl_err_t *e);
 /* The bound port (after listen), or 0. */
 KL_API int kl_http_server_port(const kl_http_server_t *s);
@@ -95,6 +114,8 @@ KL_API const char *kl_http_req_method(const kl_http_req_t *r);
 KL_API const char *kl_http_req_path(const kl_http_req_t *r); /* without the query string */
 KL_API const uint8_t *kl_http_req_body(const kl_http_req_t *r, size_t *len);
 KL_API const char *kl_http_req_peer(const kl_http_req_t *r); /* "ip:port" */
+/* The peer's certificate identity on a TLS server with roles; NULL on plain TCP or https. */
+KL_API const kl_peer_t *kl_http_req_peer_id(const kl_http_req_t *r);
 /* false once the connection is gone (the response will be dropped; still respond). */
 KL_API bool kl_http_req_connected(const kl_http_req_t *r);
 /* An extra response header ("Name", "value": no CR/LF; else ignored). Before responding. */
@@ -123,12 +144,15 @@ KL_API int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, con
  * frame handed to the handler includes its header either way. */
 enum { KL_FRAMING_TLV = 0, KL_FRAMING_U32 = 1 };
 KL_API void kl_tlv_server_set_framing(kl_tlv_server_t *s, int framing);
+KL_API void kl_tlv_server_set_tls(kl_tlv_server_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check,
+                                  void *arg);
 KL_API int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e);
 KL_API int kl_tlv_server_port(const kl_tlv_server_t *s);
 KL_API const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s);
 KL_API void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg);
 
 KL_API const char *kl_tlv_req_peer(const kl_tlv_req_t *r);
+KL_API const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r); /* as kl_http_req_peer_id */
 KL_API bool kl_tlv_req_connected(const kl_tlv_req_t *r);
 /* Responds and releases r. len 0: no response for this frame. close_after: close the
  * connection once this response (and those before it) are written; frames read after this

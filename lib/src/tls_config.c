@@ -1,0 +1,53 @@
+/* The [tls] keys every daemon has (keyless/tls.h), and opening the daemon's mutual context. */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keyless/config.h"
+#include "keyless/log.h"
+#include "keyless/tls.h"
+
+#define OFF(field) (at + offsetof(kl_tls_settings_t, field))
+
+void kl_tls_cfg_keys(size_t at, void *out) {
+  kl_cfg_key_t *k = out;
+  size_t i = 0;
+  k[i++] = (kl_cfg_key_t){"tls", "ca", KL_CFG_STR, OFF(ca), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"tls", "cert", KL_CFG_STR, OFF(cert), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"tls", "key", KL_CFG_STR, OFF(key), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"tls", "crl", KL_CFG_STR, OFF(crl), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"tls", "insecure", KL_CFG_BOOL, OFF(insecure), "no", 0, 0, NULL};
+}
+
+int kl_tls_settings_open(const kl_tls_settings_t *s, const char *file, unsigned role, const char *id, kl_tls_ctx_t **out,
+                         kl_err_t *e) {
+  *out = NULL;
+  if (s->insecure) {
+    if (s->cert[0] || s->key[0])
+      return kl_err_set(e, KL_EINVAL, "%s: [tls] insecure = yes with a certificate: choose one", file);
+    kl_log(KL_LOG_WARN, "INSECURE",
+           "tls=off file=%s msg=\"node links are plain TCP: anyone who reaches a port can impersonate a node "
+           "(tests only; never in production)\"",
+           file);
+    return 0;
+  }
+  const char *missing = !s->ca[0] ? "ca" : !s->cert[0] ? "cert" : !s->key[0] ? "key" : NULL;
+  if (missing)
+    return kl_err_set(e, KL_EINVAL, "%s: [tls] %s is required (mutual TLS on every node link; insecure = yes for tests only)",
+                      file, missing);
+  kl_tls_files_t f = {s->ca, s->cert, s->key, s->crl[0] ? s->crl : NULL};
+  int r = kl_tls_ctx_create(KL_TLS_MUTUAL, &f, out, e);
+  if (r) return kl_err_wrap(e, "%s: [tls]", file);
+  const kl_peer_t *self = kl_tls_ctx_self(*out);
+  if (self->role != role || (id && strcmp(self->id, id) != 0)) {
+    char want[96];
+    snprintf(want, sizeof want, "%s/%s", kl_role_name(role), id ? id : "*");
+    r = kl_err_set(e, KL_EPKI, "%s: [tls] cert = %s names %s/%s, but this node is %s", file, s->cert,
+                   self->role ? kl_role_name(self->role) : "nothing", self->id, want);
+    kl_tls_ctx_unref(*out);
+    *out = NULL;
+    return r;
+  }
+  kl_log(KL_LOG_INFO, "tls", "role=%s id=%s serial=%s", kl_role_name(self->role), self->id, self->serial);
+  return 0;
+}
