@@ -18,7 +18,7 @@ static const struct {
     {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
     {"publish", cmd_publish, "make the publications file from a calendar"},
     {"core", cmd_core, "show the core cluster's nodes; add or remove a member"},
-    {"devpki", cmd_devpki, "make a development CA, publications and calendar-auth certificates"},
+    {"devpki", cmd_devpki, "development PKI: publications and calendar-auth keys, cluster CA, node certificates"},
 };
 
 static void usage(FILE *f) {

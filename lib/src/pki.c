@@ -1,19 +1,14 @@
-/* Calendar authentication record signing and the development PKI, on OpenSSL 3. */
+/* Calendar authentication record signing, on OpenSSL 3. The development PKI is in devpki.c. */
 #include "keyless/pki.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rsa.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "keyless/pubfile.h"
 #include "keyless/sig.h"
@@ -123,90 +118,5 @@ out:
   OPENSSL_free(sig);
   EVP_MD_CTX_free(ctx);
   kl_buf_free(&data);
-  return r;
-}
-
-/* ---- development PKI ---- */
-
-static EVP_PKEY *rsa_key(void) { return EVP_RSA_gen(2048); }
-
-static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *email, X509 *issuer, EVP_PKEY *issuer_key, int days,
-                       bool ca, long serial) {
-  X509 *x = X509_new();
-  if (x == NULL) return NULL;
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x), (long)days * 86400);
-  X509_set_pubkey(x, key);
-  X509_NAME *n = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"keyless DEVELOPMENT - NOT FOR PRODUCTION", -1, -1, 0);
-  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-  if (email) X509_NAME_add_entry_by_txt(n, "emailAddress", MBSTRING_UTF8, (const unsigned char *)email, -1, -1, 0);
-  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-  X509V3_CTX v3;
-  X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-  if (ext) {
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  ext = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-  if (ext) {
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  if (X509_sign(x, issuer_key, EVP_sha256()) <= 0) {
-    X509_free(x);
-    return NULL;
-  }
-  return x;
-}
-
-static int write_pair(const char *dir, const char *name, X509 *cert, EVP_PKEY *key, kl_err_t *e) {
-  char path[1024];
-  FILE *f;
-  snprintf(path, sizeof path, "%s/%s.crt", dir, name);
-  if (access(path, F_OK) == 0) return kl_err_set(e, KL_ESTATE, "%s already exists; not replacing it", path);
-  if ((f = fopen(path, "w")) == NULL) return kl_err_set(e, KL_EIO, "cannot write %s: %s", path, strerror(errno));
-  int ok = PEM_write_X509(f, cert) == 1;
-  ok &= fclose(f) == 0;
-  snprintf(path, sizeof path, "%s/%s.key", dir, name);
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
-    if (fd >= 0) close(fd);
-    return kl_err_set(e, KL_EIO, "cannot write %s: %s", path, strerror(errno));
-  }
-  ok &= PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
-  ok &= fclose(f) == 0;
-  return ok ? 0 : kl_err_set(e, KL_EIO, "cannot write the %s certificate or key in %s", name, dir);
-}
-
-int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) {
-  EVP_PKEY *ca_key = NULL, *pub_key = NULL, *cal_key = NULL;
-  X509 *ca = NULL, *pub = NULL, *cal = NULL;
-  int r = 0;
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST) return kl_err_set(e, KL_EIO, "cannot create %s: %s", dir, strerror(errno));
-  if ((ca_key = rsa_key()) == NULL || (pub_key = rsa_key()) == NULL || (cal_key = rsa_key()) == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", ossl_msg());
-    goto out;
-  }
-  ca = make_cert(ca_key, "keyless DEVELOPMENT CA", NULL, NULL, ca_key, days, true, 1);
-  pub = ca ? make_cert(pub_key, "keyless DEVELOPMENT publications", email, ca, ca_key, days, false, 2) : NULL;
-  cal = ca ? make_cert(cal_key, "keyless DEVELOPMENT calendar authentication", NULL, ca, ca_key, days, false, 3) : NULL;
-  if (ca == NULL || pub == NULL || cal == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", ossl_msg());
-    goto out;
-  }
-  if ((r = write_pair(dir, "ca", ca, ca_key, e)) || (r = write_pair(dir, "publications", pub, pub_key, e)) ||
-      (r = write_pair(dir, "calendar-auth", cal, cal_key, e)))
-    goto out;
-out:
-  X509_free(ca);
-  X509_free(pub);
-  X509_free(cal);
-  EVP_PKEY_free(ca_key);
-  EVP_PKEY_free(pub_key);
-  EVP_PKEY_free(cal_key);
   return r;
 }

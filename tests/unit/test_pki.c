@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "keyless/calendar.h"
 #include "keyless/chains.h"
@@ -38,6 +39,11 @@ static void test_pipeline(void **state) {
   snprintf(cal_dir, sizeof cal_dir, "%s/cal", dir);
   if (kl_devpki_create(pki, "publications@keyless.test", 30, &e)) fail_msg("%s", e.msg);
   assert_int_equal(kl_devpki_create(pki, "publications@keyless.test", 30, &e), KL_ESTATE); /* never replaces */
+  /* The CA key is apart from what a node needs; the signing keys are where scripts look. */
+  snprintf(p1, sizeof p1, "%s/ca.key", pki);
+  assert_int_not_equal(access(p1, F_OK), 0);
+  snprintf(p1, sizeof p1, "%s/offline/ca.key", pki);
+  assert_int_equal(access(p1, F_OK), 0);
 
   /* A one-link aggregation chain: document D with sibling S at level 1. */
   const uint64_t T = (uint64_t)time(NULL) - 60; /* inside the fresh certificates' validity */
