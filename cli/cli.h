@@ -55,9 +55,29 @@ const char *cli_file_path(const char *url);
 int cli_hash_file(const char *path, int alg, kl_imprint_t *out, kl_err_t *e);
 
 /* Checks an extender URL for -X before anything is sent: a scheme the client speaks (http://,
- * ksi+http://, ksi+tcp://) and a login and key, from user/key (NULL: none given) or the URL's
- * userinfo. KL_EINVAL or KL_EUNSUPPORTED with a message: a usage error, not a verdict. */
+ * https://, ksi+http://, ksi+https://, ksi+tcp://) and a login and key, from user/key (NULL:
+ * none given) or the URL's userinfo. KL_EINVAL or KL_EUNSUPPORTED with a message: a usage
+ * error, not a verdict. */
 int cli_check_extender(const char *url, const char *user, const char *key, kl_err_t *e);
+
+/* The https options every subcommand that fetches URLs takes: --ca FILE (trust anchors
+ * instead of the system store; default $KL_CA) and, for `keyless core`, --cert FILE --key FILE
+ * (the operator's admin certificate; default $KL_ADMIN_CERT, $KL_ADMIN_KEY). The option
+ * table entries and help lines below are shared so that every subcommand says the same. */
+#define CLI_TLS_HELP                                                                                  \
+  "  --ca FILE   trust anchors (PEM) for https:// URLs instead of the system CA store\n"              \
+  "              (default $KL_CA); e.g. a keyless network's cluster-ca.crt\n"
+#define CLI_ADMIN_TLS_HELP                                                                            \
+  "  --cert FILE, --key FILE   the operator's admin certificate and key (PEM), presented to the\n" \
+  "              core's admin port (https://); default $KL_ADMIN_CERT, $KL_ADMIN_KEY\n"
+typedef struct cli_tls {
+  const char *ca, *cert, *key; /* from the options; NULL: not given */
+} cli_tls_t;
+/* Fills in what the options left out from the environment ($KL_CA; with admin also
+ * $KL_ADMIN_CERT and $KL_ADMIN_KEY) and makes it the default of every request
+ * (kl_net_set_tls_defaults), loading the files now. KL_EXIT_USAGE with a message naming the
+ * file (and the variable it came from) on a bad one, else KL_EXIT_OK. */
+int cli_tls_setup(cli_tls_t *t, bool admin, kl_err_t *e);
 
 /* "2024-03-14 21:34:00 UTC" */
 const char *cli_utc(uint64_t t, char *buf, size_t cap);

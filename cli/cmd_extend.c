@@ -15,9 +15,12 @@
 static void usage(FILE *f) {
   fprintf(f, "usage: keyless extend -i SIG -o OUT -X URL [--ext-user U --ext-key K]\n"
              "         (-P PUBFILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... | --pub-str STRING | --to-head | -T TIME)\n"
-             "         [--publications-file-no-verify] [--force]\n"
+             "         [--publications-file-no-verify] [--force] [--ca FILE]\n"
+             "  -X URL: the extender, http(s)://host:port/path, ksi+http(s)://U:K@host/path or ksi+tcp://host:port\n"
+             "  -P PUBFILE: a file, or an http:// or https:// URL\n"
              "  -P: to the earliest publication in the file after the signing time (as ksi-tool)\n"
-             "  --pub-str: to that publication;  --to-head: to the extender's latest second;  -T: to TIME\n");
+             "  --pub-str: to that publication;  --to-head: to the extender's latest second;  -T: to TIME\n"
+             CLI_TLS_HELP);
 }
 
 /* The client checks of KSI-FORMAT.md §7.3, with the reason. */
@@ -49,7 +52,7 @@ static void put_pub_rec(kl_buf_t *b, uint64_t time, const kl_imprint_t *hash, co
 }
 
 int cmd_extend(int argc, char **argv) {
-  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE };
+  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE, O_CA };
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
       {"extender", required_argument, NULL, 'X'}, {"ext-user", required_argument, NULL, O_USER},
@@ -57,7 +60,9 @@ int cmd_extend(int argc, char **argv) {
       {"trust-anchor", required_argument, NULL, 'V'}, {"cnstr", required_argument, NULL, O_CNSTR},
       {"pub-str", required_argument, NULL, O_PUBSTR}, {"to-head", no_argument, NULL, O_HEAD},
       {"time", required_argument, NULL, 'T'}, {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
-      {"force", no_argument, NULL, O_FORCE}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+      {"force", no_argument, NULL, O_FORCE}, {"ca", required_argument, NULL, O_CA},
+      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  cli_tls_t tls = {0};
   const char *in = NULL, *out = NULL, *url = NULL, *user = NULL, *key = NULL, *pubfile = NULL, *pubstr = NULL;
   bool to_head = false, force = false, have_T = false;
   uint64_t T = 0;
@@ -86,6 +91,7 @@ int cmd_extend(int argc, char **argv) {
       case O_HEAD: to_head = true; break;
       case O_NOVERIFY: trust.no_verify = true; break;
       case O_FORCE: force = true; break;
+      case O_CA: tls.ca = optarg; break;
       case O_CNSTR:
         if (!cli_trust_add_cnstr(&trust, optarg)) {
           fprintf(stderr, "keyless extend: --cnstr wants OID=VALUE\n");
@@ -106,6 +112,11 @@ int cmd_extend(int argc, char **argv) {
   if (cli_check_extender(url, user, key, &e)) {
     fprintf(stderr, "keyless extend: %s\n", e.msg);
     return KL_EXIT_USAGE;
+  }
+  int tls_st = cli_tls_setup(&tls, false, &e);
+  if (tls_st != KL_EXIT_OK) {
+    fprintf(stderr, "keyless extend: %s\n", e.msg);
+    return tls_st;
   }
   uint8_t *buf = NULL;
   size_t len;

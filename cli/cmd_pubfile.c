@@ -81,13 +81,15 @@ static void show(const kl_pubfile_t *pf, bool verified, bool dump, bool json) {
 }
 
 int cmd_pubfile(int argc, char **argv) {
-  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP };
+  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP, O_CA };
   static const struct option opts[] = {
       {"publications", required_argument, NULL, 'P'}, {"trust-anchor", required_argument, NULL, 'V'},
       {"cnstr", required_argument, NULL, O_CNSTR},   {"at", required_argument, NULL, O_AT},
       {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
       {"json", no_argument, NULL, O_JSON},           {"dump", no_argument, NULL, O_DUMP},
-      {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0}};
+      {"ca", required_argument, NULL, O_CA},         {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  cli_tls_t tls = {0};
   const char *in = NULL;
   cli_trust_t trust = {0};
   bool json = false, dump = false;
@@ -117,9 +119,11 @@ int cmd_pubfile(int argc, char **argv) {
       case O_NOVERIFY: trust.no_verify = true; break;
       case O_JSON: json = true; break;
       case O_DUMP: dump = true; break;
+      case O_CA: tls.ca = optarg; break;
       case 'h':
         printf("usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
-               "         [--publications-file-no-verify] [--dump | --json]\n");
+               "         [--publications-file-no-verify] [--dump | --json] [--ca FILE]\n"
+               "  -P FILE: a file, or an http:// or https:// URL\n" CLI_TLS_HELP);
         return KL_EXIT_OK;
       default: return KL_EXIT_USAGE;
     }
@@ -130,7 +134,8 @@ int cmd_pubfile(int argc, char **argv) {
   }
   kl_pubfile_t *pf = NULL;
   kl_err_t e = {0};
-  int st = cli_load_pubfile(in, &trust, &pf, &e);
+  int st = cli_tls_setup(&tls, false, &e);
+  if (st == KL_EXIT_OK) st = cli_load_pubfile(in, &trust, &pf, &e);
   if (st != KL_EXIT_OK) {
     if (json) {
       cli_json_t j;

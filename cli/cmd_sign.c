@@ -29,7 +29,8 @@ static void usage(FILE *f) {
           "              (write ./NAME for a file whose name looks like a hash)\n"
           "  -o OUT      the signature file (default FILE.ksig), or an existing directory\n"
           "              (DIR/NAME.ksig; required form with several inputs); needed for '-' and a hash\n"
-          "  -S URL      the gateway: http://host:port/path, ksi+http://U:K@host/path, ksi+tcp://host:port,\n"
+          "  -S URL      the gateway: http://host:port/path, https://host:port/path,\n"
+          "              ksi+http(s)://U:K@host/path, ksi+tcp://host:port,\n"
           "              or file://RESPONSE (a canned response, for tests; request id 1)\n"
           "  --aggr-user U, --aggr-key K   login and HMAC key (override the URL's)\n"
           "  --aggr-hmac-alg ALG           HMAC algorithm (default SHA-256)\n"
@@ -40,6 +41,7 @@ static void usage(FILE *f) {
           "  --force     replace existing signature files\n"
           "  --json      one JSON object per input on standard output\n"
           "  --timeout MS  connect and read timeout (default 10000)\n"
+          CLI_TLS_HELP
           "  --dump-conf print the gateway's configuration and exit\n"
           "exit: 0 ok, 3 usage, 4 bad response, 5 network, 8 gateway error, 9 I/O, 11 HMAC, 14 login\n",
           DEFAULT_MAX_LVL);
@@ -267,7 +269,7 @@ static int sign_all(input_t *in, size_t n, const char *url, const char *user, co
 }
 
 int cmd_sign(int argc, char **argv) {
-  enum { O_USER = 256, O_KEY, O_HMAC, O_MAXLVL, O_FORCE, O_JSON, O_TIMEOUT, O_DUMPCONF };
+  enum { O_USER = 256, O_KEY, O_HMAC, O_MAXLVL, O_FORCE, O_JSON, O_TIMEOUT, O_DUMPCONF, O_CA };
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
       {"aggregator", required_argument, NULL, 'S'}, {"aggr-user", required_argument, NULL, O_USER},
@@ -275,8 +277,9 @@ int cmd_sign(int argc, char **argv) {
       {"hash-alg", required_argument, NULL, 'H'}, {"max-lvl", required_argument, NULL, O_MAXLVL},
       {"force", no_argument, NULL, O_FORCE}, {"json", no_argument, NULL, O_JSON},
       {"timeout", required_argument, NULL, O_TIMEOUT}, {"dump-conf", no_argument, NULL, O_DUMPCONF},
-      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+      {"ca", required_argument, NULL, O_CA}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *out = NULL, *url = NULL, *user = NULL, *key = NULL;
+  cli_tls_t tls = {0};
   int alg = KL_HASH_DEFAULT, hmac_alg = KL_HASH_SHA256, c;
   bool alg_given = false, force = false, json = false, conf = false;
   uint64_t max_lvl = DEFAULT_MAX_LVL, timeout = 10000;
@@ -322,6 +325,7 @@ int cmd_sign(int argc, char **argv) {
       case O_FORCE: force = true; break;
       case O_JSON: json = true; break;
       case O_DUMPCONF: conf = true; break;
+      case O_CA: tls.ca = optarg; break;
       case 'h': usage(stdout); st = KL_EXIT_OK; goto out;
       default: usage(stderr); goto out;
     }
@@ -343,6 +347,11 @@ int cmd_sign(int argc, char **argv) {
     fprintf(stderr, "keyless sign: gateway %s: give the login and key (--aggr-user U --aggr-key K, or ksi+http://U:K@host/)\n", url);
     goto out;
   }
+  if ((st = cli_tls_setup(&tls, false, &e)) != KL_EXIT_OK) {
+    fprintf(stderr, "keyless sign: %s\n", e.msg);
+    goto out;
+  }
+  st = KL_EXIT_USAGE;
   if (conf) {
     st = dump_conf(url, user, key, hmac_alg, (int)timeout, json);
     goto out;

@@ -15,11 +15,13 @@ static void usage(FILE *f) {
           "usage: keyless verify -i SIG [-f FILE | -d ALG:HEX] [--policy POLICY]\n"
           "         [-P PUBFILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
           "         [--publications-file-no-verify] [--pub-str STRING]\n"
-          "         [-X URL [--ext-user USER] [--ext-key KEY]] [-x] [--json]\n"
+          "         [-X URL [--ext-user USER] [--ext-key KEY]] [-x] [--json] [--ca FILE]\n"
           "  POLICY: auto (default), internal, key, calendar, publication\n"
           "          (ksi-tool's --ver-int, --ver-key, --ver-cal, --ver-pub also work)\n"
-          "  -X: a live extender (http://, ksi+http://USER:KEY@HOST/, ksi+tcp://HOST:PORT), or\n"
+          "  -P: a file, or an http:// or https:// URL\n"
+          "  -X: a live extender (http(s)://, ksi+http(s)://USER:KEY@HOST/, ksi+tcp://HOST:PORT), or\n"
           "      file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
+          CLI_TLS_HELP
           "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage\n");
 }
 
@@ -56,6 +58,7 @@ typedef struct vargs {
   bool json, extend_ok, have_level;
   uint64_t level;
   cli_trust_t trust;
+  cli_tls_t tls;
 } vargs_t;
 
 static int parse_policy(const char *s) {
@@ -69,7 +72,7 @@ static int parse_policy(const char *s) {
 
 static int parse_args(int argc, char **argv, vargs_t *a) {
   enum { O_POLICY = 256, O_CNSTR, O_PUBSTR, O_AT, O_NOVERIFY, O_JSON, O_EXTKEY, O_EXTUSER,
-         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL };
+         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA };
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'},  {"file", required_argument, NULL, 'f'},
       {"digest", required_argument, NULL, 'd'}, {"policy", required_argument, NULL, O_POLICY},
@@ -80,7 +83,8 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY}, {"json", no_argument, NULL, O_JSON},
       {"ver-int", no_argument, NULL, O_VERINT}, {"ver-key", no_argument, NULL, O_VERKEY},
       {"ver-cal", no_argument, NULL, O_VERCAL}, {"ver-pub", no_argument, NULL, O_VERPUB},
-      {"input-level", required_argument, NULL, O_LEVEL}, {"help", no_argument, NULL, 'h'},
+      {"input-level", required_argument, NULL, O_LEVEL}, {"ca", required_argument, NULL, O_CA},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   uint64_t at;
@@ -129,6 +133,7 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
         break;
       case O_NOVERIFY: a->trust.no_verify = true; break;
       case O_JSON: a->json = true; break;
+      case O_CA: a->tls.ca = optarg; break;
       case O_LEVEL:
         if (!cli_parse_u64(optarg, &a->level) || a->level > 255) {
           fprintf(stderr, "keyless verify: --input-level wants 0..255\n");
@@ -210,6 +215,10 @@ int cmd_verify(int argc, char **argv) {
   kl_imprint_t doc;
   int r;
 
+  if ((st = cli_tls_setup(&a.tls, false, &e)) != KL_EXIT_OK) {
+    st = fail_early(&a, st, e.msg);
+    goto out;
+  }
   if ((r = cli_read_file(a.sig, KL_TLV_MAX_SIZE, &buf, &len, &e))) {
     st = fail_early(&a, cli_exit_for(r), e.msg);
     goto out;

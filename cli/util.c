@@ -114,6 +114,26 @@ int cli_check_extender(const char *url, const char *user, const char *key, kl_er
   return 0;
 }
 
+/* An environment variable's value, NULL when unset or empty. */
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+int cli_tls_setup(cli_tls_t *t, bool admin, kl_err_t *e) {
+  char from[64] = "";
+  if (t->ca == NULL && (t->ca = env("KL_CA")) != NULL) strcat(from, " $KL_CA");
+  if (admin && t->cert == NULL && (t->cert = env("KL_ADMIN_CERT")) != NULL) strcat(from, " $KL_ADMIN_CERT");
+  if (admin && t->key == NULL && (t->key = env("KL_ADMIN_KEY")) != NULL) strcat(from, " $KL_ADMIN_KEY");
+  if (t->ca == NULL && t->cert == NULL && t->key == NULL) return KL_EXIT_OK;
+  kl_net_tls_opts_t o = {t->ca, t->cert, t->key, 0};
+  if (kl_net_set_tls_defaults(&o, e)) {
+    if (from[0]) kl_err_wrap(e, "%s", from + 1);
+    return KL_EXIT_USAGE;
+  }
+  return KL_EXIT_OK;
+}
+
 const char *cli_utc(uint64_t t, char *buf, size_t cap) {
   time_t tt = (time_t)t;
   struct tm tm;
@@ -151,7 +171,7 @@ int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, 
   int r;
   *out = NULL;
   const char *path = url;
-  if (strncmp(url, "http://", 7) == 0) {
+  if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
     kl_url_t u;
     kl_buf_t body = KL_BUF_INIT;
     int status = 0;
@@ -167,9 +187,6 @@ int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, 
       return KL_EXIT_NETWORK;
     }
     buf = kl_buf_steal(&body, &len);
-  } else if (strncmp(url, "https://", 8) == 0) {
-    kl_err_set(e, KL_EUNSUPPORTED, "%s: https is not supported yet; download the file and give its path", url);
-    return KL_EXIT_USAGE;
   } else {
     path = cli_file_path(url);
     if ((r = cli_read_file(path, 16u << 20, &buf, &len, e))) return cli_exit_for(r);
