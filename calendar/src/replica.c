@@ -1,9 +1,14 @@
-/* Calendar replication messages: framing, encoding from a calendar, applying to a replica. */
+/* Calendar replication messages: framing, encoding from a calendar (signed by the core's
+ * calendar-auth key), checking a batch against its signed root and applying it to a replica. */
 #include "keyless/replica.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "cal_internal.h"
+#include "keyless/sig.h"
+#include "keyless/tlv.h"
+#include "keyless/verify.h"
 #include "replication.pb-c.h"
 
 int kl_frame_peek(const uint8_t *buf, size_t len, size_t max, size_t *payload_len, kl_err_t *e) {
@@ -47,7 +52,13 @@ int kl_repl_encode_subscribe(kl_buf_t *out, uint64_t after, int from_genesis, kl
 }
 
 int kl_repl_encode_entries(kl_buf_t *out, kl_cal_t *cal, uint64_t from, uint64_t to, kl_err_t *e) {
+  return kl_repl_encode_entries_signed(out, cal, from, to, NULL, e);
+}
+
+int kl_repl_encode_entries_signed(kl_buf_t *out, kl_cal_t *cal, uint64_t from, uint64_t to, kl_calauth_t *auth,
+                                  kl_err_t *e) {
   kl_cal_info_t info;
+  kl_buf_t rec = KL_BUF_INIT;
   int r = kl_cal_info(cal, &info, e);
   if (r) return r;
   if (info.empty || from < info.genesis || to > info.last || from > to || to - from >= 65536)
@@ -81,26 +92,127 @@ int kl_repl_encode_entries(kl_buf_t *out, kl_cal_t *cal, uint64_t from, uint64_t
   en.n_entries = n;
   en.entries = ptrs;
   en.committed_last = info.last;
+  if (auth != NULL) { /* the record for the batch's last second: (to, root(to)) */
+    kl_imprint_t root;
+    if ((r = kl_cal_root(cal, to, &root, e)) || (r = kl_calauth_sign(auth, to, &root, &rec, e))) {
+      kl_err_wrap(e, "replication: signing second %llu", (unsigned long long)to);
+      goto out;
+    }
+    en.has_auth_record = 1;
+    en.auth_record.len = rec.len;
+    en.auth_record.data = rec.p;
+  }
   m.body_case = KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ENTRIES;
   m.entries = &en;
   r = put_msg(out, &m, e);
 out:
+  kl_buf_free(&rec);
   free(roots);
   free(ptrs);
   free(ents);
   return r;
 }
 
-static int apply(const Keyless__Replication__Entries *en, kl_cal_t *replica, size_t *applied, kl_err_t *e) {
+/* The calendar root at the batch's last second as it will be once the batch is appended,
+ * computed from the replica's stored nodes without writing anything: the forest of the
+ * replica's `next` leaves (the perfect subtrees, largest first, as stored or as genesis nodes),
+ * each new leaf pushed onto it as in a Merkle mountain range (two subtrees of one height merge
+ * into their parent), then the forest folded from the right (docs/formats.md §1.5). */
+static int root_after(kl_cal_t *replica, uint64_t next, const kl_cal_entry_t *ce, size_t n, kl_imprint_t *out,
+                      kl_err_t *e) {
+  struct {
+    unsigned h;
+    kl_imprint_t v;
+  } st[66];
+  kl__cal_tree_t forest[64];
+  size_t m = kl__cal_forest(next, forest), top = 0;
+  kl_hasher_t h;
+  MDB_txn *txn;
+  int r, rc;
+  if ((r = kl_hasher_init(&h, e))) return r;
+  if ((rc = mdb_txn_begin(replica->env, NULL, MDB_RDONLY, &txn))) {
+    kl_hasher_close(&h);
+    return kl__cal_mdb_err(e, rc, "replication: reading the replica");
+  }
+  for (size_t k = 0; k < m; k++) {
+    st[top].h = forest[k].h;
+    if ((r = kl__cal_node_get(replica, txn, forest[k].h, forest[k].i, &st[top].v, e))) goto out;
+    top++;
+  }
+  for (size_t k = 0; k < n; k++) {
+    st[top].h = 0;
+    if (ce[k].root) st[top].v = *ce[k].root;
+    else kl_cal_filler_leaf(ce[k].time, &st[top].v);
+    top++;
+    while (top >= 2 && st[top - 2].h == st[top - 1].h) {
+      if ((r = kl_cal_parent(&h, &st[top - 2].v, &st[top - 1].v, &st[top - 2].v, e))) goto out;
+      st[top - 2].h++;
+      top--;
+    }
+  }
+  if (top == 0) {
+    r = kl_err_set(e, KL_ESTATE, "replication: no calendar root to compute");
+    goto out;
+  }
+  kl_imprint_t acc = st[top - 1].v;
+  for (size_t k = top - 1; k-- > 0;)
+    if ((r = kl_cal_parent(&h, &st[k].v, &acc, &acc, e))) goto out;
+  *out = acc;
+out:
+  mdb_txn_abort(txn);
+  kl_hasher_close(&h);
+  return r;
+}
+
+/* The batch's record: parsed, verified under a trusted certificate, and for the batch's last
+ * second. Its root in *signed_root. */
+static int check_record(const ProtobufCBinaryData *rec, const kl_repl_trust_t *trust, uint64_t first, uint64_t last,
+                        kl_repl_result_t *res, kl_err_t *e) {
+  kl_tlv_t t;
+  kl_cal_auth_t auth;
+  int r = kl_tlv_parse_one(rec->data, rec->len, &t, e);
+  if (r == 0 && t.type != KL_T_CAL_AUTH) r = kl_err_set(e, KL_EFORMAT, "element 0x%X, not 0x805", t.type);
+  if (r == 0) r = kl_cal_auth_decode(&t, rec->data, &auth, e);
+  if (r) {
+    kl_err_wrap(e, "replication: seconds %llu..%llu: the authentication record does not parse",
+                (unsigned long long)first, (unsigned long long)last);
+    return r;
+  }
+  if (trust->n_certs > 0) {
+    if (kl_cal_auth_verify(&auth, trust->certs, trust->cert_lens, trust->n_certs, e))
+      return kl_err_wrap(e, "replication: seconds %llu..%llu: the authentication record for second %llu is not trusted",
+                         (unsigned long long)first, (unsigned long long)last, (unsigned long long)auth.data.time);
+    res->authenticated = true;
+  } else if (!trust->insecure) {
+    return kl_err_set(e, KL_EPKI, "replication: seconds %llu..%llu: no trusted calendar-auth certificate is configured",
+                      (unsigned long long)first, (unsigned long long)last);
+  }
+  if (auth.data.time != last)
+    return kl_err_set(e, KL_EAUTH,
+                      "replication: seconds %llu..%llu: the authentication record is for second %llu, not the "
+                      "batch's last second %llu",
+                      (unsigned long long)first, (unsigned long long)last, (unsigned long long)auth.data.time,
+                      (unsigned long long)last);
+  res->signed_root = auth.data.hash;
+  return 0;
+}
+
+static int apply(const Keyless__Replication__Entries *en, kl_cal_t *replica, const kl_repl_trust_t *trust,
+                 kl_repl_result_t *res, kl_err_t *e) {
   kl_cal_info_t info;
   int r = kl_cal_info(replica, &info, e);
   if (r) return r;
+  res->genesis = en->genesis;
+  res->committed_last = en->committed_last;
+  uint64_t next = info.empty ? info.genesis : info.last + 1;
+  res->first = next;
+  res->last = next + en->n_entries - 1;
   if (en->genesis != info.genesis)
     return kl_err_set(e, KL_ESTATE, "replication: the core's genesis %llu differs from this calendar's %llu",
                       (unsigned long long)en->genesis, (unsigned long long)info.genesis);
-  uint64_t next = info.empty ? info.genesis : info.last + 1;
-  kl_cal_entry_t *ce = calloc(en->n_entries ? en->n_entries : 1, sizeof *ce);
-  kl_imprint_t *imps = calloc(en->n_entries ? en->n_entries : 1, sizeof *imps);
+  if (en->n_entries == 0) return 0;
+  kl_cal_entry_t *ce = calloc(en->n_entries, sizeof *ce);
+  kl_imprint_t *imps = calloc(en->n_entries, sizeof *imps);
   if (ce == NULL || imps == NULL) {
     r = kl_err_set(e, KL_ENOMEM, "out of memory");
     goto out;
@@ -121,30 +233,53 @@ static int apply(const Keyless__Replication__Entries *en, kl_cal_t *replica, siz
       ce[k].root = &imps[k];
     }
   }
-  if (en->n_entries > 0 && (r = kl_cal_append(replica, ce, en->n_entries, e))) goto out;
-  *applied = en->n_entries;
+  uint64_t first = res->first, last = res->last;
+  if (!en->has_auth_record) {
+    if (!trust->insecure) {
+      r = kl_err_set(e, KL_EAUTH, "replication: seconds %llu..%llu carry no calendar authentication record",
+                     (unsigned long long)first, (unsigned long long)last);
+      goto out;
+    }
+  } else {
+    if ((r = check_record(&en->auth_record, trust, first, last, res, e))) goto out;
+    if ((r = root_after(replica, next, ce, en->n_entries, &res->computed, e))) goto out;
+    res->has_roots = true;
+    if (!kl_imprint_eq(&res->computed, &res->signed_root)) {
+      char a[2 * KL_IMPRINT_MAX + 1], b[2 * KL_IMPRINT_MAX + 1];
+      r = kl_err_set(e, KL_ESTATE,
+                     "replication: seconds %llu..%llu refused: the calendar root at second %llu would be %s here, "
+                     "but the core signed %s",
+                     (unsigned long long)first, (unsigned long long)last, (unsigned long long)last,
+                     kl_imprint_hex(&res->computed, a), kl_imprint_hex(&res->signed_root, b));
+      goto out;
+    }
+  }
+  if ((r = kl_cal_append(replica, ce, en->n_entries, e))) goto out;
+  res->applied = en->n_entries;
 out:
   free(imps);
   free(ce);
   return r;
 }
 
-int kl_repl_handle(const uint8_t *payload, size_t len, kl_cal_t *replica, kl_repl_subscribe_t *sub,
-                   int *is_subscribe, size_t *applied, kl_err_t *e) {
-  *is_subscribe = 0;
-  *applied = 0;
+int kl_repl_receive(const uint8_t *payload, size_t len, kl_cal_t *replica, const kl_repl_trust_t *trust,
+                    kl_repl_result_t *res, kl_err_t *e) {
+  static const kl_repl_trust_t permissive = {NULL, NULL, 0, true};
+  memset(res, 0, sizeof *res);
+  if (trust == NULL) trust = &permissive;
   Keyless__Replication__ReplicationMessage *m = keyless__replication__replication_message__unpack(NULL, len, payload);
   if (m == NULL) return kl_err_set(e, KL_EFORMAT, "replication: undecodable message of %zu bytes", len);
   int r = 0;
   switch (m->body_case) {
     case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_SUBSCRIBE:
-      sub->after = m->subscribe->after;
-      sub->from_genesis = m->subscribe->has_from_genesis && m->subscribe->from_genesis;
-      *is_subscribe = 1;
+      res->sub.after = m->subscribe->after;
+      res->sub.from_genesis = m->subscribe->has_from_genesis && m->subscribe->from_genesis;
+      res->is_subscribe = 1;
       break;
     case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ENTRIES:
+      res->is_entries = true;
       if (replica == NULL) r = kl_err_set(e, KL_ESTATE, "replication: entries received but no replica calendar");
-      else r = apply(m->entries, replica, applied, e);
+      else r = apply(m->entries, replica, trust, res, e);
       break;
     case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ERROR:
       r = kl_err_set(e, KL_ESERVICE, "replication: the core says: %s",
@@ -153,5 +288,15 @@ int kl_repl_handle(const uint8_t *payload, size_t len, kl_cal_t *replica, kl_rep
     default: r = kl_err_set(e, KL_EFORMAT, "replication: empty message");
   }
   keyless__replication__replication_message__free_unpacked(m, NULL);
+  return r;
+}
+
+int kl_repl_handle(const uint8_t *payload, size_t len, kl_cal_t *replica, kl_repl_subscribe_t *sub,
+                   int *is_subscribe, size_t *applied, kl_err_t *e) {
+  kl_repl_result_t res;
+  int r = kl_repl_receive(payload, len, replica, NULL, &res, e);
+  *is_subscribe = res.is_subscribe;
+  *applied = res.applied;
+  if (res.is_subscribe) *sub = res.sub;
   return r;
 }

@@ -250,8 +250,14 @@ static void send_entries(core_t *c, kl_tlv_req_t *req, uint64_t after) {
       free(tmp);
     }
   } else {
+    /* Signed: the replica appends the batch only if it computes the root signed for `to`. */
     uint64_t to = info.last - from >= BATCH ? from + BATCH - 1 : info.last;
-    kl_repl_encode_entries(&b, c->cal, from, to, &e);
+    if (kl_repl_encode_entries_signed(&b, c->cal, from, to, c->auth, &e)) {
+      char q[600];
+      kl_log(KL_LOG_ERROR, "replication_batch", "from=%llu to=%llu error=%s", (unsigned long long)from,
+             (unsigned long long)to, kl_log_q(q, sizeof q, e.msg));
+      kl_buf_free(&b); /* the replica's link is closed below; it reconnects and asks again */
+    }
   }
   if (!kl_buf_ok(&b) || b.len == 0) {
     kl_buf_free(&b);

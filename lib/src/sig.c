@@ -43,7 +43,7 @@ static int pki_sig_decode(const kl_tlv_t *t, const uint8_t *base, kl_pki_sig_t *
   return 0;
 }
 
-static int cal_auth_decode(const kl_tlv_t *t, const uint8_t *base, kl_cal_auth_t *out, kl_err_t *e) {
+int kl_cal_auth_decode(const kl_tlv_t *t, const uint8_t *base, kl_cal_auth_t *out, kl_err_t *e) {
   kl_tlv_iter_t it;
   kl_tlv_t c;
   int r, seen_data = 0, seen_sig = 0;
@@ -182,7 +182,7 @@ static int sig_decode(kl_sig_t *s, kl_err_t *e) {
       case KL_T_CAL_AUTH:
         if (s->auth) return kl_tlv_err_dup(&c, "signature", e);
         if ((s->auth = kl_arena_alloc(&s->arena, sizeof *s->auth)) == NULL) return KL_ENOMEM;
-        if (cal_auth_decode(&c, base, s->auth, e)) return kl_err_wrap(e, "calendar authentication record");
+        if (kl_cal_auth_decode(&c, base, s->auth, e)) return kl_err_wrap(e, "calendar authentication record");
         break;
       case KL_T_RFC3161:
         if (s->rfc3161) return kl_tlv_err_dup(&c, "signature", e);

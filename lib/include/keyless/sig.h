@@ -172,6 +172,9 @@ KL_API int kl_pub_data_decode(const kl_tlv_t *t, const uint8_t *base, kl_pub_dat
 KL_API int kl_pub_rec_decode(const kl_tlv_t *t, const uint8_t *base, kl_arena_t *arena,
                              kl_pub_rec_t *out, kl_err_t *e);
 KL_API int kl_imprint_decode(const kl_tlv_t *t, kl_imprint_t *out, kl_err_t *e);
+/* A calendar authentication record (0x805), also found on its own in the core's replication
+ * batches (docs/formats.md §3). Structure only: kl_cal_auth_verify (verify.h) checks it. */
+KL_API int kl_cal_auth_decode(const kl_tlv_t *t, const uint8_t *base, kl_cal_auth_t *out, kl_err_t *e);
 
 /* Encoders (canonical). */
 KL_API void kl_pub_data_encode(kl_buf_t *b, uint8_t flags, uint64_t time, const kl_imprint_t *h);

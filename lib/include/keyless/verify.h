@@ -117,6 +117,15 @@ KL_API void kl_verifier_destroy(kl_verifier_t *v);
 KL_API void kl_verifier_run(kl_verifier_t *v, const kl_sig_t *sig, kl_policy_t policy,
                             const kl_verify_opts_t *opts, kl_verify_result_t *res);
 
+/* A calendar authentication record on its own (kl_cal_auth_decode), checked as the key-based
+ * policy checks one, with the caller's trusted certificates (DER) in place of the publications
+ * file's: the certificate whose id (CRC-32 of its DER) the record names must be among them,
+ * valid at the record's time (KEY-03), and the signature over the record's publication data
+ * must verify with it (KEY-02). 0, or KL_EPKI with the reason. The record's time and hash are
+ * the caller's to compare. */
+KL_API int kl_cal_auth_verify(const kl_cal_auth_t *auth, const uint8_t *const *cert_ders, const size_t *cert_lens,
+                              size_t n_certs, kl_err_t *e);
+
 /* The calendar root of the signature's calendar chain and its aggregation root (the output of
  * the top aggregation chain); used by inspect and tests. */
 KL_API int kl_sig_aggregation_root(const kl_sig_t *sig, kl_imprint_t *root, kl_err_t *e);
