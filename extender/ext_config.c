@@ -1,7 +1,11 @@
 /* The extender's configuration keys. deploy/extender.conf is the documented sample; keep the
  * two in step. */
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -72,6 +76,9 @@ static const kl_cfg_key_t keys[] = {
     K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_pubfile),
     K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_listen_opt),
     K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
+    K("replication", "calendar_auth_cert", KL_CFG_STR, calendar_auth_cert, "", 0, 0, check_readable),
+    K("replication", "insecure", KL_CFG_BOOL, insecure, "no", 0, 0, NULL),
+    K("replication", "max_lag", KL_CFG_DURATION, max_lag_ms, "10s", 0, 86400000, NULL),
     K("limits", "max_pdu_size", KL_CFG_SIZE, max_pdu_size, "65539", 64, 65539, NULL),
     K("limits", "max_header_size", KL_CFG_SIZE, max_header_size, "8k", 256, 1 << 20, NULL),
     K("limits", "max_connections", KL_CFG_INT, max_connections, "1024", 1, 1000000, NULL),
@@ -82,16 +89,77 @@ static const kl_cfg_key_t keys[] = {
     K("limits", "shutdown_timeout", KL_CFG_DURATION, shutdown_timeout_ms, "5s", 0, 3600000, NULL),
 };
 
+static void free_certs(ext_config_t *cfg) {
+  for (size_t k = 0; k < cfg->n_auth; k++) OPENSSL_free(cfg->auth_ders[k]);
+  free(cfg->auth_ders);
+  free(cfg->auth_lens);
+  cfg->auth_ders = NULL;
+  cfg->auth_lens = NULL;
+  cfg->n_auth = 0;
+}
+
+/* Every certificate in the PEM file, as DER. At most 64: a trust list, not a CA bundle. */
+static int load_certs(const char *path, ext_config_t *cfg, kl_err_t *e) {
+  const char *file = cfg->calendar_auth_cert;
+  BIO *bio = BIO_new_file(file, "r");
+  X509 *x;
+  int r = 0;
+  if (bio == NULL) {
+    ERR_clear_error();
+    return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: cannot read '%.200s'", path, file);
+  }
+  cfg->auth_ders = calloc(64, sizeof *cfg->auth_ders);
+  cfg->auth_lens = calloc(64, sizeof *cfg->auth_lens);
+  if (cfg->auth_ders == NULL || cfg->auth_lens == NULL) {
+    BIO_free(bio);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    X509_free(x);
+    if (n <= 0 || cfg->n_auth == 64) {
+      OPENSSL_free(der);
+      r = kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds %s", path, file,
+                     n <= 0 ? "a certificate that cannot be encoded" : "more than 64 certificates");
+      break;
+    }
+    cfg->auth_ders[cfg->n_auth] = der;
+    cfg->auth_lens[cfg->n_auth++] = (size_t)n;
+  }
+  unsigned long err = ERR_peek_last_error();
+  ERR_clear_error();
+  BIO_free(bio);
+  if (r) return r;
+  /* The end of the file ends the loop with "no start line"; anything else is a broken PEM block. */
+  if (err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE))
+    return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds a malformed PEM certificate",
+                      path, file);
+  if (cfg->n_auth == 0)
+    return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds no PEM certificate", path,
+                      file);
+  return 0;
+}
+
 int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
   memset(cfg, 0, sizeof *cfg);
   int r = kl_cfg_load(path, keys, sizeof keys / sizeof keys[0], cfg, e);
   if (r) return r;
   if (cfg->http_listen[0] == '\0' && cfg->tcp_listen[0] == '\0')
     return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
+  if (cfg->upstream[0] != '\0' && cfg->calendar_auth_cert[0] == '\0' && !cfg->insecure)
+    return kl_err_set(e, KL_EINVAL,
+                      "%s: [replication] calendar_auth_cert is required with upstream: the certificate(s) the core's "
+                      "batches must be signed with (or [replication] insecure = yes, for tests only)",
+                      path);
+  if (cfg->calendar_auth_cert[0] != '\0' && (r = load_certs(path, cfg, e))) return r;
   return 0;
 }
 
-void ext_config_free(ext_config_t *cfg) { kl_cfg_free(keys, sizeof keys / sizeof keys[0], cfg); }
+void ext_config_free(ext_config_t *cfg) {
+  free_certs(cfg);
+  kl_cfg_free(keys, sizeof keys / sizeof keys[0], cfg);
+}
 
 void ext_config_limits(const ext_config_t *cfg, kl_net_limits_t *lim) {
   kl_net_limits_default(lim);

@@ -7,6 +7,17 @@
  * is another process. The calendar is opened read-only; if it cannot be opened (not created
  * yet, not replicated yet) the daemon still starts, answers 0x201 and /healthz 503, and tries
  * again at most once a second.
+ *
+ * With [replication] upstream the daemon follows a core node (keyless/follow.h) and appends
+ * only batches whose signed root it computes itself (calendar_auth_cert). It stops serving
+ * (/healthz 503, extension requests answered 0x200 "extender not synchronized") while
+ *   - replication refused a batch: the core and the replica diverged, or the core's record is
+ *     not trusted; the follower has stopped, and this lasts until the daemon is restarted;
+ *   - the replica lags by more than max_lag: behind the core's committed_last, or its last
+ *     second behind the wall clock (a stopped or unreachable core); it serves again once caught
+ *     up.
+ * Each change of that state is logged once (event=replication_state, WARN; ERROR for a
+ * divergence), checked every second and on every request, health check and scrape.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +35,15 @@ struct extender {
   const ext_config_t *cfg;
   kl_cal_t *cal;
   kl_follow_t *follow;   /* with [replication] upstream */
+  kl_repl_trust_t trust; /* what the follower checks batches against */
+  bool diverged;         /* replication refused a batch (or stopped on an error): for good */
+  char diverged_why[400];
+  kl_metric_t *m_refused;
+  uv_timer_t sync_timer;
+  bool sync_timer_on;
+  bool unsynced;         /* the state last logged */
+  char unsynced_why[400];
+  int64_t lag;           /* seconds, as last computed; -1 unknown */
   uint64_t cal_next_try; /* loop time, ms */
   bool cal_failed_logged;
   kl_users_t *users;
@@ -42,6 +62,15 @@ struct extender {
 static const char *const transport_name[2] = {"http", "tcp"};
 
 /* ---- calendar ---- */
+
+/* The follower refused a batch (or stopped on an error): the replica can no longer be trusted
+ * to follow the core, and the daemon stops serving until it is restarted. */
+static void on_follow_error(kl_follow_t *f, const kl_err_t *e, void *arg) {
+  extender_t *x = arg;
+  if (kl_follow_refused(f) > 0) kl_metric_inc(x->m_refused);
+  x->diverged = true;
+  snprintf(x->diverged_why, sizeof x->diverged_why, "replication stopped: %.360s", e->msg);
+}
 
 static kl_cal_t *cal_get(extender_t *x) {
   if (x->cal) return x->cal;
@@ -62,7 +91,9 @@ static kl_cal_t *cal_get(extender_t *x) {
   if (r == 0) {
     kl_log(KL_LOG_INFO, "calendar_open", "dir=%s", kl_log_q(q, sizeof q, x->cfg->calendar_dir));
     x->cal_failed_logged = false;
-    if (follows && x->follow == NULL && kl_follow_start(x->loop, x->cal, x->cfg->upstream, NULL, x, &x->follow, &e)) {
+    static const kl_follow_cbs_t fcbs = {NULL, on_follow_error};
+    if (follows && x->follow == NULL && !x->diverged &&
+        kl_follow_start_trusted(x->loop, x->cal, x->cfg->upstream, &x->trust, &fcbs, x, &x->follow, &e)) {
       char m[300];
       kl_log(KL_LOG_ERROR, "follow_start", "error=%s", kl_log_q(m, sizeof m, e.msg));
     }
@@ -76,6 +107,57 @@ static kl_cal_t *cal_get(extender_t *x) {
   }
   return NULL;
 }
+
+/* ---- in step with the core ---- */
+
+/* NULL when the replica may be served; else why not. Also updates x->lag and logs a change. */
+static const char *sync_check(extender_t *x) {
+  const ext_config_t *c = x->cfg;
+  const char *why = NULL;
+  char buf[sizeof x->unsynced_why];
+  kl_cal_info_t ci;
+  x->lag = -1;
+  if (c->upstream[0] == '\0') return NULL; /* fed by another process: nothing to be in step with */
+  kl_cal_t *cal = cal_get(x);
+  if (cal != NULL && kl_cal_info(cal, &ci, NULL) == 0) {
+    uint64_t last = ci.empty ? (ci.genesis ? ci.genesis - 1 : 0) : ci.last, now = (uint64_t)time(NULL), core = 0;
+    bool have_core = x->follow != NULL && kl_follow_upstream_last(x->follow, &core);
+    uint64_t lag_wall = now > last ? now - last : 0, lag_core = have_core && core > last ? core - last : 0;
+    uint64_t lag = lag_wall > lag_core ? lag_wall : lag_core;
+    x->lag = (int64_t)lag;
+    if (c->max_lag_ms > 0 && lag * 1000 > c->max_lag_ms) {
+      if (lag_core * 1000 > c->max_lag_ms)
+        snprintf(buf, sizeof buf, "the replica's last second %llu is %llu s behind the core's %llu (max_lag %llu ms)",
+                 (unsigned long long)last, (unsigned long long)lag_core, (unsigned long long)core,
+                 (unsigned long long)c->max_lag_ms);
+      else
+        snprintf(buf, sizeof buf,
+                 "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; is the core "
+                 "%s reachable and committing?)",
+                 (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms, c->upstream);
+      why = buf;
+    }
+  }
+  if (x->diverged) why = x->diverged_why; /* it outranks lag */
+  bool unsynced = why != NULL;
+  if (unsynced != x->unsynced) {
+    char q[500];
+    if (unsynced)
+      kl_log(x->diverged ? KL_LOG_ERROR : KL_LOG_WARN, "replication_state", "serving=0 lag=%lld reason=%s",
+             (long long)x->lag, kl_log_q(q, sizeof q, why));
+    else
+      kl_log(KL_LOG_WARN, "replication_state", "serving=1 lag=%lld reason=caught_up", (long long)x->lag);
+  } else if (unsynced && x->diverged && strcmp(why, x->unsynced_why) != 0) { /* lag turned into divergence */
+    char q[500];
+    kl_log(KL_LOG_ERROR, "replication_state", "serving=0 lag=%lld reason=%s", (long long)x->lag,
+           kl_log_q(q, sizeof q, why));
+  }
+  x->unsynced = unsynced;
+  if (unsynced && why != x->unsynced_why) snprintf(x->unsynced_why, sizeof x->unsynced_why, "%s", why);
+  return unsynced ? x->unsynced_why : NULL;
+}
+
+static void on_sync_timer(uv_timer_t *t) { sync_check(t->data); }
 
 /* ---- metrics ---- */
 
@@ -92,6 +174,19 @@ static double m_cal_last(void *arg) { return m_cal(arg, 0); }
 static double m_cal_genesis(void *arg) { return m_cal(arg, 1); }
 static double m_cal_up(void *arg) { return m_cal(arg, 2); }
 static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users); }
+static double m_lag(void *arg) {
+  extender_t *x = arg;
+  sync_check(x);
+  return (double)x->lag;
+}
+static double m_diverged(void *arg) { return ((extender_t *)arg)->diverged ? 1 : 0; }
+static double m_serving(void *arg) {
+  extender_t *x = arg;
+  kl_cal_info_t ci;
+  kl_cal_t *cal = cal_get(x);
+  if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return 0;
+  return sync_check(x) == NULL ? 1 : 0;
+}
 
 static int metrics_init(extender_t *x, kl_err_t *e) {
   if (kl_metrics_create(&x->m, e)) return KL_ENOMEM;
@@ -109,6 +204,21 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
   ok &= kl_metrics_gauge_fn(m, "keyless_calendar_up", "1 when the calendar is open and not empty.", NULL, m_cal_up,
                             x) != NULL;
   ok &= kl_metrics_gauge_fn(m, "keyless_extender_users", "Logins in the users file.", NULL, m_users, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replication_lag_seconds",
+                            "Seconds the replica's last second is behind the later of the clock and the core's "
+                            "committed last second (-1: not following, or no calendar).",
+                            NULL, m_lag, x) != NULL;
+  ok &= (x->m_refused = kl_metrics_counter(m, "keyless_extender_replication_refused_total",
+                                           "Replication batches refused (untrusted, or a root other than the core "
+                                           "signed): each one stops the follower.",
+                                           NULL)) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replication_diverged",
+                            "1 once replication refused a batch or stopped on an error (until restart).", NULL,
+                            m_diverged, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_serving",
+                            "1 when extension requests are answered: the calendar is open and, when following, "
+                            "in step with the core.",
+                            NULL, m_serving, x) != NULL;
   ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_admin, "admin", true) == 0;
@@ -132,7 +242,7 @@ static void count_status(void *arg, uint64_t status) {
 static int serve(extender_t *x, int transport, const char *peer, const uint8_t *p, size_t n, uint8_t **resp,
                  size_t *rlen, ext_outcome_t *out) {
   uint64_t t0 = uv_hrtime();
-  ext_ctx_t ctx = {cal_get(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL)};
+  ext_ctx_t ctx = {cal_get(x), sync_check(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL)};
   int rc = ext_handle(&ctx, p, n, resp, rlen, out, count_status, x);
   kl_metric_observe(x->duration[transport], (double)(uv_hrtime() - t0) / 1e9);
   char s[24], lq[100], mq[300];
@@ -190,6 +300,8 @@ static const char *health(void *arg) {
   kl_cal_t *cal = cal_get(x);
   if (cal == NULL) return "calendar unavailable";
   if (kl_cal_info(cal, &ci, NULL)) return "calendar unreadable";
+  const char *why = sync_check(x); /* a refused batch says more than "empty" */
+  if (why != NULL) return why;
   return ci.empty ? "calendar empty" : NULL;
 }
 
@@ -244,6 +356,8 @@ void extender_stop(extender_t *x) {
   kl_tlv_server_close(tcp, on_tcp_closed, x);
   kl_follow_stop(x->follow, NULL, NULL);
   x->follow = NULL;
+  if (x->sync_timer_on) uv_close((uv_handle_t *)&x->sync_timer, NULL);
+  x->sync_timer_on = false;
   for (int i = 0; i < x->n_sig; i++) uv_close((uv_handle_t *)&x->sig[i], NULL);
   x->n_sig = 0;
 }
@@ -286,6 +400,17 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   if ((r = kl_users_load(cfg->users_file, &x->users, e))) return kl_err_wrap(e, "[auth] users_file");
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(x->users));
   if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
+  x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
+  x->lag = -1;
+  if (cfg->upstream[0] != '\0') {
+    if (cfg->insecure)
+      kl_log(KL_LOG_WARN, "replication_insecure", "certificates=%zu (batches without a signed record are accepted)",
+             cfg->n_auth);
+    uv_timer_init(loop, &x->sync_timer);
+    x->sync_timer.data = x;
+    x->sync_timer_on = true;
+    uv_timer_start(&x->sync_timer, on_sync_timer, 1000, 1000);
+  }
   if (cal_get(x)) {
     kl_cal_info_t ci;
     if (kl_cal_info(x->cal, &ci, NULL) == 0)

@@ -7,8 +7,10 @@
  *   2. it is an extension request 0x320 with a header (0x103 / 0x101)
  *   3. the login is in the users file and the HMAC checks with its key (0x102 either way, so
  *      that a prober cannot tell which logins exist)
- *   4. the calendar is available (0x201) and the PDU asks for something, at most max_requests
- *      extensions (0x101)
+ *   4. the calendar is available (0x201), the replica is in step with the core (0x200 internal
+ *      error, "extender not synchronized: ...", while replication refused a batch or the replica
+ *      lags more than [replication] max_lag), and the PDU asks for something, at most
+ *      max_requests extensions (0x101)
  * Then every extension request gets its own status in a signed response: 0x104 aggregation time
  * after publication time, 0x107 in the future, 0x105 before the calendar's genesis, 0x106
  * after its last second, else 0 with the calendar chain from aggregation time to publication
@@ -138,6 +140,11 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
   }
   if (ctx->cal == NULL) {
     rc = error_pdu(KL_STATUS_EXT_DB_MISSING, "the calendar database is not available", resp, resp_len, out);
+    goto done;
+  }
+  if (ctx->unsynced != NULL) {
+    snprintf(msg, sizeof msg, "extender not synchronized: %.200s", ctx->unsynced);
+    rc = error_pdu(KL_STATUS_INTERNAL_ERROR, msg, resp, resp_len, out);
     goto done;
   }
   if (pdu->n_ext_reqs == 0 && pdu->config == NULL) {

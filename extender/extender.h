@@ -31,6 +31,13 @@ typedef struct ext_config {
   char *publications_file;
   char *upstream;       /* a core node's replication port; "" = fed by another process */
   int64_t genesis;      /* with upstream: the genesis of a calendar created here (0: none) */
+  char *calendar_auth_cert; /* PEM file of the trusted calendar-auth certificates ("" = none) */
+  bool insecure;        /* accept batches without an authentication record */
+  uint64_t max_lag_ms;  /* stop serving when the replica lags more than this (0: never) */
+  /* derived: the certificates of calendar_auth_cert, DER */
+  uint8_t **auth_ders;
+  size_t *auth_lens;
+  size_t n_auth;
   uint64_t max_pdu_size, max_header_size, idle_timeout_ms, write_watermark, shutdown_timeout_ms;
   int64_t max_connections, max_inflight, max_requests;
 } ext_config_t;
@@ -44,6 +51,7 @@ void ext_config_limits(const ext_config_t *cfg, kl_net_limits_t *lim);
 
 typedef struct ext_ctx {
   kl_cal_t *cal;            /* NULL: the calendar cannot be opened (status 0x201) */
+  const char *unsynced;     /* non-NULL: the replica cannot be trusted now, why (status 0x200) */
   const kl_users_t *users;
   uint64_t max_requests;    /* extension requests in one PDU */
   uint64_t now;             /* UNIX seconds, for "in the future" */

@@ -12,7 +12,7 @@ T=$(mktemp -d /tmp/kl-core-test-XXXXXX)
 pass=0 fail=0
 declare -A PID
 cleanup() {
-  for i in 1 2 3 x; do [ -n "${PID[$i]:-}" ] && kill -9 "${PID[$i]}" 2>/dev/null; done
+  for i in 1 2 3 x y; do [ -n "${PID[$i]:-}" ] && { kill -CONT "${PID[$i]}"; kill -9 "${PID[$i]}"; } 2>/dev/null; done
   wait 2>/dev/null
   if [ "$fail" -ne 0 ]; then # keep the logs of a failed run for whoever looks next
     rm -rf /tmp/kl-core-test-logs && mkdir -p /tmp/kl-core-test-logs && cp "$T"/*.log "$T"/*.err /tmp/kl-core-test-logs/ 2>/dev/null
@@ -87,9 +87,18 @@ users_file = $T/users
 [replication]
 upstream = $(repl 1)
 genesis = $genesis
+calendar_auth_cert = $T/pki/calendar-auth.crt
+max_lag = 3s
 CONF
 "$EXT" -c "$T/ext.conf" >"$T/ext.log" 2>&1 &
 PID[x]=$!
+# A second extender trusts another calendar-auth key: it must refuse the core's first batch.
+"$KL" devpki -o "$T/pki-other" --email other@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
+sed -e "s#^http_listen = .*#http_listen = $(internal 5)#" -e "s#^admin_listen = .*#admin_listen = $(admin 5)#" \
+  -e "s#^dir = .*#dir = $T/ext-other#" -e "s#^calendar_auth_cert = .*#calendar_auth_cert = $T/pki-other/calendar-auth.crt#" \
+  "$T/ext.conf" >"$T/ext-other.conf"
+"$EXT" -c "$T/ext-other.conf" >"$T/ext-other.log" 2>&1 &
+PID[y]=$!
 L=$(wait_leader) && ok "a leader is elected ($L)" || { bad "no leader within 10 s"; exit 1; }
 check "the config sample checks" "'$CORE' -c '$T/core1.conf' --check-config >/dev/null"
 
@@ -164,14 +173,61 @@ check "all three nodes are up and applied up to $min" "[ -n '$min' ] && [ '$min'
 ext_last() { curl -s -m 2 "http://$(admin 4)/metrics" | awk '/^keyless_calendar_last_second/ {print $2}'; }
 for _ in $(seq 1 100); do x=$(ext_last); [ -n "$x" ] && [ "${x%.*}" -ge "$min" ] 2>/dev/null && break; sleep 0.1; done
 check "the extender's replica followed the core to $min (it has ${x:-nothing})" "[ -n '$x' ] && [ '${x%.*}' -ge '$min' ]"
+ext_health() { curl -s -m 2 -o "$T/health.body" -w '%{http_code}' "http://$(admin "$1")/healthz"; }
+ext_metric() { curl -s -m 2 "http://$(admin "$1")/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+wait_health() { # ADMIN_INDEX CODE SECONDS
+  local end=$((SECONDS + $3))
+  while [ $SECONDS -lt $end ]; do [ "$(ext_health "$1")" = "$2" ] && return 0; sleep 0.2; done
+  return 1
+}
+wait_health 4 200 20
+check "the extender serves: /healthz 200 ($(cat "$T/health.body" 2>/dev/null))" "[ \"\$(ext_health 4)\" = 200 ]"
 one=$(ls "$T"/sigs/*.ksig | head -1)
-"$KL" extend -i "$one" -o "$T/extended.ksig" -X "http://$(internal 4)/" --ext-user ext --ext-key "ext key" --to-head \
-  >"$T/extend.out" 2>&1
+extend_one() { "$KL" extend -i "$one" -o "$T/extended.ksig" -X "http://$(internal 4)/" --ext-user ext --ext-key "ext key" \
+  --to-head >"$T/extend.out" 2>&1; }
+rm -f "$T/extended.ksig"
+extend_one
 check "a core signature extends through the following extender" "[ -s '$T/extended.ksig' ]" || cat "$T/extend.out"
 check "and verifies calendar-based against it" \
   "'$KL' verify -i '$T/extended.ksig' --policy calendar -X 'http://$(internal 4)/' --ext-user ext --ext-key 'ext key' >/dev/null"
+# Lag: node 1, which the extender follows, stopped for longer than max_lag (3 s): the extender
+# stops serving, then serves again once it has caught up.
+for _ in $(seq 1 50); do [ "$(ext_metric 4 keyless_extender_serving)" = 1 ] && break; sleep 0.2; done
+check "serving metric 1 while in step" "[ \"\$(ext_metric 4 keyless_extender_serving)\" = 1 ]"
+note "stopping node 1 (the extender's upstream)"
+kill -STOP "${PID[1]}"
+wait_health 4 503 15
+check "a lagging extender answers /healthz 503 ($(cat "$T/health.body" 2>/dev/null))" \
+  "[ \"\$(ext_health 4)\" = 503 ] && grep -q 'behind' '$T/health.body'"
+check "and its serving metric is 0 (lag $(ext_metric 4 keyless_extender_replication_lag_seconds) s)" \
+  "[ \"\$(ext_metric 4 keyless_extender_serving)\" = 0 ] && [ \"\$(ext_metric 4 keyless_extender_replication_lag_seconds)\" -gt 3 ]"
+rm -f "$T/extended.ksig"
+extend_one
+check "and it refuses extension requests (0x200, not synchronized)" \
+  "[ ! -s '$T/extended.ksig' ] && grep -qi 'not synchronized' '$T/extend.out'" || cat "$T/extend.out"
+note "continuing node 1"
+kill -CONT "${PID[1]}"
+wait_health 4 200 30
+check "the extender serves again once caught up: /healthz 200" "[ \"\$(ext_health 4)\" = 200 ]"
+check "serving metric 1 again, diverged 0" \
+  "[ \"\$(ext_metric 4 keyless_extender_serving)\" = 1 ] && [ \"\$(ext_metric 4 keyless_extender_replication_diverged)\" = 0 ]"
+rm -f "$T/extended.ksig"
+extend_one
+check "and extends again" "[ -s '$T/extended.ksig' ]" || cat "$T/extend.out"
+check "the changes of state were logged (event=replication_state)" "[ \"\$(grep -c 'event=replication_state' '$T/ext.log')\" -ge 2 ]"
 kill -TERM "${PID[x]}"; wait "${PID[x]}"; rc=$?; PID[x]=""
 check "the extender stops cleanly (exit $rc)" "[ $rc -eq 0 ]"
+# The extender that trusts another key refused the first batch, stored none of it, and stopped.
+wait_health 5 503 10
+check "an extender that does not trust the core's key: /healthz 503 ($(cat "$T/health.body" 2>/dev/null))" \
+  "[ \"\$(ext_health 5)\" = 503 ] && grep -q 'replication stopped' '$T/health.body'"
+check "it counts the refused batch and reports divergence" \
+  "[ \"\$(ext_metric 5 keyless_extender_replication_refused_total)\" = 1 ] && [ \"\$(ext_metric 5 keyless_extender_replication_diverged)\" = 1 ] && [ \"\$(ext_metric 5 keyless_extender_serving)\" = 0 ]"
+check "it logged the refusal (event=replication_refused, certificate not trusted)" \
+  "grep 'event=replication_refused' '$T/ext-other.log' | grep -q 'not a trusted'"
+check "and stored nothing" "[ \"\$(ext_metric 5 keyless_calendar_last_second)\" = -1 ]"
+kill -TERM "${PID[y]}"; wait "${PID[y]}"; rc=$?; PID[y]=""
+check "it stops cleanly too (exit $rc)" "[ $rc -eq 0 ]"
 
 for i in 1 2 3; do kill -TERM "${PID[$i]}"; done
 for i in 1 2 3; do wait "${PID[$i]}"; rc=$?; check "node $i stops cleanly on SIGTERM (exit $rc)" "[ $rc -eq 0 ]"; PID[$i]=""; done

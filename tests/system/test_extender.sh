@@ -105,6 +105,20 @@ check "unknown key: exit 2" 2 "$rc"
 check_has "unknown key: message names the line and key" "bad2.conf:3: [calendar] unknown key colour" "$out"
 out=$("$EXT" -c ext.conf --check-config 2>&1); rc=$?
 check "--check-config accepts the test config" 0 "$rc"
+# Following a core needs the certificate its batches are signed with (or insecure = yes).
+printf '[calendar]\ndir = cal\n[auth]\nusers_file = users\n[replication]\nupstream = 127.0.0.1:9\n' >bad3.conf
+out=$("$EXT" -c bad3.conf --check-config 2>&1); rc=$?
+check "upstream without calendar_auth_cert: exit 2" 2 "$rc"
+check_has "upstream without calendar_auth_cert: message names the file and key" \
+  "bad3.conf: [replication] calendar_auth_cert is required with upstream" "$out"
+printf 'insecure = yes\n' >>bad3.conf
+out=$("$EXT" -c bad3.conf --check-config 2>&1); rc=$?
+check "upstream with insecure = yes: accepted" 0 "$rc"
+printf '[calendar]\ndir = cal\n[auth]\nusers_file = users\n[replication]\nupstream = 127.0.0.1:9\ncalendar_auth_cert = users\n' >bad4.conf
+out=$("$EXT" -c bad4.conf --check-config 2>&1); rc=$?
+check "calendar_auth_cert without a certificate: exit 2" 2 "$rc"
+check_has "calendar_auth_cert without a certificate: message names the file and key" \
+  "bad4.conf: [replication] calendar_auth_cert: 'users' holds no PEM certificate" "$out"
 SAMPLE="$(dirname "$(abs "$0")")/../../deploy/extender.conf"
 if [ -f "$SAMPLE" ]; then # the documented sample stays loadable (paths pointed at this test's files)
   sed -e 's#^dir = .*#dir = cal#' -e 's#^users_file = .*#users_file = users#' "$SAMPLE" >sample.conf
@@ -251,6 +265,7 @@ check_has "metrics: ksi+tcp PDUs" 'keyless_extender_pdus_total{transport="tcp",s
 check_has "metrics: latency histogram" 'keyless_extender_pdu_duration_seconds_bucket{transport="http",le="+Inf"}' "$M"
 check_has "metrics: calendar height" "keyless_calendar_last_second $((L + 1))" "$M"
 check_has "metrics: calendar genesis" "keyless_calendar_genesis_second $G" "$M"
+check_has "metrics: serving (no upstream: no lag to judge)" "keyless_extender_serving 1" "$M"
 check_has "metrics: connections" 'keyless_net_connections_accepted_total{server="http"}' "$M"
 check_has "metrics: 413 counted" 'keyless_http_responses_total{server="http",class="4xx"}' "$M"
 CODE=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$A/nothing")

@@ -147,6 +147,7 @@ users_file = $TMP/ext-users
 [replication]
 upstream = 127.0.0.1:$CORE_REPL
 genesis = $GENESIS
+calendar_auth_cert = $TMP/pki/calendar-auth.crt
 CONF
 start ext "$EXT" ext.conf || { cat ext.log; bail "keyless-extender started"; }
 EXT_URL="http://127.0.0.1:$(logged ext http_port)/"
