@@ -296,6 +296,7 @@ static int tls_handshake(conn_t *c, SSL_CTX *ctx, kl_err_t *e) {
     return kl_err_set(e, KL_ENOMEM, "cannot create a TLS session: %s", ssl_reason("out of memory"));
   SSL_set_cert_cb(c->ssl, cert_requested, c);
   if (!c->insecure) {
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     int ok = is_ip_literal(c->host) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host)
                                     : SSL_set1_host(c->ssl, c->host);
     if (!ok) return kl_err_set(e, KL_EINVAL, "cannot check the server's name %s: %s", c->host, ssl_reason("bad name"));

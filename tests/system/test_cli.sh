@@ -525,5 +525,30 @@ expect "sign: --max-lvl above 255 is exit 3" 3 "--max-lvl"
 run sign --help
 expect "sign --help" 0 "out:--max-lvl" "out:--aggr-key" "out:--force" "out:--json"
 
+# ---------------------------------------------------------------- https options
+# No server: bad trust files are usage errors before anything is sent; each URL gets its own
+# error. (The handshakes themselves are tested in unit/test_netclient_tls.)
+run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --ca "$TMP/missing-ca.pem" --force
+expect "sign: --ca naming a missing file is exit 3" 3 "CA file" "missing-ca.pem"
+KL_CA="$TMP/missing-ca.pem" run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force
+expect "sign: \$KL_CA naming a missing file is exit 3, naming the variable" 3 "\$KL_CA" "missing-ca.pem"
+run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force
+expect "sign: https connection refused is exit 5" 5 "127.0.0.1:1"
+run pubfile -P https://127.0.0.1:1/publications.bin --publications-file-no-verify
+expect "pubfile: an https URL is fetched (refused: exit 5)" 5 "publications file https://127.0.0.1:1/publications.bin"
+run core status https://127.0.0.1:1/ http://127.0.0.1:2
+expect "core status: each URL's own error, no '//status'" 5 "out:https://127.0.0.1:1/status: cannot connect to 127.0.0.1:1" \
+  "out:http://127.0.0.1:2/status: cannot connect to 127.0.0.1:2"
+run core --cert "$TMP/admin.crt" status https://127.0.0.1:1
+expect "core: --cert without --key is exit 3" 3 "needs its key"
+run core status
+expect "core: no URL is exit 3" 3 "usage"
+run core --help
+expect "core --help" 0 "out:--ca FILE" "out:--cert FILE" "out:KL_ADMIN_CERT" "out:https://"
+for c in verify extend pubfile; do
+  run $c --help
+  expect "$c --help documents --ca" 0 "out:--ca FILE" "out:KL_CA"
+done
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
