@@ -63,13 +63,17 @@ static const char *const transport_name[2] = {"http", "tcp"};
 
 /* ---- calendar ---- */
 
+static const char *sync_check(extender_t *x);
+
 /* The follower refused a batch (or stopped on an error): the replica can no longer be trusted
  * to follow the core, and the daemon stops serving until it is restarted. */
 static void on_follow_error(kl_follow_t *f, const kl_err_t *e, void *arg) {
   extender_t *x = arg;
   if (kl_follow_refused(f) > 0) kl_metric_inc(x->m_refused);
+  const char *msg = strncmp(e->msg, "replication: ", 13) == 0 ? e->msg + 13 : e->msg;
   x->diverged = true;
-  snprintf(x->diverged_why, sizeof x->diverged_why, "replication stopped: %.360s", e->msg);
+  snprintf(x->diverged_why, sizeof x->diverged_why, "replication stopped: %.370s", msg);
+  sync_check(x); /* log the change now, not at the next tick */
 }
 
 static kl_cal_t *cal_get(extender_t *x) {
