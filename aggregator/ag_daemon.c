@@ -29,8 +29,9 @@ struct aggregator {
   kl_http_server_t *admin;
   kl_net_metrics_t nm_srv, nm_admin;
   kl_admin_t adm;
-  uv_signal_t sig[2];
+  uv_signal_t sig[3];
   int n_sig;
+  kl_tls_ctx_t *tls;
   bool stopping;
   kl_metric_t *m_ok, *m_bad;
 };
@@ -128,6 +129,10 @@ static int metrics_init(aggregator_t *a, kl_err_t *e) {
 
 static void on_signal(uv_signal_t *h, int signum) {
   aggregator_t *a = h->data;
+  if (signum == SIGHUP) {
+    kl_tls_reload_logged(a->tls, "tls");
+    return;
+  }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
   aggregator_stop(a);
 }
@@ -178,9 +183,11 @@ int aggregator_start(uv_loop_t *loop, const ag_config_t *cfg, aggregator_t **out
   int r;
   kl_tier_config_t tc;
   if ((r = kl_tier_settings_apply(&cfg->tier, a->parents, a->name, &tc, e)) || (r = metrics_init(a, e))) return r;
+  if ((r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_AGGREGATOR, NULL, &a->tls, e))) return r;
+  tc.tls = a->tls;
   if ((r = kl_tier_create(loop, &tc, a->m, "aggregator", on_answer, a, &a->tier, e))) return r;
-  static const int sigs[2] = {SIGTERM, SIGINT};
-  for (int i = 0; i < 2; i++) {
+  static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
     uv_signal_init(loop, &a->sig[i]);
     a->sig[i].data = a;
     a->n_sig++;
@@ -193,8 +200,11 @@ int aggregator_start(uv_loop_t *loop, const ag_config_t *cfg, aggregator_t **out
   lim.idle_timeout_ms = cfg->idle_timeout_ms;
   lim.shutdown_timeout_ms = cfg->shutdown_timeout_ms;
   lim.max_inflight = 1024; /* a child's rounds waiting for an answer */
+  lim.max_connections_per_ip = (unsigned)cfg->max_connections_per_address;
   if (kl_tlv_server_create(loop, &lim, "children", on_frame, a, &a->srv, e) ||
-      (kl_tlv_server_set_framing(a->srv, KL_FRAMING_U32), kl_tlv_server_listen(a->srv, cfg->listen, e))) {
+      (kl_tlv_server_set_framing(a->srv, KL_FRAMING_U32),
+       a->tls ? kl_tlv_server_set_tls(a->srv, a->tls, KL_ROLE_GATEWAY | KL_ROLE_AGGREGATOR, NULL, NULL) : (void)0,
+       kl_tlv_server_listen(a->srv, cfg->listen, e))) {
     r = kl_err_wrap(e, "[server] listen");
     aggregator_stop(a);
     return r;
@@ -219,5 +229,6 @@ int aggregator_start(uv_loop_t *loop, const ag_config_t *cfg, aggregator_t **out
 void aggregator_free(aggregator_t *a) {
   if (a == NULL) return;
   kl_metrics_destroy(a->m);
+  kl_tls_ctx_unref(a->tls);
   free(a);
 }

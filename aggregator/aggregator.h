@@ -13,13 +13,17 @@
 
 #include "keyless/err.h"
 #include "keyless/tier.h"
+#include "keyless/tls.h"
 
 typedef struct ag_config {
   char *listen;        /* [server] listen: the children's port */
   char *admin_listen;  /* [server] admin_listen */
   int64_t max_connections;
   uint64_t idle_timeout_ms, shutdown_timeout_ms;
+  int64_t max_connections_per_address;
   kl_tier_settings_t tier; /* [round], [parents] */
+  kl_tls_settings_t tls;   /* [tls]: this aggregator's certificate, both towards children and parents */
+  char *path;
 } ag_config_t;
 
 int ag_config_load(const char *path, ag_config_t *cfg, kl_err_t *e);

@@ -79,6 +79,11 @@ static const kl_cfg_key_t keys[] = {
     K("replication", "calendar_auth_cert", KL_CFG_STR, calendar_auth_cert, "", 0, 0, check_readable),
     K("replication", "insecure", KL_CFG_BOOL, insecure, "no", 0, 0, NULL),
     K("replication", "max_lag", KL_CFG_DURATION, max_lag_ms, "10s", 0, 86400000, NULL),
+    K("server", "https_listen", KL_CFG_STR, https_listen, "", 0, 0, check_listen_opt),
+    K("server", "https_cert", KL_CFG_STR, https_cert, "", 0, 0, NULL),
+    K("server", "https_key", KL_CFG_STR, https_key, "", 0, 0, NULL),
+    K("limits", "max_connections_per_address", KL_CFG_INT, max_connections_per_address, "256", 0, 1000000, NULL),
+    K("limits", "max_requests_per_second_per_address", KL_CFG_INT, rate_per_address, "0", 0, 10000000, NULL),
     K("limits", "max_pdu_size", KL_CFG_SIZE, max_pdu_size, "65539", 64, 65539, NULL),
     K("limits", "max_header_size", KL_CFG_SIZE, max_header_size, "8k", 256, 1 << 20, NULL),
     K("limits", "max_connections", KL_CFG_INT, max_connections, "1024", 1, 1000000, NULL),
@@ -141,9 +146,23 @@ static int load_certs(const char *path, ext_config_t *cfg, kl_err_t *e) {
   return 0;
 }
 
+#define N_BASE (sizeof keys / sizeof keys[0])
+#define N_KEYS (N_BASE + KL_TLS_N_KEYS)
+
+/* The table above plus the shared [tls] keys. */
+static const kl_cfg_key_t *all_keys(void) {
+  static kl_cfg_key_t all[N_KEYS];
+  if (all[0].name == NULL) {
+    memcpy(all, keys, sizeof keys);
+    kl_tls_cfg_keys(offsetof(ext_config_t, tls), &all[N_BASE]);
+  }
+  return all;
+}
+
 int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
   memset(cfg, 0, sizeof *cfg);
-  int r = kl_cfg_load(path, keys, sizeof keys / sizeof keys[0], cfg, e);
+  if ((cfg->path = strdup(path)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  int r = kl_cfg_load(path, all_keys(), N_KEYS, cfg, e);
   if (r) return r;
   if (cfg->http_listen[0] == '\0' && cfg->tcp_listen[0] == '\0')
     return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
@@ -158,7 +177,9 @@ int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
 
 void ext_config_free(ext_config_t *cfg) {
   free_certs(cfg);
-  kl_cfg_free(keys, sizeof keys / sizeof keys[0], cfg);
+  kl_cfg_free(all_keys(), N_KEYS, cfg);
+  free(cfg->path);
+  cfg->path = NULL;
 }
 
 void ext_config_limits(const ext_config_t *cfg, kl_net_limits_t *lim) {
@@ -170,4 +191,6 @@ void ext_config_limits(const ext_config_t *cfg, kl_net_limits_t *lim) {
   lim->write_watermark = cfg->write_watermark;
   lim->max_inflight = (unsigned)cfg->max_inflight;
   lim->shutdown_timeout_ms = cfg->shutdown_timeout_ms;
+  lim->max_connections_per_ip = (unsigned)cfg->max_connections_per_address;
+  lim->max_rate_per_ip = (double)cfg->rate_per_address;
 }

@@ -43,19 +43,21 @@ struct extender {
   bool sync_timer_on;
   bool unsynced;         /* the state last logged */
   char unsynced_why[400];
+  char lag_why[400];     /* scratch for sync_check's lag message */
   int64_t lag;           /* seconds, as last computed; -1 unknown */
   uint64_t cal_next_try; /* loop time, ms */
   bool cal_failed_logged;
   kl_users_t *users;
   ext_pubfile_t pub;
   kl_metrics_t *m;
-  kl_http_server_t *http, *admin;
+  kl_http_server_t *http, *https, *admin;
   kl_tlv_server_t *tcp;
+  kl_tls_ctx_t *tls, *https_tls; /* towards the core; for https clients */
   uv_signal_t sig[3];
   int n_sig;
   bool stopping;
   kl_metric_t *duration[2];
-  kl_net_metrics_t nm_http, nm_tcp, nm_admin;
+  kl_net_metrics_t nm_http, nm_https, nm_tcp, nm_admin;
   kl_admin_t adm;
 };
 
@@ -97,7 +99,7 @@ static kl_cal_t *cal_get(extender_t *x) {
     x->cal_failed_logged = false;
     static const kl_follow_cbs_t fcbs = {NULL, on_follow_error};
     if (follows && x->follow == NULL && !x->diverged &&
-        kl_follow_start_trusted(x->loop, x->cal, x->cfg->upstream, &x->trust, &fcbs, x, &x->follow, &e)) {
+        kl_follow_start_trusted(x->loop, x->cal, x->cfg->upstream, &x->trust, x->tls, &fcbs, x, &x->follow, &e)) {
       char m[300];
       kl_log(KL_LOG_ERROR, "follow_start", "error=%s", kl_log_q(m, sizeof m, e.msg));
     }
@@ -118,7 +120,8 @@ static kl_cal_t *cal_get(extender_t *x) {
 static const char *sync_check(extender_t *x) {
   const ext_config_t *c = x->cfg;
   const char *why = NULL;
-  char buf[sizeof x->unsynced_why];
+  char *buf = x->lag_why;
+  const size_t bufsz = sizeof x->lag_why;
   kl_cal_info_t ci;
   x->lag = -1;
   if (c->upstream[0] == '\0') return NULL; /* fed by another process: nothing to be in step with */
@@ -131,11 +134,11 @@ static const char *sync_check(extender_t *x) {
     x->lag = (int64_t)lag;
     if (c->max_lag_ms > 0 && lag * 1000 > c->max_lag_ms) {
       if (lag_core * 1000 > c->max_lag_ms)
-        snprintf(buf, sizeof buf, "the replica's last second %llu is %llu s behind the core's %llu (max_lag %llu ms)",
+        snprintf(buf, bufsz, "the replica's last second %llu is %llu s behind the core's %llu (max_lag %llu ms)",
                  (unsigned long long)last, (unsigned long long)lag_core, (unsigned long long)core,
                  (unsigned long long)c->max_lag_ms);
       else
-        snprintf(buf, sizeof buf,
+        snprintf(buf, bufsz,
                  "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; is the core "
                  "%s reachable and committing?)",
                  (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms, c->upstream);
@@ -224,6 +227,7 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
                             "in step with the core.",
                             NULL, m_serving, x) != NULL;
   ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
+  ok &= kl_net_metrics_register(m, &x->nm_https, "https", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_admin, "admin", true) == 0;
   return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
@@ -329,6 +333,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   extender_t *x = h->data;
   if (signum == SIGHUP) {
     reload_users(x);
+    kl_tls_reload_logged(x->tls, "tls");
+    kl_tls_reload_logged(x->https_tls, "https");
     return;
   }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
@@ -350,12 +356,13 @@ void extender_stop(extender_t *x) {
   x->stopping = true;
   kl_log(KL_LOG_INFO, "stopping", NULL);
   /* The pointers are cleared first: metrics callbacks must not read a closing server. */
-  kl_http_server_t *http = x->http, *admin = x->admin;
+  kl_http_server_t *http = x->http, *https = x->https, *admin = x->admin;
   kl_tlv_server_t *tcp = x->tcp;
-  x->http = x->admin = NULL;
+  x->http = x->https = x->admin = NULL;
   x->tcp = NULL;
-  x->nm_http.stats = x->nm_tcp.stats = x->nm_admin.stats = NULL;
+  x->nm_http.stats = x->nm_https.stats = x->nm_tcp.stats = x->nm_admin.stats = NULL;
   kl_http_server_close(http, on_http_closed, x);
+  kl_http_server_close(https, on_http_closed, x);
   kl_http_server_close(admin, on_http_closed, x);
   kl_tlv_server_close(tcp, on_tcp_closed, x);
   kl_follow_stop(x->follow, NULL, NULL);
@@ -376,6 +383,14 @@ static int start_servers(extender_t *x, kl_err_t *e) {
         kl_http_route(x->http, "POST", "*", on_extend_http, x, e) || kl_http_server_listen(x->http, c->http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
     x->nm_http.stats = kl_http_server_stats(x->http);
+  }
+  if (x->https_tls) {
+    if (kl_http_server_create(x->loop, &lim, "https", &x->https, e) ||
+        kl_http_route(x->https, "GET", "/publications.bin", on_publications, x, e) ||
+        kl_http_route(x->https, "POST", "*", on_extend_http, x, e) ||
+        (kl_http_server_set_tls(x->https, x->https_tls, 0, NULL, NULL), kl_http_server_listen(x->https, c->https_listen, e)))
+      return kl_err_wrap(e, "[server] https_listen");
+    x->nm_https.stats = kl_http_server_stats(x->https);
   }
   if (c->tcp_listen[0]) {
     if (kl_tlv_server_create(x->loop, &lim, "tcp", on_extend_tcp, x, &x->tcp, e) ||
@@ -406,6 +421,16 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
   x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
   x->lag = -1;
+  if (cfg->upstream[0] != '\0' && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
+    return r;
+  if (cfg->https_listen[0] != '\0') {
+    kl_tls_files_t f = {NULL, cfg->https_cert[0] ? cfg->https_cert : cfg->tls.cert,
+                        cfg->https_key[0] ? cfg->https_key : cfg->tls.key, NULL};
+    if (!f.cert[0] || !f.key[0])
+      return kl_err_set(e, KL_EINVAL, "%s: [server] https_listen needs https_cert and https_key (or a [tls] cert and key)",
+                        cfg->path);
+    if ((r = kl_tls_ctx_create(KL_TLS_HTTPS, &f, &x->https_tls, e))) return kl_err_wrap(e, "%s: [server] https", cfg->path);
+  }
   if (cfg->upstream[0] != '\0') {
     if (cfg->insecure)
       kl_log(KL_LOG_WARN, "replication_insecure", "certificates=%zu (batches without a signed record are accepted)",
@@ -432,8 +457,9 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
     extender_stop(x);
     return r;
   }
-  kl_log(KL_LOG_INFO, "started", "calendar=%s http_port=%d tcp_port=%d admin_port=%d",
+  kl_log(KL_LOG_INFO, "started", "calendar=%s http_port=%d https_port=%d tcp_port=%d admin_port=%d",
          kl_log_q(q, sizeof q, cfg->calendar_dir), x->http ? kl_http_server_port(x->http) : 0,
+         x->https ? kl_http_server_port(x->https) : 0,
          x->tcp ? kl_tlv_server_port(x->tcp) : 0, x->admin ? kl_http_server_port(x->admin) : 0);
   return 0;
 }
@@ -444,5 +470,7 @@ void extender_free(extender_t *x) {
   kl_users_free(x->users);
   ext_pubfile_free(&x->pub);
   kl_metrics_destroy(x->m);
+  kl_tls_ctx_unref(x->tls);
+  kl_tls_ctx_unref(x->https_tls);
   free(x);
 }

@@ -20,6 +20,7 @@
 #include "keyless/err.h"
 #include "keyless/metrics.h"
 #include "keyless/net.h"
+#include "keyless/tls.h"
 #include "keyless/users.h"
 
 /* ---- configuration (deploy/extender.conf documents every key) ---- */
@@ -40,6 +41,10 @@ typedef struct ext_config {
   size_t n_auth;
   uint64_t max_pdu_size, max_header_size, idle_timeout_ms, write_watermark, shutdown_timeout_ms;
   int64_t max_connections, max_inflight, max_requests;
+  int64_t max_connections_per_address, rate_per_address;
+  char *https_listen, *https_cert, *https_key; /* https for clients ("" = off; cert/key: the [tls] ones) */
+  kl_tls_settings_t tls; /* [tls]: this extender's certificate towards the core (with upstream) */
+  char *path;
 } ext_config_t;
 
 /* Loads and validates path into cfg (zeroed first); free with ext_config_free. */

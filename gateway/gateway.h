@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "keyless/config.h"
+#include "keyless/tls.h"
 #include "keyless/err.h"
 #include "keyless/metrics.h"
 #include "keyless/net.h"
@@ -31,6 +32,8 @@ typedef struct gw_config {
   kl_net_settings_t net; /* [server], [limits] */
   kl_tier_settings_t tier; /* [round], [parents] */
   char *users_file;      /* [auth] */
+  kl_tls_settings_t tls; /* [tls]: this gateway's certificate towards its parents */
+  char *path;
 } gw_config_t;
 
 int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e);

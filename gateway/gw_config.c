@@ -2,6 +2,7 @@
  * (tier.h) sets, and [auth]. deploy/gateway.conf is the documented sample; keep them in step. */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@ static int check_users(const void *f, char *msg, size_t n) {
   return -1;
 }
 
-#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1)
+#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS)
 
 static kl_cfg_key_t keys[N_KEYS];
 
@@ -23,13 +24,15 @@ static void init_keys(void) {
   static const kl_tier_defaults_t td = {"100ms", "200", "65536", "1000000"};
   kl_net_cfg_keys(offsetof(gw_config_t, net), &nd, keys);
   kl_tier_cfg_keys(offsetof(gw_config_t, tier), &td, keys + KL_NET_N_KEYS);
-  keys[N_KEYS - 1] = (kl_cfg_key_t){"auth", "users_file", KL_CFG_STR, offsetof(gw_config_t, users_file), NULL, 0, 0,
-                                    check_users};
+  keys[KL_NET_N_KEYS + KL_TIER_N_KEYS] = (kl_cfg_key_t){"auth", "users_file", KL_CFG_STR,
+                                                        offsetof(gw_config_t, users_file), NULL, 0, 0, check_users};
+  kl_tls_cfg_keys(offsetof(gw_config_t, tls), keys + KL_NET_N_KEYS + KL_TIER_N_KEYS + 1);
 }
 
 int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {
   init_keys();
   memset(cfg, 0, sizeof *cfg);
+  if ((cfg->path = strdup(path)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   int r = kl_cfg_load(path, keys, N_KEYS, cfg, e);
   if (r) return r;
   if (cfg->net.http_listen[0] == '\0' && cfg->net.tcp_listen[0] == '\0')
@@ -43,4 +46,6 @@ int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {
 void gw_config_free(gw_config_t *cfg) {
   init_keys();
   kl_cfg_free(keys, N_KEYS, cfg);
+  free(cfg->path);
+  cfg->path = NULL;
 }

@@ -22,9 +22,10 @@ struct gateway {
   gw_service_t svc;
   const char *parents[KL_TIER_MAX_PARENTS];
   char name[128];
-  kl_http_server_t *http, *admin;
+  kl_http_server_t *http, *https, *admin;
   kl_tlv_server_t *tcp;
-  kl_net_metrics_t nm_http, nm_tcp, nm_admin;
+  kl_net_metrics_t nm_http, nm_https, nm_tcp, nm_admin;
+  kl_tls_ctx_t *tls, *https_tls; /* towards the parents; for https clients */
   kl_admin_t adm;
   uv_signal_t sig[3];
   int n_sig;
@@ -97,6 +98,7 @@ static int metrics_init(gateway_t *gw, kl_err_t *e) {
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents connected now.", NULL, m_parents_up, gw) !=
         NULL;
   ok &= kl_net_metrics_register(gw->m, &gw->nm_http, "http", true) == 0;
+  ok &= kl_net_metrics_register(gw->m, &gw->nm_https, "https", true) == 0;
   ok &= kl_net_metrics_register(gw->m, &gw->nm_tcp, "tcp", false) == 0;
   ok &= kl_net_metrics_register(gw->m, &gw->nm_admin, "admin", true) == 0;
   return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
@@ -121,6 +123,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   gateway_t *gw = h->data;
   if (signum == SIGHUP) {
     reload_users(gw);
+    kl_tls_reload_logged(gw->tls, "tls");
+    kl_tls_reload_logged(gw->https_tls, "https");
     return;
   }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
@@ -162,13 +166,14 @@ void gateway_stop(gateway_t *gw) {
   if (gw == NULL || gw->stopping) return;
   gw->stopping = true;
   kl_log(KL_LOG_INFO, "stopping", NULL);
-  kl_http_server_t *http = gw->http;
+  kl_http_server_t *http = gw->http, *https = gw->https;
   kl_tlv_server_t *tcp = gw->tcp;
-  gw->http = NULL;
+  gw->http = gw->https = NULL;
   gw->tcp = NULL;
-  gw->nm_http.stats = gw->nm_tcp.stats = NULL;
-  gw->servers_open = 1 + (http != NULL) + (tcp != NULL);
+  gw->nm_http.stats = gw->nm_https.stats = gw->nm_tcp.stats = NULL;
+  gw->servers_open = 1 + (http != NULL) + (https != NULL) + (tcp != NULL);
   if (http) kl_http_server_close(http, on_http_closed, gw);
+  if (https) kl_http_server_close(https, on_http_closed, gw);
   if (tcp) kl_tlv_server_close(tcp, on_tcp_closed, gw);
   server_closed(gw);
 }
@@ -182,6 +187,13 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
         kl_http_route(gw->http, "POST", "*", on_http, gw, e) || kl_http_server_listen(gw->http, c->http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
     gw->nm_http.stats = kl_http_server_stats(gw->http);
+  }
+  if (gw->https_tls) {
+    if (kl_http_server_create(gw->loop, &lim, "https", &gw->https, e) ||
+        kl_http_route(gw->https, "POST", "*", on_http, gw, e) ||
+        (kl_http_server_set_tls(gw->https, gw->https_tls, 0, NULL, NULL), kl_http_server_listen(gw->https, c->https_listen, e)))
+      return kl_err_wrap(e, "[server] https_listen");
+    gw->nm_https.stats = kl_http_server_stats(gw->https);
   }
   if (c->tcp_listen[0]) {
     if (kl_tlv_server_create(gw->loop, &lim, "tcp", on_tcp, gw, &gw->tcp, e) ||
@@ -209,6 +221,10 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
   kl_tier_config_t tc;
   if ((r = kl_users_load(cfg->users_file, &gw->users, e))) return kl_err_wrap(e, "[auth] users_file");
   if ((r = kl_tier_settings_apply(&cfg->tier, gw->parents, gw->name, &tc, e)) || (r = metrics_init(gw, e))) return r;
+  if ((r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_GATEWAY, NULL, &gw->tls, e)) ||
+      (r = kl_net_settings_https(&cfg->net, &cfg->tls, cfg->path, &gw->https_tls, e)))
+    return r;
+  tc.tls = gw->tls;
   if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw_on_answer, gw, &gw->tier, e))) return r;
   gw->svc = (gw_service_t){.tier = gw->tier, .users = gw->users, .machine_id = gw->name,
                            .max_requests = (uint64_t)cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok};
@@ -230,9 +246,10 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
     return r;
   }
   char q[200];
-  kl_log(KL_LOG_INFO, "started", "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u http_port=%d tcp_port=%d admin_port=%d",
+  kl_log(KL_LOG_INFO, "started", "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u http_port=%d https_port=%d tcp_port=%d admin_port=%d",
          kl_log_q(q, sizeof q, gw->name), tc.n_parents, cfg->tier.mode, (unsigned long long)tc.period_ms,
          kl_tier_max_request_level(gw->tier), gw->http ? kl_http_server_port(gw->http) : 0,
+         gw->https ? kl_http_server_port(gw->https) : 0,
          gw->tcp ? kl_tlv_server_port(gw->tcp) : 0, gw->admin ? kl_http_server_port(gw->admin) : 0);
   return 0;
 }
@@ -241,5 +258,7 @@ void gateway_free(gateway_t *gw) {
   if (gw == NULL) return;
   kl_users_free(gw->users);
   kl_metrics_destroy(gw->m);
+  kl_tls_ctx_unref(gw->tls);
+  kl_tls_ctx_unref(gw->https_tls);
   free(gw);
 }

@@ -16,12 +16,12 @@ cmake --build "$KL_BUILD" -j"$(nproc 2>/dev/null || echo 2)" --target keyless-co
   keyless-aggregator keyless-gateway keyless-cli >/dev/null
 kl="$KL_BUILD/cli/keyless"
 
-step "Starting a network on 127.0.0.1: a core node (Raft), a gateway, an extender (data in $data)"
+step "Starting a network on 127.0.0.1: a core node (Raft), a gateway, an extender, mutual TLS between them (data in $data)"
 KL_TOPOLOGY=small "$net" up "$data"
 trap '"$net" down "$data" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 . "$data/network.env"
-gateway="${KL_GATEWAY_URLS%% *}"
+gateway="${KL_GATEWAY_HTTPS_URLS%% *}" # https, verified against the network's own CA ($KL_CA)
 trust=(-P "$KL_PUBLICATIONS_URL" -V "$KL_TRUST_ANCHOR" --cnstr "$KL_CNSTR")
 ext=(-X "$KL_EXTENDER_URL" --ext-user "$KL_USER" --ext-key "$KL_KEY")
 
@@ -30,7 +30,7 @@ sig="$doc.ksig"
 printf 'Hello from keyless, %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" >"$doc"
 rm -f "$sig" "$data/hello.extended.ksig"
 
-step "Signing $doc: its hash goes to the gateway, which answers within about a second"
+step "Signing $doc over https: its hash goes to the gateway, which answers within about a second"
 "$kl" sign -i "$doc" -S "$gateway" --aggr-user "$KL_USER" --aggr-key "$KL_KEY"
 
 step "What the signature holds: the chains from the document's hash to the calendar"

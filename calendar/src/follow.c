@@ -106,7 +106,8 @@ static void on_frame(kl_frame_client_t *c, const uint8_t *p, size_t len, void *a
 }
 
 int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, const kl_repl_trust_t *trust,
-                            const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out, kl_err_t *e) {
+                            kl_tls_ctx_t *tls, const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out,
+                            kl_err_t *e) {
   static const kl_frame_client_cbs_t fcbs = {on_frame, on_state};
   kl_follow_t *f = calloc(1, sizeof *f);
   if (f == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
@@ -118,6 +119,7 @@ int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, co
     f->trust = *trust;
   }
   int r = kl_frame_client_create(loop, "replication", KL_REPL_MAX_FRAME, &fcbs, f, &f->link, e);
+  if (r == 0 && tls) kl_frame_client_set_tls(f->link, tls, KL_ROLE_CORE, NULL);
   if (r == 0) r = kl_frame_client_connect(f->link, addr, e);
   if (r) {
     if (f->link) kl_frame_client_close(f->link, free, f);
@@ -128,9 +130,9 @@ int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, co
   return 0;
 }
 
-int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, const kl_follow_cbs_t *cbs, void *arg,
-                    kl_follow_t **out, kl_err_t *e) {
-  return kl_follow_start_trusted(loop, cal, addr, NULL, cbs, arg, out, e);
+int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, kl_tls_ctx_t *tls, const kl_follow_cbs_t *cbs,
+                    void *arg, kl_follow_t **out, kl_err_t *e) {
+  return kl_follow_start_trusted(loop, cal, addr, NULL, tls, cbs, arg, out, e);
 }
 
 void kl_follow_stop(kl_follow_t *f, void (*cb)(void *), void *arg) {

@@ -20,6 +20,7 @@
 #include "keyless/follow.h"
 #include "keyless/log.h"
 #include "node.h"
+#include "raft_tls.h"
 
 uint64_t core_now_ms(void) {
   struct timeval tv;
@@ -90,7 +91,17 @@ static void propose(core_t *c, uint64_t second, bool always) {
   kl_metric_observe(c->m_round_leaves, (double)n);
 }
 
-/* The median offset of the peers we hear from; a leader with a skewed clock hands over. */
+static void sort_i64(int64_t *v, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+      int64_t t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+}
+
+/* Each peer's offset is the median of its samples (one wild sample cannot decide), and this
+ * node's skew is the median of those and of its own 0; a leader with a skewed clock hands over. */
 static void check_clock(core_t *c) {
   int64_t off[KL_CORE_MAX_MEMBERS + 1];
   size_t n = 0;
@@ -100,18 +111,13 @@ static void check_clock(core_t *c) {
   off[n++] = 0;
   for (size_t i = 0; i < c->n_peers; i++) {
     const core_peer_t *p = &c->peers[i];
+    int64_t s[CORE_SKEW_SAMPLES];
     if (!p->heard || p->n_samples == 0) continue;
-    int64_t best = p->samples[0];
-    for (unsigned k = 1; k < p->n_samples; k++)
-      if (p->samples[k] > best) best = p->samples[k];
-    off[n++] = best;
+    memcpy(s, p->samples, p->n_samples * sizeof s[0]);
+    sort_i64(s, p->n_samples);
+    off[n++] = s[p->n_samples / 2];
   }
-  for (size_t i = 1; i < n; i++)
-    for (size_t j = i; j > 0 && off[j - 1] > off[j]; j--) {
-      int64_t t = off[j];
-      off[j] = off[j - 1];
-      off[j - 1] = t;
-    }
+  sort_i64(off, n);
   int64_t med = off[n / 2];
   bool ok = (uint64_t)(med < 0 ? -med : med) <= c->cfg->max_skew_ms;
   if (ok != c->clock_ok) kl_log(ok ? KL_LOG_INFO : KL_LOG_ERROR, "clock", "ok=%d skew_ms=%lld", ok, (long long)-med);
@@ -150,7 +156,7 @@ static void catch_up(core_t *c) {
   }
   if (from == NULL) return;
   kl_log(KL_LOG_INFO, "catching_up", "target=%llu from=%llu", (unsigned long long)c->fsm.target, (unsigned long long)from->id);
-  if (kl_follow_start(c->loop, c->cal, from->replication_addr, &cbs, c, &c->catchup, &e))
+  if (kl_follow_start(c->loop, c->cal, from->replication_addr, c->tls, &cbs, c, &c->catchup, &e))
     kl_log(KL_LOG_WARN, "catch_up", "error=%s", e.msg);
 }
 
@@ -158,6 +164,8 @@ static void on_transferred(struct raft_transfer *req) {
   core_t *c = req->data;
   c->transferring = false;
 }
+
+static void watch_members(core_t *c);
 
 static void on_tick(uv_timer_t *t) {
   core_t *c = t->data;
@@ -169,6 +177,7 @@ static void on_tick(uv_timer_t *t) {
     c->last_heartbeat_ms = now;
     core_send_heartbeats(c);
     check_clock(c);
+    watch_members(c);
     core_release_waiters(c, false);
   }
   if (c->fsm.state == KL_FSM_FAILED) { /* the calendar and the log disagree: stop, never fork */
@@ -225,16 +234,50 @@ static int open_calendar(core_t *c, kl_err_t *e) {
   return kl_cal_open(path, &o, &c->cal, e);
 }
 
+/* Who may open a Raft connection to us: a member of the current configuration (any core
+ * certificate while this node has none yet: it is joining and learns it from the leader). */
+static bool is_member(void *arg, raft_id id) {
+  core_t *c = arg;
+  const struct raft_configuration *conf = &c->raft.configuration;
+  if (conf->n == 0) return true;
+  for (unsigned i = 0; i < conf->n; i++)
+    if (conf->servers[i].id == id) return true;
+  return false;
+}
+
+/* Every node says when the membership it sees changes (the leader also says who asked). */
+static void watch_members(core_t *c) {
+  const struct raft_configuration *now = &c->raft.configuration;
+  bool same = now->n == c->seen_conf.n;
+  for (unsigned i = 0; same && i < now->n; i++)
+    same = now->servers[i].id == c->seen_conf.servers[i].id && now->servers[i].role == c->seen_conf.servers[i].role;
+  if (same) return;
+  char list[512] = "";
+  size_t off = 0;
+  for (unsigned i = 0; i < now->n && off < sizeof list; i++)
+    off += (size_t)snprintf(list + off, sizeof list - off, "%s%llu%s", i ? "," : "", (unsigned long long)now->servers[i].id,
+                            now->servers[i].role == RAFT_VOTER ? "" : "(non-voter)");
+  if (c->seen_conf.n) kl_log(KL_LOG_WARN, "membership_changed", "members=%s", list);
+  else kl_log(KL_LOG_INFO, "membership", "members=%s", list);
+  raft_configuration_close(&c->seen_conf);
+  raft_configuration_init(&c->seen_conf);
+  for (unsigned i = 0; i < now->n; i++)
+    raft_configuration_add(&c->seen_conf, now->servers[i].id, now->servers[i].address, now->servers[i].role);
+}
+
 static int start_raft(core_t *c, kl_err_t *e) {
   char dir[1024];
   const core_member_t *self = core_member(c->cfg, (uint64_t)c->cfg->id);
   int rc;
   snprintf(dir, sizeof dir, "%s/raft", c->cfg->data_dir);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) return kl_err_set(e, KL_EIO, "cannot create %s: %s", dir, strerror(errno));
-  if ((rc = raft_uv_tcp_init(&c->transport, c->loop)) != 0) return kl_err_set(e, KL_EIO, "raft transport: %s", raft_strerror(rc));
+  if ((rc = kl_raft_tls_init(&c->transport, c->loop, c->tls, is_member, c)) != 0)
+    return kl_err_set(e, KL_EIO, "raft transport: %s", raft_strerror(rc));
   if ((rc = raft_uv_init(&c->io, c->loop, dir, &c->transport)) != 0) return kl_err_set(e, KL_EIO, "raft I/O in %s: %s", dir, raft_strerror(rc));
-  if ((rc = raft_init(&c->raft, &c->io, &c->fsm.raft, (raft_id)c->cfg->id, self->raft_addr)) != 0)
+  kl_raft_guard_init(&c->guard, &c->io);
+  if ((rc = raft_init(&c->raft, &c->guard.io, &c->fsm.raft, (raft_id)c->cfg->id, self->raft_addr)) != 0)
     return kl_err_set(e, KL_EIO, "raft: %s", raft_errmsg(&c->raft));
+  c->guard.raft = &c->raft;
   raft_set_election_timeout(&c->raft, (unsigned)c->cfg->election_ms);
   raft_set_heartbeat_timeout(&c->raft, (unsigned)c->cfg->heartbeat_ms);
   raft_set_snapshot_threshold(&c->raft, (unsigned)c->cfg->snapshot_threshold);
@@ -262,6 +305,11 @@ static int start_links(core_t *c, kl_err_t *e) {
     p->id = m->id;
     snprintf(name, sizeof name, "core-%llu", (unsigned long long)m->id);
     int r = kl_frame_client_create(c->loop, name, 1u << 20, &cbs, c, &p->link, e);
+    if (r == 0 && c->tls) {
+      char id[24];
+      snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
+      kl_frame_client_set_tls(p->link, c->tls, KL_ROLE_CORE, id);
+    }
     if (r == 0) r = kl_frame_client_connect(p->link, m->internal_addr, e);
     if (r) return r;
   }
@@ -276,14 +324,18 @@ static int start_servers(core_t *c, kl_err_t *e) {
   lim.max_body = 1u << 16;
   lim.max_inflight = 1024;
   lim.max_connections = (unsigned)c->cfg->max_connections;
+  lim.max_connections_per_ip = 256;
   if ((r = kl_tlv_server_create(c->loop, &lim, "internal", core_on_internal, c, &c->internal, e))) return r;
   kl_tlv_server_set_framing(c->internal, KL_FRAMING_U32);
+  /* the tier below (aggregators, gateways straight above the core) and the other members */
+  if (c->tls) kl_tlv_server_set_tls(c->internal, c->tls, KL_ROLE_CORE | KL_ROLE_AGGREGATOR | KL_ROLE_GATEWAY, NULL, NULL);
   if ((r = kl_tlv_server_listen(c->internal, self->internal_addr, e))) return r;
   if (c->cfg->replication_listen[0]) {
     lim.max_inflight = 4;
     lim.idle_timeout_ms = 120000;
     if ((r = kl_tlv_server_create(c->loop, &lim, "replication", core_on_replication, c, &c->replication, e))) return r;
     kl_tlv_server_set_framing(c->replication, KL_FRAMING_U32);
+    if (c->tls) kl_tlv_server_set_tls(c->replication, c->tls, KL_ROLE_EXTENDER | KL_ROLE_CORE, NULL, NULL);
     if ((r = kl_tlv_server_listen(c->replication, c->cfg->replication_listen, e))) return r;
   }
   return core_admin_start(c, e);
@@ -301,6 +353,9 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   kl_buf_init(&c->cache_auth);
   if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST)
     return kl_err_set(e, KL_EIO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
+  char self_id[24];
+  snprintf(self_id, sizeof self_id, "%lld", (long long)cfg->id);
+  if ((r = kl_tls_settings_open(&cfg->tls, cfg->path ? cfg->path : "core", KL_ROLE_CORE, self_id, &c->tls, e))) return r;
   if ((r = open_calendar(c, e)) || (r = kl_calauth_load(cfg->auth_cert, cfg->auth_key, &c->auth, e)) ||
       (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
       (r = kl_metrics_create(&c->metrics, e)))
@@ -328,7 +383,7 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
 static void on_raft_closed(struct raft *r) {
   core_t *c = r->data;
   raft_uv_close(&c->io);
-  raft_uv_tcp_close(&c->transport);
+  kl_raft_tls_close(&c->transport);
 }
 
 void core_stop(core_t *c) {
@@ -344,11 +399,13 @@ void core_stop(core_t *c) {
   for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);
   kl_follow_stop(c->catchup, NULL, NULL);
   c->catchup = NULL;
+  c->nm_internal.stats = c->nm_repl.stats = c->nm_admin.stats = NULL;
   if (c->internal) kl_tlv_server_close(c->internal, NULL, NULL);
   if (c->replication) kl_tlv_server_close(c->replication, NULL, NULL);
   if (c->admin) kl_http_server_close(c->admin, NULL, NULL);
+  if (c->metrics_srv) kl_http_server_close(c->metrics_srv, NULL, NULL);
   c->internal = c->replication = NULL;
-  c->admin = NULL;
+  c->admin = c->metrics_srv = NULL;
   if (c->raft_started) {
     c->raft.data = c;
     raft_close(&c->raft, on_raft_closed);
@@ -361,6 +418,8 @@ void core_free(core_t *c) {
   kl_core_fsm_close(&c->fsm);
   kl_core_rounds_destroy(c->rounds);
   kl_calauth_free(c->auth);
+  kl_tls_ctx_unref(c->tls);
+  raft_configuration_close(&c->seen_conf);
   kl_cal_close(c->cal);
   kl_metrics_destroy(c->metrics);
   kl_buf_free(&c->cache_chain);

@@ -14,6 +14,8 @@
 #include "keyless/metrics.h"
 #include "keyless/net.h"
 #include "keyless/pki.h"
+#include "keyless/tls.h"
+#include "raft_guard.h"
 #include "rounds.h"
 
 #define KL_CORE_MAX_MEMBERS 7
@@ -30,7 +32,8 @@ typedef struct core_config {
   char *data_dir;
   char *member[KL_CORE_MAX_MEMBERS]; /* [cluster] memberN = RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR] */
   bool bootstrap; /* false: this node joins an existing cluster (keyless core add) */
-  char *replication_listen, *admin_listen;
+  char *replication_listen, *admin_listen, *metrics_listen;
+  kl_tls_settings_t tls; /* [tls]: this node's certificate (core/ID) and the cluster CA */
   int64_t genesis; /* 0: now, when the calendar is created */
   uint64_t map_size;
   uint64_t grace_ms;
@@ -46,6 +49,7 @@ typedef struct core_config {
   core_member_t m[KL_CORE_MAX_MEMBERS];
   size_t n_members;
   int alg;
+  char *path; /* the file, for messages */
 } core_config_t;
 
 int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e);
@@ -57,12 +61,17 @@ const core_member_t *core_member(const core_config_t *cfg, uint64_t id);
 typedef struct core_peer {
   uint64_t id;
   kl_frame_client_t *link;
-  /* Their clock minus ours at receipt, last few heartbeats. A late receipt (network, or our own
-   * busy loop) only makes a sample smaller, so the largest is the best estimate. */
+  /* Their clock minus ours at receipt, last few heartbeats, recorded only from a heartbeat that
+   * came from this member itself (its `node` is the member the connection authenticated as).
+   * check_clock takes the median of these: one wild sample (a late receipt, a hiccup, a bad
+   * reading) cannot move it, where the largest would let a single sample decide. */
   int64_t samples[CORE_SKEW_SAMPLES];
   unsigned n_samples, next_sample;
   bool heard;
 } core_peer_t;
+
+/* Why a forward was refused: keyless_core_forwards_refused_total{reason=...}. */
+enum { CORE_FWD_NOT_LEADER, CORE_FWD_ORIGIN, CORE_FWD_SECOND, CORE_FWD_LEVEL, CORE_FWD_LIMIT, CORE_FWD_MALFORMED, CORE_FWD_N };
 
 typedef struct core_waiter { /* a replica waiting for seconds after `after` */
   kl_tlv_req_t *req;
@@ -79,7 +88,10 @@ typedef struct core {
   kl_core_rounds_t *rounds;
   struct raft raft;
   struct raft_io io;
-  struct raft_uv_transport transport;
+  struct raft_uv_transport transport; /* raft_tls.c: mutual TLS between members */
+  kl_raft_guard_t guard;              /* what libraft receives, checked first */
+  kl_tls_ctx_t *tls;                  /* NULL only with [tls] insecure = yes */
+  struct raft_configuration seen_conf; /* the membership last logged */
   bool raft_started, stopping;
   /* leader state */
   raft_term ready_term;   /* term whose barrier completed */
@@ -95,7 +107,9 @@ typedef struct core {
   kl_buf_t cache_chain, cache_auth;
   /* servers and links */
   kl_tlv_server_t *internal, *replication;
-  kl_http_server_t *admin;
+  kl_http_server_t *admin;     /* mutual TLS, admin certificates: /status, membership changes */
+  kl_http_server_t *metrics_srv; /* plain: /healthz and /metrics only */
+  kl_net_metrics_t nm_internal, nm_repl, nm_admin; /* connection counters, refusals included */
   kl_admin_t adm;             /* the admin port's /healthz and /metrics */
   core_peer_t peers[KL_CORE_MAX_MEMBERS];
   size_t n_peers;
@@ -109,6 +123,9 @@ typedef struct core {
   kl_metrics_t *metrics;
   kl_metric_t *m_requests, *m_answered_ok, *m_answered_retry, *m_rejected, *m_rounds, *m_round_leaves,
       *m_commit_latency, *m_forwards, *m_forwards_failed, *m_proposals;
+  kl_metric_t *m_answered_mismatch; /* answers_total{result="mismatch"}: the committed leaf was not the request */
+  kl_metric_t *m_fwd_refused[CORE_FWD_N]; /* forwards_refused_total{reason=...} */
+  kl_metric_t *m_heartbeats_refused;
 } core_t;
 
 int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyless/log.h"
 #include "node.h"
 
 static double g_role(void *arg) { return (double)raft_state(&((core_t *)arg)->raft); }
@@ -11,7 +12,15 @@ static double g_commit(void *arg) { return (double)((core_t *)arg)->raft.commit_
 static double g_applied(void *arg) { return (double)raft_last_applied(&((core_t *)arg)->raft); }
 static double g_pending(void *arg) { return (double)kl_core_rounds_pending(((core_t *)arg)->rounds); }
 static double g_clock(void *arg) { return ((core_t *)arg)->clock_ok ? 1 : 0; }
+static double g_dropped(void *arg) { return (double)kl_core_rounds_dropped(((core_t *)arg)->rounds); }
 static double g_fsm(void *arg) { return (double)((core_t *)arg)->fsm.state; }
+#include "raft_tls.h"
+static double g_raft_refused(void *arg) { return (double)kl_raft_tls_refused(&((core_t *)arg)->transport); }
+static double g_raft_accepted(void *arg) { return (double)kl_raft_tls_accepted(&((core_t *)arg)->transport); }
+static double g_drop_member(void *arg) { return (double)((core_t *)arg)->guard.dropped[KL_GUARD_NOT_MEMBER]; }
+static double g_drop_term(void *arg) { return (double)((core_t *)arg)->guard.dropped[KL_GUARD_BAD_TERM]; }
+static double g_drop_index(void *arg) { return (double)((core_t *)arg)->guard.dropped[KL_GUARD_BAD_INDEX]; }
+static double g_drop_shape(void *arg) { return (double)((core_t *)arg)->guard.dropped[KL_GUARD_BAD_SHAPE]; }
 
 static double g_last(void *arg) {
   kl_cal_info_t info;
@@ -88,6 +97,11 @@ static void members(kl_http_req_t *req, void *arg) {
   const uint8_t *body = kl_http_req_body(req, &len);
   char text[160], *slash;
   bool add = strcmp(kl_http_req_path(req), "/members/add") == 0;
+  const kl_peer_t *who = kl_http_req_peer_id(req);
+  if (who == NULL && c->tls) { /* cannot happen: the admin listener takes admin certificates only */
+    kl_http_respond(req, 403, "text/plain", "an admin certificate is required\n", 33);
+    return;
+  }
   if (raft_state(&c->raft) != RAFT_LEADER) {
     raft_id leader;
     const char *addr;
@@ -103,6 +117,9 @@ static void members(kl_http_req_t *req, void *arg) {
   memcpy(text, body, len);
   text[len] = '\0';
   text[strcspn(text, "\r\n")] = '\0';
+  char q[200];
+  kl_log(KL_LOG_WARN, "membership_request", "op=%s by=%s%s peer=%s what=%s", add ? "add" : "remove", who ? "admin/" : "",
+         who ? who->id : "unauthenticated(insecure)", kl_http_req_peer(req), kl_log_q(q, sizeof q, text));
   change_t *ch = calloc(1, sizeof *ch);
   if (ch == NULL) {
     kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
@@ -138,12 +155,42 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   kl_metrics_gauge_fn(m, "keyless_core_requests_pending", "requests held for rounds", NULL, g_pending, c);
   kl_metrics_gauge_fn(m, "keyless_core_clock_ok", "1 when this node's clock agrees with its peers'", NULL, g_clock, c);
   kl_metrics_gauge_fn(m, "keyless_core_fsm_state", "0 ok, 1 catching up, 2 failed", NULL, g_fsm, c);
+  kl_metrics_counter_fn(m, "keyless_core_raft_peers_refused_total",
+                        "Raft connections refused: no or a bad certificate, not a core, not the member it claims, "
+                        "not a member, no hello",
+                        NULL, g_raft_refused, c);
+  kl_metrics_counter_fn(m, "keyless_core_raft_links_total", "Raft connections authenticated and opened", NULL,
+                        g_raft_accepted, c);
+  static const char *const dr[4][3] = {{"reason", "not_member", NULL}, {"reason", "term", NULL}, {"reason", "index", NULL},
+                                       {"reason", "shape", NULL}};
+  static const char *const drop_help = "Raft messages dropped before libraft saw them";
+  kl_metrics_counter_fn(m, "keyless_core_raft_messages_dropped_total", drop_help, dr[0], g_drop_member, c);
+  kl_metrics_counter_fn(m, "keyless_core_raft_messages_dropped_total", drop_help, dr[1], g_drop_term, c);
+  kl_metrics_counter_fn(m, "keyless_core_raft_messages_dropped_total", drop_help, dr[2], g_drop_index, c);
+  kl_metrics_counter_fn(m, "keyless_core_raft_messages_dropped_total", drop_help, dr[3], g_drop_shape, c);
   c->m_requests = kl_metrics_counter(m, "keyless_core_requests_total", "aggregation requests received", NULL);
   static const char *const ok[] = {"result", "ok", NULL}, *const retry[] = {"result", "retry", NULL},
                            *const rej[] = {"result", "rejected", NULL};
   c->m_answered_ok = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", ok);
   c->m_answered_retry = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", retry);
   c->m_rejected = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", rej);
+  static const char *const mismatch[] = {"result", "mismatch", NULL};
+  /* retry answers because the committed leaf under the request's id was another request */
+  c->m_answered_mismatch = kl_metrics_counter(m, "keyless_core_answers_total", "answers sent", mismatch);
+  static const char *const fwd_reasons[CORE_FWD_N] = {"not_leader", "origin", "second", "level", "limit", "malformed"};
+  for (int i = 0; i < CORE_FWD_N; i++) {
+    const char *labels[] = {"reason", fwd_reasons[i], NULL};
+    c->m_fwd_refused[i] = kl_metrics_counter(m, "keyless_core_forwards_refused_total",
+                                             "forwards not held: not the leader, origin not the sending member, second "
+                                             "outside the window, level too high, max_pending reached, malformed",
+                                             labels);
+    if (c->m_fwd_refused[i] == NULL) return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  }
+  c->m_heartbeats_refused = kl_metrics_counter(
+      m, "keyless_core_heartbeats_refused_total", "heartbeats not counted: not from the member they name", NULL);
+  kl_metrics_counter_fn(m, "keyless_core_round_leaves_dropped_total",
+                        "requests the leader left out of a round: their level did not fit the tree (answered 0x104)",
+                        NULL, g_dropped, c);
   c->m_rounds = kl_metrics_counter(m, "keyless_core_rounds_total", "seconds committed and applied", NULL);
   c->m_forwards = kl_metrics_counter(m, "keyless_core_forwards_total", "requests forwarded to the leader", NULL);
   c->m_forwards_failed = kl_metrics_counter(m, "keyless_core_forwards_failed_total",
@@ -155,15 +202,27 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds", "proposal to apply on the leader", NULL,
                                              kl_metrics_latency_buckets, kl_metrics_latency_n);
   if (!c->m_requests || !c->m_forwards_failed || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
-      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency)
+      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency || !c->m_answered_mismatch || !c->m_heartbeats_refused)
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
-  if (c->cfg->admin_listen[0] == '\0') return 0;
+  if (kl_net_metrics_register(m, &c->nm_internal, "internal", false) ||
+      kl_net_metrics_register(m, &c->nm_repl, "replication", false) || kl_net_metrics_register(m, &c->nm_admin, "admin", true))
+    return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  c->nm_internal.stats = c->internal ? kl_tlv_server_stats(c->internal) : NULL;
+  c->nm_repl.stats = c->replication ? kl_tlv_server_stats(c->replication) : NULL;
   int r;
   c->adm = (kl_admin_t){c->metrics, health, c};
+  if (c->cfg->metrics_listen[0] &&
+      ((r = kl_admin_server_create(c->loop, NULL, &c->adm, &c->metrics_srv, e)) ||
+       (r = kl_http_server_listen(c->metrics_srv, c->cfg->metrics_listen, e))))
+    return r;
+  /* State-changing calls only from an operator holding an admin certificate of the cluster CA. */
+  if (c->cfg->admin_listen[0] == '\0') return 0;
   if ((r = kl_admin_server_create(c->loop, NULL, &c->adm, &c->admin, e)) ||
       (r = kl_http_route(c->admin, "GET", "/status", status, c, e)) ||
       (r = kl_http_route(c->admin, "POST", "/members/add", members, c, e)) ||
       (r = kl_http_route(c->admin, "POST", "/members/remove", members, c, e)))
     return r;
+  if (c->tls) kl_http_server_set_tls(c->admin, c->tls, KL_ROLE_ADMIN, NULL, NULL);
+  c->nm_admin.stats = kl_http_server_stats(c->admin);
   return kl_http_server_listen(c->admin, c->cfg->admin_listen, e);
 }

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "keyless/config.h"
+#include "keyless/net.h"
+#include "keyless/tls.h"
 #include "node.h"
 
 static int check_nonempty(const void *f, char *msg, size_t n) {
@@ -28,7 +30,8 @@ static const kl_cfg_key_t keys[] = {
     K("cluster", "member7", KL_CFG_STR, member[6], "", 0, 0, NULL),
     K("cluster", "bootstrap", KL_CFG_BOOL, bootstrap, "yes", 0, 0, NULL),
     K("server", "replication_listen", KL_CFG_STR, replication_listen, "", 0, 0, NULL),
-    K("server", "admin_listen", KL_CFG_STR, admin_listen, "", 0, 0, NULL),
+    K("server", "admin_listen", KL_CFG_STR, admin_listen, "", 0, 0, kl_net_cfg_check_listen),
+    K("server", "metrics_listen", KL_CFG_STR, metrics_listen, "", 0, 0, kl_net_cfg_check_listen),
     K("calendar", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("calendar", "map_size", KL_CFG_SIZE, map_size, "256G", 1 << 20, (int64_t)1 << 42, NULL),
     K("round", "grace", KL_CFG_DURATION, grace_ms, "150ms", 10, 900, NULL),
@@ -45,7 +48,18 @@ static const kl_cfg_key_t keys[] = {
     K("clock", "max_skew", KL_CFG_DURATION, max_skew_ms, "500ms", 10, 60000, NULL),
 };
 
-#define N_KEYS (sizeof keys / sizeof keys[0])
+#define N_BASE (sizeof keys / sizeof keys[0])
+#define N_KEYS (N_BASE + KL_TLS_N_KEYS)
+
+/* The table above plus the shared [tls] keys. */
+static const kl_cfg_key_t *all_keys(void) {
+  static kl_cfg_key_t all[N_KEYS];
+  if (all[0].name == NULL) {
+    memcpy(all, keys, sizeof keys);
+    kl_tls_cfg_keys(offsetof(core_config_t, tls), &all[N_BASE]);
+  }
+  return all;
+}
 
 /* memberN = RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR]: member N has Raft id N. */
 static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
@@ -75,11 +89,18 @@ const core_member_t *core_member(const core_config_t *cfg, uint64_t id) {
 
 int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
   memset(cfg, 0, sizeof *cfg);
-  int r = kl_cfg_load(path, keys, N_KEYS, cfg, e);
+  if ((cfg->path = strdup(path)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  int r = kl_cfg_load(path, all_keys(), N_KEYS, cfg, e);
   if (r) return r;
   if ((cfg->alg = kl_hash_from_name(cfg->algorithm)) < 0 || !kl_hash_trusted(cfg->alg))
     return kl_err_set(e, KL_EINVAL, "%s: [round] algorithm = \"%s\": not a hash algorithm usable for signing", path,
                       cfg->algorithm);
+  unsigned depth = kl_core_rounds_depth((size_t)cfg->max_pending);
+  if (cfg->max_level < (int64_t)depth) /* a round of max_pending requests is `depth` levels deep */
+    return kl_err_set(e, KL_EINVAL,
+                      "%s: [round] max_level = %lld: a round of max_pending = %lld requests is %u levels deep, which "
+                      "leaves no level for requests; raise max_level or lower max_pending",
+                      path, (long long)cfg->max_level, (long long)cfg->max_pending, depth);
   if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
   if (cfg->bootstrap && cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
     return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
@@ -91,4 +112,8 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
   return 0;
 }
 
-void core_config_free(core_config_t *cfg) { kl_cfg_free(keys, N_KEYS, cfg); }
+void core_config_free(core_config_t *cfg) {
+  kl_cfg_free(all_keys(), N_KEYS, cfg);
+  free(cfg->path);
+  cfg->path = NULL;
+}

@@ -3,12 +3,17 @@
  *
  * Internal port frames (proto/aggregation.proto Message, 4-byte length framing):
  *   Request   from the tier below: held for the current second; a follower forwards it to the
- *             leader; answered when a second commits (chain) or with 0x0300 (retry).
- *   Forward   from a member: the leader holds it for its round (no answer frame).
- *   Heartbeat from a member: its clock (no answer frame).
+ *             leader; answered when a second commits (chain) or with 0x0300 (retry). Answers
+ *             go to the request frame they belong to (its connection): the tier below's
+ *             request_id is only echoed, never used to find a request.
+ *   Forward   from a member: the leader holds it for its round (no answer frame), if it comes
+ *             from the member it names, for a second near the leader's clock, and there is room
+ *             (rounds.h); refusals are counted by reason.
+ *   Heartbeat from a member: its clock (no answer frame), counted only from the member it names.
  * Replication port: Subscribe{after} → Entries for the seconds after `after` (at most 1000), or,
  * when there are none yet, the request waits (long poll) until a second commits or 25 s pass
  * (then an empty Entries). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,7 +74,15 @@ void core_on_answer(void *arg, void *ctx, uint64_t client_request_id, const kl_c
   kl_tlv_req_t *req = ctx;
   kl_err_t e = {0};
   if (a->status != 0 || c->stopping) {
-    kl_metric_inc(c->m_answered_retry);
+    if (a->kind == KL_CORE_ANSWER_MISMATCH) {
+      kl_metric_inc(c->m_answered_mismatch);
+      kl_log(KL_LOG_WARN, "answer_mismatch", "second=%llu request_id=%llu peer=%s why=%s", (unsigned long long)a->second,
+             (unsigned long long)client_request_id, kl_tlv_req_peer(req), a->error ? a->error : "");
+    } else if (a->kind == KL_CORE_ANSWER_TOO_HIGH) {
+      kl_metric_inc(c->m_rejected);
+    } else {
+      kl_metric_inc(c->m_answered_retry);
+    }
     respond_error(req, client_request_id, a->status ? (uint32_t)a->status : KL_STATUS_UPSTREAM_ERROR,
                   a->error ? a->error : "the core is stopping; retry", a->second);
     return;
@@ -139,14 +152,44 @@ static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggr
   kl_metric_inc(c->m_forwards_failed);
 }
 
+/* The member the peer of req authenticated as, 0 when it is not a member.
+ * TODO(tls): return the member id of the connection's client certificate (and drop
+ * `claimed`). Until the internal port is mutual TLS nothing authenticates a peer: this returns
+ * the id the message claims, so the checks that use it catch only inconsistent claims. */
+static uint64_t peer_member_id(kl_tlv_req_t *req, uint64_t claimed) {
+  (void)req;
+  return claimed;
+}
+
+/* The rounds, with the configured limits (node.c creates them without max_pending). */
+static kl_core_rounds_t *rounds(core_t *c) {
+  kl_core_rounds_set_max_pending(c->rounds, (size_t)c->cfg->max_pending);
+  return c->rounds;
+}
+
+/* A warning for the 1st, 2nd, 4th, 8th... occurrence: a flood shows without flooding the log. */
+static bool log_now(const kl_metric_t *counter) {
+  uint64_t v = (uint64_t)kl_metric_value(counter);
+  return v != 0 && (v & (v - 1)) == 0;
+}
+
 static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Request *rq) {
   kl_imprint_t imp;
   kl_err_t e = {0};
   uint64_t id, now_s = core_now_ms() / 1000;
+  kl_core_rounds_t *r = rounds(c);
+  int top = kl_core_rounds_max_request_level(r);
   kl_metric_inc(c->m_requests);
-  if (kl_imprint_from_bytes(&imp, rq->imprint.data, rq->imprint.len, &e) || rq->level > (uint32_t)c->cfg->max_level) {
+  if (kl_imprint_from_bytes(&imp, rq->imprint.data, rq->imprint.len, &e)) {
     kl_metric_inc(c->m_rejected);
-    respond_error(req, rq->request_id, KL_STATUS_INVALID_PAYLOAD, e.msg[0] ? e.msg : "level too high", 0);
+    respond_error(req, rq->request_id, KL_STATUS_INVALID_PAYLOAD, e.msg, 0);
+    return;
+  }
+  if (top < 0 || rq->level > (uint32_t)top) { /* would not fit a full round's tree (rounds.h) */
+    char msg[96];
+    snprintf(msg, sizeof msg, "level %u is too high: this core accepts levels up to %d", (unsigned)rq->level, top);
+    kl_metric_inc(c->m_rejected);
+    respond_error(req, rq->request_id, KL_STATUS_AGGR_REQUEST_TOO_LARGE, msg, 0);
     return;
   }
   raft_id leader;
@@ -157,22 +200,83 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
     respond_error(req, rq->request_id, KL_STATUS_UPSTREAM_ERROR, "no leader right now; retry", 0);
     return;
   }
-  if (kl_core_rounds_pending(c->rounds) >= (size_t)c->cfg->max_pending) {
+  int rc = kl_core_rounds_add(r, now_s, &imp, rq->level, req, rq->request_id, &id, &e);
+  if (rc) {
     kl_metric_inc(c->m_rejected);
-    respond_error(req, rq->request_id, KL_STATUS_AGGR_TOO_MANY_REQUESTS, "too many requests pending", 0);
-    return;
-  }
-  if (kl_core_rounds_add(c->rounds, now_s, &imp, rq->level, req, rq->request_id, &id, &e)) {
-    respond_error(req, rq->request_id, KL_STATUS_INVALID_REQUEST, e.msg, 0);
+    respond_error(req, rq->request_id,
+                  rc == KL_ERANGE    ? KL_STATUS_AGGR_REQUEST_TOO_LARGE
+                  : rc == KL_ETOOBIG ? KL_STATUS_AGGR_TOO_MANY_REQUESTS
+                                     : KL_STATUS_INTERNAL_ERROR,
+                  rc == KL_ETOOBIG ? "too many requests pending" : e.msg, 0);
     return;
   }
   if (leader != (raft_id)c->cfg->id) forward(c, now_s, id, rq);
 }
 
+static bool is_member(const core_t *c, uint64_t id) {
+  for (unsigned i = 0; i < c->raft.configuration.n; i++)
+    if (c->raft.configuration.servers[i].id == id) return true;
+  return false;
+}
+
+/* A follower's request for the leader's round; refusals are counted by reason (the follower
+ * answers its request "retry" when the round commits without it). */
+static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Forward *f) {
+  kl_imprint_t imp;
+  kl_err_t e = {0};
+  int why;
+  uint64_t sender = peer_member_id(req, f->origin);
+  if (raft_state(&c->raft) != RAFT_LEADER) {
+    why = CORE_FWD_NOT_LEADER;
+  } else if (sender == 0 || sender == (uint64_t)c->cfg->id || !is_member(c, sender)) {
+    why = CORE_FWD_ORIGIN;
+    snprintf(e.msg, sizeof e.msg, "forward from %llu, not another member", (unsigned long long)sender);
+  } else if (kl_imprint_from_bytes(&imp, f->imprint.data, f->imprint.len, &e)) {
+    why = CORE_FWD_MALFORMED;
+  } else {
+    switch (kl_core_rounds_add_forward(rounds(c), sender, core_now_ms() / 1000, f->second, f->origin, f->request_id,
+                                       &imp, f->level, &e)) {
+      case 0: return;
+      case KL_EAUTH: why = CORE_FWD_ORIGIN; break;
+      case KL_ESTATE: why = CORE_FWD_SECOND; break;
+      case KL_ERANGE: why = CORE_FWD_LEVEL; break;
+      default: why = CORE_FWD_LIMIT; break; /* KL_ETOOBIG, KL_ENOMEM */
+    }
+  }
+  kl_metric_inc(c->m_fwd_refused[why]);
+  if (why != CORE_FWD_NOT_LEADER && log_now(c->m_fwd_refused[why]))
+    kl_log(KL_LOG_WARN, "forward_refused", "peer=%s sender=%llu origin=%llu second=%llu count=%.0f error=%s",
+           kl_tlv_req_peer(req), (unsigned long long)sender, (unsigned long long)f->origin,
+           (unsigned long long)f->second, kl_metric_value(c->m_fwd_refused[why]), e.msg);
+}
+
+/* A member's clock reading, kept as their clock minus ours (clamped to a day: a wild value
+ * must not overflow the arithmetic in check_clock). */
+static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Heartbeat *h) {
+  const int64_t day_ms = 86400000;
+  uint64_t sender = peer_member_id(req, h->node), now = core_now_ms();
+  core_peer_t *p = NULL;
+  for (size_t i = 0; i < c->n_peers && sender == h->node; i++)
+    if (c->peers[i].id == sender) p = &c->peers[i];
+  if (p == NULL) {
+    kl_metric_inc(c->m_heartbeats_refused);
+    if (log_now(c->m_heartbeats_refused))
+      kl_log(KL_LOG_WARN, "heartbeat_refused", "peer=%s sender=%llu node=%llu count=%.0f", kl_tlv_req_peer(req),
+             (unsigned long long)sender, (unsigned long long)h->node, kl_metric_value(c->m_heartbeats_refused));
+    return;
+  }
+  int64_t off;
+  if (h->wall_ms >= now) off = h->wall_ms - now > (uint64_t)day_ms ? day_ms : (int64_t)(h->wall_ms - now);
+  else off = now - h->wall_ms > (uint64_t)day_ms ? -day_ms : -(int64_t)(now - h->wall_ms);
+  p->samples[p->next_sample] = off;
+  p->next_sample = (p->next_sample + 1) % CORE_SKEW_SAMPLES;
+  if (p->n_samples < CORE_SKEW_SAMPLES) p->n_samples++;
+  p->heard = true;
+}
+
 void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
   core_t *c = arg;
   Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
-  kl_imprint_t imp;
   if (m == NULL) {
     kl_tlv_respond(req, NULL, 0, true); /* not our protocol: drop the connection */
     return;
@@ -180,25 +284,13 @@ void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void 
   switch (m->body_case) {
     case KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST: on_request(c, req, m->request); break;
     case KEYLESS__AGGREGATION__MESSAGE__BODY_FORWARD:
-      if (raft_state(&c->raft) == RAFT_LEADER &&
-          kl_imprint_from_bytes(&imp, m->forward->imprint.data, m->forward->imprint.len, NULL) == 0)
-        kl_core_rounds_add_forward(c->rounds, m->forward->second, m->forward->origin, m->forward->request_id, &imp,
-                                   m->forward->level, NULL);
+      on_forward(c, req, m->forward);
       kl_tlv_respond(req, NULL, 0, false);
       break;
-    case KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT: {
-      int64_t off = (int64_t)m->heartbeat->wall_ms - (int64_t)core_now_ms();
-      for (size_t i = 0; i < c->n_peers; i++)
-        if (c->peers[i].id == m->heartbeat->node) {
-          core_peer_t *p = &c->peers[i];
-          p->samples[p->next_sample] = off;
-          p->next_sample = (p->next_sample + 1) % CORE_SKEW_SAMPLES;
-          if (p->n_samples < CORE_SKEW_SAMPLES) p->n_samples++;
-          p->heard = true;
-        }
+    case KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT:
+      on_heartbeat(c, req, m->heartbeat);
       kl_tlv_respond(req, NULL, 0, false);
       break;
-    }
     default: kl_tlv_respond(req, NULL, 0, true);
   }
   keyless__aggregation__message__free_unpacked(m, NULL);

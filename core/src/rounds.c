@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "keyless/pdu.h"
 
@@ -13,6 +14,7 @@ typedef struct held {
   void *ctx; /* own requests only */
   uint64_t client_request_id;
   bool own;
+  bool dropped; /* left out of its round by the leader's collection: its level did not fit */
 } held_t;
 
 /* A map from a 64-bit key to an index, open addressing, for the per-request lookups that would
@@ -79,7 +81,10 @@ struct kl_core_rounds {
   uint64_t self, next_id;
   uint64_t closed; /* the last second this node collected as leader: later arrivals go after it */
   int alg;
-  unsigned max_level;
+  unsigned max_level;   /* a round root's highest level */
+  size_t max_pending;   /* requests held at once */
+  int max_req_level;    /* max_level - depth(max_pending), -1: none fits */
+  uint64_t n_dropped;
   kl_core_answer_cb cb;
   void *arg;
   held_t *h;
@@ -87,16 +92,36 @@ struct kl_core_rounds {
   idmap_t forwards; /* (origin, id) of forwards held, for duplicates */
 };
 
+unsigned kl_core_rounds_depth(size_t n) {
+  unsigned d = 0;
+  if (n <= 1) return 1;                   /* a lone leaf is paired with a blank sibling */
+  for (size_t m = n - 1; m; m >>= 1) d++; /* ceil(log2 n): every row halves, rounding up */
+  return d;
+}
+
+void kl_core_rounds_set_max_pending(kl_core_rounds_t *r, size_t max_pending) {
+  if (max_pending == 0) max_pending = 1;
+  if (r->max_pending == max_pending) return; /* the daemon sets it on every request: cheap */
+  r->max_pending = max_pending;
+  int m = (int)r->max_level - (int)kl_core_rounds_depth(max_pending);
+  r->max_req_level = m < 0 ? -1 : m;
+}
+
+int kl_core_rounds_max_request_level(const kl_core_rounds_t *r) { return r->max_req_level; }
+
 int kl_core_rounds_create(uint64_t self, int algorithm, unsigned max_level, kl_core_answer_cb cb, void *arg,
                           kl_core_rounds_t **out, kl_err_t *e) {
   kl_core_rounds_t *r = calloc(1, sizeof *r);
   if (r == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   r->self = self;
   r->alg = algorithm;
-  r->max_level = max_level;
+  r->max_level = max_level > 255 ? 255 : max_level;
   r->cb = cb;
   r->arg = arg;
-  r->next_id = 1;
+  /* Ids stay unique across restarts (time in the high bits, room for 2^24 requests a second),
+   * so a forward still held for an earlier run of this node never shares an id with a new one. */
+  r->next_id = ((uint64_t)time(NULL) << 24) + 1;
+  kl_core_rounds_set_max_pending(r, KL_CORE_ROUNDS_DEFAULT_MAX_PENDING);
   *out = r;
   return 0;
 }
@@ -109,6 +134,7 @@ void kl_core_rounds_destroy(kl_core_rounds_t *r) {
 }
 
 size_t kl_core_rounds_pending(const kl_core_rounds_t *r) { return r->n; }
+uint64_t kl_core_rounds_dropped(const kl_core_rounds_t *r) { return r->n_dropped; }
 
 static held_t *push(kl_core_rounds_t *r, kl_err_t *e) {
   if (r->n == r->cap) {
@@ -126,9 +152,19 @@ static held_t *push(kl_core_rounds_t *r, kl_err_t *e) {
   return x;
 }
 
+/* The checks an own request and a forward share: the level fits any round, room is left. */
+static int admissible(kl_core_rounds_t *r, unsigned level, const char *what, kl_err_t *e) {
+  if (r->max_req_level < 0 || level > (unsigned)r->max_req_level)
+    return kl_err_set(e, KL_ERANGE, "%s level %u is above %d: a round of up to %zu requests must stay within level %u",
+                      what, level, r->max_req_level, r->max_pending, r->max_level);
+  if (r->n >= r->max_pending) return kl_err_set(e, KL_ETOOBIG, "%zu requests held: no room for the %s", r->n, what);
+  return 0;
+}
+
 int kl_core_rounds_add(kl_core_rounds_t *r, uint64_t second, const kl_imprint_t *imprint, unsigned level, void *ctx,
                        uint64_t client_request_id, uint64_t *id, kl_err_t *e) {
-  if (level > r->max_level) return kl_err_set(e, KL_ERANGE, "request level %u exceeds %u", level, r->max_level);
+  int rc = admissible(r, level, "request", e);
+  if (rc) return rc;
   held_t *x = push(r, e);
   if (x == NULL) return KL_ENOMEM;
   x->second = second > r->closed ? second : r->closed + 1;
@@ -143,12 +179,21 @@ int kl_core_rounds_add(kl_core_rounds_t *r, uint64_t second, const kl_imprint_t 
   return 0;
 }
 
-int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t second, uint64_t origin, uint64_t id,
-                               const kl_imprint_t *imprint, unsigned level, kl_err_t *e) {
-  if (level > r->max_level) return kl_err_set(e, KL_ERANGE, "forwarded request level %u exceeds %u", level, r->max_level);
+int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t sender, uint64_t now, uint64_t second, uint64_t origin,
+                               uint64_t id, const kl_imprint_t *imprint, unsigned level, kl_err_t *e) {
+  if (sender == 0 || origin != sender || origin == r->self)
+    return kl_err_set(e, KL_EAUTH, "forward with origin %llu from member %llu", (unsigned long long)origin,
+                      (unsigned long long)sender);
+  if (second > now + KL_CORE_FORWARD_WINDOW || (now > KL_CORE_FORWARD_WINDOW && second < now - KL_CORE_FORWARD_WINDOW))
+    return kl_err_set(e, KL_ESTATE, "forward for second %llu at %llu: more than %d s away", (unsigned long long)second,
+                      (unsigned long long)now, KL_CORE_FORWARD_WINDOW);
   uint64_t key = fwd_key(origin, id);
   size_t at = idmap_get(&r->forwards, key);
-  if (at != SIZE_MAX && at < r->n && r->h[at].origin == origin && r->h[at].id == id) return 0; /* a duplicate */
+  int rc = admissible(r, level, "forwarded request", e);
+  if (rc == KL_ERANGE) return rc;
+  if (at != SIZE_MAX && at < r->n && !r->h[at].own && r->h[at].origin == origin && r->h[at].id == id)
+    return 0; /* a duplicate */
+  if (rc) return rc;
   held_t *x = push(r, e);
   if (x == NULL) return KL_ENOMEM;
   x->second = second > r->closed ? second : r->closed + 1; /* late: into the next open round */
@@ -160,18 +205,24 @@ int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t second, uint64_t or
   return 0;
 }
 
-static int build(kl_core_rounds_t *r, const kl_core_leaf_t *leaves, size_t n, kl_tree_t **t, kl_err_t *e) {
+static int build(const kl_core_leaf_t *leaves, size_t n, int alg, unsigned max_level, kl_tree_t **t, kl_err_t *e) {
   kl_tree_leaf_t *tl = calloc(n, sizeof *tl);
   if (tl == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
+    if (leaves[i].level > 255) {
+      free(tl);
+      return kl_err_set(e, KL_ERANGE, "leaf %zu: level %u", i, leaves[i].level);
+    }
     tl[i].hash = leaves[i].imprint;
     tl[i].level = (uint8_t)leaves[i].level;
   }
-  int rc = kl_tree_build(tl, n, r->alg, r->max_level, t, e);
+  int rc = kl_tree_build(tl, n, alg, max_level, t, e);
   free(tl);
   return rc;
 }
 
+/* A round of k leaves has depth at most kl_core_rounds_depth(k), so leaving out every leaf
+ * above max_level minus that depth makes the rest fit: fewer leaves are never deeper. */
 int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t **leaves, size_t *n, kl_imprint_t *root,
                            int *root_set, kl_err_t *e) {
   size_t k = 0;
@@ -179,14 +230,27 @@ int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t 
   *n = 0;
   *root_set = 0;
   if (second > r->closed) r->closed = second;
-  for (size_t i = 0; i < r->n; i++) k += r->h[i].second == second;
+  for (size_t i = 0; i < r->n; i++) k += r->h[i].second == second && !r->h[i].dropped;
   if (k == 0) return 0;
-  kl_core_leaf_t *l = calloc(k, sizeof *l);
+  int fit = (int)r->max_level - (int)kl_core_rounds_depth(k);
+  size_t kept = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    held_t *x = &r->h[i];
+    if (x->second != second || x->dropped) continue;
+    if ((int64_t)x->level > fit) {
+      x->dropped = true;
+      r->n_dropped++;
+    } else {
+      kept++;
+    }
+  }
+  if (kept == 0) return 0;
+  kl_core_leaf_t *l = calloc(kept, sizeof *l);
   if (l == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   k = 0;
   for (size_t i = 0; i < r->n; i++) {
     const held_t *x = &r->h[i];
-    if (x->second != second) continue;
+    if (x->second != second || x->dropped) continue;
     l[k].imprint = x->imprint;
     l[k].level = x->level;
     l[k].origin = x->origin;
@@ -194,7 +258,7 @@ int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t 
     k++;
   }
   kl_tree_t *t;
-  int rc = build(r, l, k, &t, e);
+  int rc = build(l, k, r->alg, r->max_level, &t, e);
   if (rc) {
     free(l);
     return rc;
@@ -207,23 +271,37 @@ int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t 
   return 0;
 }
 
-static void answer_error(kl_core_rounds_t *r, const held_t *x, uint64_t second, const char *why) {
-  kl_core_answer_t a = {second, KL_STATUS_UPSTREAM_ERROR, why, NULL, 0};
+static void answer_error(kl_core_rounds_t *r, const held_t *x, uint64_t second, int kind, const char *why) {
+  kl_core_answer_t a = {second, kind == KL_CORE_ANSWER_TOO_HIGH ? KL_STATUS_AGGR_REQUEST_TOO_LARGE : KL_STATUS_UPSTREAM_ERROR,
+                        why, NULL, 0, kind};
   r->cb(r->arg, x->ctx, x->client_request_id, &a);
 }
 
-int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, kl_err_t *e) {
+/* The committed round's tree, or NULL (rc set) when its leaves cannot give its root. The
+ * leader's limits decided what is in it: a node rebuilds with the entry's algorithm up to
+ * level 255, whatever its own configuration says. */
+static kl_tree_t *committed_tree(const kl_core_round_t *round, int *rc, kl_err_t *e) {
   kl_tree_t *t = NULL;
-  int rc = 0;
-  if (round->n_leaves > 0) {
-    if ((rc = build(r, round->leaves, round->n_leaves, &t, e))) return rc;
-    if (round->root == NULL || !kl_imprint_eq(kl_tree_root(t), round->root)) {
-      kl_tree_free(t);
-      t = NULL;
-      rc = kl_err_set(e, KL_EFORMAT, "second %llu: the committed root is not the root of its leaves",
-                      (unsigned long long)round->second);
-    }
+  kl_err_t be = {0};
+  if (round->n_leaves == 0) return NULL;
+  if (round->root == NULL) {
+    *rc = kl_err_set(e, KL_EFORMAT, "second %llu: leaves without a root", (unsigned long long)round->second);
+  } else if ((*rc = build(round->leaves, round->n_leaves, round->algorithm, 255, &t, &be))) {
+    *rc = kl_err_set(e, *rc == KL_ENOMEM ? KL_ENOMEM : KL_EFORMAT, "second %llu: the committed leaves: %s",
+                     (unsigned long long)round->second, be.msg);
+  } else if (!kl_imprint_eq(kl_tree_root(t), round->root)) {
+    kl_tree_free(t);
+    t = NULL;
+    *rc = kl_err_set(e, KL_EFORMAT, "second %llu: the committed root is not the root of its leaves",
+                     (unsigned long long)round->second);
   }
+  return t;
+}
+
+int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, kl_err_t *e) {
+  int rc = 0;
+  if (r == NULL) return 0; /* nothing held (a daemon stopping before it made its rounds) */
+  kl_tree_t *t = committed_tree(round, &rc, e);
   /* This node's leaves in the round, by request id. */
   idmap_t mine = {0};
   for (size_t k = 0; k < round->n_leaves; k++)
@@ -233,25 +311,36 @@ int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, 
   kl_buf_t chain = KL_BUF_INIT;
   for (size_t i = 0; i < r->n; i++) {
     held_t x = r->h[i];
-    size_t found = SIZE_MAX;
+    if (!x.own) { /* a forward: done with once its round is */
+      if (x.second > round->second) r->h[keep++] = x;
+      continue;
+    }
+    if (x.dropped && x.second <= round->second) {
+      answer_error(r, &x, round->second, KL_CORE_ANSWER_TOO_HIGH,
+                   "the request's level does not fit the round's tree; it was left out");
+      continue;
+    }
     /* The leader may have placed a late request in a later round than the one it was sent for. */
-    if (x.own) found = idmap_get(&mine, x.id);
+    size_t found = idmap_get(&mine, x.id);
     /* Not in this round: wait one more (the leader moves late arrivals into the next round). */
     if (found == SIZE_MAX && x.second + 1 > round->second) {
       r->h[keep++] = x;
       continue;
     }
-    if (!x.own) continue;
     kl_err_t ce = {0};
     kl_buf_reset(&chain);
     if (found == SIZE_MAX) {
-      answer_error(r, &x, round->second, "the request's round was not committed with it; retry");
+      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, "the request's round was not committed with it; retry");
+    } else if (!kl_imprint_eq(&round->leaves[found].imprint, &x.imprint) || round->leaves[found].level != x.level) {
+      /* Another request under this one's id (a forged or stale forward): never its chain. */
+      answer_error(r, &x, round->second, KL_CORE_ANSWER_MISMATCH,
+                   "the committed leaf under this request's id is not this request; retry");
     } else if (t == NULL) {
-      answer_error(r, &x, round->second, "the committed round is inconsistent; retry");
+      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, "the committed round is inconsistent; retry");
     } else if (kl_tree_chain(t, found, round->second, NULL, 0, &chain, &ce)) {
-      answer_error(r, &x, round->second, ce.msg);
+      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, ce.msg);
     } else {
-      kl_core_answer_t a = {round->second, 0, NULL, chain.p, chain.len};
+      kl_core_answer_t a = {round->second, 0, NULL, chain.p, chain.len, KL_CORE_ANSWER_CHAIN};
       r->cb(r->arg, x.ctx, x.client_request_id, &a);
     }
   }

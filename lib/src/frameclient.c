@@ -23,7 +23,8 @@ typedef struct conn {
   uint8_t *frame;
   size_t frame_len, frame_have;
   bool connected;
-  kl_tls_session_t *tls; /* with a TLS context: connected once the server is authenticated */
+  kl_tls_session_t *tls; /* with a TLS context: connected once the server accepted us */
+  bool tls_ready;        /* the handshake is done; waiting for the server's empty "accepted" frame */
 } conn_t;
 
 typedef struct wreq {
@@ -95,6 +96,8 @@ static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
 }
 
 /* Frames out of plaintext bytes. */
+static void up(kl_frame_client_t *c, conn_t *k);
+
 static void parse(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t len) {
   size_t off = 0;
   while (off < len && c->conn == k) {
@@ -109,6 +112,19 @@ static void parse(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t len)
       }
       k->frame_len = fl;
       k->frame_have = 0;
+      if (k->tls && fl == 0) { /* the server accepted our certificate (empty frames mean nothing else) */
+        free(k->frame);
+        k->frame = NULL;
+        k->hdr_have = 0;
+        if (!k->connected) up(c, k);
+        continue;
+      }
+      if (k->tls && !k->connected) {
+        free(k->frame);
+        k->frame = NULL;
+        drop(c, "a frame before the server accepted us");
+        break;
+      }
     }
     size_t take = k->frame_len - k->frame_have;
     if (take > len - off) take = len - off;
@@ -152,8 +168,9 @@ static void tls_read(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t n
     drop(c, "TLS");
     return;
   }
-  if (st == KL_TLS_READY && !was) up(c, k);
-  while (c->conn == k && k->connected) {
+  (void)was;
+  if (st == KL_TLS_READY) k->tls_ready = true;
+  while (c->conn == k && k->tls_ready) {
     bool closed = false;
     long got = kl_tls_session_read(k->tls, c->plain, sizeof c->plain, &closed, &e);
     if (got < 0) {

@@ -450,7 +450,7 @@ static void http_server_closed(kl__srv_t *srv) {
   free(s);
 }
 
-static const kl__proto_t http_proto = {"http", http_on_open, http_on_data, http_idle, http_on_close, http_server_closed};
+static const kl__proto_t http_proto = {"http", http_on_open, http_on_data, http_idle, http_on_close, http_server_closed, NULL};
 
 /* ---- public ---- */
 

@@ -104,18 +104,24 @@ static void ip_of(const char *peer, char *out, size_t n) {
   if (colon && (out[0] != '[' || colon[-1] == ']')) *colon = '\0';
 }
 
+static void ip_sweep(kl__srv_t *s, unsigned h);
+/* A full bucket: twice the rate, and at least one request. */
+static double ip_burst(const kl__srv_t *s) { return s->lim.max_rate_per_ip < 0.5 ? 1 : 2 * s->lim.max_rate_per_ip; }
+
+
 /* Takes a connection slot for c's address; false when the address is at its cap (or no
  * memory: refusing is the safe side). */
 static bool ip_acquire(kl__srv_t *s, kl__conn_t *c) {
   if (s->ips == NULL && (s->ips = calloc(KL__IP_BUCKETS, sizeof *s->ips)) == NULL) return false;
-  char ip[48];
+  char ip[64];
   ip_of(c->peer, ip, sizeof ip);
+  ip_sweep(s, ip_hash(ip));
   kl__ipent_t **pp = &s->ips[ip_hash(ip)], *en = *pp;
   while (en && strcmp(en->ip, ip) != 0) en = en->next;
   if (en == NULL) {
     if ((en = calloc(1, sizeof *en)) == NULL) return false;
     snprintf(en->ip, sizeof en->ip, "%s", ip);
-    en->tokens = 2 * s->lim.max_rate_per_ip;
+    en->tokens = ip_burst(s);
     en->last_ms = now_ms(s->loop);
     en->next = *pp;
     *pp = en;
@@ -126,24 +132,53 @@ static bool ip_acquire(kl__srv_t *s, kl__conn_t *c) {
   return true;
 }
 
+/* Refills an entry's bucket to now; true when it is full (it remembers nothing then). */
+static bool ip_refill(kl__srv_t *s, kl__ipent_t *en) {
+  double burst = ip_burst(s);
+  uint64_t now = now_ms(s->loop);
+  en->tokens += (double)(now - en->last_ms) * s->lim.max_rate_per_ip / 1000.0;
+  if (en->tokens > burst) en->tokens = burst;
+  en->last_ms = now;
+  return en->tokens >= burst;
+}
+
+/* Frees the entries of a bucket chain that no connection uses and whose rate bucket is full:
+ * an address keeps its spent tokens across reconnections, but not forever. */
+static void ip_sweep(kl__srv_t *s, unsigned h) {
+  for (kl__ipent_t **pp = &s->ips[h]; *pp;) {
+    kl__ipent_t *en = *pp;
+    if (en->conns == 0 && (s->lim.max_rate_per_ip <= 0 || ip_refill(s, en))) {
+      *pp = en->next;
+      free(en);
+    } else {
+      pp = &en->next;
+    }
+  }
+}
+
 static void ip_release(kl__srv_t *s, kl__conn_t *c) {
   kl__ipent_t *en = c->ip;
   c->ip = NULL;
   if (en == NULL || --en->conns > 0) return;
-  kl__ipent_t **pp = &s->ips[ip_hash(en->ip)];
-  while (*pp != en) pp = &(*pp)->next;
-  *pp = en->next;
-  free(en);
+  ip_sweep(s, ip_hash(en->ip));
+}
+
+static void ip_free_all(kl__srv_t *s) {
+  for (unsigned h = 0; s->ips && h < KL__IP_BUCKETS; h++)
+    while (s->ips[h]) {
+      kl__ipent_t *en = s->ips[h];
+      s->ips[h] = en->next;
+      free(en);
+    }
+  free(s->ips);
+  s->ips = NULL;
 }
 
 bool kl__conn_rate_ok(kl__conn_t *c) {
   kl__srv_t *s = c->srv;
   kl__ipent_t *en = c->ip;
   if (s->lim.max_rate_per_ip <= 0 || en == NULL) return true;
-  uint64_t now = now_ms(s->loop);
-  en->tokens += (double)(now - en->last_ms) * s->lim.max_rate_per_ip / 1000.0;
-  if (en->tokens > 2 * s->lim.max_rate_per_ip) en->tokens = 2 * s->lim.max_rate_per_ip;
-  en->last_ms = now;
+  ip_refill(s, en);
   if (en->tokens < 1) {
     s->stats.rate_limited++;
     return false;
@@ -163,8 +198,7 @@ static void srv_finish(kl__srv_t *s) {
   if (!s->closing || s->conns != NULL) return;
   if (!uv_is_closing((uv_handle_t *)&s->idle)) uv_close((uv_handle_t *)&s->idle, srv_handle_closed);
   if (!uv_is_closing((uv_handle_t *)&s->stop_timer)) uv_close((uv_handle_t *)&s->stop_timer, srv_handle_closed);
-  free(s->ips); /* every entry went with its last connection */
-  s->ips = NULL;
+  ip_free_all(s); /* entries kept for their rate after their last connection */
   kl_tls_ctx_unref(s->tls);
   s->tls = NULL;
 }
@@ -330,8 +364,13 @@ void kl__conn_close(kl__conn_t *c) {
 
 static void on_timer(uv_timer_t *t) {
   kl__conn_t *c = t->data;
-  if (c->state == KL__C_OPEN)
+  if (c->state == KL__C_OPEN && c->tls && !c->authed) {
+    c->srv->stats.tls_refused++;
+    kl_log(KL_LOG_WARN, "peer_refused", "server=%s peer=%s reason=\"no TLS handshake within %llu ms\"", c->srv->name,
+           c->peer, (unsigned long long)c->srv->lim.handshake_timeout_ms);
+  } else if (c->state == KL__C_OPEN) {
     kl_log(KL_LOG_DEBUG, "idle_timeout", "server=%s peer=%s", c->srv->name, c->peer);
+  }
   kl__conn_close(c);
 }
 
@@ -460,6 +499,7 @@ static void tls_read(kl__conn_t *c, const uint8_t *p, size_t n) {
              kl_role_name(who->role), who->id);
     c->timer_idle = false; /* the handshake's deadline is over: the idle timer takes over */
     uv_timer_stop(&c->timer);
+    if (s->proto->on_authenticated) s->proto->on_authenticated(c);
   }
   tls_flush(c);
   if (c->state != KL__C_OPEN || !c->authed) return;

@@ -41,6 +41,8 @@ typedef struct kl__proto {
   void (*on_close)(kl__conn_t *c);
   /* Every handle is closed: the owner frees itself and calls its user's callback. */
   void (*on_server_closed)(kl__srv_t *s);
+  /* TLS: the peer was authenticated and accepted (may be NULL). */
+  void (*on_authenticated)(kl__conn_t *c);
 } kl__proto_t;
 
 enum { KL__C_OPEN, KL__C_ENDING, KL__C_LINGER, KL__C_CLOSING };
@@ -78,7 +80,7 @@ struct kl__conn {
 /* Per peer address (IP without port): open connections and a request-rate token bucket. */
 typedef struct kl__ipent {
   struct kl__ipent *next;
-  char ip[48];
+  char ip[64];
   unsigned conns;
   double tokens;
   uint64_t last_ms;

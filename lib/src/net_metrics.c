@@ -2,7 +2,7 @@
 #include "keyless/metrics.h"
 #include "keyless/net.h"
 
-enum { F_OPEN, F_ACCEPTED, F_REJECTED, F_BAD, F_RESP2, F_RESP5 = F_RESP2 + 3, F_N };
+enum { F_OPEN, F_ACCEPTED, F_REJECTED, F_BAD, F_TLS, F_IP, F_RATE, F_RESP2, F_RESP5 = F_RESP2 + 3, F_N };
 
 static double read_field(void *arg) {
   const struct kl_net_metrics_field *f = arg;
@@ -13,6 +13,9 @@ static double read_field(void *arg) {
     case F_ACCEPTED: return (double)st->accepted;
     case F_REJECTED: return (double)st->rejected;
     case F_BAD: return (double)st->bad_input;
+    case F_TLS: return (double)st->tls_refused;
+    case F_IP: return (double)st->ip_refused;
+    case F_RATE: return (double)st->rate_limited;
     default: return (double)st->responses[f->field - F_RESP2 + 2];
   }
 }
@@ -38,6 +41,17 @@ int kl_net_metrics_register(struct kl_metrics *m, kl_net_metrics_t *nm, const ch
       ok &= kl_metrics_counter_fn(m, "keyless_net_bad_input_total",
                                   "Unparseable or oversized requests (HTTP 400/413/431, ksi+tcp framing).", lab,
                                   read_field, f) != NULL;
+    else if (i == F_TLS)
+      ok &= kl_metrics_counter_fn(m, "keyless_net_peers_refused_total",
+                                  "TLS handshakes failed or peers refused (certificate, role, id, CRL).", lab, read_field,
+                                  f) != NULL;
+    else if (i == F_IP)
+      ok &= kl_metrics_counter_fn(m, "keyless_net_connections_address_refused_total",
+                                  "Connections closed at once: their address is over max_connections_per_address.", lab,
+                                  read_field, f) != NULL;
+    else if (i == F_RATE)
+      ok &= kl_metrics_counter_fn(m, "keyless_net_rate_limited_total",
+                                  "Requests refused: their address is over its request rate.", lab, read_field, f) != NULL;
     else if (http)
       ok &= kl_metrics_counter_fn(m, "keyless_http_responses_total", "HTTP responses by status class.", lab, read_field,
                                   f) != NULL;

@@ -33,6 +33,13 @@ void kl_net_cfg_keys(size_t at, const kl_net_defaults_t *d, void *out) {
   k[i++] = (kl_cfg_key_t){"limits", "max_requests", KL_CFG_INT, OFF(max_requests), d->max_requests, 1, 10000, NULL};
   k[i++] = (kl_cfg_key_t){"limits", "shutdown_timeout", KL_CFG_DURATION, OFF(shutdown_timeout_ms), "5s", 0, 3600000,
                           NULL};
+  k[i++] = (kl_cfg_key_t){"server", "https_listen", KL_CFG_STR, OFF(https_listen), "", 0, 0, kl_net_cfg_check_listen};
+  k[i++] = (kl_cfg_key_t){"server", "https_cert", KL_CFG_STR, OFF(https_cert), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"server", "https_key", KL_CFG_STR, OFF(https_key), "", 0, 0, NULL};
+  k[i++] = (kl_cfg_key_t){"limits", "max_connections_per_address", KL_CFG_INT, OFF(max_connections_per_address), "256",
+                          0, 1000000, NULL};
+  k[i++] = (kl_cfg_key_t){"limits", "max_requests_per_second_per_address", KL_CFG_INT, OFF(rate_key), "0", 0, 10000000,
+                          NULL};
 }
 
 void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim) {
@@ -44,4 +51,18 @@ void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim) {
   lim->write_watermark = s->write_watermark;
   lim->max_inflight = (unsigned)s->max_inflight;
   lim->shutdown_timeout_ms = s->shutdown_timeout_ms;
+  lim->max_connections_per_ip = (unsigned)s->max_connections_per_address;
+  lim->max_rate_per_ip = (double)s->rate_key;
+}
+
+int kl_net_settings_https(const kl_net_settings_t *s, const kl_tls_settings_t *tls, const char *file, kl_tls_ctx_t **out,
+                          kl_err_t *e) {
+  *out = NULL;
+  if (s->https_listen[0] == '\0') return 0;
+  kl_tls_files_t f = {NULL, s->https_cert[0] ? s->https_cert : tls->cert, s->https_key[0] ? s->https_key : tls->key, NULL};
+  if (!f.cert[0] || !f.key[0])
+    return kl_err_set(e, KL_EINVAL, "%s: [server] https_listen needs https_cert and https_key (or a [tls] cert and key)",
+                      file);
+  if (kl_tls_ctx_create(KL_TLS_HTTPS, &f, out, e)) return kl_err_wrap(e, "%s: [server] https", file);
+  return 0;
 }

@@ -51,3 +51,17 @@ int kl_tls_settings_open(const kl_tls_settings_t *s, const char *file, unsigned 
   kl_log(KL_LOG_INFO, "tls", "role=%s id=%s serial=%s", kl_role_name(self->role), self->id, self->serial);
   return 0;
 }
+
+void kl_tls_reload_logged(kl_tls_ctx_t *t, const char *what) {
+  kl_err_t e = {0};
+  char q[600];
+  if (t == NULL) return;
+  if (kl_tls_ctx_reload(t, &e)) {
+    kl_log(KL_LOG_ERROR, "tls_reload_failed", "what=%s error=%s (the previous certificate stays in use)", what,
+           kl_log_q(q, sizeof q, e.msg));
+    return;
+  }
+  const kl_peer_t *self = kl_tls_ctx_self(t);
+  kl_log(KL_LOG_INFO, "tls_reloaded", "what=%s role=%s id=%s serial=%s", what, self->role ? kl_role_name(self->role) : "-",
+         self->id[0] ? self->id : "-", self->serial[0] ? self->serial : "-");
+}

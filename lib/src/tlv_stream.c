@@ -225,7 +225,18 @@ static void tlv_server_closed(kl__srv_t *srv) {
   free(s);
 }
 
-static const kl__proto_t tlv_proto = {"ksi+tcp", tlv_on_open, tlv_on_data, tlv_idle, tlv_on_close, tlv_server_closed};
+/* Framed links under TLS: an empty frame tells the client it was accepted (with TLS 1.3 the
+ * client finishes its handshake before the server has judged its certificate), so that
+ * kl_frame_client reports the link up only then (docs/formats.md). */
+static void tlv_on_authenticated(kl__conn_t *c) {
+  tconn_t *tc = c->proto;
+  if (tc->s->framing != KL_FRAMING_U32) return;
+  uint8_t *z = calloc(1, 4);
+  if (z) kl__conn_write(c, z, 4, NULL, 0);
+}
+
+static const kl__proto_t tlv_proto = {"ksi+tcp",   tlv_on_open,       tlv_on_data,         tlv_idle,
+                                      tlv_on_close, tlv_server_closed, tlv_on_authenticated};
 
 int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char *name, kl_tlv_handler_fn fn, void *arg,
                          kl_tlv_server_t **out, kl_err_t *e) {

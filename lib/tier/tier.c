@@ -489,7 +489,9 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
     parent_t *p = &t->parents[i];
     char name[160];
     snprintf(name, sizeof name, "parent %s", p->addr);
-    if (kl_frame_client_create(loop, name, MAX_FRAME, &cbs, p, &p->fc, e) || kl_frame_client_connect(p->fc, p->addr, e)) {
+    if (kl_frame_client_create(loop, name, MAX_FRAME, &cbs, p, &p->fc, e) ||
+        (cfg->tls && (kl_frame_client_set_tls(p->fc, cfg->tls, KL_ROLE_CORE | KL_ROLE_AGGREGATOR, NULL), 0)) ||
+        kl_frame_client_connect(p->fc, p->addr, e)) {
       int rc = kl_err_wrap(e, "parent %s", p->addr);
       kl_tier_close(t, NULL, NULL); /* the caller runs the loop to let the handles close */
       return rc;

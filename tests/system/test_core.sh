@@ -37,7 +37,13 @@ internal() { echo 127.0.0.1:$((base + $1 * 10 + 1)); }
 repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
 admin() { echo 127.0.0.1:$((base + $1 * 10 + 3)); }
 
-"$KL" devpki -o "$T/pki" --email core-test@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
+"$KL" devpki -o "$T/pki" --email core-test@keyless.invalid \
+  --nodes core:1,core:2,core:3,aggregator:1,extender:1,admin:operator >/dev/null || { echo "devpki failed"; exit 1; }
+tls() { printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$T/pki/cluster-ca.crt" "$T/pki/nodes/$1.crt" \
+  "$T/pki/nodes/$1.key" "$T/pki/crl.pem"; }
+# The test plays an aggregator: mutual TLS with an aggregator certificate.
+AGG_TLS=(--cert "$T/pki/nodes/aggregator-1.crt" --key "$T/pki/nodes/aggregator-1.key" --ca "$T/pki/cluster-ca.crt")
+ADMIN_TLS=(--cacert "$T/pki/cluster-ca.crt" --cert "$T/pki/nodes/admin-operator.crt" --key "$T/pki/nodes/admin-operator.key")
 genesis=$(($(date +%s) - 2))
 for i in 1 2 3; do
   cat >"$T/core$i.conf" <<CONF
@@ -55,6 +61,7 @@ genesis = $genesis
 [keys]
 calendar_auth_cert = $T/pki/calendar-auth.crt
 calendar_auth_key = $T/pki/calendar-auth.key
+$(tls core-$i)
 [raft]
 election_timeout = 1s
 heartbeat = 100ms
@@ -63,13 +70,13 @@ snapshot_trailing = 2
 CONF
 done
 start() { "$CORE" -c "$T/core$1.conf" >>"$T/core$1.log" 2>&1 & PID[$1]=$!; }
-status() { curl -s -m 2 "http://$(admin "$1")/status"; }
+status() { curl -s -m 2 "${ADMIN_TLS[@]}" "https://$(admin "$1")/status"; }
 leader() { # the id the live nodes agree is leading, or empty
   for i in 1 2 3; do status "$i" | grep -o '"role":"leader"' >/dev/null && { echo "$i"; return; }; done
 }
 wait_leader() { for _ in $(seq 1 100); do l=$(leader); [ -n "$l" ] && { echo "$l"; return 0; }; sleep 0.1; done; return 1; }
 sign() { # sign N random documents through node $1, retrying; prints the client's summary
-  timeout 120 "$CLIENT" -a "$(internal "$1")" -o "$T/sigs" --random "$2" --retries 30 2>>"$T/client.err"
+  timeout 120 "$CLIENT" -a "$(internal "$1")" "${AGG_TLS[@]}" -o "$T/sigs" --random "$2" --retries 30 2>>"$T/client.err"
 }
 
 mkdir -p "$T/sigs"
@@ -89,6 +96,7 @@ upstream = $(repl 1)
 genesis = $genesis
 calendar_auth_cert = $T/pki/calendar-auth.crt
 max_lag = 3s
+$(tls extender-1)
 CONF
 "$EXT" -c "$T/ext.conf" >"$T/ext.log" 2>&1 &
 PID[x]=$!

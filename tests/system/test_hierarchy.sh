@@ -111,8 +111,15 @@ wait_metric() {
 # ---------------------------------------------------------------- the network
 EMAIL=hierarchy@keyless.invalid
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
-run "$KL" devpki -o pki --email "$EMAIL"
+run "$KL" devpki -o pki --email "$EMAIL" \
+  --nodes core:1,aggregator:agg1,aggregator:agg2,gateway:gw-all,gateway:gw-failover,extender:1
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
+# tls ROLE-ID: the [tls] keys of a node (every link between nodes is mutual TLS).
+tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
+  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
+# tls_sed ROLE-ID: the same, as sed arguments for a deploy/ sample's [tls] section.
+tls_sed() { echo "-e s#^ca = .*#ca = $TMP/pki/cluster-ca.crt# -e s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#" \
+  "-e s#^key = .*#key = $TMP/pki/nodes/$1.key# -e s#^crl = .*#crl = $TMP/pki/crl.pem#"; }
 
 GENESIS=$(($(date +%s) - 2))
 cat >core.conf <<CONF
@@ -128,6 +135,8 @@ genesis = $GENESIS
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+[tls]
+$(tls core-1)
 CONF
 start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
 CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
@@ -148,6 +157,8 @@ users_file = $TMP/ext-users
 upstream = 127.0.0.1:$CORE_REPL
 genesis = $GENESIS
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
+[tls]
+$(tls extender-1)
 CONF
 start ext "$EXT" ext.conf || { cat ext.log; bail "keyless-extender started"; }
 EXT_URL="http://127.0.0.1:$(logged ext http_port)/"
@@ -158,7 +169,8 @@ ECRED=(--ext-user ext --ext-key "ext key")
 # aggregator_conf NAME LISTEN: deploy/aggregator.conf with this test's values.
 aggregator_conf() {
   sed -e "s#^listen = .*#listen = $2#" -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-    -e "s#^name =.*#name = $1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "$DEPLOY/aggregator.conf"
+    -e "s#^name =.*#name = $1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" $(tls_sed "aggregator-$1") \
+    "$DEPLOY/aggregator.conf"
 }
 for a in 1 2; do
   aggregator_conf "agg$a" 127.0.0.1:0 >"agg$a.conf"
@@ -179,7 +191,8 @@ gateway_conf() {
   sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
     -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
     -e "s#^name =.*#name = $name#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" \
-    -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" "$@" "$DEPLOY/gateway.conf"
+    -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" $(tls_sed "gateway-$name") "$@" \
+    "$DEPLOY/gateway.conf"
 }
 gateway_conf gw-all all >g1.conf
 gateway_conf gw-failover failover -e 's#^max_pdu_size = .*#max_pdu_size = 8k#' \

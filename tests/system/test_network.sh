@@ -52,7 +52,9 @@ signer() {
 touch run.flag
 for i in $(seq 1 $SIGNERS); do signer "$i" & done
 
-role_of() { curl -sf -m 2 "${ADMIN[$(($1 - 1))]}status" 2>/dev/null | sed -n 's/.*"role":"\([a-z]*\)".*/\1/p'; }
+# /status is on the admin port: mutual TLS with the operator's certificate (network.env names it).
+ADMIN_TLS=(--cacert "$KL_CA" --cert "$KL_ADMIN_CERT" --key "$KL_ADMIN_KEY")
+role_of() { curl -sf -m 2 "${ADMIN_TLS[@]}" "${ADMIN[$(($1 - 1))]}/status" 2>/dev/null | sed -n 's/.*"role":"\([a-z]*\)".*/\1/p'; }
 leader() { for i in 1 2 3; do [ "$(role_of $i)" = leader ] && { echo $i; return; }; done; }
 pid_of() { cat "$NET/run/$1.pid"; }
 mark() { echo "$(now_ms) $1" >>events.log; echo "# $1"; }
@@ -164,6 +166,10 @@ map_size = 1M
 [keys]
 calendar_auth_cert = $NET/pki/calendar-auth.crt
 calendar_auth_key = $NET/pki/calendar-auth.key
+[tls]
+ca = $NET/pki/cluster-ca.crt
+cert = $NET/pki/nodes/core-1.crt
+key = $NET/pki/nodes/core-1.key
 EOF
 timeout 20 "$BUILD/core/keyless-core" -c full/core.conf >full/log 2>&1
 RC=$?
@@ -174,7 +180,7 @@ check "its calendar audits clean after the failure" 0 "$("$KL" calendar audit -D
 sed -i 's/^map_size = 1M/map_size = 64M/' full/core.conf
 "$BUILD/core/keyless-core" -c full/core.conf >full/log2 2>&1 &
 PIDS+=($!)
-ok_after() { curl -sf -m 2 "http://127.0.0.1:$((P + 3))/status" | grep -q '"role":"leader"'; }
+ok_after() { curl -sf -m 2 "${ADMIN_TLS[@]}" "https://127.0.0.1:$((P + 3))/status" | grep -q '"role":"leader"'; }
 wait_until 30 ok_after && pass "with a larger map the same node resumes and leads" || fail "resumes" leader "$(tail -n 3 full/log2)"
 kill -TERM "${PIDS[-1]}"
 wait "${PIDS[-1]}"

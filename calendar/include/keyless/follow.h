@@ -20,6 +20,7 @@
 
 #include "keyless/calendar.h"
 #include "keyless/replica.h"
+#include "keyless/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,11 +36,14 @@ typedef struct kl_follow_cbs {
 /* Follows addr with kl_repl_receive's checks under trust (copied; the certificate arrays it
  * points to must stay valid until the follower is stopped). trust NULL: kl_repl_handle's
  * checks (a record is not required), as a core node catching up from its members uses. */
+/* tls: mutual TLS to the core's replication port (its certificate must say core); NULL: plain
+ * TCP ([tls] insecure = yes). The follower references it. */
 KL_API int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, const kl_repl_trust_t *trust,
-                                   const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out, kl_err_t *e);
+                                   kl_tls_ctx_t *tls, const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out,
+                                   kl_err_t *e);
 /* kl_follow_start_trusted with trust NULL. */
-KL_API int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, const kl_follow_cbs_t *cbs, void *arg,
-                           kl_follow_t **out, kl_err_t *e);
+KL_API int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, kl_tls_ctx_t *tls,
+                           const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out, kl_err_t *e);
 KL_API void kl_follow_stop(kl_follow_t *f, void (*cb)(void *arg), void *arg);
 /* Seconds appended so far, and whether the follower stopped on an error. */
 KL_API uint64_t kl_follow_applied(const kl_follow_t *f);

@@ -172,7 +172,7 @@ typedef struct kl_net_metrics {
   struct kl_net_metrics_field {
     struct kl_net_metrics *nm;
     int field;
-  } f[8];
+  } f[12];
 } kl_net_metrics_t;
 KL_API int kl_net_metrics_register(struct kl_metrics *m, kl_net_metrics_t *nm, const char *name, bool http);
 
@@ -199,15 +199,19 @@ KL_API int kl_admin_server_create(uv_loop_t *loop, const kl_net_limits_t *base, 
  * its keys into the daemon's key table with the daemon's default addresses. */
 typedef struct kl_net_settings {
   char *http_listen, *tcp_listen, *admin_listen; /* "" = off */
+  char *https_listen;          /* "" = off; https for clients, next to http and ksi+tcp */
+  char *https_cert, *https_key; /* "" = the node's [tls] cert and key */
   uint64_t max_pdu_size, max_header_size, idle_timeout_ms, write_watermark, shutdown_timeout_ms;
   int64_t max_connections, max_inflight, max_requests;
+  int64_t max_connections_per_address;
+  int64_t rate_key; /* max_requests_per_second_per_address, 0 = no limit */
 } kl_net_settings_t;
 
 typedef struct kl_net_defaults {
   const char *http, *tcp, *admin, *max_connections, *max_requests;
 } kl_net_defaults_t;
 
-#define KL_NET_N_KEYS 11
+#define KL_NET_N_KEYS 16
 /* A config check (kl_cfg_check_fn) for a listen address: "" (off) or what kl_net_parse_addr
  * takes. */
 KL_API int kl_net_cfg_check_listen(const void *field, char *msg, size_t n);
@@ -215,6 +219,10 @@ KL_API int kl_net_cfg_check_listen(const void *field, char *msg, size_t n);
 KL_API void kl_net_cfg_keys(size_t at, const kl_net_defaults_t *d, void *keys);
 /* The server limits the settings give. */
 KL_API void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim);
+/* The https context of a daemon (*out NULL when https_listen is off): https_cert/https_key, or
+ * the node certificate of its [tls] section when those are empty. */
+KL_API int kl_net_settings_https(const kl_net_settings_t *s, const kl_tls_settings_t *tls, const char *file,
+                                 kl_tls_ctx_t **out, kl_err_t *e);
 
 #ifdef __cplusplus
 }

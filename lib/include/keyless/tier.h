@@ -54,6 +54,7 @@ typedef struct kl_tier_config {
   uint64_t round_timeout_ms;   /* from the round's close to its failure */
   const char *name;            /* this node's identity: sent up as Request.client_id */
   size_t max_pending;          /* requests held at once (0: no limit) */
+  struct kl_tls_ctx *tls;      /* mutual TLS to the parents (core or aggregator certificates); NULL: plain */
 } kl_tier_config_t;
 
 typedef struct kl_tier_answer {

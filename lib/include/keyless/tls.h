@@ -126,6 +126,9 @@ KL_API void kl_tls_cfg_keys(size_t at, void *keys);
 KL_API int kl_tls_settings_open(const kl_tls_settings_t *s, const char *file, unsigned role, const char *id,
                                 kl_tls_ctx_t **out, kl_err_t *e);
 
+/* SIGHUP: re-reads t's files (NULL: nothing), logging the outcome under `what`. */
+KL_API void kl_tls_reload_logged(kl_tls_ctx_t *t, const char *what);
+
 #ifdef __cplusplus
 }
 #endif
