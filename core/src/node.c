@@ -216,6 +216,10 @@ static void on_tick(uv_timer_t *t) {
 
 static void on_signal(uv_signal_t *h, int signum) {
   core_t *c = h->data;
+  if (signum == SIGHUP) { /* certificate rotation, a new CRL: new connections use the new files */
+    kl_tls_reload_logged(c->tls, "tls");
+    return;
+  }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
   core_stop(c);
 }
@@ -365,8 +369,8 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   uv_timer_init(loop, &c->tick);
   c->tick.data = c;
   uv_timer_start(&c->tick, on_tick, 20, 20);
-  int sigs[2] = {SIGTERM, SIGINT};
-  for (int i = 0; i < 2; i++) {
+  int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
     uv_signal_init(loop, &c->sig[i]);
     c->sig[i].data = c;
     uv_signal_start(&c->sig[i], on_signal, sigs[i]);
@@ -394,7 +398,7 @@ void core_stop(core_t *c) {
   kl_core_rounds_committed(c->rounds, &none, &e); /* every held request: retry elsewhere */
   core_release_waiters(c, true);
   if (c->tick.loop) uv_close((uv_handle_t *)&c->tick, NULL); /* initialized handles only */
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     if (c->sig[i].loop) uv_close((uv_handle_t *)&c->sig[i], NULL);
   for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);
   kl_follow_stop(c->catchup, NULL, NULL);

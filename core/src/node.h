@@ -117,7 +117,7 @@ typedef struct core {
   core_waiter_t *waiters;
   size_t n_waiters, cap_waiters;
   uv_timer_t tick;
-  uv_signal_t sig[2];
+  uv_signal_t sig[3]; /* TERM, INT: stop; HUP: re-read the TLS files */
   int closing_handles;
   /* metrics */
   kl_metrics_t *metrics;

@@ -152,13 +152,17 @@ static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggr
   kl_metric_inc(c->m_forwards_failed);
 }
 
-/* The member the peer of req authenticated as, 0 when it is not a member.
- * TODO(tls): return the member id of the connection's client certificate (and drop
- * `claimed`). Until the internal port is mutual TLS nothing authenticates a peer: this returns
- * the id the message claims, so the checks that use it catch only inconsistent claims. */
-static uint64_t peer_member_id(kl_tlv_req_t *req, uint64_t claimed) {
-  (void)req;
-  return claimed;
+/* The member a connection authenticated as: the id of its core certificate (raft_tls and the
+ * internal port share the member ids of [cluster]), 0 for any other peer (an aggregator, a
+ * gateway). With [tls] insecure = yes nothing is authenticated and the claim is taken as it
+ * is (tests only: the daemon said so loudly at start). */
+static uint64_t peer_member_id(const core_t *c, kl_tlv_req_t *req, uint64_t claimed) {
+  if (c->tls == NULL) return claimed;
+  const kl_peer_t *p = kl_tlv_req_peer_id(req);
+  if (p == NULL || p->role != KL_ROLE_CORE) return 0;
+  char *end;
+  unsigned long long id = strtoull(p->id, &end, 10);
+  return *end == '\0' ? (uint64_t)id : 0;
 }
 
 /* The rounds, with the configured limits (node.c creates them without max_pending). */
@@ -180,6 +184,12 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
   kl_core_rounds_t *r = rounds(c);
   int top = kl_core_rounds_max_request_level(r);
   kl_metric_inc(c->m_requests);
+  const kl_peer_t *who = kl_tlv_req_peer_id(req);
+  if (c->tls && (who == NULL || (who->role & (KL_ROLE_AGGREGATOR | KL_ROLE_GATEWAY)) == 0)) {
+    kl_metric_inc(c->m_rejected); /* members forward, they do not request */
+    respond_error(req, rq->request_id, KL_STATUS_AUTH_FAILURE, "aggregation requests come from aggregators and gateways", 0);
+    return;
+  }
   if (kl_imprint_from_bytes(&imp, rq->imprint.data, rq->imprint.len, &e)) {
     kl_metric_inc(c->m_rejected);
     respond_error(req, rq->request_id, KL_STATUS_INVALID_PAYLOAD, e.msg, 0);
@@ -225,7 +235,7 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
   kl_imprint_t imp;
   kl_err_t e = {0};
   int why;
-  uint64_t sender = peer_member_id(req, f->origin);
+  uint64_t sender = peer_member_id(c, req, f->origin);
   if (raft_state(&c->raft) != RAFT_LEADER) {
     why = CORE_FWD_NOT_LEADER;
   } else if (sender == 0 || sender == (uint64_t)c->cfg->id || !is_member(c, sender)) {
@@ -254,7 +264,7 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
  * must not overflow the arithmetic in check_clock). */
 static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Heartbeat *h) {
   const int64_t day_ms = 86400000;
-  uint64_t sender = peer_member_id(req, h->node), now = core_now_ms();
+  uint64_t sender = peer_member_id(c, req, h->node), now = core_now_ms();
   core_peer_t *p = NULL;
   for (size_t i = 0; i < c->n_peers && sender == h->node; i++)
     if (c->peers[i].id == sender) p = &c->peers[i];

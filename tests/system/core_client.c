@@ -242,6 +242,7 @@ int main(int argc, char **argv) {
     uint8_t hdr[4];
     if (read_full(fd, hdr, 4, 15000)) break;
     size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+    if (len == 0) continue; /* the server's "accepted" frame on a TLS link */
     uint8_t *p = malloc(len ? len : 1);
     if (p == NULL || len > (1u << 20) || read_full(fd, p, len, 15000)) break;
     Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len, p);

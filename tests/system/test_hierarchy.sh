@@ -117,9 +117,9 @@ run "$KL" devpki -o pki --email "$EMAIL" \
 # tls ROLE-ID: the [tls] keys of a node (every link between nodes is mutual TLS).
 tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
   "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
-# tls_sed ROLE-ID: the same, as sed arguments for a deploy/ sample's [tls] section.
-tls_sed() { echo "-e s#^ca = .*#ca = $TMP/pki/cluster-ca.crt# -e s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#" \
-  "-e s#^key = .*#key = $TMP/pki/nodes/$1.key# -e s#^crl = .*#crl = $TMP/pki/crl.pem#"; }
+# tls_sed ROLE-ID: the same, as sed arguments (in the array SEDTLS) for a deploy/ sample's [tls].
+tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
+  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
 
 GENESIS=$(($(date +%s) - 2))
 cat >core.conf <<CONF
@@ -168,8 +168,9 @@ ECRED=(--ext-user ext --ext-key "ext key")
 
 # aggregator_conf NAME LISTEN: deploy/aggregator.conf with this test's values.
 aggregator_conf() {
+  tls_sed "aggregator-$1"
   sed -e "s#^listen = .*#listen = $2#" -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-    -e "s#^name =.*#name = $1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" $(tls_sed "aggregator-$1") \
+    -e "s#^name =.*#name = $1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
     "$DEPLOY/aggregator.conf"
 }
 for a in 1 2; do
@@ -188,10 +189,11 @@ BOBKEY='b0b secret:with colon'
 gateway_conf() {
   local name=$1 mode=$2
   shift 2
+  tls_sed "gateway-$name"
   sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
     -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
     -e "s#^name =.*#name = $name#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" \
-    -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" $(tls_sed "gateway-$name") "$@" \
+    -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" "${SEDTLS[@]}" "$@" \
     "$DEPLOY/gateway.conf"
 }
 gateway_conf gw-all all >g1.conf

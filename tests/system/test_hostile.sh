@@ -59,7 +59,6 @@ raft_hello() { printf 'KLRAFT01'; printf '%016x' "$1" | xxd -r -p; printf '%04x'
 
 L0=$(leader)
 [ -n "$L0" ] || bail "a leader"
-MEMBERS0=$(for i in 1 2 3; do status_of $i | sed -n 's/.*"leader":\([0-9]*\).*/\1/p'; done | sort -u)
 
 # ---- clients sign throughout; every signature they get must verify at the end ----
 mkdir -p sigs
@@ -156,6 +155,9 @@ now=$(date +%s)
 "$KL" devpki issue -o "$PKI" aggregator expired --not-before $((now - 7200)) --not-after $((now - 3600)) >/dev/null
 "$KL" devpki issue -o "$PKI" aggregator revoked >/dev/null
 "$KL" devpki revoke -o "$PKI" "$PKI/nodes/aggregator-revoked.crt" >/dev/null
+kill -HUP "$(cat "$KL_NETWORK_DIR/run/core1.pid")" # the new CRL, re-read without a restart
+for _ in $(seq 1 50); do grep -q 'event=tls_reloaded' "$KL_NETWORK_DIR/log/core1.log" && break; sleep 0.1; done
+check_has "core 1 re-read its certificate and CRL on SIGHUP" "event=tls_reloaded" "$(cat "$KL_NETWORK_DIR/log/core1.log")"
 "$KL" devpki -o "$TMP/other-pki" --nodes aggregator:1 >/dev/null
 for c in expired revoked; do
   out=$(timeout 10 "$CLIENT" -a "127.0.0.1:$(internal_port 1)" $(cert "aggregator-$c") -o sigs --random 1 --retries 0 2>&1)

@@ -104,7 +104,7 @@ kill -KILL "$(pid_of extender)"
 sleep 2
 "$NETSCRIPT" up "$NET" >>up.log 2>&1 && mark "extender restarted"
 ext_last() { curl -sf -m 2 "${KL_EXTENDER_ADMIN_URL}metrics" | awk '$1 == "keyless_calendar_last_second" {print $2}'; }
-core_last() { curl -sf -m 2 "${ADMIN[$(($(leader) - 1))]}status" | sed -n 's/.*"calendar_last":\([0-9]*\).*/\1/p'; }
+core_last() { curl -sf -m 2 "${ADMIN_TLS[@]}" "${ADMIN[$(($(leader) - 1))]}/status" | sed -n 's/.*"calendar_last":\([0-9]*\).*/\1/p'; }
 TARGET=$(core_last)
 caught_up() { local x; x=$(ext_last); [ -n "$x" ] && [ -n "$TARGET" ] && [ "${x%.*}" -ge "$TARGET" ]; }
 wait_until 30 caught_up && pass "the restarted extender caught up with the core (second $TARGET)" ||
