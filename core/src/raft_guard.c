@@ -203,3 +203,54 @@ void kl_raft_guard_init(kl_raft_guard_t *g, struct raft_io *real) {
   g->io.random = f_random;
   g->io.async_work = real->version >= 2 ? f_async_work : NULL;
 }
+
+/* ---- the hello ---- */
+
+static const char hello_magic[8] = {'K', 'L', 'R', 'A', 'F', 'T', '0', '1'};
+
+size_t kl_raft_hello_need(const uint8_t *buf, size_t len) {
+  if (len < 18) return 18;
+  return 18 + ((size_t)buf[16] << 8 | buf[17]);
+}
+
+int kl_raft_hello_parse(const uint8_t *buf, size_t len, uint64_t *id, char *addr, const char **why) {
+  if (len < 18 || len != kl_raft_hello_need(buf, len)) {
+    *why = "hello: truncated";
+    return -1;
+  }
+  if (memcmp(buf, hello_magic, sizeof hello_magic) != 0) {
+    *why = "not a keyless Raft hello";
+    return -1;
+  }
+  size_t alen = len - 18;
+  if (alen == 0 || alen > 255) {
+    *why = "hello: bad address length";
+    return -1;
+  }
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | buf[8 + i];
+  if (v == 0) {
+    *why = "hello: member id 0";
+    return -1;
+  }
+  for (size_t i = 0; i < alen; i++)
+    if (buf[18 + i] < 0x21 || buf[18 + i] > 0x7e) {
+      *why = "hello: the address is not printable";
+      return -1;
+    }
+  memcpy(addr, buf + 18, alen);
+  addr[alen] = '\0';
+  *id = v;
+  return 0;
+}
+
+size_t kl_raft_hello_encode(uint64_t id, const char *addr, uint8_t *out) {
+  size_t alen = strlen(addr);
+  if (alen == 0 || alen > 255) return 0;
+  memcpy(out, hello_magic, sizeof hello_magic);
+  for (int i = 0; i < 8; i++) out[8 + i] = (uint8_t)(id >> (56 - 8 * i));
+  out[16] = (uint8_t)(alen >> 8);
+  out[17] = (uint8_t)alen;
+  memcpy(out + 18, addr, alen);
+  return 18 + alen;
+}

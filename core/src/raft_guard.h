@@ -36,4 +36,16 @@ const char *kl_raft_guard_check(const struct raft *r, const struct raft_message 
 /* Releases what a received message owns (entries, snapshot data), as libraft would. */
 void kl_raft_guard_free_message(struct raft_message *m);
 
+/* ---- the hello a connecting member sends after TLS (docs/formats.md §3a) ---- */
+#define KL_RAFT_HELLO_MAX (8 + 8 + 2 + 255)
+/* How many bytes the hello that starts with buf[0..len) has in all: 18 until its header is
+ * there, then 18 + the address length. */
+size_t kl_raft_hello_need(const uint8_t *buf, size_t len);
+/* Parses a whole hello (len == kl_raft_hello_need(buf, len)): *id and addr (NUL-terminated,
+ * at least 256 bytes). 0, or -1 with *why naming what is wrong. */
+int kl_raft_hello_parse(const uint8_t *buf, size_t len, uint64_t *id, char *addr, const char **why);
+/* Writes the hello for (id, addr) into out (KL_RAFT_HELLO_MAX bytes); returns its length, or 0
+ * if addr is empty or longer than 255 bytes. */
+size_t kl_raft_hello_encode(uint64_t id, const char *addr, uint8_t *out);
+
 #endif

@@ -20,9 +20,8 @@
 
 #include "keyless/log.h"
 #include "keyless/net.h"
+#include "raft_guard.h"
 
-#define HELLO_MAGIC "KLRAFT01"
-#define HELLO_MAX (8 + 8 + 2 + 255)
 #define HANDSHAKE_MS 10000
 #define MAX_CONNS 64
 #define WQ_HIGH ((size_t)8 << 20)
@@ -65,7 +64,7 @@ struct bridge {
   char where[64]; /* "ip:port" for logs */
   struct raft_uv_connect *req;
   raft_uv_connect_cb cb;
-  uint8_t hello[HELLO_MAX];
+  uint8_t hello[KL_RAFT_HELLO_MAX];
   size_t hello_have;
 };
 
@@ -244,41 +243,35 @@ static void open_pair(bridge_t *b) {
 }
 
 static void send_hello(bridge_t *b) {
-  rt_t *rt = b->rt;
-  uint8_t h[HELLO_MAX];
-  size_t alen = strlen(rt->address);
-  memcpy(h, HELLO_MAGIC, 8);
-  for (int i = 0; i < 8; i++) h[8 + i] = (uint8_t)(rt->id >> (56 - 8 * i));
-  h[16] = (uint8_t)(alen >> 8);
-  h[17] = (uint8_t)alen;
-  memcpy(h + 18, rt->address, alen);
-  send_plain(b, h, 18 + alen);
+  uint8_t h[KL_RAFT_HELLO_MAX];
+  size_t n = kl_raft_hello_encode(b->rt->id, b->rt->address, h);
+  if (n == 0) {
+    bridge_close(b, "our own Raft address does not fit a hello", false);
+    return;
+  }
+  send_plain(b, h, n);
 }
 
 /* The acceptor's side: bytes of the hello, then whatever follows goes to libraft. */
 static void take_hello(bridge_t *b, const uint8_t *p, size_t n) {
   while (n > 0 && b->state == B_HELLO) {
-    size_t need = b->hello_have < 18 ? 18 : 18 + ((size_t)b->hello[16] << 8 | b->hello[17]);
+    size_t need = kl_raft_hello_need(b->hello, b->hello_have);
+    if (need > sizeof b->hello) { /* checked before a byte more is stored */
+      bridge_close(b, "hello: bad address length", true);
+      return;
+    }
     size_t take = need - b->hello_have < n ? need - b->hello_have : n;
     memcpy(b->hello + b->hello_have, p, take);
     b->hello_have += take;
     p += take;
     n -= take;
-    if (b->hello_have < need) continue; /* n is 0: wait for more */
-    if (memcmp(b->hello, HELLO_MAGIC, 8) != 0) {
-      bridge_close(b, "not a keyless Raft hello", true);
+    if (b->hello_have < need || kl_raft_hello_need(b->hello, b->hello_have) > b->hello_have) continue;
+    uint64_t id;
+    const char *bad;
+    if (kl_raft_hello_parse(b->hello, b->hello_have, &id, b->peer_addr, &bad)) {
+      bridge_close(b, bad, true);
       return;
     }
-    size_t alen = (size_t)b->hello[16] << 8 | b->hello[17];
-    if (alen == 0 || 18 + alen > HELLO_MAX) {
-      bridge_close(b, "hello: bad address length", true);
-      return;
-    }
-    if (b->hello_have == 18) continue; /* now the address */
-    uint64_t id = 0;
-    for (int i = 0; i < 8; i++) id = id << 8 | b->hello[8 + i];
-    memcpy(b->peer_addr, b->hello + 18, alen);
-    b->peer_addr[alen] = '\0';
     const kl_peer_t *who = b->tls ? kl_tls_session_peer(b->tls) : NULL;
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%" PRIu64, id);
@@ -288,7 +281,7 @@ static void take_hello(bridge_t *b, const uint8_t *p, size_t n) {
       bridge_close(b, why, true);
       return;
     }
-    if (id == 0 || !b->rt->is_member(b->rt->arg, id)) {
+    if (!b->rt->is_member(b->rt->arg, id)) {
       char why[64];
       snprintf(why, sizeof why, "%s is not a member", idtext);
       bridge_close(b, why, true);

@@ -95,6 +95,19 @@ static int cert_identity(X509 *x, kl_peer_t *out, kl_err_t *e) {
   return 0;
 }
 
+int kl_tls_der_identity(const uint8_t *der, size_t len, kl_peer_t *out, kl_err_t *e) {
+  const unsigned char *p = der;
+  X509 *x = len <= 65536 ? d2i_X509(NULL, &p, (long)len) : NULL;
+  if (x == NULL) {
+    ERR_clear_error();
+    memset(out, 0, sizeof *out);
+    return kl_err_set(e, KL_EPKI, "not a DER certificate");
+  }
+  int r = cert_identity(x, out, e);
+  X509_free(x);
+  return r;
+}
+
 int kl_tls_cert_identity(const char *pem_path, kl_peer_t *out, kl_err_t *e) {
   FILE *f = fopen(pem_path, "r");
   if (f == NULL) return kl_err_set(e, KL_EIO, "cannot read %s", pem_path);

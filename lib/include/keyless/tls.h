@@ -51,6 +51,9 @@ typedef struct kl_peer {
 
 /* Parses "keyless://ROLE/ID" (the URI SAN). 0 or KL_EFORMAT with a message. */
 KL_API int kl_peer_parse_uri(const char *uri, size_t len, kl_peer_t *out, kl_err_t *e);
+/* The identity in a DER certificate (its URI SAN). KL_EPKI for an unparseable certificate or
+ * a bad or second keyless URI, KL_ENOTFOUND when it names none. */
+KL_API int kl_tls_der_identity(const uint8_t *der, size_t len, kl_peer_t *out, kl_err_t *e);
 /* The identity in a PEM certificate file (its URI SAN). */
 KL_API int kl_tls_cert_identity(const char *pem_path, kl_peer_t *out, kl_err_t *e);
 
