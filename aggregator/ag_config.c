@@ -17,7 +17,7 @@
 static kl_cfg_key_t keys[N_KEYS];
 
 static void init_keys(void) {
-  static const kl_tier_defaults_t td = {"100ms", "240", "4096", "1000000"};
+  static const kl_tier_defaults_t td = {"100ms", "238", "4096", "1000000"};
   keys[0] = K("server", "listen", KL_CFG_STR, listen, "127.0.0.1:8090", 0, 0, kl_net_cfg_check_listen);
   keys[1] = K("server", "admin_listen", KL_CFG_STR, admin_listen, "127.0.0.1:8092", 0, 0, kl_net_cfg_check_listen);
   keys[2] = K("limits", "max_connections", KL_CFG_INT, max_connections, "4096", 1, 1000000, NULL);

@@ -234,6 +234,11 @@ int kl_tls_ctx_reload(kl_tls_ctx_t *t, kl_err_t *e) {
   kl_peer_t self;
   int r = build(t, &c, &self, e);
   if (r) return r;
+  if (t->self.role && (self.role != t->self.role || strcmp(self.id, t->self.id) != 0)) {
+    SSL_CTX_free(c); /* a node does not change who it is on a reload */
+    return kl_err_set(e, KL_EPKI, "certificate %s names %s/%s, not %s/%s as before", t->cert,
+                      self.role ? kl_role_name(self.role) : "nothing", self.id, kl_role_name(t->self.role), t->self.id);
+  }
   SSL_CTX_free(t->ssl); /* sessions still open hold their own reference */
   t->ssl = c;
   t->self = self;

@@ -172,6 +172,27 @@ check_has "the revoked certificate is named as such" "certificate revoked" "$log
 out=$(timeout 10 "$CLIENT" -a "127.0.0.1:$(internal_port 1)" $(cert aggregator-1) -o sigs --random 3 --retries 10 2>&1)
 check "a good aggregator certificate still signs" "signed=3 retried=0 failed=0" "$(echo "$out" | tail -n 1 | sed 's/retried=[0-9]*/retried=0/')"
 
+# ---- 7. a certificate rotated on one node while it runs ----
+"$KL" devpki issue -o "$PKI" core 2 --name core-2-rotated >/dev/null || bail "issue a new core/2 certificate"
+new_serial=$(openssl x509 -in "$PKI/nodes/core-2-rotated.crt" -noout -serial | cut -d= -f2)
+cp "$PKI/nodes/core-2-rotated.crt" "$PKI/nodes/core-2.crt.new" && mv "$PKI/nodes/core-2.crt.new" "$PKI/nodes/core-2.crt"
+cp "$PKI/nodes/core-2-rotated.key" "$PKI/nodes/core-2.key.new" && mv "$PKI/nodes/core-2.key.new" "$PKI/nodes/core-2.key"
+kill -HUP "$(cat "$KL_NETWORK_DIR/run/core2.pid")"
+for _ in $(seq 1 50); do grep -q "event=tls_reloaded.*serial=$new_serial" "$KL_NETWORK_DIR/log/core2.log" && break; sleep 0.1; done
+check_has "core 2 took its new certificate on SIGHUP" "serial=$new_serial" "$(grep tls_reloaded "$KL_NETWORK_DIR/log/core2.log")"
+served=$( (sleep 1) | timeout 5 openssl s_client -connect "127.0.0.1:$(internal_port 2)" -CAfile "$KL_CA" \
+  -cert "$PKI/nodes/aggregator-1.crt" -key "$PKI/nodes/aggregator-1.key" 2>/dev/null | openssl x509 -noout -serial | cut -d= -f2)
+check "a new connection to core 2 gets the new certificate" "$new_serial" "$served"
+p3=$(cat "$KL_NETWORK_DIR/run/core3.pid")
+kill -TERM "$p3" # core 3 reconnects to core 2 from scratch
+for _ in $(seq 1 100); do kill -0 "$p3" 2>/dev/null || break; sleep 0.1; done
+"$NETSCRIPT" up "$NET" >>up.log 2>&1 || bail "core 3 restarted"
+rejoined() { status_of 3 | grep -q '"role":"follower"\|"role":"leader"'; }
+ok=no; for _ in $(seq 1 100); do rejoined && { ok=yes; break; }; sleep 0.1; done
+check "core 3 rejoins through core 2's new certificate" yes "$ok"
+out=$(timeout 20 "$CLIENT" -a "127.0.0.1:$(internal_port 2)" $(cert aggregator-1) -o sigs --random 3 --retries 20 2>&1)
+check "core 2 signs after its rotation" "signed=3" "$(echo "$out" | tail -n 1 | cut -d' ' -f1)"
+
 # ---- the outcome ----
 rm -f run.flag
 wait
