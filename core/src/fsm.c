@@ -10,12 +10,15 @@
  *        fetched the missing seconds from a peer. */
 #include "fsm.h"
 
+#include "keyless/log.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.pb-c.h"
+#include "keyless/log.h"
 
 static void fail(kl_core_fsm_t *f, const char *fmt, ...) KL_PRINTF(2, 3);
 static void fail(kl_core_fsm_t *f, const char *fmt, ...) {
@@ -103,6 +106,11 @@ static int apply_entry(kl_core_fsm_t *f, const uint8_t *p, size_t len) {
       fail(f, "second %llu: calendar append failed: %s", (unsigned long long)re->second, e.msg);
       goto out;
     }
+  }
+  if (re->note) { /* every member records who asked for an administrative change */
+    char qw[100], qa[300];
+    kl_log(KL_LOG_WARN, "admin_request", "by=%s what=%s second=%llu", kl_log_q(qw, sizeof qw, re->note->who),
+           kl_log_q(qa, sizeof qa, re->note->what), (unsigned long long)re->second);
   }
   if (f->on_round) {
     kl_core_round_t round = {re->second, leaves, re->n_leaves, has_root ? &root : NULL, (int)re->algorithm};
@@ -263,7 +271,19 @@ void kl_core_fsm_close(kl_core_fsm_t *f) { kl_buf_free(&f->queued); }
 
 int kl_core_entry_encode(uint64_t second, uint64_t fill_from, const kl_core_leaf_t *leaves, size_t n,
                          const kl_imprint_t *root, int algorithm, struct raft_buffer *out, kl_err_t *e) {
+  return kl_core_entry_encode_note(second, fill_from, leaves, n, root, algorithm, NULL, NULL, out, e);
+}
+
+int kl_core_entry_encode_note(uint64_t second, uint64_t fill_from, const kl_core_leaf_t *leaves, size_t n,
+                              const kl_imprint_t *root, int algorithm, const char *who, const char *what,
+                              struct raft_buffer *out, kl_err_t *e) {
   Keyless__Core__RoundEntry re = KEYLESS__CORE__ROUND_ENTRY__INIT;
+  Keyless__Core__AdminNote note = KEYLESS__CORE__ADMIN_NOTE__INIT;
+  if (who && what) {
+    note.who = (char *)who;
+    note.what = (char *)what;
+    re.note = &note;
+  }
   Keyless__Core__Leaf *ls = calloc(n ? n : 1, sizeof *ls);
   Keyless__Core__Leaf **lp = calloc(n ? n : 1, sizeof *lp);
   uint8_t(*imps)[KL_IMPRINT_MAX] = calloc(n ? n : 1, KL_IMPRINT_MAX);

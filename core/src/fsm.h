@@ -53,6 +53,11 @@ void kl_core_fsm_close(kl_core_fsm_t *f);
 /* Encodes a RoundEntry for raft_apply; the buffer is raft_malloc'ed (libraft frees it). */
 int kl_core_entry_encode(uint64_t second, uint64_t fill_from, const kl_core_leaf_t *leaves, size_t n,
                          const kl_imprint_t *root, int algorithm, struct raft_buffer *out, kl_err_t *e);
+/* The same with an administrative note (who asked for what; NULL: none) that every member
+ * logs when it applies the entry (event=admin_request). */
+int kl_core_entry_encode_note(uint64_t second, uint64_t fill_from, const kl_core_leaf_t *leaves, size_t n,
+                              const kl_imprint_t *root, int algorithm, const char *who, const char *what,
+                              struct raft_buffer *out, kl_err_t *e);
 
 /* After catching up (the calendar now reaches the target): checks the target root and applies
  * the queued entries. KL_EFORMAT (and state FAILED) if the calendar disagrees with the snapshot. */

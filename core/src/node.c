@@ -69,7 +69,9 @@ static void propose(core_t *c, uint64_t second, bool always) {
   if (n == 0 && !always) return;
   proposal_t *p = calloc(1, sizeof *p);
   struct raft_buffer buf;
-  if (p == NULL || kl_core_entry_encode(second, 0, leaves, n, has_root ? &root : NULL, c->cfg->alg, &buf, &e)) {
+  const char *who = c->note_who[0] ? c->note_who : NULL; /* rides in the log to every member */
+  if (p == NULL || kl_core_entry_encode_note(second, 0, leaves, n, has_root ? &root : NULL, c->cfg->alg, who,
+                                             c->note_what, &buf, &e)) {
     free(p);
     free(leaves);
     return;
@@ -85,6 +87,7 @@ static void propose(core_t *c, uint64_t second, bool always) {
     kl_log(KL_LOG_WARN, "propose_failed", "second=%llu error=%s", (unsigned long long)second, raft_strerror(rc));
     return;
   }
+  c->note_who[0] = c->note_what[0] = '\0';
   c->inflight++;
   c->proposed = second;
   kl_metric_inc(c->m_proposals);

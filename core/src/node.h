@@ -92,6 +92,7 @@ typedef struct core {
   kl_raft_guard_t guard;              /* what libraft receives, checked first */
   kl_tls_ctx_t *tls;                  /* NULL only with [tls] insecure = yes */
   struct raft_configuration seen_conf; /* the membership last logged */
+  char note_who[80], note_what[600];   /* membership requests for the next proposal to carry */
   bool raft_started, stopping;
   /* leader state */
   raft_term ready_term;   /* term whose barrier completed */

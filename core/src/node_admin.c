@@ -141,7 +141,21 @@ static void members(kl_http_req_t *req, void *arg) {
   } else {
     rc = raft_remove(&c->raft, &ch->req, ch->id, on_change);
   }
-  if (rc != 0) change_done(ch, rc);
+  if (rc != 0) {
+    change_done(ch, rc);
+    return;
+  }
+  /* Accepted: the next round entry carries who asked into every member's log (requests within
+   * one second are joined: "add 4/ADDR by admin/a; remove 3 by admin/b"). */
+  char one[200];
+  snprintf(one, sizeof one, "%s %.120s by %s%.60s", add ? "add" : "remove", text, who ? "admin/" : "",
+           who ? who->id : "unauthenticated(insecure)");
+  size_t used = strlen(c->note_what);
+  snprintf(c->note_what + used, sizeof c->note_what - used, "%s%s", used ? "; " : "", one);
+  if (c->note_who[0] == '\0') snprintf(c->note_who, sizeof c->note_who, "%s%s", who ? "admin/" : "", who ? who->id : "-");
+  else if (strstr(c->note_who, "several") == NULL && strcmp(c->note_who + (strncmp(c->note_who, "admin/", 6) ? 0 : 6),
+                                                             who ? who->id : "-") != 0)
+    snprintf(c->note_who, sizeof c->note_who, "several");
 }
 
 int core_admin_start(core_t *c, kl_err_t *e) {

@@ -193,6 +193,28 @@ check "core 3 rejoins through core 2's new certificate" yes "$ok"
 out=$(timeout 20 "$CLIENT" -a "127.0.0.1:$(internal_port 2)" $(cert aggregator-1) -o sigs --random 3 --retries 20 2>&1)
 check "core 2 signs after its rotation" "signed=3" "$(echo "$out" | tail -n 1 | cut -d' ' -f1)"
 
+# ---- 8. a legitimate membership change: every member logs who asked ----
+"$KL" devpki issue -o "$PKI" core 4 >/dev/null || bail "issue a core/4 certificate"
+P4=$((B + 91))
+sed -e "s#^id = .*#id = 4#" -e "s#^data_dir = .*#data_dir = $TMP/core4#" -e "s#^admin_listen = .*#admin_listen = 127.0.0.1:$((P4 + 3))#" \
+  -e "s#^metrics_listen = .*#metrics_listen = 127.0.0.1:$((P4 + 4))#" -e "s#core-1\.#core-4.#g" \
+  "$KL_NETWORK_DIR/conf/core1.conf" >core4.conf
+sed -i "s#^\[cluster\]#[cluster]\nbootstrap = no\nmember4 = 127.0.0.1:$P4 127.0.0.1:$((P4 + 1)) 127.0.0.1:$((P4 + 2))#" core4.conf
+"$BUILD/core/keyless-core" -c core4.conf >core4.log 2>&1 &
+PIDS+=($!)
+L=$(leader)
+out=$("$KL" core add "${ADMIN[$((L - 1))]}" 4 "127.0.0.1:$P4" --timeout 20000 2>&1)
+check_has "the operator adds member 4 with an admin certificate" "ok" "$out"
+out=$("$KL" core remove "${ADMIN[$(($(leader) - 1))]}" 4 --timeout 20000 2>&1)
+check_has "and removes it again" "ok" "$out"
+sleep 2
+for i in 1 2 3; do
+  log=$(grep 'event=admin_request' "$KL_NETWORK_DIR/log/core$i.log")
+  check_has "core $i logged who added member 4" "add 4/127.0.0.1:$P4 by admin/operator" "$log"
+  check_has "core $i logged who removed member 4" 'remove 4 by admin/operator' "$log"
+done
+kill -TERM "${PIDS[-1]}" 2>/dev/null
+
 # ---- the outcome ----
 rm -f run.flag
 wait
