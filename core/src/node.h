@@ -44,7 +44,7 @@ typedef struct core_config {
   int64_t snapshot_threshold, snapshot_trailing;
   uint64_t max_skew_ms;
   int64_t max_pending;
-  int64_t max_connections;
+  int64_t max_connections, max_connections_per_address;
   /* derived */
   core_member_t m[KL_CORE_MAX_MEMBERS];
   size_t n_members;

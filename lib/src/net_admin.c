@@ -39,6 +39,7 @@ int kl_admin_server_create(uv_loop_t *loop, const kl_net_limits_t *base, kl_admi
   else kl_net_limits_default(&lim);
   lim.max_body = 1024; /* the admin routes take no bodies worth more */
   lim.max_connections = 64;
+  lim.max_connections_per_ip = 16; /* one scraper or operator cannot take all 64 */
   int r;
   *out = NULL;
   if ((r = kl_http_server_create(loop, &lim, "admin", out, e))) return r;
