@@ -67,7 +67,7 @@ int kl_peer_parse_uri(const char *uri, size_t len, kl_peer_t *out, kl_err_t *e) 
 }
 
 /* The one keyless:// URI of a certificate. KL_ENOTFOUND when it has none. */
-static int cert_identity(X509 *x, kl_peer_t *out, kl_err_t *e) {
+static int cert_identity_of(X509 *x, kl_peer_t *out, kl_err_t *e) {
   GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
   int found = 0, r = 0;
   memset(out, 0, sizeof *out);
@@ -93,6 +93,16 @@ static int cert_identity(X509 *x, kl_peer_t *out, kl_err_t *e) {
   OPENSSL_free(hex);
   BN_free(bn);
   return 0;
+}
+
+/* cert_identity_of, leaving nothing on the thread's OpenSSL error queue: a malformed extension
+ * makes X509_get_ext_d2i queue errors, and a later SSL_get_error on this thread would read
+ * them as its own (found by tests/fuzz/fuzz_cert_identity). */
+static int cert_identity(X509 *x, kl_peer_t *out, kl_err_t *e) {
+  ERR_set_mark();
+  int r = cert_identity_of(x, out, e);
+  ERR_pop_to_mark();
+  return r;
 }
 
 int kl_tls_der_identity(const uint8_t *der, size_t len, kl_peer_t *out, kl_err_t *e) {
