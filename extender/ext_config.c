@@ -152,10 +152,7 @@ static int load_certs(const char *path, ext_config_t *cfg, kl_err_t *e) {
 /* The table above plus the shared [tls] keys. */
 static const kl_cfg_key_t *all_keys(void) {
   static kl_cfg_key_t all[N_KEYS];
-  if (all[0].name == NULL) {
-    memcpy(all, keys, sizeof keys);
-    kl_tls_cfg_keys(offsetof(ext_config_t, tls), &all[N_BASE]);
-  }
+  if (all[0].name == NULL) kl_tls_cfg_table(keys, N_BASE, offsetof(ext_config_t, tls), all);
   return all;
 }
 

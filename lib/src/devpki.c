@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ossl.h"
 #include "keyless/pki.h"
 
 #define PATH_CAP 1024
@@ -37,14 +38,6 @@
 
 static const char *const roles[] = {"core", "aggregator", "gateway", "extender", "admin"};
 
-static const char *ossl_msg(void) {
-  unsigned long code = ERR_get_error();
-  static _Thread_local char buf[256];
-  if (code == 0) return "no detail from OpenSSL";
-  ERR_error_string_n(code, buf, sizeof buf);
-  ERR_clear_error();
-  return buf;
-}
 
 /* ---- names ---- */
 
@@ -176,7 +169,7 @@ static int write_pem(const char *path, int kind, void *obj, kl_err_t *e) {
   if (ok && kind == PEM_CRL) ok = PEM_write_bio_X509_CRL(b, obj) == 1;
   if (!ok) {
     BIO_free(b);
-    return kl_err_set(e, KL_ECRYPTO, "cannot encode %s: %s", path, ossl_msg());
+    return kl_err_set(e, KL_ECRYPTO, "cannot encode %s: %s", path, kl__ossl_msg());
   }
   char *p;
   long n = BIO_get_mem_data(b, &p);
@@ -201,7 +194,7 @@ static int read_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **
   if (key) *key = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
   fclose(f);
   if ((cert && *cert == NULL) || (key && *key == NULL))
-    return kl_err_set(e, KL_EFORMAT, "%s %s: not a PEM %s: %s", what, path, cert ? "certificate" : "private key", ossl_msg());
+    return kl_err_set(e, KL_EFORMAT, "%s %s: not a PEM %s: %s", what, path, cert ? "certificate" : "private key", kl__ossl_msg());
   return 0;
 }
 
@@ -452,7 +445,7 @@ static int write_crl(const char *dir, const ca_t *ca, kl_err_t *e) {
     ok = ext != NULL && X509_CRL_add_ext(crl, ext, -1) == 1 && X509_CRL_sign(crl, ca->key, EVP_sha256()) > 0;
     X509_EXTENSION_free(ext);
   }
-  r = ok ? write_pem(path, PEM_CRL, crl, e) : kl_err_set(e, KL_ECRYPTO, "cannot make the CRL %s: %s", path, ossl_msg());
+  r = ok ? write_pem(path, PEM_CRL, crl, e) : kl_err_set(e, KL_ECRYPTO, "cannot make the CRL %s: %s", path, kl__ossl_msg());
   ASN1_INTEGER_free(num);
   ASN1_TIME_free(last);
   ASN1_TIME_free(next);
@@ -484,7 +477,7 @@ int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) 
     return r;
   if ((ca_key = EVP_RSA_gen(2048)) == NULL || (pub_key = EVP_RSA_gen(2048)) == NULL || (cal_key = EVP_RSA_gen(2048)) == NULL ||
       (cl.key = EVP_EC_gen("P-256")) == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", ossl_msg());
+    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", kl__ossl_msg());
     goto out;
   }
   int64_t now = (int64_t)time(NULL), nb = now - 3600, na = now + (int64_t)days * DAY;
@@ -501,7 +494,7 @@ int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) 
                "critical,keyCertSign,cRLSign", NULL, NULL};
   cl.cert = make_cert(&s);
   if (pca == NULL || pub == NULL || cal == NULL || cl.cert == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", ossl_msg());
+    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", kl__ossl_msg());
     goto out;
   }
   if ((r = mkpath(path, e, "%s/offline/ca.key", dir)) || (r = write_pem(path, PEM_KEY, ca_key, e)) ||
@@ -573,7 +566,7 @@ int kl_devpki_issue(const char *dir, const char *role, const char *id, const kl_
   }
   if ((r = serial_take(dir, &ca, &serial, e))) goto out;
   if ((k = EVP_EC_gen("P-256")) == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", ossl_msg());
+    r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", kl__ossl_msg());
     goto out;
   }
   /* X.520 bounds a CN to 64 characters: a long id is cut there (the URI names it whole). */
@@ -582,7 +575,7 @@ int kl_devpki_issue(const char *dir, const char *role, const char *id, const kl_
   spec_t s = {k, ORG_CLUSTER, cn, NULL, ca.cert, ca.key, nb, na, serial, "CA:FALSE", "critical,digitalSignature",
               admin ? "clientAuth" : "serverAuth,clientAuth", san};
   if ((x = make_cert(&s)) == NULL) {
-    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", ossl_msg());
+    r = kl_err_set(e, KL_ECRYPTO, "certificate creation failed: %s", kl__ossl_msg());
     goto out;
   }
   if ((r = write_pair(crt, key, x, k, e)) || (r = write_crl(dir, &ca, e))) goto out;

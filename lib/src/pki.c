@@ -1,4 +1,5 @@
 /* Calendar authentication record signing, on OpenSSL 3. The development PKI is in devpki.c. */
+#include "ossl.h"
 #include "keyless/pki.h"
 
 #include <errno.h>
@@ -23,14 +24,6 @@ struct kl_calauth {
   const char *sig_type;
 };
 
-static const char *ossl_msg(void) {
-  unsigned long code = ERR_get_error();
-  static _Thread_local char buf[256];
-  if (code == 0) return "no detail from OpenSSL";
-  ERR_error_string_n(code, buf, sizeof buf);
-  ERR_clear_error();
-  return buf;
-}
 
 static int read_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **key, kl_err_t *e) {
   FILE *f = fopen(path, "r");
@@ -39,7 +32,7 @@ static int read_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **
   if (key) *key = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
   fclose(f);
   if ((cert && *cert == NULL) || (key && *key == NULL))
-    return kl_err_set(e, KL_ECRYPTO, "%s %s: not a PEM %s: %s", what, path, cert ? "certificate" : "private key", ossl_msg());
+    return kl_err_set(e, KL_ECRYPTO, "%s %s: not a PEM %s: %s", what, path, cert ? "certificate" : "private key", kl__ossl_msg());
   return 0;
 }
 
@@ -102,7 +95,7 @@ int kl_calauth_sign(kl_calauth_t *ca, uint64_t time, const kl_imprint_t *root, k
   if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, ca->key) != 1 ||
       EVP_DigestSign(ctx, NULL, &sig_len, data.p, data.len) != 1 || (sig = OPENSSL_malloc(sig_len)) == NULL ||
       EVP_DigestSign(ctx, sig, &sig_len, data.p, data.len) != 1) {
-    r = kl_err_set(e, KL_ECRYPTO, "signing the calendar root for %llu failed: %s", (unsigned long long)time, ossl_msg());
+    r = kl_err_set(e, KL_ECRYPTO, "signing the calendar root for %llu failed: %s", (unsigned long long)time, kl__ossl_msg());
     goto out;
   }
   size_t m = kl_tlv_open(out);

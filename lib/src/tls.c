@@ -8,6 +8,8 @@
  * or id the link does not take (-1 naming it), a corrupt record later (read returns -1). */
 #include "keyless/tls.h"
 
+#include "ossl.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -28,15 +30,6 @@ unsigned kl_role_from_name(const char *name) {
   for (unsigned i = 0; i < N_ROLES; i++)
     if (name && strcmp(name, role_names[i]) == 0) return 1u << i;
   return 0;
-}
-
-static const char *ossl_reason(void) {
-  static char buf[256];
-  unsigned long err = ERR_get_error();
-  if (err == 0) return "unknown TLS error";
-  ERR_error_string_n(err, buf, sizeof buf);
-  ERR_clear_error();
-  return buf;
 }
 
 int kl_peer_parse_uri(const char *uri, size_t len, kl_peer_t *out, kl_err_t *e) {
@@ -160,7 +153,7 @@ static int load_crls(SSL_CTX *ctx, const char *path, kl_err_t *e) {
 static int build(kl_tls_ctx_t *t, SSL_CTX **out, kl_peer_t *self, kl_err_t *e) {
   SSL_CTX *c = SSL_CTX_new(TLS_method());
   int r = 0;
-  if (c == NULL) return kl_err_set(e, KL_ENOMEM, "TLS: %s", ossl_reason());
+  if (c == NULL) return kl_err_set(e, KL_ENOMEM, "TLS: %s", kl__ossl_msg());
   SSL_CTX_set_min_proto_version(c, t->kind == KL_TLS_MUTUAL ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(c, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
@@ -171,11 +164,11 @@ static int build(kl_tls_ctx_t *t, SSL_CTX **out, kl_peer_t *self, kl_err_t *e) {
   memset(self, 0, sizeof *self);
   if (t->cert) {
     if (SSL_CTX_use_certificate_chain_file(c, t->cert) != 1) {
-      r = kl_err_set(e, KL_EPKI, "certificate %s: %s", t->cert, ossl_reason());
+      r = kl_err_set(e, KL_EPKI, "certificate %s: %s", t->cert, kl__ossl_msg());
       goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(c, t->key, SSL_FILETYPE_PEM) != 1) {
-      r = kl_err_set(e, KL_EPKI, "private key %s: %s", t->key, ossl_reason());
+      r = kl_err_set(e, KL_EPKI, "private key %s: %s", t->key, kl__ossl_msg());
       goto fail;
     }
     if (SSL_CTX_check_private_key(c) != 1) {
@@ -190,7 +183,7 @@ static int build(kl_tls_ctx_t *t, SSL_CTX **out, kl_peer_t *self, kl_err_t *e) {
   }
   if (t->ca) {
     if (SSL_CTX_load_verify_locations(c, t->ca, NULL) != 1) {
-      r = kl_err_set(e, KL_EPKI, "CA file %s: %s", t->ca, ossl_reason());
+      r = kl_err_set(e, KL_EPKI, "CA file %s: %s", t->ca, kl__ossl_msg());
       goto fail;
     }
   } else if (t->kind == KL_TLS_CLIENT) {
@@ -362,7 +355,7 @@ static int advance(kl_tls_session_t *s, kl_err_t *e) {
     ERR_clear_error();
     return fail(s, e, KL_EPKI, "TLS handshake: peer certificate: ", X509_verify_cert_error_string(v));
   }
-  return fail(s, e, KL_EAUTH, "TLS handshake: ", ossl_reason());
+  return fail(s, e, KL_EAUTH, "TLS handshake: ", kl__ossl_msg());
 }
 
 int kl_tls_session_start(kl_tls_session_t *s, kl_err_t *e) { return advance(s, e); }
@@ -384,7 +377,7 @@ long kl_tls_session_read(kl_tls_session_t *s, uint8_t *buf, size_t cap, bool *cl
     *closed = true;
     return 0;
   }
-  fail(s, e, KL_EFORMAT, "TLS record: ", ossl_reason());
+  fail(s, e, KL_EFORMAT, "TLS record: ", kl__ossl_msg());
   return -1;
 }
 
@@ -394,7 +387,7 @@ int kl_tls_session_write(kl_tls_session_t *s, const void *p, size_t n, kl_err_t 
   while (done < n) {
     size_t w = 0;
     if (SSL_write_ex(s->ssl, (const uint8_t *)p + done, n - done, &w) != 1)
-      return fail(s, e, KL_ECRYPTO, "TLS write: ", ossl_reason());
+      return fail(s, e, KL_ECRYPTO, "TLS write: ", kl__ossl_msg());
     done += w;
   }
   return 0;

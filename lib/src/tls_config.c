@@ -19,6 +19,11 @@ void kl_tls_cfg_keys(size_t at, void *out) {
   k[i++] = (kl_cfg_key_t){"tls", "insecure", KL_CFG_BOOL, OFF(insecure), "no", 0, 0, NULL};
 }
 
+void kl_tls_cfg_table(const void *base, size_t n_base, size_t tls_at, void *out) {
+  memcpy(out, base, n_base * sizeof(kl_cfg_key_t));
+  kl_tls_cfg_keys(tls_at, (kl_cfg_key_t *)out + n_base);
+}
+
 int kl_tls_settings_open(const kl_tls_settings_t *s, const char *file, unsigned role, const char *id, kl_tls_ctx_t **out,
                          kl_err_t *e) {
   *out = NULL;

@@ -123,6 +123,9 @@ typedef struct kl_tls_settings {
 
 #define KL_TLS_N_KEYS 5
 KL_API void kl_tls_cfg_keys(size_t at, void *keys);
+/* A daemon's key table with the [tls] keys appended: copies n_base keys from base into out
+ * (n_base + KL_TLS_N_KEYS long) and writes the [tls] keys for settings at offset tls_at. */
+KL_API void kl_tls_cfg_table(const void *base, size_t n_base, size_t tls_at, void *out);
 /* Checks the settings and makes the daemon's mutual context: its own certificate must name
  * `role` (and `id` when not NULL). Insecure: *out = NULL, a warning logged, 0. `file` names
  * the configuration file in messages. */
