@@ -327,7 +327,23 @@ static int conn_send(conn_t *c, const uint8_t *p, size_t n, kl_err_t *e) {
       errno = 0;
       if (SSL_write_ex(c->ssl, p, n, &w) != 1) {
         int se = SSL_get_error(c->ssl, 0), sys = errno;
-        if (se != SSL_ERROR_WANT_READ && se != SSL_ERROR_WANT_WRITE) return tls_fail(c, "send", se, sys, e);
+        if (se != SSL_ERROR_WANT_READ && se != SSL_ERROR_WANT_WRITE) {
+          /* With TLS 1.3 the server judges our certificate after our handshake is done: its
+           * alert may be waiting to be read while the write already failed. */
+          if (c->asked_cert && c->have_cert && (sys == ECONNRESET || sys == EPIPE || se == SSL_ERROR_SYSCALL)) {
+            uint8_t tmp[64];
+            size_t got = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(c->ssl, tmp, sizeof tmp, &got) != 1 && ERR_peek_last_error() != 0)
+              return tls_fail(c, "receive", SSL_get_error(c->ssl, 0), errno, e);
+            ERR_clear_error();
+            return kl_err_set(e, KL_EIO,
+                              "send failed: %s: the server closed the connection after the handshake (does it accept "
+                              "our client certificate: its CA, its role?)",
+                              strerror(sys ? sys : ECONNRESET));
+          }
+          return tls_fail(c, "send", se, sys, e);
+        }
         if (!ssl_wait(c, se, c->timeout_ms)) return kl_err_set(e, KL_EIO, "send: timed out");
         continue;
       }

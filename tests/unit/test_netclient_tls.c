@@ -363,7 +363,10 @@ static void test_client_cert_other_ca(void **state) {
   int r = get("https", "127.0.0.1", s.port, &o, &b, &e);
   srv_join(&s);
   assert_int_equal(r, KL_EIO);
-  assert_has(e.msg, "the server refused our client certificate");
+  /* The server's alert, or (when it closed before we read the alert) the close after our
+   * handshake: either way the message points at our certificate. */
+  if (strstr(e.msg, "the server refused our client certificate") == NULL)
+    assert_has(e.msg, "does it accept our client certificate");
   assert_false(s.handshake_ok);
   kl_buf_free(&b);
 }
