@@ -17,14 +17,16 @@
 # (<build>/tests/fuzz/<driver>.seeds) are read as extra seeds, with the test's options
 # (<driver>.options: -max_len, -timeout, -dict). At the end, -merge=1 picks the working-corpus
 # inputs that add coverage beyond the committed corpus and the vector seeds, and copies them
-# (each <= max_len) into tests/fuzz/corpus/<driver>/. Crashes, leaks, timeouts and OOMs are
-# copied to tests/fuzz/crashes/<driver>/, and the script then exits 1 naming them.
-# A summary per driver is printed and appended to tests/fuzz/LONG-RUNS.md.
-# Every step is bounded in time (timeout(1) around each libFuzzer run and merge).
+# (each <= max_len) into tests/fuzz/corpus/<driver>/; coverage there means edges, not hit
+# counts (-use_counters=0), which keeps the committed corpus to about half the files.
+# Crashes, leaks, timeouts and OOMs are copied to tests/fuzz/crashes/<driver>/, and the script
+# then exits 1 naming them. A summary per driver is printed and appended to
+# tests/fuzz/LONG-RUNS.md. Every step is bounded in time (timeout(1) around each libFuzzer run
+# and merge).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in
   *h) secs=$(( ${1%h} * 3600 )) ;;
@@ -147,7 +149,7 @@ for d in "${drivers[@]}"; do
     done
     ls "$base" | sort >"$dir/before"
     set +e
-    (cd "$dir/logs" && exec timeout -k 30 $((secs / 2 + 600)) "$bin" -merge=1 "${opts[@]}" \
+    (cd "$dir/logs" && exec timeout -k 30 $((secs / 2 + 600)) "$bin" -merge=1 -use_counters=0 "${opts[@]}" \
       -merge_control_file="$dir/merge.ctl" "$base" "$dir/corpus" >"$dir/logs/merge.log" 2>&1)
     mrc=$?
     set -e
