@@ -33,6 +33,12 @@
  * at most -T seconds (then the rest count as lost); a guard timer aborts a run that outlives all
  * of that by 30 s. Only loopback addresses are accepted.
  *
+ * Mutual TLS (-C CA -P CERT -k KEY, an aggregator certificate of the cluster CA): every
+ * connection makes its TLS 1.3 handshake (keyless's memory-BIO sessions, bench_tls.c; the node
+ * must present a keyless://core/N certificate) and waits for the node's empty frame that says
+ * it accepted the certificate (docs/formats.md) before the load starts; then the frames go as
+ * records. Without them the connections are plain, for nodes run with [tls] insecure = yes.
+ *
  * With -D PID,PID,PID the nodes' CPU time (utime + stime from /proc/PID/stat) is read at the start
  * of the first round and after the last answer, and reported per round sent. The generator runs
  * on one libuv loop; on a small machine it shares the cores with the nodes, and prints its own CPU.
@@ -41,7 +47,7 @@
  *
  * usage: bench_core -a HOST:PORT[,HOST:PORT...] -R RATE [-c CONNS] [-t ROUNDS] [-n COUNT]
  *                   [-l LEVEL] [-o MS] [-W MS] [-K SECONDS] [-T SECONDS] [-v EVERY] [-s SEED]
- *                   [-D PIDS] [-V]
+ *                   [-D PIDS] [-C CA -P CERT -k KEY] [-V]
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +63,7 @@
 #include <uv.h>
 
 #include "aggregation.pb-c.h"
+#include "bench_tls.h"
 #include "bench_util.h"
 #include "keyless/chains.h"
 #include "keyless/hash.h"
@@ -76,6 +83,7 @@ typedef struct opts {
   bool per_round;
   long pid[MAX_ADDRS]; /* -D: the nodes' processes, for their CPU time */
   size_t n_pids;
+  const char *ca, *cert, *key; /* mutual TLS */
 } opts_t;
 
 /* ---- failures ---- */
@@ -148,8 +156,9 @@ typedef struct conn {
   struct run *r;
   unsigned idx, addr;
   kb_rxbuf_t rx;
+  kb_tls_t tls; /* mutual TLS only */
   uint64_t in_flight, max_in_flight;
-  bool up, closing, lost;
+  bool tcp_up, up, closing, lost;
   uint8_t *tx; /* frames gathered in one tick */
   size_t tx_len, tx_cap;
 } conn_t;
@@ -168,6 +177,7 @@ typedef struct run {
   const opts_t *o;
   uv_loop_t loop;
   uv_timer_t tick, guard;
+  kl_tls_ctx_t *tls; /* NULL: plain connections */
   conn_t *c;
   unsigned connected, open;
   bool started, stopping;
@@ -312,6 +322,7 @@ static void on_frame(conn_t *c, const uint8_t *p, size_t n) {
 static void on_close(uv_handle_t *h) {
   conn_t *c = h->data;
   run_t *r = c->r;
+  kb_tls_free(&c->tls);
   kb_rx_free(&c->rx);
   free(c->tx);
   c->tx = NULL;
@@ -324,7 +335,7 @@ static void on_close(uv_handle_t *h) {
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
-  uv_read_stop((uv_stream_t *)&c->h);
+  if (c->tcp_up) uv_read_stop((uv_stream_t *)&c->h);
   uv_close((uv_handle_t *)&c->h, on_close);
 }
 
@@ -356,28 +367,54 @@ static void conn_lost(conn_t *c, const char *why) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   conn_t *c = h->data;
+  if (c->tls.s != NULL) { /* ciphertext: decrypted into c->rx by kb_tls_read */
+    *b = kb_tls_scratch();
+    return;
+  }
   size_t avail = 0;
   uint8_t *p = kb_rx_space(&c->rx, 65536, 262144, &avail);
   if (p == NULL) die("read buffer", "out of memory");
   *b = uv_buf_init((char *)p, (unsigned)avail);
 }
 
+static void conn_ready(conn_t *c);
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  (void)b;
   conn_t *c = s->data;
+  if (n < 0 && !c->up)
+    die(c->r->o->addr[c->addr], n == UV_EOF ? "closed by the node during the TLS handshake (is it run with "
+                                              "[tls] insecure = yes, or does it refuse the certificate?)"
+                                            : uv_strerror((int)n));
   if (n < 0) {
     conn_lost(c, uv_err_name((int)n));
     return;
   }
-  c->rx.len += (size_t)n;
+  if (c->tls.s != NULL) {
+    kl_err_t e = {0};
+    bool closed = false;
+    int st = kb_tls_read(&c->tls, (const uint8_t *)b->base, (size_t)n, &c->rx, &closed, &e);
+    if (st < 0 && !c->up) die("TLS handshake", e.msg);
+    if (st < 0) wrong("TLS from %s: %s", c->r->o->addr[c->addr], e.msg);
+    if (closed) {
+      conn_lost(c, "TLS close_notify");
+      return;
+    }
+  } else {
+    c->rx.len += (size_t)n;
+  }
   size_t off = 0;
   while (c->rx.len - off >= 4) {
     const uint8_t *p = c->rx.p + off;
     size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     if (len > MAX_FRAME) wrong("an answer frame of %zu bytes", len);
     if (c->rx.len - off < 4 + len) break;
-    on_frame(c, p + 4, len);
     off += 4 + len;
+    if (len == 0 && c->tls.s != NULL && !c->up) { /* the node judged the certificate: accepted */
+      conn_ready(c);
+      continue;
+    }
+    if (len == 0) wrong("an empty frame from %s%s", c->r->o->addr[c->addr], c->tls.s ? " after the accept" : "");
+    on_frame(c, p + 4, len);
   }
   kb_rx_consume(&c->rx, off);
   maybe_stop(c->r);
@@ -425,6 +462,13 @@ static void put_request(run_t *r, conn_t *c, uint64_t i) {
 
 static void flush(conn_t *c) {
   if (c->tx_len == 0) return;
+  if (c->tls.s != NULL) { /* encrypted into records of their own: the plaintext is done with */
+    kl_err_t e = {0};
+    uv_buf_t b = uv_buf_init((char *)c->tx, (unsigned)c->tx_len);
+    if (kb_tls_write(&c->tls, &b, 1, &e)) die("TLS write", e.msg);
+    c->tx_len = 0;
+    return;
+  }
   wreq_t *w = malloc(sizeof *w);
   if (w == NULL) die("write", "out of memory");
   w->data = c->tx;
@@ -533,14 +577,26 @@ static void start_load(run_t *r) {
   uv_timer_start(&r->guard, on_guard, 100, 100);
 }
 
+/* The connection can carry requests: TCP is up and, with TLS, the node accepted us. */
+static void conn_ready(conn_t *c) {
+  run_t *r = c->r;
+  c->up = true;
+  if (++r->connected == r->o->conns) start_load(r);
+}
+
 static void on_connect(uv_connect_t *cr, int status) {
   conn_t *c = cr->handle->data;
   run_t *r = c->r;
   if (status < 0) die(r->o->addr[c->addr], uv_strerror(status));
-  c->up = true;
+  c->tcp_up = true;
   int rc = uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
   if (rc) die("uv_read_start", uv_strerror(rc));
-  if (++r->connected == r->o->conns) start_load(r);
+  if (r->tls != NULL) { /* ready once the handshake is done (on_read) */
+    kl_err_t e = {0};
+    if (kb_tls_start(&c->tls, r->tls, (uv_stream_t *)&c->h, KL_ROLE_CORE, &e)) die("TLS", e.msg);
+    return;
+  }
+  conn_ready(c);
 }
 
 /* ---- figures ---- */
@@ -575,7 +631,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: bench_core -a HOST:PORT[,HOST:PORT...] -R RATE [-c CONNS] [-t ROUNDS] [-n COUNT] [-l LEVEL]\n"
           "                  [-o MS] [-W MS] [-K SECONDS] [-T SECONDS] [-v EVERY] [-s SEED]\n"
-          "                  [-D PIDS] [-V]\n"
+          "                  [-D PIDS] [-C CA -P CERT -k KEY] [-V]\n"
           "  -a LIST     the core nodes' internal ports, comma-separated (loopback only)\n"
           "  -R RATE     requests per second-round, in total over all connections (aggregators)\n"
           "  -c CONNS    connections, spread round-robin over the addresses (default 30)\n"
@@ -592,6 +648,9 @@ static void usage(FILE *f) {
           "  -s SEED     seed of the imprints (default 1)\n"
           "  -D PIDS     the nodes' process ids, comma-separated: their CPU time from the start of the\n"
           "              first round to the last answer, per round sent\n"
+          "  -C CA       mutual TLS 1.3 to the nodes: the cluster CA (PEM); with -P and -k, an aggregator's\n"
+          "  -P CERT     certificate and key (keyless devpki ... --nodes aggregator:1); the nodes must\n"
+          "  -k KEY      present core certificates. Without them: plain TCP ([tls] insecure = yes)\n"
           "  -V          a line per round\n");
 }
 
@@ -610,7 +669,7 @@ int main(int argc, char **argv) {
   char *addrs = NULL;
   int ch;
   char *pids = NULL;
-  while ((ch = getopt(argc, argv, "a:R:c:t:n:l:o:W:K:T:v:s:D:Vh")) != -1) {
+  while ((ch = getopt(argc, argv, "a:R:c:t:n:l:o:W:K:T:v:s:D:C:P:k:Vh")) != -1) {
     bool ok = true;
     switch (ch) {
       case 'a': addrs = optarg; break;
@@ -629,6 +688,9 @@ int main(int argc, char **argv) {
       case 'v': ok = kb_parse_count(optarg, &o.verify_every); break;
       case 's': ok = kb_parse_count(optarg, &o.seed); break;
       case 'D': pids = optarg; break;
+      case 'C': o.ca = optarg; break;
+      case 'P': o.cert = optarg; break;
+      case 'k': o.key = optarg; break;
       case 'V': o.per_round = true; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
@@ -643,6 +705,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (o.offset_ms + o.window_ms > 1000) die("-o/-W", "the window must end within the second");
+  if ((o.ca != NULL) != (o.cert != NULL) || (o.cert != NULL) != (o.key != NULL)) die("-C/-P/-k", "give all three or none");
   for (char *save = NULL, *tok = strtok_r(addrs, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (o.n_addrs == MAX_ADDRS) die("-a", "too many addresses");
     o.addr[o.n_addrs++] = tok;
@@ -668,11 +731,13 @@ int main(int argc, char **argv) {
   kl_err_t e = {0};
   if (r->q == NULL || r->c == NULL || r->roots == NULL) die("run", "out of memory");
   if (kl_verifier_create(&r->ver, &e) || kl_hasher_init(&r->h, &e)) die("verifier", e.msg);
+  if (o.ca != NULL) r->tls = kb_tls_client_ctx("bench_core", o.ca, o.cert, o.key);
 
   kb_print_header("bench_core");
   printf("target: %zu nodes (", o.n_addrs);
   for (size_t k = 0; k < o.n_addrs; k++) printf("%s%s", k ? ", " : "", o.addr[k]);
-  printf("); %llu connections\n", (unsigned long long)o.conns);
+  printf("); %llu connections, %s\n", (unsigned long long)o.conns,
+         r->tls ? "mutual TLS 1.3 (handshakes before the load starts)" : "plain TCP");
   printf("load: %llu requests per second-round (aggregator roots at level %llu) for %llu rounds, each round's sent "
          "evenly over [%.0f, %.0f) ms of its second, round-robin over the connections\n",
          (unsigned long long)o.rate, (unsigned long long)o.level, (unsigned long long)o.rounds, o.offset_ms,
@@ -821,6 +886,7 @@ int main(int argc, char **argv) {
   free(lat);
   free(aft);
   kl_verifier_destroy(r->ver);
+  kl_tls_ctx_unref(r->tls);
   kl_hasher_close(&r->h);
   free(r->q);
   free(r->c);

@@ -1,6 +1,6 @@
 /* bench_gateway: a load generator for a running keyless-gateway on loopback. Signatures per
- * second and the latency distribution at the client, over ksi+tcp or HTTP, with one or many
- * aggregation requests per PDU as the KSI SDKs send them.
+ * second and the latency distribution at the client, over ksi+tcp, HTTP or https, with one or
+ * many aggregation requests per PDU as the KSI SDKs send them.
  *
  * Why many requests in flight. A request waits for the gateway's round (default 100 ms), then
  * the aggregator's (100 ms), then the core's one-second round, its grace and its commit: about
@@ -16,6 +16,11 @@
  *   - ksi+tcp: each connection keeps --inflight PDUs in flight (PDUs back to back on one stream;
  *     the gateway answers them in order, and answers are matched by request id anyway);
  *     HTTP: each connection sends one keep-alive POST at a time (--inflight is 1);
+ *     https: the same over TLS (keyless's memory-BIO sessions, bench_tls.c): the handshake is
+ *     made once per connection during the connect phase (server certificate checked against
+ *     --ca), then every request and answer are records on that kept-alive connection; the
+ *     connect phase's length and the processes' CPU over it are reported per connection (for
+ *     https that is mostly the handshake);
  *   - each PDU is a fresh 0x220 with --per-pdu aggregation requests, new request ids and
  *     pseudo-random SHA-256 document hashes (from the seed and the request id, so they need not
  *     be stored), HMAC-SHA-256 with --user/--key. Building it is not inside the latency;
@@ -70,13 +75,15 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench_tls.h"
 #include "bench_util.h"
 #include "keyless/pdu.h"
 #include "keyless/sig.h"
 #include "keyless/verify.h"
 
-enum { T_TCP, T_HTTP };
-static const char *const transport_name[2] = {"tcp", "http"};
+enum { T_TCP, T_HTTP, T_HTTPS };
+static const char *const transport_name[3] = {"tcp", "http", "https"};
+#define IS_HTTP(t) ((t) != T_TCP)
 
 #define MAX_HTTP_HEADER 16384
 #define MAX_PER_PDU 1000
@@ -97,6 +104,7 @@ typedef struct opts {
   uint64_t count;                        /* 0: no bound but the duration */
   const char *user, *key;
   size_t keylen;
+  const char *ca; /* https: the CA the gateway's certificate must chain to */
   uint64_t verify_every; /* 0: off */
   uint64_t seed;
   bool progress;
@@ -302,7 +310,9 @@ typedef struct conn {
   pend_t *slots;
   unsigned n_slots, busy;
   uint64_t next_seq;
-  bool connected, closing, dead;
+  kb_tls_t tls;   /* https only */
+  bool connected; /* TCP connected and, for https, the handshake done */
+  bool tcp_up, closing, dead;
 } conn_t;
 
 typedef struct wreq {
@@ -356,6 +366,10 @@ struct run {
   double cpu0, cpu1, idle0, idle1, w0, w1;
   proc_sample_t d0[MAX_DAEMONS], d1[MAX_DAEMONS];
   uint64_t bytes_in, bytes_out;
+  /* the connect phase (TLS handshakes for https) */
+  kl_tls_ctx_t *tls;
+  double c_t0, c_t1, c_cpu0, c_cpu1;
+  proc_sample_t dc0[MAX_DAEMONS], dc1[MAX_DAEMONS];
 };
 
 static void issue(conn_t *c);
@@ -400,7 +414,7 @@ static void issue(conn_t *c) {
   make_pdu(o, p->base, k, false, &w->pdu, &len);
   uv_buf_t b[2];
   unsigned nb = 0;
-  if (o->transport == T_HTTP) {
+  if (IS_HTTP(o->transport)) {
     size_t hl = http_head(w->head, sizeof w->head, o->addr, len);
     b[nb++] = uv_buf_init(w->head, (unsigned)hl);
     r->bytes_out += hl;
@@ -412,8 +426,15 @@ static void issue(conn_t *c) {
   r->issued_pdus++;
   r->outstanding += k;
   p->sent = kb_now();
-  int rc = uv_write(&w->w, (uv_stream_t *)&c->h, b, nb, on_write);
-  if (rc) die("uv_write", uv_strerror(rc));
+  if (c->tls.s != NULL) { /* encrypted into records of its own: the plaintext is done with */
+    kl_err_t e = {0};
+    if (kb_tls_write(&c->tls, b, nb, &e)) die("https write", e.msg);
+    free(w->pdu);
+    free(w);
+  } else {
+    int rc = uv_write(&w->w, (uv_stream_t *)&c->h, b, nb, on_write);
+    if (rc) die("uv_write", uv_strerror(rc));
+  }
   if (o->count && r->issued_reqs >= o->count) stop_issuing(r); /* the window ends with the last request */
 }
 
@@ -571,6 +592,10 @@ static void on_answer(conn_t *c, const frame_t *f) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   conn_t *c = h->data;
+  if (c->tls.s != NULL) { /* ciphertext: decrypted into c->rx by kb_tls_read */
+    *b = kb_tls_scratch();
+    return;
+  }
   size_t avail = 0;
   uint8_t *p = kb_rx_space(&c->rx, 65536, FIRST_RX, &avail);
   if (p == NULL) die("read buffer", "out of memory");
@@ -590,11 +615,12 @@ static void conn_lost(conn_t *c, int kind) {
 }
 
 static void maybe_finish(run_t *r);
+static void conn_ready(conn_t *c);
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  (void)b;
   conn_t *c = s->data;
   run_t *r = c->r;
+  if (n < 0 && !c->connected) die(r->o->addr, n == UV_EOF ? "closed by the gateway during the TLS handshake" : uv_strerror((int)n));
   if (n < 0) {
     if (c->closing) return;
     if (!c->dead) r->conns_lost++;
@@ -603,7 +629,23 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     maybe_finish(r);
     return;
   }
-  c->rx.len += (size_t)n;
+  if (c->tls.s != NULL) {
+    kl_err_t e = {0};
+    bool closed = false;
+    int st = kb_tls_read(&c->tls, (const uint8_t *)b->base, (size_t)n, &c->rx, &closed, &e);
+    if (st < 0 && !c->connected) die("TLS handshake", e.msg);
+    if (st < 0) wrong("https: %s", e.msg);
+    if (st == 1) {
+      conn_ready(c);
+      return;
+    }
+    if (closed && !c->dead) {
+      c->dead = true;
+      r->conns_lost++;
+    }
+  } else {
+    c->rx.len += (size_t)n;
+  }
   size_t off = 0;
   frame_t f;
   while (!c->closing && next_frame(r->o->transport, c->rx.p + off, c->rx.len - off, &f)) {
@@ -623,6 +665,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 static void on_close(uv_handle_t *h) {
   conn_t *c = h->data;
   run_t *r = c->r;
+  kb_tls_free(&c->tls);
   kb_rx_free(&c->rx);
   free(c->slots);
   c->slots = NULL;
@@ -633,7 +676,7 @@ static void on_close(uv_handle_t *h) {
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
-  if (c->connected) uv_read_stop((uv_stream_t *)&c->h);
+  if (c->tcp_up) uv_read_stop((uv_stream_t *)&c->h);
   uv_close((uv_handle_t *)&c->h, on_close);
 }
 
@@ -782,22 +825,47 @@ static void start_load(run_t *r) {
     uv_timer_start(&r->pacer, on_pace, 2, 2);
     return;
   }
+  /* A connection the gateway closed while the others were still connecting (its idle timeout,
+   * during a long connect phase) is skipped: issue() would not fill it, and this would spin. */
   for (unsigned i = 0; i < r->n_conns; i++)
-    while (r->c[i].busy < r->c[i].n_slots && may_issue(r, r->t0)) issue(&r->c[i]);
+    while (!r->c[i].dead && !r->c[i].closing && r->c[i].busy < r->c[i].n_slots && may_issue(r, r->t0))
+      issue(&r->c[i]);
+  if (r->conns_lost)
+    printf("WARNING: the gateway closed %llu of %u connections before the load started (its [limits] "
+           "idle_timeout during the connect phase?)\n",
+           (unsigned long long)r->conns_lost, r->n_conns);
 }
 
 static void connect_next(run_t *r);
 
+/* The connection can carry PDUs: TCP is up and, for https, the handshake is done. */
+static void conn_ready(conn_t *c) {
+  run_t *r = c->r;
+  r->connecting--;
+  c->connected = true;
+  if (++r->connected == r->n_conns) {
+    r->c_t1 = kb_now();
+    r->c_cpu1 = kb_cpu();
+    sample_procs(r, r->dc1);
+    start_load(r);
+  } else {
+    connect_next(r);
+  }
+}
+
 static void on_connect(uv_connect_t *cr, int status) {
   conn_t *c = cr->handle->data;
   run_t *r = c->r;
-  r->connecting--;
   if (status < 0) die(r->o->addr, uv_strerror(status));
-  c->connected = true;
+  c->tcp_up = true;
   int rc = uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
   if (rc) die("uv_read_start", uv_strerror(rc));
-  if (++r->connected == r->n_conns) start_load(r);
-  else connect_next(r);
+  if (r->tls != NULL) { /* ready once the handshake is done (on_read) */
+    kl_err_t e = {0};
+    if (kb_tls_start(&c->tls, r->tls, (uv_stream_t *)&c->h, 0, &e)) die("TLS", e.msg);
+    return;
+  }
+  conn_ready(c);
 }
 
 static void connect_next(run_t *r) {
@@ -820,9 +888,29 @@ typedef struct gw_conf {
   bool has_max_requests, has_aggr_period, has_max_level;
 } gw_conf_t;
 
-static void probe(const opts_t *o, const struct sockaddr_storage *sa, gw_conf_t *gc) {
+static void send_all(int fd, const void *p, size_t n) {
+  for (size_t done = 0; done < n;) {
+    ssize_t k = write(fd, (const uint8_t *)p + done, n - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) die("sending the configuration request", k == 0 ? "short write" : strerror(errno));
+    done += (size_t)k;
+  }
+}
+
+/* https on the probe's blocking socket: what the session has for the network, sent. */
+static void tls_send_output(int fd, kl_tls_session_t *s) {
+  size_t n;
+  uint8_t *p;
+  while ((p = kl_tls_session_output(s, &n)) != NULL) {
+    send_all(fd, p, n);
+    free(p);
+  }
+}
+
+static void probe(const opts_t *o, const struct sockaddr_storage *sa, kl_tls_ctx_t *tls, gw_conf_t *gc) {
   uint8_t *pdu;
   size_t len;
+  kl_err_t e = {0};
   make_pdu(o, 1, 0, true, &pdu, &len);
   int fd = socket(sa->ss_family, SOCK_STREAM, 0);
   struct timeval tv = {10, 0};
@@ -831,21 +919,50 @@ static void probe(const opts_t *o, const struct sockaddr_storage *sa, gw_conf_t 
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   socklen_t sl = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   if (connect(fd, (const struct sockaddr *)sa, sl) != 0) die(o->addr, strerror(errno));
+  static uint8_t buf[KL_PDU_MAX_SIZE + MAX_HTTP_HEADER], raw[16384];
+  kl_tls_session_t *s = NULL;
+  if (tls != NULL) { /* the handshake, blocking */
+    if ((s = kl_tls_session_new(tls, false, 0, NULL)) == NULL) die("TLS", "out of memory");
+    int st = kl_tls_session_start(s, &e);
+    for (int reads = 0; st == KL_TLS_HANDSHAKING; reads++) {
+      tls_send_output(fd, s);
+      ssize_t k = read(fd, raw, sizeof raw);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0 || reads > 1000) die("TLS handshake with the gateway", k == 0 ? "connection closed" : strerror(errno));
+      st = kl_tls_session_feed(s, raw, (size_t)k, &e);
+    }
+    if (st < 0) die("TLS handshake with the gateway", e.msg);
+    tls_send_output(fd, s);
+  }
   char head[256];
-  size_t hl = o->transport == T_HTTP ? http_head(head, sizeof head, o->addr, len) : 0;
-  if (write(fd, head, hl) != (ssize_t)hl || write(fd, pdu, len) != (ssize_t)len)
-    die("sending the configuration request", strerror(errno));
+  size_t hl = IS_HTTP(o->transport) ? http_head(head, sizeof head, o->addr, len) : 0;
+  if (s != NULL) {
+    if (kl_tls_session_write(s, head, hl, &e) || kl_tls_session_write(s, pdu, len, &e)) die("TLS", e.msg);
+    tls_send_output(fd, s);
+  } else {
+    send_all(fd, head, hl);
+    send_all(fd, pdu, len);
+  }
   free(pdu);
-  static uint8_t buf[KL_PDU_MAX_SIZE + MAX_HTTP_HEADER];
   size_t n = 0;
   frame_t f;
   for (int reads = 0; !next_frame(o->transport, buf, n, &f); reads++) {
     if (reads > 10000 || n == sizeof buf) die("reading the configuration answer", "too long");
-    ssize_t k = read(fd, buf + n, sizeof buf - n);
+    ssize_t k = read(fd, s ? raw : buf + n, s ? sizeof raw : sizeof buf - n);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) die("reading the configuration answer", k == 0 ? "connection closed" : strerror(errno));
-    n += (size_t)k;
+    if (s == NULL) {
+      n += (size_t)k;
+      continue;
+    }
+    bool closed = false;
+    if (kl_tls_session_feed(s, raw, (size_t)k, &e) < 0) die("TLS", e.msg);
+    for (long got; (got = kl_tls_session_read(s, buf + n, sizeof buf - n, &closed, &e)) != 0;) {
+      if (got < 0) die("TLS", e.msg);
+      n += (size_t)got;
+    }
   }
+  kl_tls_session_free(s);
   close(fd);
   if (f.http_status != 200) {
     char m[64];
@@ -853,7 +970,6 @@ static void probe(const opts_t *o, const struct sockaddr_storage *sa, gw_conf_t 
     die("configuration answer", m);
   }
   kl_pdu_t *p;
-  kl_err_t e;
   if (kl_pdu_parse(f.body, f.blen, &p, &e)) wrong("configuration answer: %s", e.msg);
   if (p->error) {
     char m[300];
@@ -953,6 +1069,24 @@ static void report(run_t *r) {
          r->ok_window ? 1e6 * (r->cpu1 - r->cpu0) / (double)r->ok_window : 0.0,
          r->issued_pdus ? (double)r->bytes_out / (double)r->issued_pdus : 0.0,
          r->issued_pdus ? (double)r->bytes_in / (double)r->issued_pdus : 0.0);
+  uint64_t wire_in = 0, wire_out = 0;
+  for (unsigned i = 0; i < r->n_conns; i++) {
+    wire_in += r->c[i].tls.wire_in;
+    wire_out += r->c[i].tls.wire_out;
+  }
+  if (r->tls != NULL)
+    printf("  TLS              %.0f bytes out, %.0f in per PDU on the wire (the handshakes included)\n",
+           r->issued_pdus ? (double)wire_out / (double)r->issued_pdus : 0.0,
+           r->issued_pdus ? (double)wire_in / (double)r->issued_pdus : 0.0);
+  double cwall = r->c_t1 - r->c_t0, per = r->n_conns ? 1e6 / (double)r->n_conns : 0;
+  printf("  connect phase    %u connections%s in %.2f s (%.0f/s, at most %d at a time); client CPU %.1f us per "
+         "connection",
+         r->n_conns, r->tls ? ", each with its TLS handshake," : "", cwall, cwall > 0 ? r->n_conns / cwall : 0.0,
+         MAX_CONNECTING, per * (r->c_cpu1 - r->c_cpu0));
+  for (size_t i = 0; i < o->n_daemons; i++)
+    if (r->dc0[i].cpu >= 0 && r->dc1[i].cpu >= 0)
+      printf("; %s %.1f us", o->daemons[i].name, per * (r->dc1[i].cpu - r->dc0[i].cpu));
+  printf(" (CPU tick: 10 ms over all connections)\n");
   double named = r->cpu1 - r->cpu0;
   bool all_known = true;
   for (size_t i = 0; i < o->n_daemons; i++) {
@@ -981,7 +1115,7 @@ static void report(run_t *r) {
   printf("result transport=%s conns=%u inflight=%u per_pdu=%u rate=%.0f window_s=%.2f sigs_per_s=%.1f pdus_per_s=%.1f "
          "p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f p999_ms=%.1f max_ms=%.1f mean_ms=%.1f in_flight=%.0f sent=%llu ok=%llu "
          "errors=%llu errors_window=%llu verified=%llu client_cpu=%.1f",
-         transport_name[o->transport], r->n_conns, o->transport == T_HTTP ? 1 : o->inflight, o->per_pdu, o->rate, win,
+         transport_name[o->transport], r->n_conns, IS_HTTP(o->transport) ? 1 : o->inflight, o->per_pdu, o->rate, win,
          sigs, pdus, 1e3 * p50, 1e3 * p90, 1e3 * p99, 1e3 * p999, 1e3 * mx, 1e3 * mean, infl,
          (unsigned long long)r->issued_reqs, (unsigned long long)r->ok_total, (unsigned long long)errors,
          (unsigned long long)r->errors_window, (unsigned long long)r->verified, 100 * ccpu);
@@ -991,6 +1125,13 @@ static void report(run_t *r) {
            o->daemons[i].name, (double)r->d1[i].rss / 1024, o->daemons[i].name, (double)r->d1[i].peak / 1024);
   }
   if (others >= 0) printf(" others_cpu=%.1f", 100 * others / win);
+  printf(" connect_s=%.2f client_conn_us=%.1f", cwall, per * (r->c_cpu1 - r->c_cpu0));
+  for (size_t i = 0; i < o->n_daemons; i++)
+    if (r->dc0[i].cpu >= 0 && r->dc1[i].cpu >= 0)
+      printf(" %s_conn_us=%.1f", o->daemons[i].name, per * (r->dc1[i].cpu - r->dc0[i].cpu));
+  if (r->tls != NULL)
+    printf(" wire_out_per_pdu=%.0f wire_in_per_pdu=%.0f", r->issued_pdus ? (double)wire_out / (double)r->issued_pdus : 0.0,
+           r->issued_pdus ? (double)wire_in / (double)r->issued_pdus : 0.0);
   printf("\n");
 }
 
@@ -998,16 +1139,19 @@ static void report(run_t *r) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: bench_gateway -a HOST:PORT --user LOGIN --key KEY [--transport tcp|http] [-c CONNECTIONS]\n"
+          "usage: bench_gateway -a HOST:PORT --user LOGIN --key KEY [--transport tcp|http|https] [--ca FILE]\n"
+          "                     [-c CONNECTIONS]\n"
           "                     [--inflight N] [--per-pdu K] [--duration S] [--count N] [--warmup S]\n"
           "                     [--drain S] [--rate R] [--verify-sample N] [--seed S] [-D NAME:PID,...]\n"
           "                     [--progress]\n"
-          "  -a HOST:PORT        the gateway's ksi+tcp or HTTP port (loopback only)\n"
-          "  --transport T       tcp (ksi+tcp, default) or http (keep-alive POST, one PDU at a time)\n"
+          "  -a HOST:PORT        the gateway's ksi+tcp, HTTP or https port (loopback only)\n"
+          "  --transport T       tcp (ksi+tcp, default), http (keep-alive POST, one PDU at a time) or https\n"
+          "                      (the same over TLS: one handshake per connection, before the clock starts)\n"
+          "  --ca FILE           https: the CA the gateway's certificate must chain to (PEM)\n"
           "  -c N                connections (default 16; at most 20000)\n"
           "  --inflight N        ksi+tcp: PDUs in flight per connection (default 16, at most 4096; the\n"
           "                      gateway's [limits] max_inflight, 64 by default, stops reading beyond it);\n"
-          "                      http: 1\n"
+          "                      http, https: 1\n"
           "  --per-pdu K         aggregation requests per PDU (default 1; the gateway's max_requests caps it)\n"
           "  --duration S        the measured window (default 20 s; at most 3600)\n"
           "  --count N           stop sending after N requests in all (warm-up included); without\n"
@@ -1072,7 +1216,7 @@ int main(int argc, char **argv) {
   opts_t o = {.transport = T_TCP, .conns = 16, .inflight = 16, .per_pdu = 1, .warmup = 3, .drain = 10, .seed = 1};
   bool have_duration = false, have_inflight = false, have_warmup = false;
   enum { O_TRANSPORT = 256, O_INFLIGHT, O_PER_PDU, O_DURATION, O_COUNT, O_WARMUP, O_DRAIN, O_RATE, O_VERIFY,
-         O_SEED, O_USER, O_KEY, O_PROGRESS };
+         O_SEED, O_USER, O_KEY, O_PROGRESS, O_CA };
   static const struct option longs[] = {
       {"transport", required_argument, NULL, O_TRANSPORT}, {"inflight", required_argument, NULL, O_INFLIGHT},
       {"per-pdu", required_argument, NULL, O_PER_PDU},     {"duration", required_argument, NULL, O_DURATION},
@@ -1081,6 +1225,7 @@ int main(int argc, char **argv) {
       {"verify-sample", required_argument, NULL, O_VERIFY}, {"seed", required_argument, NULL, O_SEED},
       {"user", required_argument, NULL, O_USER},           {"key", required_argument, NULL, O_KEY},
       {"progress", no_argument, NULL, O_PROGRESS},         {"help", no_argument, NULL, 'h'},
+      {"ca", required_argument, NULL, O_CA},
       {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "a:c:D:h", longs, NULL)) != -1) {
@@ -1091,9 +1236,11 @@ int main(int argc, char **argv) {
       case 'c': ok = kb_parse_count(optarg, &v) && v <= 20000, o.conns = (unsigned)v; break;
       case 'D': ok = parse_daemons(optarg, &o); break;
       case O_TRANSPORT:
-        ok = strcmp(optarg, "tcp") == 0 || strcmp(optarg, "http") == 0;
-        o.transport = strcmp(optarg, "http") == 0 ? T_HTTP : T_TCP;
+        ok = false;
+        for (int t = T_TCP; t <= T_HTTPS; t++)
+          if (strcmp(optarg, transport_name[t]) == 0) ok = true, o.transport = t;
         break;
+      case O_CA: o.ca = optarg; break;
       case O_INFLIGHT: ok = kb_parse_count(optarg, &v) && v <= 4096, o.inflight = (unsigned)v; have_inflight = true; break;
       case O_PER_PDU: ok = kb_parse_count(optarg, &v) && v <= MAX_PER_PDU, o.per_pdu = (unsigned)v; break;
       case O_DURATION: ok = kb_parse_seconds(optarg, &o.duration); have_duration = true; break;
@@ -1129,8 +1276,14 @@ int main(int argc, char **argv) {
   }
   if (!have_duration) o.duration = o.count ? 600 : 20;
   if (o.count && !have_duration && !have_warmup) o.warmup = 0; /* --count alone: measure from the first PDU */
-  if (o.transport == T_HTTP) {
-    if (have_inflight && o.inflight != 1) fprintf(stderr, "bench_gateway: http: --inflight is 1 (no pipelining)\n");
+  if ((o.transport == T_HTTPS) != (o.ca != NULL)) {
+    fprintf(stderr, "bench_gateway: --transport https needs --ca FILE (the CA of the gateway's certificate), and "
+                    "--ca needs https\n");
+    return 2;
+  }
+  if (IS_HTTP(o.transport)) {
+    if (have_inflight && o.inflight != 1)
+      fprintf(stderr, "bench_gateway: %s: --inflight is 1 (no pipelining)\n", transport_name[o.transport]);
     o.inflight = 1;
   }
   o.keylen = strlen(o.key);
@@ -1154,8 +1307,9 @@ int main(int argc, char **argv) {
   if (kl_verifier_create(&r->verifier, &e)) die("verifier", e.msg);
 
   kb_print_header("bench_gateway");
+  if (o.transport == T_HTTPS) r->tls = kb_tls_client_ctx("bench_gateway", o.ca, NULL, NULL);
   gw_conf_t gc;
-  probe(&o, &r->sa, &gc);
+  probe(&o, &r->sa, r->tls, &gc);
   printf("target: %s %s, login %s; the gateway announces max_requests %s%llu, aggr_period %s%llu ms, max_level "
          "%s%llu\n",
          transport_name[o.transport], o.addr, o.user, gc.has_max_requests ? "" : "(absent) ",
@@ -1197,13 +1351,17 @@ int main(int argc, char **argv) {
     uv_timer_init(&r->loop, timers[i]);
     timers[i]->data = r;
   }
-  uv_timer_start(&r->guard, on_guard, 30000, 0); /* the connect phase */
+  uv_timer_start(&r->guard, on_guard, 60000, 0); /* the connect phase */
+  r->c_t0 = kb_now();
+  r->c_cpu0 = kb_cpu();
+  sample_procs(r, r->dc0);
   connect_next(r);
   uv_run(&r->loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&r->loop);
   if (rc) die("uv_loop_close", uv_strerror(rc));
   if (r->outstanding != 0) wrong("%llu requests unaccounted for", (unsigned long long)r->outstanding);
   report(r);
+  kl_tls_ctx_unref(r->tls);
   kl_verifier_destroy(r->verifier);
   free(r->lat);
   free(r->c);

@@ -11,6 +11,15 @@
 # temporary directory that is removed at exit; every process started here is killed at exit.
 # Not a test: nothing here asserts a timed result (BENCHMARKS.md).
 #
+# TLS: by default every link is mutual TLS 1.3 as deployed (each node's [tls] section with its
+# core-N certificate, the cluster CA and its CRL, from `keyless devpki --nodes`): Raft between
+# the nodes, forwards and heartbeats on the internal port, and bench_core's connections, which
+# present an aggregator certificate. /status is read over https with the admin certificate,
+# /metrics from the plain metrics port. KL_BENCH_TLS="1 0" runs the same rates on a plain
+# cluster too ([tls] insecure = yes, bench_core without certificates): within each run, one
+# fresh cluster per mode, one after the other, so the two modes see the same machine; then the
+# medians per mode and the ratios TLS / plain.
+#
 # usage: bench/run_core_bench.sh [BUILD_DIR] [-- BENCH_CORE_ARGS...]
 #   BUILD_DIR  a Release build of this tree (default build-corebench next to bench/)
 #   after --   extra flags for bench_core (-o, -W, -l, -K, -T, -v, -s)
@@ -20,6 +29,7 @@
 #   CONNS=60   connections (aggregator links), spread over the three nodes
 #   IDLE=10    seconds of an unloaded cluster measured before the rates (0: skip)
 #   RUNS=3     runs, each on a fresh cluster
+#   KL_BENCH_TLS="1"  the modes, in order: 1 mutual TLS (the default), 0 plain; "1 0" both
 #   OUT=DIR    also keep every output, metrics snapshot and node log in DIR
 #   TMPDIR     where the nodes' data go (default /tmp)
 set -u
@@ -40,6 +50,12 @@ SECS=${SECS:-20}
 CONNS=${CONNS:-60}
 IDLE=${IDLE:-10}
 RUNS=${RUNS:-3}
+MODES=""
+for m in ${KL_BENCH_TLS:-1}; do
+  case $m in 1|yes|tls) MODES="$MODES tls" ;; 0|no|plain) MODES="$MODES plain" ;;
+    *) echo "$0: KL_BENCH_TLS: '$m' is neither 1 nor 0" >&2; exit 2 ;; esac
+done
+MODES=${MODES# }
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
 [ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
@@ -71,12 +87,12 @@ echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), 
 echo "kernel: $(uname -r); TMPDIR filesystem: $(df -T "$TMP" | awk 'NR == 2 {print $2 " on " $1}')"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "build: $BUILD ($BUILD_TYPE)"
-echo "rates: $RATES; $SECS rounds each; $CONNS connections; idle $IDLE s; $RUNS runs; bench_core extra flags: ${*:-none}"
+echo "rates: $RATES; $SECS rounds each; $CONNS connections; idle $IDLE s; $RUNS runs; modes: $MODES; bench_core extra flags: ${*:-none}"
 echo "the three nodes and bench_core share this machine's $(nproc) cores"
 
-# Loopback ports: base + 10 * node + {0 raft, 1 internal, 2 replication, 3 admin}.
+# Loopback ports: base + 10 * node + {0 raft, 1 internal, 2 replication, 3 admin, 4 metrics}.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-all_free() { for i in 1 2 3; do for k in 0 1 2 3; do port_free $(($1 + i * 10 + k)) || return 1; done; done; }
+all_free() { for i in 1 2 3; do for k in 0 1 2 3 4; do port_free $(($1 + i * 10 + k)) || return 1; done; done; }
 base=$((10000 + ($$ * 17) % 20000)) # below the ephemeral port range
 for _ in $(seq 1 100); do all_free $base && break; base=$((base + 50)); [ $base -gt 32000 ] && base=10000; done
 all_free $base || { echo "no free loopback ports"; exit 1; }
@@ -84,10 +100,26 @@ raft() { echo 127.0.0.1:$((base + $1 * 10)); }
 internal() { echo 127.0.0.1:$((base + $1 * 10 + 1)); }
 repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
 admin() { echo 127.0.0.1:$((base + $1 * 10 + 3)); }
+mport() { echo 127.0.0.1:$((base + $1 * 10 + 4)); }
 
-"$KL" devpki -o "$TMP/pki" --email core-bench@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
-
-status() { curl -s -m 2 "http://$(admin "$1")/status"; }
+"$KL" devpki -o "$TMP/pki" --email core-bench@keyless.invalid \
+  --nodes core:1,core:2,core:3,aggregator:1,admin:operator >/dev/null || { echo "devpki failed"; exit 1; }
+MODE=tls # the mode of the cluster running now
+ADMIN_TLS=(--cacert "$TMP/pki/cluster-ca.crt" --cert "$TMP/pki/nodes/admin-operator.crt" --key "$TMP/pki/nodes/admin-operator.key")
+tls_section() { # NODE-ID
+  if [ "$MODE" = tls ]; then
+    printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
+      "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"
+  else
+    printf '[tls]\ninsecure = yes\n'
+  fi
+}
+# /status: on the admin port, mutual TLS with the operator's admin certificate (plain http in
+# the plain mode)
+status() {
+  if [ "$MODE" = tls ]; then curl -s -m 2 "${ADMIN_TLS[@]}" "https://$(admin "$1")/status"
+  else curl -s -m 2 "http://$(admin "$1")/status"; fi
+}
 role_of() { status "$1" | grep -o '"role":"[a-z]*"' | cut -d'"' -f4; }
 leader() { for i in 1 2 3; do [ "$(role_of "$i")" = leader ] && { echo "$i"; return; }; done; }
 last_of() { status "$1" | grep -o '"calendar_last":[0-9-]*' | cut -d: -f2; }
@@ -106,11 +138,13 @@ member2 = $(raft 2) $(internal 2) $(repl 2)
 member3 = $(raft 3) $(internal 3) $(repl 3)
 [server]
 admin_listen = $(admin "$i")
+metrics_listen = $(mport "$i")
 [calendar]
 genesis = $genesis
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+$(tls_section "core-$i")
 CONF
     "$CORE" -c "$D/core$i.conf" >>"$D/core$i.log" 2>&1 &
     PID[$i]=$!
@@ -119,7 +153,7 @@ CONF
   [ -n "$(leader)" ] || { echo "no leader within 15 s"; return 1; }
   for _ in $(seq 1 50); do
     ok=0
-    for i in 1 2 3; do curl -sf -m 2 "http://$(admin "$i")/healthz" >/dev/null && ok=$((ok + 1)); done
+    for i in 1 2 3; do curl -sf -m 2 "http://$(mport "$i")/healthz" >/dev/null && ok=$((ok + 1)); done
     [ $ok -eq 3 ] && break
     sleep 0.1
   done
@@ -145,7 +179,7 @@ stop_cluster() { # $1: the run's directory; prints a line, returns 1 on an uncle
 # snap D NAME: every node's /metrics, CPU ticks and role
 snap() {
   for i in 1 2 3; do
-    curl -s -m 5 "http://$(admin "$i")/metrics" >"$1/$2.metrics$i"
+    curl -s -m 5 "http://$(mport "$i")/metrics" >"$1/$2.metrics$i"
     awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/${PID[$i]}/stat" >"$1/$2.cpu$i"
     role_of "$i" >"$1/$2.role$i"
   done
@@ -213,22 +247,25 @@ delta() {
 
 STATUS=0
 for run in $(seq 1 "$RUNS"); do
-  D="$TMP/run$run"
+ for MODE in $MODES; do
+  D="$TMP/run$run-$MODE"
   mkdir -p "$D"
-  echo "== run $run of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+  echo "== run $run of $RUNS, $MODE (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
   if ! start_cluster "$D"; then STATUS=1; break; fi
-  echo "cluster: nodes ${PID[1]} ${PID[2]} ${PID[3]} on $(internal 1) $(internal 2) $(internal 3); leader $(leader)"
+  echo "cluster ($MODE): nodes ${PID[1]} ${PID[2]} ${PID[3]} on $(internal 1) $(internal 2) $(internal 3); leader $(leader)"
   if [ "$IDLE" -gt 0 ]; then
     snap "$D" idle0
     sleep "$IDLE"
     snap "$D" idle1
-    echo "row run=$run rate=0 $(delta "$D" idle0 idle1)" | tee -a "$TMP/rows.txt"
+    echo "row run=$run mode=$MODE rate=0 $(delta "$D" idle0 idle1)" | tee -a "$TMP/rows.txt"
   fi
+  TLSARGS=()
+  [ "$MODE" = tls ] && TLSARGS=(-C "$TMP/pki/cluster-ca.crt" -P "$TMP/pki/nodes/aggregator-1.crt" -k "$TMP/pki/nodes/aggregator-1.key")
   for R in $RATES; do
     snap "$D" "r$R.0"
     # bounded twice: bench_core by its rounds, drain (-T) and guard, and this timeout
     timeout $((SECS + 90)) "$BENCH" -a "$(internal 1),$(internal 2),$(internal 3)" -R "$R" -t "$SECS" -c "$CONNS" \
-      -D "${PID[1]},${PID[2]},${PID[3]}" -s "$((run * 1000 + R))" "$@" >"$D/bench$R.txt" 2>"$D/bench$R.err"
+      -D "${PID[1]},${PID[2]},${PID[3]}" -s "$((run * 1000 + R))" "${TLSARGS[@]}" "$@" >"$D/bench$R.txt" 2>"$D/bench$R.err"
     rc=$?
     snap "$D" "r$R.1"
     sed 's/^/  /' "$D/bench$R.txt" | grep -v '^  result '
@@ -238,7 +275,7 @@ for run in $(seq 1 "$RUNS"); do
       STATUS=1
       break
     fi
-    echo "row run=$run $(grep '^result ' "$D/bench$R.txt" | cut -d' ' -f2-) $(delta "$D" "r$R.0" "r$R.1")" |
+    echo "row run=$run mode=$MODE $(grep '^result ' "$D/bench$R.txt" | cut -d' ' -f2-) $(delta "$D" "r$R.0" "r$R.1")" |
       tee -a "$TMP/rows.txt"
     sleep 2
   done
@@ -251,12 +288,14 @@ for run in $(seq 1 "$RUNS"); do
   for i in 1 2 3; do "$KL" calendar audit -D "$D/data$i/calendar" >/dev/null 2>&1 && audits=$((audits + 1)); done
   echo "calendars: root at $min identical on all three: $([ "$roots" -eq 1 ] && echo yes || echo NO); audits clean: $audits of 3"
   [ "$roots" -eq 1 ] && [ $audits -eq 3 ] || STATUS=1
-  for i in 1 2 3; do
-    n=$(grep -cE 'level=(warn|error)' "$D/core$i.log")
+  for i in 1 2 3; do # the plain mode's start-up warning (event=INSECURE) is expected, not counted
+    n=$(grep -E 'level=(warn|error)' "$D/core$i.log" | grep -vc 'event=INSECURE')
     echo "node $i log: $n lines at warn or error$([ "$n" -gt 0 ] && echo ':')"
-    grep -E 'level=(warn|error)' "$D/core$i.log" | head -5 | sed 's/^/  /'
+    grep -E 'level=(warn|error)' "$D/core$i.log" | grep -v 'event=INSECURE' | head -5 | sed 's/^/  /'
   done
   [ $STATUS -eq 0 ] || break
+ done
+ [ $STATUS -eq 0 ] || break
 done
 
 # Medians over the runs, per rate. CPU per round: bench_core's reading over the loaded rounds
@@ -265,8 +304,9 @@ done
 echo "== medians of $(grep -c '^row .* rate=0 ' "$TMP/rows.txt" 2>/dev/null) idle and $(grep -vc ' rate=0 ' "$TMP/rows.txt" 2>/dev/null) loaded rows =="
 [ -s "$TMP/rows.txt" ] && awk '
   { delete kv; for (k = 2; k <= NF; k++) { split($k, a, "="); kv[a[1]] = a[2] }
-    R = kv["rate"]; if (!(R in seen)) { seen[R] = 1; order[++nr] = R }; n[R]++; m = n[R]
-    L = kv["leader"]; pre = (R == 0) ? "win_cpu_ms_round_" : "cpu_ms_round_"
+    R = kv["mode"] ":" kv["rate"]; if (!(R in seen)) { seen[R] = 1; order[++nr] = R }; n[R]++; m = n[R]
+    mode[R] = kv["mode"]; rate[R] = kv["rate"]
+    L = kv["leader"]; pre = (kv["rate"] == 0) ? "win_cpu_ms_round_" : "cpu_ms_round_"
     lc = kv[pre L]; fc = 0; for (i = 1; i <= 3; i++) if (i != L) fc += kv[pre i] / 2
     val[R, "lead", m] = lc; val[R, "foll", m] = fc
     split("ok retry err lost moved p50_ms p99_ms max_ms end_p50_ms end_p99_ms end_max_ms commit_mean_ms commit_p50_ms commit_p99_ms requests_per_round_mean gen_cpu", ks, " ")
@@ -281,11 +321,11 @@ echo "== medians of $(grep -c '^row .* rate=0 ' "$TMP/rows.txt" 2>/dev/null) idl
     return c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
   }
   END {
-    printf "%6s %4s %7s %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %s\n", "rate", "runs", "kept_up",
+    printf "%-5s %6s %4s %7s %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %s\n", "mode", "rate", "runs", "kept_up",
       "retry", "lost", "moved", "p50 ms", "p99 ms", "max ms", "end50", "end99", "endmax", "commit", "c p50", "c p99",
       "req/rd", "lead ms", "foll ms", "gen%", "leader changed"
     for (o = 1; o <= nr; o++) { R = order[o]
-      printf "%6s %4d %4d/%-2d %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %d\n", R, n[R], up[R], n[R],
+      printf "%-5s %6s %4d %4d/%-2d %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %d\n", mode[R], rate[R], n[R], up[R], n[R],
         med(R, "retry"), med(R, "lost"), med(R, "moved"), med(R, "p50_ms"), med(R, "p99_ms"), med(R, "max_ms"),
         med(R, "end_p50_ms"), med(R, "end_p99_ms"), med(R, "end_max_ms"), med(R, "commit_mean_ms"),
         med(R, "commit_p50_ms"), med(R, "commit_p99_ms"), med(R, "requests_per_round_mean"), med(R, "lead"),
@@ -294,5 +334,18 @@ echo "== medians of $(grep -c '^row .* rate=0 ' "$TMP/rows.txt" 2>/dev/null) idl
     print " second; commit: the leader'"'"'s keyless_core_commit_seconds mean, p50, p99 (interpolated in its buckets);"
     print " req/rd: mean requests per proposed round; lead/foll ms: CPU ms per round of the leader and the mean of the"
     print " followers; gen%: bench_core CPU, % of one core; rate 0: the idle cluster)"
-  }' "$TMP/rows.txt"
+    # TLS / plain, from the medians above, where both modes ran the rate
+    hdr = 0
+    for (o = 1; o <= nr; o++) { R = order[o]; if (mode[R] != "tls" || !(("plain:" rate[R]) in seen)) continue
+      P = "plain:" rate[R]
+      if (!hdr++) printf "\n== TLS / plain, ratio of the medians ==\n%6s %8s %8s %8s %8s %8s %8s %8s\n", "rate", "commit",
+        "c p50", "c p99", "end50", "end99", "lead ms", "foll ms"
+      printf "%6s %8s %8s %8s %8s %8s %8s %8s\n", rate[R], ratio(R, P, "commit_mean_ms"), ratio(R, P, "commit_p50_ms"),
+        ratio(R, P, "commit_p99_ms"), ratio(R, P, "end_p50_ms"), ratio(R, P, "end_p99_ms"), ratio(R, P, "lead"),
+        ratio(R, P, "foll")
+    }
+    if (hdr) print "(1.00: TLS costs nothing measurable; end50/end99: answers after the end of their second)"
+  }
+  function ratio(A, B, k,   x, y) { x = med(A, k); y = med(B, k); return (x == "-" || y == "-" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
+  ' "$TMP/rows.txt"
 exit $STATUS

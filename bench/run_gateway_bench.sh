@@ -12,14 +12,28 @@
 # stopped (TERM, then KILL after 10 s) at exit. Not a test: nothing here asserts a timed result
 # (BENCHMARKS.md).
 #
+# TLS: by default the chain runs as deployed, every node link mutual TLS 1.3 (each daemon's [tls]
+# section with its own certificate from `keyless devpki --nodes`, the cluster CA and its CRL), and
+# the gateway also serves https (its [tls] certificate), so one run can load the same gateway over
+# ksi+tcp, HTTP and https. KL_BENCH_TLS="1 0" starts a second chain in the plain mode ([tls]
+# insecure = yes; https still served, from https_cert/https_key) and runs every shape against
+# both, one after the other, so that the two see the same machine. The core and the aggregator
+# of both chains run throughout (each sees ten roots a second); the gateway is restarted per
+# shape. PASSES=3 runs the whole list of shapes three times, interleaved, and reports the medians
+# per shape and mode, and the ratios https / HTTP (same shape otherwise) and TLS / plain.
+#
 # usage: bench/run_gateway_bench.sh [BUILD_DIR] [-- BENCH_GATEWAY_ARGS...]
 #   BUILD_DIR  a Release build of this tree (default build-bench next to bench/)
 #   after --   extra flags for every bench_gateway run (e.g. --progress, --seed 7)
 # environment:
-#   SHAPES="NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] ..."   the load shapes, in order; RATE
-#              (requests/s) makes the load open loop, paced, with CONNS x INFLIGHT as the cap
+#   SHAPES="NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] ..."   the load shapes, in order; TRANSPORT
+#              is tcp, http or https; RATE (requests/s) makes the load open loop, paced, with
+#              CONNS x INFLIGHT as the cap
+#   PASSES=1   times the whole list of SHAPES is run (medians per shape when more than one)
 #   MAIN="NAME:..."  the main shape, run REPEAT more times after the others (default tcp1-32k)
 #   REPEAT=3   runs of MAIN (0: none)
+#   KL_BENCH_TLS="1"  the modes, in order: 1 node links over mutual TLS (the default), 0 plain
+#              ([tls] insecure = yes); "1 0": both chains, every shape against each
 #   DURATION=20 WARMUP=3 DRAIN=10   seconds: the measured window, before it, answers awaited after it
 #   VERIFY=100 bench_gateway --verify-sample: every 100th signature is built and verified
 #   QUIET=PCT  repeat a shape (at most TRIES times, pausing 5, 10, 15... s) while the rest of the
@@ -48,11 +62,19 @@ done
 DEFAULT_SHAPES="tcp1-4k:tcp:64:64:1 tcp1-16k:tcp:256:64:1 tcp1-32k:tcp:512:64:1 tcp1-64k:tcp:1024:64:1
 tcp32-32k:tcp:32:32:32 tcp32-64k:tcp:64:32:32 tcp32-96k:tcp:96:32:32
 http1-4k:http:4096:1:1 http32-32k:http:1024:1:32 http32-64k:http:2048:1:32
+https1-4k:https:4096:1:1 https32-32k:https:1024:1:32 https32-64k:https:2048:1:32
 tcp1-rate10k:tcp:1024:64:1:10000 tcp1-rate20k:tcp:1024:64:1:20000 tcp1-rate25k:tcp:1024:64:1:25000
 tcp1-rate27k:tcp:1024:64:1:27500 tcp1-rate30k:tcp:1024:64:1:30000
 tcp32-rate50k:tcp:256:32:32:50000 tcp32-rate80k:tcp:256:32:32:80000 tcp32-rate100k:tcp:256:32:32:100000
-tcp32-rate120k:tcp:256:32:32:120000 http32-rate60k:http:4096:1:32:60000"
+tcp32-rate120k:tcp:256:32:32:120000 http32-rate60k:http:4096:1:32:60000 https32-rate60k:https:4096:1:32:60000"
 SHAPES=${SHAPES:-$DEFAULT_SHAPES}
+PASSES=${PASSES:-1}
+MODES=""
+for m in ${KL_BENCH_TLS:-1}; do
+  case $m in 1|yes|tls) MODES="$MODES tls" ;; 0|no|plain) MODES="$MODES plain" ;;
+    *) echo "$0: KL_BENCH_TLS: '$m' is neither 1 nor 0" >&2; exit 2 ;; esac
+done
+MODES=${MODES# }
 MAIN=${MAIN:-tcp1-32k:tcp:512:64:1}
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-20}
@@ -67,7 +89,8 @@ BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/
 command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-gwbench.XXXXXX") || exit 2
-CORE_PID='' AGG_PID='' GW_PID='' BENCH_PID=''
+declare -A CORE_PID=() AGG_PID=() AGG_PORT=() CORE_INTERNAL=()
+GW_PID='' BENCH_PID=''
 STOP_RC=
 stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the exit status in STOP_RC
   local p=$1
@@ -80,12 +103,12 @@ stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the 
   STOP_RC=$?
 }
 cleanup() {
-  for p in "$BENCH_PID" "$GW_PID" "$AGG_PID" "$CORE_PID"; do
+  for p in "$BENCH_PID" "$GW_PID" "${AGG_PID[@]}" "${CORE_PID[@]}"; do
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
   if [ -n "${OUT:-}" ]; then
-    (cd "$TMP" && find . -path ./core -prune -o -path ./pki -prune -o -type f ! -name users -print |
+    (cd "$TMP" && find . -path './data-*' -prune -o -path ./pki -prune -o -type f ! -name users -print |
       while read -r f; do mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
     echo "outputs kept in $OUT"
   fi
@@ -101,42 +124,20 @@ echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), 
 echo "kernel: $(uname -r); TMPDIR filesystem: $(df -T "$TMP" | awk 'NR == 2 {print $2 " on " $1}'); open files limit $(ulimit -n)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "build: $BUILD ($BUILD_TYPE)"
-echo "window $DURATION s after $WARMUP s of warm-up, drain up to $DRAIN s; verify every $VERIFY; main shape $MAIN x $REPEAT"
+echo "window $DURATION s after $WARMUP s of warm-up, drain up to $DRAIN s; verify every $VERIFY; $PASSES pass(es) over the shapes; main shape $MAIN x $REPEAT; modes: $MODES"
 echo "the core, the aggregator, the gateway and bench_gateway share this machine's $(nproc) cores"
 
-# ---- the core: one node, ports chosen free ----
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base=$((20000 + ($$ * 13) % 30000))
-for _ in $(seq 1 100); do
-  port_free $base && port_free $((base + 1)) && port_free $((base + 2)) && port_free $((base + 3)) && break
-  base=$((base + 10)); [ $base -gt 60000 ] && base=20000
-done
-"$KL" devpki -o "$TMP/pki" --email gateway-bench@keyless.invalid >/dev/null || { echo "devpki failed"; exit 1; }
-cat >"$TMP/core.conf" <<CONF
-# written by run_gateway_bench.sh; every other key is deploy/core.conf's default (fsync on)
-[node]
-id = 1
-data_dir = $TMP/core
-[cluster]
-member1 = 127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2))
-[server]
-admin_listen = 127.0.0.1:$((base + 3))
-[calendar]
-genesis = $(($(date +%s) - 2))
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-CONF
-"$CORE" -c "$TMP/core.conf" >>"$TMP/core.log" 2>&1 &
-CORE_PID=$!
-for _ in $(seq 1 150); do
-  curl -s -m 2 "http://127.0.0.1:$((base + 3))/status" | grep -q '"role":"leader"' && break
-  kill -0 "$CORE_PID" 2>/dev/null || break
-  sleep 0.1
-done
-curl -s -m 2 "http://127.0.0.1:$((base + 3))/status" | grep -q '"role":"leader"' ||
-  { echo "keyless-core did not become leader:"; tail -n 20 "$TMP/core.log"; exit 1; }
-echo "keyless-core pid $CORE_PID, internal 127.0.0.1:$((base + 1)), admin 127.0.0.1:$((base + 3))"
+"$KL" devpki -o "$TMP/pki" --email gateway-bench@keyless.invalid --nodes core:1,aggregator:1,gateway:1 >/dev/null ||
+  { echo "devpki failed"; exit 1; }
+CA=$TMP/pki/cluster-ca.crt
+tls_section() { # MODE ROLE-ID
+  if [ "$1" = tls ]; then
+    printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$CA" "$TMP/pki/nodes/$2.crt" "$TMP/pki/nodes/$2.key" \
+      "$TMP/pki/crl.pem"
+  else
+    printf '[tls]\ninsecure = yes\n'
+  fi
+}
 
 # started_field LOG FIELD: the value of FIELD in LOG's event=started line
 started_field() { grep 'event=started' "$1" | head -n1 | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
@@ -149,48 +150,107 @@ wait_started() { # LOG PID
   return 1
 }
 
-# ---- the aggregator ----
-cat >"$TMP/aggregator.conf" <<CONF
-# written by run_gateway_bench.sh; every other key is deploy/aggregator.conf's default
+# ---- per mode: one core node (ports chosen free) and one aggregator (port 0) ----
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+base=$((20000 + ($$ * 13) % 30000))
+start_chain() { # MODE
+  local m=$1 mp role
+  for _ in $(seq 1 100); do
+    base=$((base + 10)); [ $base -gt 60000 ] && base=20000
+    port_free $base && port_free $((base + 1)) && port_free $((base + 2)) && port_free $((base + 3)) && break
+  done
+  mp=127.0.0.1:$((base + 3))
+  cat >"$TMP/core-$m.conf" <<CONF
+# written by run_gateway_bench.sh ($m); every other key is deploy/core.conf's default (fsync on)
+[node]
+id = 1
+data_dir = $TMP/data-core-$m
+[cluster]
+member1 = 127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2))
+[server]
+metrics_listen = $mp
+[calendar]
+genesis = $(($(date +%s) - 2))
+[keys]
+calendar_auth_cert = $TMP/pki/calendar-auth.crt
+calendar_auth_key = $TMP/pki/calendar-auth.key
+$(tls_section "$m" core-1)
+CONF
+  "$CORE" -c "$TMP/core-$m.conf" >>"$TMP/core-$m.log" 2>&1 &
+  CORE_PID[$m]=$!
+  CORE_INTERNAL[$m]=127.0.0.1:$((base + 1))
+  for _ in $(seq 1 150); do # keyless_core_raft_role 3: leader
+    role=$(curl -s -m 2 "http://$mp/metrics" | awk '$1 == "keyless_core_raft_role" {print $2}')
+    [ "$role" = 3 ] && break
+    kill -0 "${CORE_PID[$m]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ "$role" = 3 ] || { echo "keyless-core ($m) did not become leader:"; tail -n 20 "$TMP/core-$m.log"; return 1; }
+  echo "keyless-core ($m) pid ${CORE_PID[$m]}, internal ${CORE_INTERNAL[$m]}, metrics $mp"
+
+  cat >"$TMP/aggregator-$m.conf" <<CONF
+# written by run_gateway_bench.sh ($m); every other key is deploy/aggregator.conf's default
 [server]
 listen = 127.0.0.1:0
 admin_listen = 127.0.0.1:0
 [round]
 name = bench-agg
 [parents]
-parent1 = 127.0.0.1:$((base + 1))
+parent1 = ${CORE_INTERNAL[$m]}
+$(tls_section "$m" aggregator-1)
 CONF
-"$AGG" -c "$TMP/aggregator.conf" >>"$TMP/aggregator.log" 2>&1 &
-AGG_PID=$!
-wait_started "$TMP/aggregator.log" "$AGG_PID" || { echo "keyless-aggregator did not start:"; cat "$TMP/aggregator.log"; exit 1; }
-AGG_PORT=$(started_field "$TMP/aggregator.log" port)
-echo "keyless-aggregator pid $AGG_PID, children 127.0.0.1:$AGG_PORT"
+  "$AGG" -c "$TMP/aggregator-$m.conf" >>"$TMP/aggregator-$m.log" 2>&1 &
+  AGG_PID[$m]=$!
+  wait_started "$TMP/aggregator-$m.log" "${AGG_PID[$m]}" ||
+    { echo "keyless-aggregator ($m) did not start:"; cat "$TMP/aggregator-$m.log"; return 1; }
+  AGG_PORT[$m]=$(started_field "$TMP/aggregator-$m.log" port)
+  echo "keyless-aggregator ($m) pid ${AGG_PID[$m]}, children 127.0.0.1:${AGG_PORT[$m]}"
 
-# ---- the gateway: restarted for every shape ----
-KEY=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
-printf 'bench:%s\n' "$KEY" >"$TMP/users"
-chmod 600 "$TMP/users"
-cat >"$TMP/gateway.conf" <<CONF
-# written by run_gateway_bench.sh; every other key is deploy/gateway.conf's default
+  # the gateway's configuration: https is served in both modes (in the plain mode from
+  # https_cert/https_key, as the node links have no certificate then); no per-address connection
+  # cap, since every client connection comes from 127.0.0.1; an idle timeout longer than any
+  # connect phase (16,000 TLS handshakes took up to 43 s on a busy 2-core VM, and a connection
+  # opened early waits for all the others before its first request)
+  local https_files=""
+  [ "$m" = plain ] && https_files="https_cert = $TMP/pki/nodes/gateway-1.crt
+https_key = $TMP/pki/nodes/gateway-1.key"
+  cat >"$TMP/gateway-$m.conf" <<CONF
+# written by run_gateway_bench.sh ($m); every other key is deploy/gateway.conf's default
 [server]
 http_listen = 127.0.0.1:0
 tcp_listen = 127.0.0.1:0
+https_listen = 127.0.0.1:0
 admin_listen = 127.0.0.1:0
+$https_files
 [auth]
 users_file = $TMP/users
 [round]
 name = bench-gw
 [parents]
-parent1 = 127.0.0.1:$AGG_PORT
+parent1 = 127.0.0.1:${AGG_PORT[$m]}
+[limits]
+max_connections = 19000
+max_connections_per_address = 0
+idle_timeout = 10m
+$(tls_section "$m" gateway-1)
 CONF
+}
+
+KEY=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
+printf 'bench:%s\n' "$KEY" >"$TMP/users"
+chmod 600 "$TMP/users"
+for m in $MODES; do start_chain "$m" || exit 1; done
+
+# ---- the gateway: restarted for every shape ----
 GW_N=0
-start_gateway() {
+start_gateway() { # MODE
   GW_N=$((GW_N + 1))
-  GW_LOG=$TMP/gateway$GW_N.log
-  "$GW" -c "$TMP/gateway.conf" >"$GW_LOG" 2>&1 &
+  GW_LOG=$TMP/gateway$GW_N-$1.log
+  "$GW" -c "$TMP/gateway-$1.conf" >"$GW_LOG" 2>&1 &
   GW_PID=$!
   wait_started "$GW_LOG" "$GW_PID" || { echo "keyless-gateway did not start:"; cat "$GW_LOG"; return 1; }
   GW_HTTP=$(started_field "$GW_LOG" http_port)
+  GW_HTTPS=$(started_field "$GW_LOG" https_port)
   GW_TCP=$(started_field "$GW_LOG" tcp_port)
   GW_ADMIN=$(started_field "$GW_LOG" admin_port)
   # it answers once a real signature comes back (bounded: 30 tries)
@@ -214,11 +274,11 @@ mval() { awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$1"; }
 STATUS=0
 ROWS=$TMP/rows.txt
 : >"$ROWS"
-run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL: tried again while the machine is busy
+run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL MODE: tried again while the machine is busy
   local t others
   for t in $(seq 1 "$TRIES"); do
     TRY=$t
-    run_once "$1" "$2" || return 1
+    run_once "$1" "$2" "$3" || return 1
     [ "$QUIET" = off ] && return 0
     others=$(grep '^result ' "$TMP/$2.txt" | sed -n 's/.* others_cpu=\([0-9.]*\).*/\1/p')
     [ -z "$others" ] && return 0
@@ -233,22 +293,25 @@ run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL: tried again 
   done
 }
 run_once() {
-  local spec=$1 transport conns inflight per rate port args out rc
-  IFS=: read -r _ transport conns inflight per rate <<<"$spec"
+  local spec=$1 mode=$3 name transport conns inflight per rate port args out rc
+  IFS=: read -r name transport conns inflight per rate <<<"$spec"
   out=$TMP/$2.txt
-  start_gateway || { STATUS=1; return 1; }
-  port=$GW_TCP
-  [ "$transport" = http ] && port=$GW_HTTP
+  start_gateway "$mode" || { STATUS=1; return 1; }
+  case $transport in
+    tcp) port=$GW_TCP ;; http) port=$GW_HTTP ;; https) port=$GW_HTTPS ;;
+    *) echo "shape $spec: transport '$transport' is not tcp, http or https"; STATUS=1; stop_gateway; return 1 ;;
+  esac
   args=(-a "127.0.0.1:$port" --transport "$transport" -c "$conns" --per-pdu "$per" --user bench --key "$KEY"
         --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" --verify-sample "$VERIFY"
-        -D "gateway:$GW_PID,aggregator:$AGG_PID,core:$CORE_PID")
+        -D "gateway:$GW_PID,aggregator:${AGG_PID[$mode]},core:${CORE_PID[$mode]}")
   [ "$transport" = tcp ] && args+=(--inflight "$inflight")
+  [ "$transport" = https ] && args+=(--ca "$CA")
   [ -n "$rate" ] && args+=(--rate "$rate")
-  echo "== $2: $spec, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+  echo "== $2: $spec, $mode node links, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
   metrics >"$TMP/$2.metrics0"
-  # bounded twice: bench_gateway by its window, drain and stall guard, and this timeout; in the
-  # background so that Ctrl-C or TERM reaches the traps at once
-  timeout $((WARMUP + DURATION + DRAIN + 120)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1 &
+  # bounded twice: bench_gateway by its connect guard, window, drain and stall guard, and this
+  # timeout; in the background so that Ctrl-C or TERM reaches the traps at once
+  timeout $((WARMUP + DURATION + DRAIN + 180)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1 &
   BENCH_PID=$!
   wait "$BENCH_PID"
   rc=$?
@@ -267,7 +330,8 @@ run_once() {
   l=$(awk -v a="$(mval "$m0" 'keyless_tier_parent_latency_seconds_sum{tier="gateway"}')" \
           -v b="$(mval "$m1" 'keyless_tier_parent_latency_seconds_sum{tier="gateway"}')" -v n="$c" \
           'BEGIN { if (n > 0) printf "%.0f", 1000 * (b - a) / n; else printf "-" }')
-  k="keyless_gateway_pdu_duration_seconds_sum{transport=\"$transport\"}"
+  # the gateway counts https PDUs under transport="http" (one histogram for both)
+  k="keyless_gateway_pdu_duration_seconds_sum{transport=\"${transport/https/http}\"}"
   d=$(awk -v a="$(mval "$m0" "$k")" -v b="$(mval "$m1" "$k")" \
           -v n0="$(mval "$m0" "${k/_sum/_count}")" -v n1="$(mval "$m1" "${k/_sum/_count}")" \
           'BEGIN { if (n1 > n0) printf "%.0f", 1000 * (b - a) / (n1 - n0); else printf "-" }')
@@ -277,20 +341,26 @@ run_once() {
     "by status: $(grep '^keyless_gateway_requests_total' "$m1" | sed 's/keyless_gateway_requests_total{status="\(0x[0-9A-F]*\)"} /\1=/' | tr '\n' ' ')"
   local res
   res=$(grep '^result ' "$out" | head -n1)
-  [ -n "$res" ] || echo "$2 result transport=$transport conns=$conns failed=1 tries=$TRY" >>"$ROWS"
-  [ -n "$res" ] && echo "$2 $res rounds=$c round_mean=$( [ "$c" -gt 0 ] && echo $((s / c)) || echo 0) parent_ms=$l gw_pdu_ms=$d tries=$TRY" >>"$ROWS"
+  [ -n "$res" ] || echo "$2 result shape=$name mode=$mode transport=$transport conns=$conns failed=1 tries=$TRY" >>"$ROWS"
+  [ -n "$res" ] && echo "$2 $res shape=$name mode=$mode rounds=$c round_mean=$( [ "$c" -gt 0 ] && echo $((s / c)) || echo 0) parent_ms=$l gw_pdu_ms=$d tries=$TRY" >>"$ROWS"
   stop_gateway
   return 0
 }
 
 EXTRA=("$@")
-n=0
-for spec in $SHAPES; do
-  n=$((n + 1))
-  run_shape "$spec" "$(printf 's%02d-%s' "$n" "${spec%%:*}")"
+for pass in $(seq 1 "$PASSES"); do
+  n=0
+  for spec in $SHAPES; do
+    n=$((n + 1))
+    for m in $MODES; do
+      run_shape "$spec" "$(printf 'p%d-s%02d-%s-%s' "$pass" "$n" "${spec%%:*}" "$m")" "$m"
+    done
+  done
 done
 for r in $(seq 1 "$REPEAT"); do
-  run_shape "$MAIN" "main$r-${MAIN%%:*}"
+  for m in $MODES; do
+    run_shape "$MAIN" "main$r-${MAIN%%:*}-$m" "$m"
+  done
 done
 
 echo "== table =="
@@ -298,51 +368,116 @@ echo "== table =="
 awk '
   function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "-" }
   BEGIN {
-    printf "%-20s %-4s %5s %4s %4s %6s %6s %8s %7s %7s %7s %7s %7s %7s %8s %5s %5s %5s %5s %5s %6s %6s %6s %6s %3s\n",
-      "shape", "tr", "conns", "infl", "/pdu", "rate", "flight", "sigs/s", "PDUs/s", "p50ms", "p90ms", "p99ms",
-      "p99.9", "maxms", "errors", "cl%", "gw%", "agg%", "core%", "oth%", "gwMiB", "round", "parent", "gwpdu", "try"
+    printf "%-26s %-5s %5s %4s %4s %6s %6s %8s %7s %7s %7s %7s %7s %7s %8s %5s %5s %5s %5s %5s %6s %6s %6s %6s %6s %3s\n",
+      "run", "tr", "conns", "infl", "/pdu", "rate", "flight", "sigs/s", "PDUs/s", "p50ms", "p90ms", "p99ms",
+      "p99.9", "maxms", "errors", "cl%", "gw%", "agg%", "core%", "oth%", "gwMiB", "gwconn", "round", "parent", "gwpdu", "try"
   }
   {
-    printf "%-20s %-4s %5s %4s %4s %6s %6s %8.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %8s %5.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6s %6s %6s %3s\n",
+    printf "%-26s %-5s %5s %4s %4s %6s %6s %8.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %8s %5.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6s %6s %6s %6s %3s\n",
       $1, f("transport"), f("conns"), f("inflight"), f("per_pdu"), f("rate"), f("in_flight"),
       f("sigs_per_s"), f("pdus_per_s"), f("p50_ms"), f("p90_ms"), f("p99_ms"), f("p999_ms"), f("max_ms"),
       f("errors"), f("client_cpu"), f("gateway_cpu"), f("aggregator_cpu"), f("core_cpu"), f("others_cpu"),
-      f("gateway_peak_mib"), f("round_mean"), f("parent_ms"), f("gw_pdu_ms"), f("tries")
+      f("gateway_peak_mib"), f("gateway_conn_us"), f("round_mean"), f("parent_ms"), f("gw_pdu_ms"), f("tries")
   }' "$ROWS"
 cat <<'LEGEND'
 (infl: PDUs in flight per connection (cap); flight: requests in flight, the window's mean; rate: open-loop offered
  requests/s (0: closed loop); sigs/s: status-0 answers in the window / window; p*: PDU latency at the client, ms;
  errors: answers not OK over the whole shape, warm-up and drain included; cl/gw/agg/core/oth: CPU over the window,
- % of one core (oth: the rest of the machine); gwMiB: the gateway's peak RSS; from the gateway's /metrics over the
- whole shape: round: mean requests per gateway round; parent: mean ms from a round's close to its parent's answer;
- gwpdu: mean ms from a PDU's arrival at the gateway to its response; try: the try kept, see QUIET)
+ % of one core (oth: the rest of the machine); gwMiB: the gateway's peak RSS; gwconn: the gateway's CPU in the
+ connect phase per connection, us (https: mostly the TLS handshake; 10 ms ticks over all connections); from the
+ gateway's /metrics over the whole shape: round: mean requests per gateway round; parent: mean ms from a round's
+ close to its parent's answer; gwpdu: mean ms from a PDU's arrival at the gateway to its response; try: the try
+ kept, see QUIET)
 LEGEND
 
-if [ "$REPEAT" -gt 0 ]; then
-  echo "== the main shape, $REPEAT runs: ${MAIN} =="
-  grep '^main' "$ROWS" | awk '
-    function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "" }
-    { s[NR] = f("sigs_per_s"); p50[NR] = f("p50_ms"); p99[NR] = f("p99_ms"); e[NR] = f("errors") }
-    function med(v, n,   i, j, t, a) {
-      for (i = 1; i <= n; i++) a[i] = v[i] + 0
-      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+# Medians per shape and mode over the passes, then the ratios: https / http (the same shape
+# otherwise, in the same mode) and tls / plain (the same shape).
+echo "== medians per shape and mode ($PASSES pass(es)) =="
+awk '
+  function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "" }
+  $1 ~ /^main/ || f("failed") == 1 { if (f("failed") == 1) failed[f("shape") "|" f("mode")]++; next }
+  {
+    K = f("shape") "|" f("mode"); if (!(K in n)) { order[++nk] = K }
+    c = ++n[K]
+    ok = f("ok"); sigs = f("sigs_per_s"); win = f("window_s")
+    v[K, "sigs", c] = sigs; v[K, "p50", c] = f("p50_ms"); v[K, "p99", c] = f("p99_ms")
+    v[K, "gw", c] = f("gateway_cpu"); v[K, "cl", c] = f("client_cpu")
+    # CPU per signature in us: % of a core / signatures per second
+    v[K, "gwus", c] = (sigs > 0) ? 1e4 * f("gateway_cpu") / sigs : ""
+    v[K, "clus", c] = (sigs > 0) ? 1e4 * f("client_cpu") / sigs : ""
+    v[K, "conn", c] = f("gateway_conn_us"); v[K, "mib", c] = f("gateway_peak_mib"); v[K, "err", c] = f("errors")
+    v[K, "oth", c] = f("others_cpu")
+    tr[K] = f("transport"); sh[K] = f("conns") ":" f("inflight") ":" f("per_pdu") ":" f("rate"); md[K] = f("mode")
+    nm[K] = f("shape")
+  }
+  function med(K, k,   i, j, t, x, m) {
+    m = n[K]; for (i = 1; i <= m; i++) x[i] = v[K, k, i]
+    for (i = 1; i <= m; i++) if (x[i] == "") return ""
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (x[j] + 0 < x[i] + 0) { t = x[i]; x[i] = x[j]; x[j] = t }
+    return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+  }
+  function rng(K, k,   i, lo, hi) {
+    lo = hi = v[K, k, 1]; for (i = 2; i <= n[K]; i++) { if (v[K, k, i] + 0 < lo + 0) lo = v[K, k, i]; if (v[K, k, i] + 0 > hi + 0) hi = v[K, k, i] }
+    return sprintf("%.0f-%.0f", lo, hi)
+  }
+  function r(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
+  END {
+    for (K in failed) printf "(%s: %d run(s) failed, left out of the medians)\n", K, failed[K]
+    printf "%-18s %-5s %-5s %4s %8s %13s %7s %7s %6s %7s %6s %7s %7s %6s %6s %5s\n", "shape", "mode", "tr", "runs",
+      "sigs/s", "(range)", "p50ms", "p99ms", "gw%", "gw us", "cl%", "cl us", "gwconn", "gwMiB", "errors", "oth%"
+    for (o = 1; o <= nk; o++) { K = order[o]
+      printf "%-18s %-5s %-5s %4d %8.0f %13s %7.0f %7.0f %6.1f %7.1f %6.1f %7.1f %7.1f %6.0f %6.0f %5.0f\n", nm[K], md[K], tr[K], n[K],
+        med(K, "sigs"), rng(K, "sigs"), med(K, "p50"), med(K, "p99"), med(K, "gw"), med(K, "gwus"), med(K, "cl"),
+        med(K, "clus"), med(K, "conn"), med(K, "mib"), med(K, "err"), med(K, "oth")
     }
-    END {
-      for (i = 1; i <= NR; i++) printf "run %d: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms, errors %s\n", i, s[i], p50[i], p99[i], e[i]
-      if (NR) printf "median: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms\n", med(s, NR), med(p50, NR), med(p99, NR)
-    }'
+    print "(medians over the passes; gw us / cl us: CPU per signature of the gateway / bench_gateway, each run'"'"'s % of a"
+    print " core over its signatures/s; gwconn: the gateway'"'"'s CPU per connection in the connect phase, us)"
+    hdr = 0
+    for (o = 1; o <= nk; o++) { K = order[o]; if (tr[K] != "https") continue
+      for (q = 1; q <= nk; q++) { H = order[q]; if (tr[H] != "http" || sh[H] != sh[K] || md[H] != md[K]) continue
+        if (!hdr++) printf "\n== https / http, ratio of the medians (same connections, in flight, requests per PDU, rate) ==\n%-36s %-5s %7s %7s %7s %7s %7s %7s\n", "https vs http", "mode", "sigs/s", "p50", "p99", "gw us", "cl us", "gw%"
+        printf "%-36s %-5s %7s %7s %7s %7s %7s %7s\n", nm[K] " / " nm[H], md[K], r(med(K, "sigs"), med(H, "sigs")),
+          r(med(K, "p50"), med(H, "p50")), r(med(K, "p99"), med(H, "p99")), r(med(K, "gwus"), med(H, "gwus")),
+          r(med(K, "clus"), med(H, "clus")), r(med(K, "gw"), med(H, "gw"))
+      }
+    }
+    hdr = 0
+    for (o = 1; o <= nk; o++) { K = order[o]; if (md[K] != "tls") continue; P = nm[K] "|plain"; if (!(P in n)) continue
+      if (!hdr++) printf "\n== node links TLS / plain, ratio of the medians (same shape) ==\n%-18s %-5s %7s %7s %7s %7s %7s %7s\n", "shape", "tr", "sigs/s", "p50", "p99", "gw us", "cl us", "gw%"
+      printf "%-18s %-5s %7s %7s %7s %7s %7s %7s\n", nm[K], tr[K], r(med(K, "sigs"), med(P, "sigs")), r(med(K, "p50"), med(P, "p50")),
+        r(med(K, "p99"), med(P, "p99")), r(med(K, "gwus"), med(P, "gwus")), r(med(K, "clus"), med(P, "clus")), r(med(K, "gw"), med(P, "gw"))
+    }
+  }' "$ROWS"
+
+if [ "$REPEAT" -gt 0 ]; then
+  for m in $MODES; do
+    echo "== the main shape, $REPEAT runs, $m node links: ${MAIN} =="
+    grep "^main.*-$m " "$ROWS" | awk '
+      function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "" }
+      { s[NR] = f("sigs_per_s"); p50[NR] = f("p50_ms"); p99[NR] = f("p99_ms"); e[NR] = f("errors") }
+      function med(v, n,   i, j, t, a) {
+        for (i = 1; i <= n; i++) a[i] = v[i] + 0
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      END {
+        for (i = 1; i <= NR; i++) printf "run %d: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms, errors %s\n", i, s[i], p50[i], p99[i], e[i]
+        if (NR) printf "median: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms\n", med(s, NR), med(p50, NR), med(p99, NR)
+      }'
+  done
 fi
 
 echo "== stop =="
-stop_pid "$AGG_PID"; AGG_PID=
-echo "keyless-aggregator exit status $STOP_RC"
-[ "$STOP_RC" = 0 ] || STATUS=1
-stop_pid "$CORE_PID"; CORE_PID=
-echo "keyless-core exit status $STOP_RC"
-[ "$STOP_RC" = 0 ] || STATUS=1
-for f in "$TMP"/gateway*.log "$TMP/aggregator.log" "$TMP/core.log"; do
-  w=$(grep -cE 'level=(warn|error)' "$f")
-  [ "$w" -gt 0 ] && echo "$(basename "$f"): $w lines at warn or error, e.g. $(grep -E 'level=(warn|error)' "$f" | head -n1)"
+for m in $MODES; do
+  stop_pid "${AGG_PID[$m]}"; AGG_PID[$m]=
+  echo "keyless-aggregator ($m) exit status $STOP_RC"
+  [ "$STOP_RC" = 0 ] || STATUS=1
+  stop_pid "${CORE_PID[$m]}"; CORE_PID[$m]=
+  echo "keyless-core ($m) exit status $STOP_RC"
+  [ "$STOP_RC" = 0 ] || STATUS=1
+done
+for f in "$TMP"/gateway*.log "$TMP"/aggregator-*.log "$TMP"/core-*.log; do # the plain mode's INSECURE warning is expected
+  w=$(grep -E 'level=(warn|error)' "$f" | grep -vc 'event=INSECURE')
+  [ "$w" -gt 0 ] && echo "$(basename "$f"): $w lines at warn or error, e.g. $(grep -E 'level=(warn|error)' "$f" | grep -v 'event=INSECURE' | head -n1)"
 done
 exit $STATUS
