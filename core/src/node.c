@@ -332,6 +332,7 @@ static int start_servers(core_t *c, kl_err_t *e) {
   lim.max_inflight = 1024;
   lim.max_connections = (unsigned)c->cfg->max_connections;
   lim.max_connections_per_ip = (unsigned)c->cfg->max_connections_per_address;
+  lim.idle_timeout_ms = c->cfg->idle_timeout_ms;
   if ((r = kl_tlv_server_create(c->loop, &lim, "internal", core_on_internal, c, &c->internal, e))) return r;
   kl_tlv_server_set_framing(c->internal, KL_FRAMING_U32);
   /* the tier below (aggregators, gateways straight above the core) and the other members */

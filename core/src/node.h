@@ -45,6 +45,7 @@ typedef struct core_config {
   uint64_t max_skew_ms;
   int64_t max_pending;
   int64_t max_connections, max_connections_per_address;
+  uint64_t idle_timeout_ms; /* internal port: a quiet aggregator or member link stays open this long */
   /* derived */
   core_member_t m[KL_CORE_MAX_MEMBERS];
   size_t n_members;

@@ -40,6 +40,7 @@ static const kl_cfg_key_t keys[] = {
     K("round", "max_pending", KL_CFG_INT, max_pending, "100000", 1, 10000000, NULL),
     K("server", "max_connections", KL_CFG_INT, max_connections, "16384", 16, 1000000, NULL),
     K("server", "max_connections_per_address", KL_CFG_INT, max_connections_per_address, "256", 0, 1000000, NULL),
+    K("server", "idle_timeout", KL_CFG_DURATION, idle_timeout_ms, "10m", 1000, 86400000, NULL),
     K("keys", "calendar_auth_cert", KL_CFG_STR, auth_cert, NULL, 0, 0, check_nonempty),
     K("keys", "calendar_auth_key", KL_CFG_STR, auth_key, NULL, 0, 0, check_nonempty),
     K("raft", "election_timeout", KL_CFG_DURATION, election_ms, "1s", 100, 60000, NULL),
