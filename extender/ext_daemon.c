@@ -423,14 +423,9 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   x->lag = -1;
   if (cfg->upstream[0] != '\0' && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
     return r;
-  if (cfg->https_listen[0] != '\0') {
-    kl_tls_files_t f = {NULL, cfg->https_cert[0] ? cfg->https_cert : cfg->tls.cert,
-                        cfg->https_key[0] ? cfg->https_key : cfg->tls.key, NULL};
-    if (!f.cert[0] || !f.key[0])
-      return kl_err_set(e, KL_EINVAL, "%s: [server] https_listen needs https_cert and https_key (or a [tls] cert and key)",
-                        cfg->path);
-    if ((r = kl_tls_ctx_create(KL_TLS_HTTPS, &f, &x->https_tls, e))) return kl_err_wrap(e, "%s: [server] https", cfg->path);
-  }
+  if ((r = kl_tls_https_open(cfg->https_listen, cfg->https_cert, cfg->https_key, &cfg->tls, cfg->path, &x->https_tls, e)))
+    return r;
+
   if (cfg->upstream[0] != '\0') {
     if (cfg->insecure)
       kl_log(KL_LOG_WARN, "replication_insecure", "certificates=%zu (batches without a signed record are accepted)",

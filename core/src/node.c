@@ -368,6 +368,7 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
       (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
       (r = kl_metrics_create(&c->metrics, e)))
     return r;
+  kl_core_rounds_set_max_pending(c->rounds, (size_t)cfg->max_pending);
   kl_core_fsm_init(&c->fsm, c->cal, core_on_round, c);
   if ((r = start_raft(c, e)) || (r = start_servers(c, e)) || (r = start_links(c, e))) return r;
   uv_timer_init(loop, &c->tick);

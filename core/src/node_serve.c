@@ -166,10 +166,7 @@ static uint64_t peer_member_id(const core_t *c, kl_tlv_req_t *req, uint64_t clai
 }
 
 /* The rounds, with the configured limits (node.c creates them without max_pending). */
-static kl_core_rounds_t *rounds(core_t *c) {
-  kl_core_rounds_set_max_pending(c->rounds, (size_t)c->cfg->max_pending);
-  return c->rounds;
-}
+static kl_core_rounds_t *rounds(core_t *c) { return c->rounds; } /* max_pending set once at start */
 
 /* A warning for the 1st, 2nd, 4th, 8th... occurrence: a flood shows without flooding the log. */
 static bool log_now(const kl_metric_t *counter) {

@@ -57,12 +57,5 @@ void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim) {
 
 int kl_net_settings_https(const kl_net_settings_t *s, const kl_tls_settings_t *tls, const char *file, kl_tls_ctx_t **out,
                           kl_err_t *e) {
-  *out = NULL;
-  if (s->https_listen[0] == '\0') return 0;
-  kl_tls_files_t f = {NULL, s->https_cert[0] ? s->https_cert : tls->cert, s->https_key[0] ? s->https_key : tls->key, NULL};
-  if (!f.cert[0] || !f.key[0])
-    return kl_err_set(e, KL_EINVAL, "%s: [server] https_listen needs https_cert and https_key (or a [tls] cert and key)",
-                      file);
-  if (kl_tls_ctx_create(KL_TLS_HTTPS, &f, out, e)) return kl_err_wrap(e, "%s: [server] https", file);
-  return 0;
+  return kl_tls_https_open(s->https_listen, s->https_cert, s->https_key, tls, file, out, e);
 }

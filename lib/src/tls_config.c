@@ -19,6 +19,18 @@ void kl_tls_cfg_keys(size_t at, void *out) {
   k[i++] = (kl_cfg_key_t){"tls", "insecure", KL_CFG_BOOL, OFF(insecure), "no", 0, 0, NULL};
 }
 
+int kl_tls_https_open(const char *listen, const char *cert, const char *key, const kl_tls_settings_t *tls,
+                      const char *file, kl_tls_ctx_t **out, kl_err_t *e) {
+  *out = NULL;
+  if (listen[0] == '\0') return 0;
+  kl_tls_files_t f = {NULL, cert[0] ? cert : tls->cert, key[0] ? key : tls->key, NULL};
+  if (!f.cert[0] || !f.key[0])
+    return kl_err_set(e, KL_EINVAL, "%s: [server] https_listen needs https_cert and https_key (or a [tls] cert and key)",
+                      file);
+  if (kl_tls_ctx_create(KL_TLS_HTTPS, &f, out, e)) return kl_err_wrap(e, "%s: [server] https", file);
+  return 0;
+}
+
 void kl_tls_cfg_table(const void *base, size_t n_base, size_t tls_at, void *out) {
   memcpy(out, base, n_base * sizeof(kl_cfg_key_t));
   kl_tls_cfg_keys(tls_at, (kl_cfg_key_t *)out + n_base);

@@ -132,6 +132,11 @@ KL_API void kl_tls_cfg_table(const void *base, size_t n_base, size_t tls_at, voi
 KL_API int kl_tls_settings_open(const kl_tls_settings_t *s, const char *file, unsigned role, const char *id,
                                 kl_tls_ctx_t **out, kl_err_t *e);
 
+/* A client-facing https context (*out NULL when listen is empty): cert/key, or the node's
+ * [tls] cert and key when those are empty. Messages name `file` and [server]. */
+KL_API int kl_tls_https_open(const char *listen, const char *cert, const char *key, const kl_tls_settings_t *tls,
+                             const char *file, kl_tls_ctx_t **out, kl_err_t *e);
+
 /* SIGHUP: re-reads t's files (NULL: nothing), logging the outcome under `what`. */
 KL_API void kl_tls_reload_logged(kl_tls_ctx_t *t, const char *what);
 
