@@ -119,6 +119,13 @@ out=$(timeout 10 "$CLIENT" -a "127.0.0.1:$(internal_port 1)" $(cert admin-operat
 check "an admin certificate gets no signature from the internal port" yes \
   "$(echo "$out" | grep -q 'signed=1' && echo no || echo yes)"
 
+# the replication port (seconds for extenders) takes extender and core certificates only
+tls_send "$((B + 13))" aggregator-1 junk
+tls_send "$((B + 13))" - junk
+sleep 0.5
+check_has "core 1's replication port refuses an aggregator certificate" \
+  "server=replication peer=127.0.0.1" "$(grep "accept the peer's role: aggregator" "$KL_NETWORK_DIR/log/core1.log")"
+
 # ---- 4. forged heartbeats and forwards ----
 hb0=$(metric_all keyless_core_heartbeats_refused_total)
 fw0=$(metric_all keyless_core_forwards_refused_total)
