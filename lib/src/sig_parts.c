@@ -160,27 +160,31 @@ void kl_cal_chain_encode(kl_buf_t *b, const kl_cal_chain_t *c) {
 
 /* ---- aggregation hash chain ---- */
 
-/* INT-11 (KSI-FORMAT.md §4.4): padding first, TLV8 with N and F, value 01 or 01 01, even total;
- * without padding the value must not look like an imprint. */
-static bool metadata_trusted(const kl_tlv_t *t, const kl_tlv_t *pad) {
+/* INT-11 (KSI-FORMAT.md §4.4): one padding element, first, TLV8 with N and F, value 01 or
+ * 01 01, even total; without padding the value must not look like an imprint. NULL when the
+ * rules hold, else the rule that is broken. These are verification rules, not structure: the
+ * metadata still parses, and the internal policy reports INT-11 (as libksi does). */
+static const char *metadata_untrusted_why(const kl_tlv_t *t, const kl_tlv_t *pad, int n_pad, int pad_pos) {
+  if (n_pad > 1) return "more than one padding element (0x1E)";
   if (pad != NULL) {
-    if (pad->raw != t->value) return false;
-    if ((pad->flags & (KL_TLV_FLAG_16 | KL_TLV_FLAG_N | KL_TLV_FLAG_F)) != (KL_TLV_FLAG_N | KL_TLV_FLAG_F))
-      return false;
-    if (!((pad->len == 1 && pad->value[0] == 1) ||
-          (pad->len == 2 && pad->value[0] == 1 && pad->value[1] == 1)))
-      return false;
-    return t->len % 2 == 0;
+    if (pad_pos != 1) return "the padding element (0x1E) is not the first element";
+    if (pad->flags & KL_TLV_FLAG_16) return "the padding element (0x1E) is in TLV16 form";
+    if ((pad->flags & (KL_TLV_FLAG_N | KL_TLV_FLAG_F)) != (KL_TLV_FLAG_N | KL_TLV_FLAG_F))
+      return "the padding element (0x1E) lacks the N and F flags";
+    if (!((pad->len == 1 && pad->value[0] == 1) || (pad->len == 2 && pad->value[0] == 1 && pad->value[1] == 1)))
+      return "the padding value is not 01 or 01 01";
+    if (t->len % 2 != 0) return "the padded metadata has an odd length";
+    return NULL;
   }
   if (t->len > 0 && kl_hash_known(t->value[0]) && t->len == kl_hash_digest_len(t->value[0]) + 1)
-    return false;
-  return true;
+    return "without padding, the metadata value reads as an imprint";
+  return NULL;
 }
 
 static int metadata_decode(const kl_tlv_t *t, const uint8_t *base, kl_metadata_t *m, kl_err_t *e) {
   kl_tlv_iter_t it;
   kl_tlv_t c, pad = {0};
-  int r, n = 0, seen_client = 0, seen_machine = 0;
+  int r, n = 0, n_pad = 0, pad_pos = 0, seen_client = 0, seen_machine = 0;
   memset(m, 0, sizeof *m);
   m->value = t->value;
   m->len = t->len;
@@ -188,12 +192,12 @@ static int metadata_decode(const kl_tlv_t *t, const uint8_t *base, kl_metadata_t
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     n++;
     switch (c.type) {
-      case 0x1E:
-        if (m->has_padding) return kl_tlv_err_dup(&c, "metadata", e);
-        if (n != 1)
-          return kl_err_set(e, KL_EFORMAT, "metadata padding (0x1E) at offset %zu is not the first element", c.offset);
+      case 0x1E: /* judged after the loop: a misplaced or repeated padding is INT-11, not malformed */
+        if (n_pad++ == 0) {
+          pad = c;
+          pad_pos = n;
+        }
         m->has_padding = true;
-        pad = c;
         break;
       case 0x01:
         if (seen_client++) return kl_tlv_err_dup(&c, "metadata", e);
@@ -220,7 +224,8 @@ static int metadata_decode(const kl_tlv_t *t, const uint8_t *base, kl_metadata_t
   if (r < 0) return KL_EFORMAT;
   if (!seen_client)
     return kl_err_set(e, KL_EFORMAT, "metadata at offset %zu lacks its client id (0x01)", t->offset);
-  m->trusted = metadata_trusted(t, m->has_padding ? &pad : NULL);
+  m->untrusted_why = metadata_untrusted_why(t, n_pad ? &pad : NULL, n_pad, pad_pos);
+  m->trusted = m->untrusted_why == NULL;
   return 0;
 }
 

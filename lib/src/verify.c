@@ -56,6 +56,10 @@ static kl_verdict_t verify_calendar(kl__vctx_t *v) {
     r = v->res->verdict;
     goto out;
   }
+  /* The chain a calendar-based check trusts must not use a hash function that was obsolete at
+   * its publication time (INT-16). A deprecated one is not judged here, as libksi (see the
+   * vector signature-has-deprecated-function-in-calendar-hash-chain). */
+  if ((r = kl__check_extended_algs(v, &ext, false)) != KL_VER_OK) goto out;
   if (s->cal != NULL) {
     if (s->pub != NULL) {
       if (kl_cal_chain_root(v->h, &ext, &a, &e) || kl_cal_chain_root(v->h, s->cal, &b, &e)) {
@@ -80,9 +84,12 @@ static kl_verdict_t verify_calendar(kl__vctx_t *v) {
     r = FAIL(CAL_02, "the extender's chain input differs from the aggregation root");
     goto out;
   }
-  if (ext.aggr_time != kl_sig_signing_time(s)) {
-    r = FAIL(CAL_03, "the extender's chain is for %llu, the signature for %llu",
-             (unsigned long long)ext.aggr_time, (unsigned long long)kl_sig_signing_time(s));
+  uint64_t shape_time;
+  if (ext.aggr_time != kl_sig_signing_time(s) || !kl_cal_chain_time(&ext, &shape_time) || shape_time != ext.aggr_time) {
+    r = FAIL(CAL_03, "the extender's chain is for %llu (its shape for %llu), the signature for %llu",
+             (unsigned long long)ext.aggr_time,
+             (unsigned long long)(kl_cal_chain_time(&ext, &shape_time) ? shape_time : 0),
+             (unsigned long long)kl_sig_signing_time(s));
     goto out;
   }
   r = kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
@@ -102,6 +109,10 @@ static kl_verdict_t verify_extended_to(kl__vctx_t *v, uint64_t pub_time, const k
     r = v->res->verdict;
     goto out;
   }
+  /* Judged before anything is computed with it: an obsolete algorithm fails (INT-16, as on a
+   * signature's own chain); one deprecated at the publication time makes the publication-based
+   * verdict inconclusive (GEN-02, as libksi and as the key-based policy). */
+  if ((r = kl__check_extended_algs(v, &ext, true)) != KL_VER_OK) goto out;
   if (kl_cal_chain_root(v->h, &ext, &root, &e)) {
     r = NA("extender's calendar chain: %s", e.msg);
     goto out;

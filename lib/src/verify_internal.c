@@ -83,7 +83,8 @@ static kl_verdict_t check_aggr_chains(kl__vctx_t *v) {
     const kl_aggr_chain_t *c = &s->chains[i];
     for (size_t k = 0; k < c->n_links; k++)
       if (c->links[k].kind == KL_SIB_METADATA && !c->links[k].meta.trusted)
-        return FAIL(INT_11, "aggregation chain %zu, link %zu: metadata padding rules violated", i + 1, k + 1);
+        return FAIL(INT_11, "aggregation chain %zu, link %zu: %s", i + 1, k + 1,
+                    c->links[k].meta.untrusted_why ? c->links[k].meta.untrusted_why : "metadata padding rules violated");
   }
   for (size_t i = 0; i < s->n_chains; i++) {
     const kl_aggr_chain_t *c = &s->chains[i];
@@ -136,11 +137,10 @@ static kl_verdict_t check_calendar(kl__vctx_t *v) {
   if (!kl_cal_chain_time(cal, &t) || t != cal->aggr_time)
     return FAIL(INT_05, "calendar chain shape does not encode aggregation time %llu for publication time %llu",
                 (unsigned long long)cal->aggr_time, (unsigned long long)cal->pub_time);
-  uint32_t algs = kl_cal_chain_algs(cal);
-  for (int a = 0; a < 32; a++)
-    if ((algs & (1u << a)) && kl_hash_obsolete_at(a, cal->pub_time))
-      return FAIL(INT_16, "calendar chain uses %s, obsolete at %llu", kl_hash_name(a) ? kl_hash_name(a) : "?",
-                  (unsigned long long)cal->pub_time);
+  int weak = kl__cal_weak_alg(cal, false);
+  if (weak >= 0)
+    return FAIL(INT_16, "calendar chain uses %s, obsolete at %llu", kl_hash_name(weak) ? kl_hash_name(weak) : "?",
+                (unsigned long long)cal->pub_time);
   if (kl_cal_chain_root(v->h, cal, &root, &e)) return FAIL(INT_16, "calendar chain: %s", e.msg);
   if (s->auth != NULL) {
     if (s->auth->data.time != cal->pub_time)
@@ -156,6 +156,35 @@ static kl_verdict_t check_calendar(kl__vctx_t *v) {
     if (!kl_imprint_eq(&s->pub->data.hash, &root))
       return FAIL(INT_09, "calendar root differs from the published hash");
   }
+  return KL_VER_OK;
+}
+
+uint32_t kl__cal_step_algs(const kl_cal_chain_t *c) {
+  uint32_t set = 0;
+  int a = c->input.alg;
+  for (size_t i = 0; i < c->n_links; i++) {
+    if (c->links[i].dir == KL_LINK_LEFT) a = c->links[i].sibling.alg;
+    set |= 1u << (a & 31);
+  }
+  return set;
+}
+
+int kl__cal_weak_alg(const kl_cal_chain_t *c, bool deprecated) {
+  uint32_t algs = kl__cal_step_algs(c);
+  for (int a = 0; a < 32; a++)
+    if ((algs & (1u << a)) && (deprecated ? kl_hash_deprecated_at(a, c->pub_time) : kl_hash_obsolete_at(a, c->pub_time)))
+      return a;
+  return -1;
+}
+
+kl_verdict_t kl__check_extended_algs(kl__vctx_t *v, const kl_cal_chain_t *ext, bool pub_based) {
+  int weak = kl__cal_weak_alg(ext, false);
+  if (weak >= 0)
+    return FAIL(INT_16, "the extender's calendar chain uses %s, obsolete at publication time %llu",
+                kl_hash_name(weak) ? kl_hash_name(weak) : "?", (unsigned long long)ext->pub_time);
+  if (pub_based && (weak = kl__cal_weak_alg(ext, true)) >= 0)
+    return NA("the extender's calendar chain uses %s, deprecated at publication time %llu",
+              kl_hash_name(weak) ? kl_hash_name(weak) : "?", (unsigned long long)ext->pub_time);
   return KL_VER_OK;
 }
 

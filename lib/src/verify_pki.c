@@ -109,11 +109,10 @@ int kl_cal_auth_verify(const kl_cal_auth_t *auth, const uint8_t *const *cert_der
 kl_verdict_t kl__verify_key(kl__vctx_t *v) {
   const kl_sig_t *s = v->sig;
   if (s->cal == NULL) return NA("key-based verification needs a calendar hash chain; the signature has none");
-  uint32_t algs = kl_cal_chain_algs(s->cal);
-  for (int a = 0; a < 32; a++)
-    if ((algs & (1u << a)) && kl_hash_deprecated_at(a, s->cal->pub_time))
-      return NA("calendar chain uses %s, deprecated at publication time %llu", kl_hash_name(a) ? kl_hash_name(a) : "?",
-                (unsigned long long)s->cal->pub_time);
+  int weak = kl__cal_weak_alg(s->cal, true);
+  if (weak >= 0)
+    return NA("calendar chain uses %s, deprecated at publication time %llu", kl_hash_name(weak) ? kl_hash_name(weak) : "?",
+              (unsigned long long)s->cal->pub_time);
   if (s->auth == NULL) return NA("key-based verification needs a calendar authentication record; the signature has none");
   if (v->o->pubfile == NULL) return NA("key-based verification needs a publications file for the certificates");
   const kl_pubfile_cert_t *c = kl_pubfile_find_cert(v->o->pubfile, s->auth->sig.cert_id, s->auth->sig.cert_id_len);

@@ -47,7 +47,11 @@ typedef struct kl_metadata {
   bool has_seq, has_req_time, has_padding;
   uint64_t seq;
   uint64_t req_time; /* microseconds */
-  bool trusted;      /* INT-11 rules hold (see KSI-FORMAT.md §4.4) */
+  /* INT-11 (KSI-FORMAT.md §4.4): a metadata value that breaks the padding rules still parses
+   * (the verifier, not the parser, rejects it), with trusted false and the broken rule in
+   * untrusted_why (a static string; NULL when trusted). */
+  bool trusted;
+  const char *untrusted_why;
   const uint8_t *value; /* the metadata TLV's value: these bytes are hashed */
   size_t len;
 } kl_metadata_t;
