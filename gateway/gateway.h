@@ -33,6 +33,8 @@ typedef struct gw_config {
   kl_tier_settings_t tier; /* [round], [parents] */
   char *users_file;      /* [auth] */
   kl_tls_settings_t tls; /* [tls]: this gateway's certificate towards its parents */
+  int64_t announce_max_level; /* [clients]: the max level a configuration response announces */
+  bool announce_parents;      /* [clients]: whether it lists the parents' addresses */
   char *path;
 } gw_config_t;
 
@@ -52,6 +54,7 @@ typedef struct gw_outcome {
   size_t n_requests;   /* aggregation requests in the PDU */
   bool config;         /* the configuration was sent */
   bool not_a_pdu;      /* not a KSI PDU at all: a stream should be closed */
+  bool wrong_service;  /* not a well-formed aggregation request PDU: HTTP answers 400 */
   char login[64];
   char message[256];   /* why the PDU or its first refused request was refused */
 } gw_outcome_t;
@@ -64,8 +67,11 @@ typedef struct gw_service {
   kl_tier_t *tier;
   const kl_users_t *users;
   const char *machine_id;
-  uint64_t max_requests;  /* aggregation requests per PDU */
-  kl_pdu_config_t conf;   /* what a config request gets */
+  uint64_t max_requests;  /* aggregation requests per PDU, as configured */
+  kl_pdu_config_t conf;   /* what a config request gets (max_requests: see gw_fit) */
+  size_t answer_max;      /* the largest answer (signature parts) of one request seen so far */
+  size_t chain_slack;     /* how much more this gateway's own chain can take than a seen one */
+  size_t overhead;        /* a response PDU's bytes besides its aggr_resps (header, config, HMAC) */
   uint64_t seq;           /* metadata sequence numbers */
   kl_metrics_t *m;
   kl_metric_t *m_ok;      /* requests answered with a chain (the hot series) */
@@ -76,6 +82,12 @@ typedef struct gw_service {
  * it) or NULL when not even an error PDU could be built. */
 void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const uint8_t *p, size_t n,
                gw_respond_fn respond);
+/* Requests per PDU whose answers surely fit one response PDU (65,535 bytes of payload): the
+ * configured max_requests, or fewer as the answers seen so far say. What a configuration
+ * response announces and what gw_handle enforces before a request enters a round. */
+uint64_t gw_fit(const gw_service_t *s);
+/* Sets answer_max's starting guess, chain_slack and overhead from the configuration. */
+void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests);
 /* The tier's done callback: ctx is a request slot of a gw_pdu_t. */
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
 

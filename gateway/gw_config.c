@@ -15,7 +15,7 @@ static int check_users(const void *f, char *msg, size_t n) {
   return -1;
 }
 
-#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS)
+#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS + 2)
 
 static kl_cfg_key_t keys[N_KEYS];
 
@@ -27,6 +27,11 @@ static void init_keys(void) {
   keys[KL_NET_N_KEYS + KL_TIER_N_KEYS] = (kl_cfg_key_t){"auth", "users_file", KL_CFG_STR,
                                                         offsetof(gw_config_t, users_file), NULL, 0, 0, check_users};
   kl_tls_cfg_keys(offsetof(gw_config_t, tls), keys + KL_NET_N_KEYS + KL_TIER_N_KEYS + 1);
+  kl_cfg_key_t *c = keys + KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS;
+  c[0] = (kl_cfg_key_t){"clients", "announce_max_level", KL_CFG_INT, offsetof(gw_config_t, announce_max_level), "20",
+                        0, 255, NULL};
+  c[1] = (kl_cfg_key_t){"clients", "announce_parents", KL_CFG_BOOL, offsetof(gw_config_t, announce_parents), "no",
+                        0, 0, NULL};
 }
 
 int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {

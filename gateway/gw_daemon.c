@@ -52,7 +52,9 @@ static void respond(gateway_t *gw, int transport, void *req, uint8_t *resp, size
            (unsigned long long)us, out->message[0] ? " message=" : "",
            out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
   if (transport == GW_HTTP) {
-    if (resp) kl_http_respond_take(req, 200, "application/ksi-response", resp, len);
+    /* 200 for every aggregation request PDU, whatever its KSI status; 400 (the error PDU still
+     * in the body) for a body that is not one: libksi reads the body of either. */
+    if (resp) kl_http_respond_take(req, out->wrong_service ? 400 : 200, "application/ksi-response", resp, len);
     else kl_http_respond(req, 500, "text/plain", "internal error\n", 15);
   } else {
     if (resp) kl_tlv_respond_take(req, resp, len, out->not_a_pdu);
@@ -231,8 +233,13 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
   gw->svc.conf = (kl_pdu_config_t){.has_max_level = true, .max_level = kl_tier_max_request_level(gw->tier),
                                    .has_aggr_algo = true, .aggr_algo = (uint64_t)tc.round.algorithm,
                                    .has_aggr_period = true, .aggr_period = tc.period_ms, .has_max_requests = true,
-                                   .max_requests = (uint64_t)cfg->net.max_requests, .parent_uris = gw->parents,
-                                   .n_parent_uris = tc.n_parents};
+                                   .max_requests = (uint64_t)cfg->net.max_requests};
+  if (cfg->announce_parents) {
+    gw->svc.conf.parent_uris = gw->parents;
+    gw->svc.conf.n_parent_uris = tc.n_parents;
+  }
+  if ((uint64_t)cfg->announce_max_level < gw->svc.conf.max_level) gw->svc.conf.max_level = (uint64_t)cfg->announce_max_level;
+  gw_fit_init(&gw->svc, tc.round.algorithm, tc.round.max_requests);
   static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
     uv_signal_init(loop, &gw->sig[i]);
@@ -246,9 +253,12 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
     return r;
   }
   char q[200];
-  kl_log(KL_LOG_INFO, "started", "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u http_port=%d https_port=%d tcp_port=%d admin_port=%d",
+  kl_log(KL_LOG_INFO, "started",
+         "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u announced_max_level=%llu requests_per_pdu=%llu "
+         "http_port=%d https_port=%d tcp_port=%d admin_port=%d",
          kl_log_q(q, sizeof q, gw->name), tc.n_parents, cfg->tier.mode, (unsigned long long)tc.period_ms,
-         kl_tier_max_request_level(gw->tier), gw->http ? kl_http_server_port(gw->http) : 0,
+         kl_tier_max_request_level(gw->tier), (unsigned long long)gw->svc.conf.max_level,
+         (unsigned long long)gw_fit(&gw->svc), gw->http ? kl_http_server_port(gw->http) : 0,
          gw->https ? kl_http_server_port(gw->https) : 0,
          gw->tcp ? kl_tlv_server_port(gw->tcp) : 0, gw->admin ? kl_http_server_port(gw->admin) : 0);
   return 0;

@@ -10,6 +10,7 @@
  * until every request it holds has its answer; the response, signed with the request's HMAC
  * algorithm and the login's key, carries one aggr_resp per request, in request order.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,29 @@ static bool looks_like_pdu(const uint8_t *p, size_t n) {
   if (n < 4 || !(p[0] & 0x80)) return false;
   unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
   return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
+}
+
+/* KSI PDUs are TLV16: 65,535 bytes of payload at most. The bound on one aggr_resp is the
+ * largest answer seen, plus what can still grow: this gateway's own chain in a fuller round
+ * (chain_slack), the calendar chain by a few links, the element's own header, id and status. */
+#define PDU_PAYLOAD_MAX 65535u
+
+void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests) {
+  size_t links = 1, imprint = 1 + kl_hash_digest_len(algorithm);
+  for (size_t n = 1; n < round_max_requests; n *= 2) links++;
+  s->chain_slack = links * (4 + imprint + 3); /* link header, sibling imprint, level correction */
+  s->answer_max = 2048;                       /* until the first answer: a typical young calendar */
+  size_t uris = 0;
+  for (size_t i = 0; i < s->conf.n_parent_uris; i++) uris += 4 + strlen(s->conf.parent_uris[i]) + 1;
+  s->overhead = 4 + 128 /* header: login (64 at most kept), ids */ + 96 /* config */ + uris + 4 + 1 + 64 /* HMAC */;
+}
+
+uint64_t gw_fit(const gw_service_t *s) {
+  size_t calendar_growth = 4 * (4 + 1 + 64); /* four more calendar links, SHA-512 at worst */
+  size_t one = 32 + s->answer_max + s->answer_max / 8 + s->chain_slack + calendar_growth;
+  uint64_t fit = (PDU_PAYLOAD_MAX - s->overhead) / one;
+  if (fit < 1) fit = 1;
+  return fit < s->max_requests ? fit : s->max_requests;
 }
 
 static void count(gw_service_t *s, uint64_t status) {
@@ -120,7 +144,9 @@ static void finish(gw_pdu_t *g) {
     rc = kl_pdu_add_aggr_resp(&w, &r, &e);
   }
   if (rc == 0 && g->pdu->config) {
-    rc = kl_pdu_add_config(&w, &s->conf, &e);
+    kl_pdu_config_t cf = s->conf;
+    cf.max_requests = gw_fit(s);
+    rc = kl_pdu_add_config(&w, &cf, &e);
     g->out.config = rc == 0;
   }
   if (rc == 0) rc = kl_pdu_writer_finish(&w, g->pdu->hmac.alg, g->key, g->keylen, &resp, &len, &e);
@@ -145,6 +171,7 @@ void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg) {
   gw_item_t *it = ctx;
   gw_pdu_t *g = it->owner;
   it->status = a->status;
+  if (a->status == 0 && a->len > g->s->answer_max) g->s->answer_max = a->len;
   if (a->status == 0) {
     if ((it->tlvs = malloc(a->len)) == NULL) {
       it->status = KL_STATUS_INTERNAL_ERROR;
@@ -186,6 +213,7 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
   memset(&out, 0, sizeof out);
   if (kl_pdu_parse(p, n, &pdu, &e)) {
     out.not_a_pdu = !looks_like_pdu(p, n);
+    out.wrong_service = true;
     snprintf(msg, sizeof msg, "malformed request PDU: %.200s", e.msg);
     refuse(s, gw, transport, req, respond, t0, &out, KL_STATUS_INVALID_PAYLOAD, msg);
     return;
@@ -198,25 +226,26 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
     snprintf(msg, sizeof msg, "expected an aggregation request PDU (0x220), got 0x%X", pdu->type);
     why = msg;
     status = KL_STATUS_INVALID_PAYLOAD;
+    out.wrong_service = true;
   } else if (pdu->header == NULL) {
     why = "aggregation request without a header";
     status = KL_STATUS_INVALID_REQUEST;
   } else {
     snprintf(out.login, sizeof out.login, "%s", pdu->header->login_id);
     if ((key = kl_users_key(s->users, pdu->header->login_id, &keylen)) == NULL) {
-      why = "authentication failure";
+      why = "unknown login or wrong HMAC key";
       status = KL_STATUS_AUTH_FAILURE;
       snprintf(out.message, sizeof out.message, "unknown login");
     } else if (kl_pdu_check_hmac(pdu, key, keylen, &e)) {
-      why = "authentication failure";
+      why = "unknown login or wrong HMAC key";
       status = KL_STATUS_AUTH_FAILURE;
       snprintf(out.message, sizeof out.message, "%.200s", e.msg);
     } else if (pdu->n_aggr_reqs == 0 && pdu->config == NULL) {
       why = "the PDU holds no aggregation or configuration request";
       status = KL_STATUS_INVALID_REQUEST;
-    } else if (pdu->n_aggr_reqs > s->max_requests) {
-      snprintf(msg, sizeof msg, "%zu aggregation requests in one PDU; the maximum is %llu", pdu->n_aggr_reqs,
-               (unsigned long long)s->max_requests);
+    } else if (pdu->n_aggr_reqs > gw_fit(s)) {
+      snprintf(msg, sizeof msg, "%zu aggregation requests in one PDU; at most %llu fit one response (ask for the configuration)",
+               pdu->n_aggr_reqs, (unsigned long long)gw_fit(s));
       why = msg;
       status = KL_STATUS_INVALID_REQUEST;
     }
@@ -248,7 +277,12 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
     it->request_id = q->request_id;
     kl_round_identity_t who = {pdu->header->login_id, s->machine_id, true, true, s->seq++, t_us};
     uint64_t st;
-    if (kl_tier_submit(s->tier, &q->hash, q->has_level ? (unsigned)q->level : 0, &who, it, &st, &e)) {
+    unsigned level = !q->has_level ? 0 : q->level > UINT_MAX ? UINT_MAX : (unsigned)q->level;
+    if (q->refused) { /* one bad field: this request alone is refused */
+      kl_err_set(&e, KL_EFORMAT, "%s", q->why);
+      st = q->refused;
+    }
+    if (q->refused || kl_tier_submit(s->tier, &q->hash, level, &who, it, &st, &e)) {
       it->status = st;
       it->error = strdup(e.msg);
       if (g->out.message[0] == '\0')

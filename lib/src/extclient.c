@@ -18,10 +18,10 @@ int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *key, uint
     goto out;
   }
   if (pdu->error != NULL) {
+    char text[400];
     r = kl_err_set(e, kl_pdu_status_err(pdu->error->status) ? kl_pdu_status_err(pdu->error->status) : KL_ESERVICE,
-                   "extender error 0x%llX: %s%s%s", (unsigned long long)pdu->error->status,
-                   kl_pdu_status_text(KL_PDU_SVC_EXT, pdu->error->status), pdu->error->message ? ": " : "",
-                   pdu->error->message ? pdu->error->message : "");
+                   "extender error 0x%llX: %s", (unsigned long long)pdu->error->status,
+                   kl_pdu_status_msg(KL_PDU_SVC_EXT, pdu->error->status, pdu->error->message, text, sizeof text));
     goto out;
   }
   if (key != NULL && (r = kl_pdu_check_hmac(pdu, key, strlen(key), e))) {
@@ -39,9 +39,9 @@ int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *key, uint
     goto out;
   }
   if (x->status != 0) {
-    r = kl_err_set(e, KL_ESERVICE, "extender status 0x%llX: %s%s%s", (unsigned long long)x->status,
-                   kl_pdu_status_text(KL_PDU_SVC_EXT, x->status), x->error_msg ? ": " : "",
-                   x->error_msg ? x->error_msg : "");
+    char text[400];
+    r = kl_err_set(e, KL_ESERVICE, "extender status 0x%llX: %s", (unsigned long long)x->status,
+                   kl_pdu_status_msg(KL_PDU_SVC_EXT, x->status, x->error_msg, text, sizeof text));
     goto out;
   }
   if (x->cal_raw == NULL) {
@@ -81,7 +81,7 @@ int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t ag
   if (RAND_bytes((unsigned char *)&id, sizeof id) != 1) id = (uint64_t)aggr_time ^ 0x5bd1e995u;
   id = (id >> 2) | 1; /* non-zero, fits in 62 bits */
   kl_pdu_header_t hdr = {user, false, false, 0, 0};
-  kl_pdu_ext_req_t xr = {id, aggr_time, pub_time != 0, pub_time, 0};
+  kl_pdu_ext_req_t xr = {.request_id = id, .aggr_time = aggr_time, .has_pub_time = pub_time != 0, .pub_time = pub_time};
   if ((r = kl_pdu_writer_begin(&w, KL_PDU_EXT_REQ, &hdr, e)) || (r = kl_pdu_add_ext_req(&w, &xr, e)) ||
       (r = kl_pdu_writer_finish(&w, KL_HASH_SHA256, key, strlen(key), &req, &req_len, e))) {
     kl_pdu_writer_free(&w);

@@ -1,6 +1,8 @@
 /* PDU v2 pieces shared by clients and servers: status codes, HMAC check, building a signature
  * from an aggregation response. */
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 
@@ -19,24 +21,34 @@ int kl_pdu_service(uint16_t pdu_type) {
   }
 }
 
-/* KSI-FORMAT.md §7.4 (libksi net.c). NULL: the code has no meaning for that service. */
+/* KSI-FORMAT.md §7.4 (libksi net.c). The texts are the KSI status names as libksi and Guardtime's
+ * servers word them, so that a client's "status: message" reads right. NULL: the code has no
+ * meaning for that service. */
 static const struct {
   uint16_t code;
   const char *aggr, *ext;
 } status_table[] = {
     {KL_STATUS_OK, "OK", "OK"},
-    {KL_STATUS_INVALID_REQUEST, "invalid request", "invalid request"},
-    {KL_STATUS_AUTH_FAILURE, "authentication failure", "authentication failure"},
-    {KL_STATUS_INVALID_PAYLOAD, "invalid payload", "invalid payload"},
-    {0x0104, "request too large", "invalid time range"},
-    {0x0105, "over quota", "request time too old"},
-    {0x0106, "too many requests", "request time too new (beyond the calendar's last time)"},
-    {0x0107, "input hash too long", "request time in the future"},
-    {KL_STATUS_INTERNAL_ERROR, "internal error", "internal error"},
-    {KL_STATUS_EXT_DB_MISSING, NULL, "calendar database missing"},
-    {KL_STATUS_EXT_DB_CORRUPT, NULL, "calendar database corrupt"},
-    {KL_STATUS_UPSTREAM_ERROR, "upstream error", "upstream error"},
-    {KL_STATUS_UPSTREAM_TIMEOUT, "upstream timeout", "upstream timeout"},
+    {KL_STATUS_INVALID_REQUEST, "The request had invalid format", "The request had invalid format"},
+    {KL_STATUS_AUTH_FAILURE, "The request could not be authenticated", "The request could not be authenticated"},
+    {KL_STATUS_INVALID_PAYLOAD, "The request contained invalid payload", "The request contained invalid payload"},
+    {0x0104, "The request indicated client-side aggregation tree larger than allowed",
+     "The request asked for a hash chain going backwards in time"},
+    {0x0105,
+     "The request combined with other requests from the same client in the same round would create an "
+     "aggregation sub-tree larger than allowed",
+     "The request asked for hash values older than the oldest round in the server's database"},
+    {0x0106, "The request could not be processed: too many requests in the same round",
+     "The request asked for hash values newer than the newest round in the server's database"},
+    {0x0107, "Input hash value in the client request is longer than the server allows",
+     "The request asked for hash values newer than the current real time"},
+    {KL_STATUS_INTERNAL_ERROR, "The server encountered an unspecified internal error",
+     "The server encountered an unspecified internal error"},
+    {KL_STATUS_EXT_DB_MISSING, NULL, "The server misses the internal database needed to service the request"},
+    {KL_STATUS_EXT_DB_CORRUPT, NULL, "The server's internal database is in an inconsistent state"},
+    {KL_STATUS_UPSTREAM_ERROR, "The server encountered unspecified critical errors connecting to upstream servers",
+     "The server encountered unspecified critical errors connecting to upstream servers"},
+    {KL_STATUS_UPSTREAM_TIMEOUT, "No response from upstream servers", "No response from upstream servers"},
 };
 
 const char *kl_pdu_status_text(int service, uint64_t status) {
@@ -45,9 +57,23 @@ const char *kl_pdu_status_text(int service, uint64_t status) {
     const char *t = service == KL_PDU_SVC_AGGR ? status_table[i].aggr
                     : service == KL_PDU_SVC_EXT ? status_table[i].ext
                                                 : NULL;
-    return t != NULL ? t : "unknown error";
+    return t != NULL ? t : "Unknown service error";
   }
-  return "unknown error";
+  return "Unknown service error";
+}
+
+/* True when msg only repeats text (Guardtime's servers send the status name as the message). */
+static bool same_text(const char *msg, const char *text) {
+  size_t a = strlen(msg), b = strlen(text);
+  while (a > 0 && (msg[a - 1] == '.' || msg[a - 1] == ' ')) a--;
+  return a == b && strncasecmp(msg, text, a) == 0;
+}
+
+const char *kl_pdu_status_msg(int service, uint64_t status, const char *msg, char *buf, size_t n) {
+  const char *text = kl_pdu_status_text(service, status);
+  if (msg == NULL || msg[0] == '\0' || same_text(msg, text)) snprintf(buf, n, "%s", text);
+  else snprintf(buf, n, "%s: %s", text, msg);
+  return buf;
 }
 
 int kl_pdu_status_err(uint64_t status) {

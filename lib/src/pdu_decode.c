@@ -1,5 +1,6 @@
 /* PDU v2 decoder (KSI-FORMAT.md §7): envelope rules, header, the four payload kinds, error,
  * configuration, HMAC position. Authenticity is checked in pdu.c. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,37 +59,74 @@ static int header_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_header_t
   return 0;
 }
 
+/* A request's own field problem: the first one is kept and the request refused alone, so that
+ * one bad field does not make the whole PDU malformed (KSI clients expect a per-request status). */
+static void refuse_req(uint64_t *refused, char *why, size_t whylen, uint64_t status, const kl_err_t *e) {
+  if (*refused) return;
+  size_t n = strlen(e->msg);
+  *refused = status;
+  if (n >= whylen) n = whylen - 1; /* cut: the offsets and element numbers come first */
+  memcpy(why, e->msg, n);
+  why[n] = '\0';
+}
+
+/* An INT child of a request that may appear once; a repeat or a bad encoding refuses the
+ * request (not the PDU). Returns false when the value could not be read. */
+static bool req_uint(const kl_tlv_t *c, bool *seen, uint64_t *out, const char *where, const char *what,
+                     uint64_t *refused, char *why, size_t whylen) {
+  kl_err_t e = {0};
+  if (uint_once(c, seen, out, where, what, &e) == 0) return true;
+  refuse_req(refused, why, whylen, KL_STATUS_INVALID_REQUEST, &e);
+  return false;
+}
+
 static int aggr_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_aggr_req_t *q, kl_err_t *e) {
   static const char where[] = "aggregation request";
   kl_tlv_iter_t it;
   kl_tlv_t c;
+  kl_err_t fe = {0};
   int r, rc;
   bool seen_id = false, seen_hash = false;
   q->offset = t->offset;
   kl_tlv_iter_children(&it, base, t);
   while ((r = kl_tlv_next(&it, &c, e)) > 0) {
     switch (c.type) {
-      case 0x01:
+      case 0x01: /* without a usable id the request cannot be answered: the PDU is malformed */
         if ((rc = uint_once(&c, &seen_id, &q->request_id, where, "request id", e))) return rc;
         break;
       case 0x02:
-        if (seen_hash) return kl_tlv_err_dup(&c, where, e);
+        if (seen_hash) {
+          kl_tlv_err_dup(&c, where, &fe);
+          refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+          break;
+        }
         seen_hash = true;
-        if ((rc = kl_imprint_decode(&c, &q->hash, e))) return WRAP(rc, e, "request hash");
+        if (kl_imprint_decode(&c, &q->hash, &fe)) {
+          kl_err_wrap(&fe, "request hash");
+          refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+        }
         break;
       case 0x03:
-        if ((rc = uint_once(&c, &q->has_level, &q->level, where, "request level", e))) return rc;
-        if (q->level > 255)
-          return kl_err_set(e, KL_ERANGE, "request level %llu at offset %zu is over 255",
-                            (unsigned long long)q->level, c.offset);
+        if (q->has_level == false && c.len > 8 && c.value[0] != 0) { /* a level no tree can have */
+          q->has_level = true;
+          q->level = UINT64_MAX;
+          break;
+        }
+        req_uint(&c, &q->has_level, &q->level, where, "request level", &q->refused, q->why, sizeof q->why);
         break;
       default:
-        if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, where, e);
+        if (!kl_tlv_is_noncritical(&c)) {
+          kl_tlv_err_unknown(&c, where, &fe);
+          refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+        }
     }
   }
   if (r < 0) return KL_EFORMAT;
   if (!seen_id) return missing(t, where, "request id (0x01)", e);
-  if (!seen_hash) return missing(t, where, "request hash (0x02)", e);
+  if (!seen_hash) {
+    missing(t, where, "request hash (0x02)", &fe);
+    refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+  }
   return 0;
 }
 
@@ -165,6 +203,7 @@ static int ext_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_ext_req
   static const char where[] = "extension request";
   kl_tlv_iter_t it;
   kl_tlv_t c;
+  kl_err_t fe = {0};
   int r, rc;
   bool seen_id = false, seen_time = false;
   q->offset = t->offset;
@@ -175,18 +214,25 @@ static int ext_req_decode(const kl_tlv_t *t, const uint8_t *base, kl_pdu_ext_req
         if ((rc = uint_once(&c, &seen_id, &q->request_id, where, "request id", e))) return rc;
         break;
       case 0x02:
-        if ((rc = uint_once(&c, &seen_time, &q->aggr_time, where, "aggregation time", e))) return rc;
+        req_uint(&c, &seen_time, &q->aggr_time, where, "aggregation time", &q->refused, q->why, sizeof q->why);
         break;
       case 0x03:
-        if ((rc = uint_once(&c, &q->has_pub_time, &q->pub_time, where, "publication time", e))) return rc;
+        req_uint(&c, &q->has_pub_time, &q->pub_time, where, "publication time", &q->refused, q->why,
+                 sizeof q->why);
         break;
       default:
-        if (!kl_tlv_is_noncritical(&c)) return kl_tlv_err_unknown(&c, where, e);
+        if (!kl_tlv_is_noncritical(&c)) {
+          kl_tlv_err_unknown(&c, where, &fe);
+          refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+        }
     }
   }
   if (r < 0) return KL_EFORMAT;
   if (!seen_id) return missing(t, where, "request id (0x01)", e);
-  if (!seen_time) return missing(t, where, "aggregation time (0x02)", e);
+  if (!seen_time) {
+    missing(t, where, "aggregation time (0x02)", &fe);
+    refuse_req(&q->refused, q->why, sizeof q->why, KL_STATUS_INVALID_REQUEST, &fe);
+  }
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "keyless/chains.h"
 #include "keyless/pdu.h"
@@ -135,6 +136,10 @@ int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const 
   if (!kl_hash_known(hash->alg) || hash->len != kl_hash_digest_len(hash->alg)) {
     *status = KL_STATUS_INVALID_PAYLOAD;
     return kl_err_set(e, KL_EINVAL, "request hash is not a valid imprint");
+  }
+  if (kl_hash_deprecated_at(hash->alg, (uint64_t)time(NULL))) { /* its signature would fail INT-13/15 */
+    *status = KL_STATUS_INVALID_REQUEST;
+    return kl_err_set(e, KL_EINVAL, "request hash uses %s, which is deprecated for new signatures", kl_hash_name(hash->alg));
   }
   if (level > kl_round_max_request_level(&r->cfg)) {
     *status = KL_STATUS_AGGR_REQUEST_TOO_LARGE;

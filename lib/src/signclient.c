@@ -52,7 +52,7 @@ int kl_aggr_request_build(const kl_aggr_auth_t *auth, const kl_aggr_item_t *item
   kl_pdu_header_t hdr = {auth->user, false, false, 0, 0};
   int r = kl_pdu_writer_begin(&w, KL_PDU_AGGR_REQ, &hdr, e);
   for (size_t i = 0; r == 0 && i < n; i++) {
-    kl_pdu_aggr_req_t q = {items[i].request_id, items[i].hash, items[i].level != 0, items[i].level, 0};
+    kl_pdu_aggr_req_t q = {.request_id = items[i].request_id, .hash = items[i].hash, .has_level = items[i].level != 0, .level = items[i].level};
     r = kl_pdu_add_aggr_req(&w, &q, e);
   }
   if (r == 0 && want_config) r = kl_pdu_add_config_req(&w, e);
@@ -75,8 +75,9 @@ int kl_aggr_resp_open(const uint8_t *p, size_t n, const kl_aggr_auth_t *auth, kl
     r = kl_err_set(e, KL_EFORMAT, "expected an aggregation response (0x221), got PDU type 0x%X", pdu->type);
   } else if (pdu->error != NULL) {
     const kl_pdu_error_t *x = pdu->error;
-    r = kl_err_set(e, status_err(x->status), "aggregator error 0x%llX (%s)%s%s", (unsigned long long)x->status,
-                   kl_pdu_status_text(KL_PDU_SVC_AGGR, x->status), x->message ? ": " : "", x->message ? x->message : "");
+    char text[400];
+    r = kl_err_set(e, status_err(x->status), "aggregator error 0x%llX: %s", (unsigned long long)x->status,
+                   kl_pdu_status_msg(KL_PDU_SVC_AGGR, x->status, x->message, text, sizeof text));
   } else if ((r = kl_pdu_check_hmac_alg(pdu, hmac_alg_of(auth), auth->key, auth->keylen, e))) {
     kl_err_wrap(e, "aggregation response");
   }
@@ -141,10 +142,12 @@ static int find_resp(const kl_aggr_resp_t *r, uint64_t id, const kl_pdu_aggr_res
                       (unsigned long long)id, (unsigned long long)pdu->aggr_resps[0].request_id);
   }
   const kl_pdu_aggr_resp_t *x = *out;
-  if (x->status != KL_STATUS_OK)
-    return kl_err_set(e, status_err(x->status), "aggregator status 0x%llX (%s) for request id %llu%s%s",
-                      (unsigned long long)x->status, kl_pdu_status_text(KL_PDU_SVC_AGGR, x->status), (unsigned long long)id,
-                      x->error_msg ? ": " : "", x->error_msg ? x->error_msg : "");
+  if (x->status != KL_STATUS_OK) {
+    char text[400];
+    return kl_err_set(e, status_err(x->status), "aggregator status 0x%llX for request id %llu: %s",
+                      (unsigned long long)x->status, (unsigned long long)id,
+                      kl_pdu_status_msg(KL_PDU_SVC_AGGR, x->status, x->error_msg, text, sizeof text));
+  }
   if (x->n_chains == 0)
     return kl_err_set(e, KL_EFORMAT, "the aggregation response for request id %llu has no aggregation hash chain",
                       (unsigned long long)id);

@@ -14,8 +14,8 @@
  *         garbage       a TLV that is not a PDU at all
  *         cut           ksi+tcp: the first half of a good PDU, then the write side closed
  *         oversize N    a PDU header announcing N bytes in all, then that many bytes
- *         level         asks the configuration, then two requests: at max_level (must be
- *                       signed) and at max_level + 1 (must be refused)
+ *         level [MAX]   asks the configuration, then two requests: at MAX (default: the
+ *                       announced max_level; must be signed) and at MAX + 1 (must be refused)
  *       prints one line of key=value: http=STATUS (HTTP only), closed=1 (no response),
  *       error=0xSSSS (PDU-level error), id=N status=0xSSSS [sig=ok|bad] per request,
  *       max_level=N, hmac=ok|bad|none; exit 0 if the exchange happened, 1 on a local failure
@@ -448,6 +448,7 @@ static int cmd_send(int argc, char **argv) {
     kl_aggr_resp_free(resp);
     xres_free(&r);
     printf("max_level=%u ", max);
+    if (argc > 5) max = (unsigned)atoi(argv[5]); /* the limit enforced, above the one announced */
     items[0].level = max;
     items[1].request_id = items[0].request_id + 1;
     items[1].level = max + 1;

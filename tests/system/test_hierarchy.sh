@@ -207,7 +207,7 @@ start g1 "$GW" g1.conf || { cat g1.log; bail "keyless-gateway gw-all started"; }
 start g2 "$GW" g2.conf || { cat g2.log; bail "keyless-gateway gw-failover started"; }
 G1_HTTP=$(logged g1 http_port) G1_TCP=$(logged g1 tcp_port) G1_ADM=$(logged g1 admin_port)
 G2_HTTP=$(logged g2 http_port) G2_TCP=$(logged g2 tcp_port) G2_ADM=$(logged g2 admin_port)
-MAXLVL=$(logged g1 max_level)
+MAXLVL=$(logged g1 max_level) ANNOUNCED=$(logged g1 announced_max_level)
 for g in G1 G2; do
   adm=${g}_ADM
   wait_metric "${!adm}" keyless_gateway_parents_up 2 100
@@ -231,7 +231,7 @@ BOB=(--aggr-user bob --aggr-key "$BOBKEY")
 # ---------------------------------------------------------------- 4. conformance
 run "$KL" sign --dump-conf -S "$G1H" "${ALICE[@]}"
 check "sign --dump-conf: exit 0" 0 "$RC"
-check_has "sign --dump-conf: the max level the gateway logged ($MAXLVL)" "max level:        $MAXLVL" "$OUT"
+check_has "sign --dump-conf: the max level the gateway announces ($ANNOUNCED)" "max level:        $ANNOUNCED" "$OUT"
 check_has "sign --dump-conf: the 100 ms round" "aggregation period: 100 ms" "$OUT"
 printf 'conformance document\n' >conf.txt
 run "$BAD" capture "$G1H" alice alice-key conf.txt conf.tlv
@@ -410,9 +410,9 @@ for u in "$G2H" "$G2T"; do
     *error=0x0103*|*closed=1*) pass "$tr, garbage: 0x103 or closed ($OUT)" ;;
     *) fail "$tr, garbage" "error=0x0103 or closed=1" "$OUT" ;;
   esac
-  run "$BAD" send "$u" bob "$BOBKEY" level
-  check "$tr, request_level max_level+1: 0x104 for it; the one at max_level is signed" \
-    "max_level=$MAXLVL status=0x0000 sig=ok status=0x0104 hmac=ok" "$(printf '%s' "$OUT" | sed -E 's/http=[0-9]+ //; s/id=[0-9]+ //g')"
+  run "$BAD" send "$u" bob "$BOBKEY" level "$MAXLVL"
+  check "$tr, request_level max_level+1 ($MAXLVL+1): 0x104 for it; the one at max_level is signed" \
+    "max_level=$ANNOUNCED status=0x0000 sig=ok status=0x0104 hmac=ok" "$(printf '%s' "$OUT" | sed -E 's/http=[0-9]+ //; s/id=[0-9]+ //g')"
 done
 run "$BAD" send "$G2H" bob "$BOBKEY" oversize 10000
 check "http, a 10,000-byte PDU (max_pdu_size 8k): HTTP 413" "http=413" "$(printf '%s' "$OUT" | grep -o 'http=[0-9]*')"
@@ -421,7 +421,7 @@ check "tcp, a 10,000-byte PDU: connection closed" "closed=1" "$OUT"
 run "$BAD" send "$G2T" bob "$BOBKEY" cut
 check "tcp, half a PDU then EOF: connection closed, no answer" "closed=1" "$OUT"
 run "$BAD" send "$G1H" alice alice-key oversize 8000
-check "gw-all (max_pdu_size 65539) takes 8,000 bytes and refuses the content: 0x103" "http=200 error=0x0103 hmac=none" "$OUT"
+check "gw-all (max_pdu_size 65539) takes 8,000 bytes and refuses the content: HTTP 400, 0x103" "http=400 error=0x0103 hmac=none" "$OUT"
 printf 'wrong key document\n' >wrong.txt
 run "$KL" sign -i wrong.txt -S "$G2H" --aggr-user bob --aggr-key wrong
 check "keyless sign with a wrong key: exit 14 (authentication)" 14 "$RC"

@@ -156,25 +156,33 @@ static void test_error_statuses(void **state) {
   (void)state;
   kl_pdu_t *pdu = parse_vec("pdu/ok-ext-err-resp-104.tlv");
   assert_int_equal(pdu->ext_resps[0].status, KL_STATUS_EXT_INVALID_TIME_RANGE);
-  assert_string_equal(kl_pdu_status_text(kl_pdu_service(pdu->type), pdu->ext_resps[0].status), "invalid time range");
+  assert_string_equal(kl_pdu_status_text(kl_pdu_service(pdu->type), pdu->ext_resps[0].status), "The request asked for a hash chain going backwards in time");
   assert_non_null(strstr(pdu->ext_resps[0].error_msg, "hash chain going backwards"));
   assert_int_equal(kl_pdu_status_err(pdu->ext_resps[0].status), KL_ESERVICE);
   kl_pdu_free(pdu);
   pdu = parse_vec("pdu/ok-ext-err-resp-106.tlv");
   assert_int_equal(pdu->ext_resps[0].status, KL_STATUS_EXT_TIME_TOO_NEW);
-  assert_non_null(strstr(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x106), "too new"));
+  assert_non_null(strstr(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x106), "newer than the newest round"));
   kl_pdu_free(pdu);
   pdu = parse_vec("pdu/ok_aggr_err_response-1.tlv");
   assert_int_equal(pdu->aggr_resps[0].status, KL_STATUS_INVALID_PAYLOAD);
   assert_string_equal(pdu->aggr_resps[0].error_msg, "The request contained invalid payload");
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x103), "invalid payload");
+  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x103), "The request contained invalid payload");
   kl_pdu_free(pdu);
 
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x104), "request too large");
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x106), "too many requests");
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x202), "calendar database corrupt");
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x202), "unknown error");
-  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x999), "unknown error");
+  assert_non_null(strstr(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x104), "aggregation tree larger than allowed"));
+  assert_non_null(strstr(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x106), "too many requests"));
+  assert_non_null(strstr(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x202), "database is in an inconsistent state"));
+  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_AGGR, 0x202), "Unknown service error");
+  assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_EXT, 0x999), "Unknown service error");
+  /* A message that only repeats the status name (as Guardtime's servers send) is not doubled. */
+  char buf[300];
+  assert_string_equal(kl_pdu_status_msg(KL_PDU_SVC_AGGR, 0x103, "The request contained invalid payload.", buf, sizeof buf),
+                      "The request contained invalid payload");
+  assert_string_equal(kl_pdu_status_msg(KL_PDU_SVC_AGGR, 0x102, NULL, buf, sizeof buf),
+                      "The request could not be authenticated");
+  assert_string_equal(kl_pdu_status_msg(KL_PDU_SVC_AGGR, 0x101, "3 requests", buf, sizeof buf),
+                      "The request had invalid format: 3 requests");
   assert_string_equal(kl_pdu_status_text(KL_PDU_SVC_EXT, 0), "OK");
   assert_int_equal(kl_pdu_status_err(0), 0);
   assert_int_equal(kl_pdu_status_err(KL_STATUS_AUTH_FAILURE), KL_EAUTH);
@@ -524,11 +532,53 @@ static void check_case(uint16_t type, const uint8_t *c, size_t n, bool hmac, int
   free(p);
 }
 
+/* A request whose own field is bad: the PDU parses and that request alone is refused. */
+static void check_refused(uint16_t type, const uint8_t *c, size_t n, uint64_t status, const char *needle) {
+  size_t len;
+  uint8_t *p = seal(type, c, n, true, &len);
+  kl_pdu_t *pdu = parse_ok(p, len);
+  uint64_t got = type == 0x220 ? pdu->aggr_reqs[0].refused : pdu->ext_reqs[0].refused;
+  const char *why = type == 0x220 ? pdu->aggr_reqs[0].why : pdu->ext_reqs[0].why;
+  if (got != status) fail_msg("refused 0x%llx, expected 0x%llx (%s)", (unsigned long long)got, (unsigned long long)status, why);
+  if (needle && strstr(why, needle) == NULL) fail_msg("reason '%s' lacks '%s'", why, needle);
+  kl_pdu_free(pdu);
+  free(p);
+}
+
+#define REFUSED(type, status, needle, ...)                                         \
+  do {                                                                             \
+    const uint8_t c_[] = {__VA_ARGS__};                                            \
+    check_refused(type, c_, sizeof c_, status, needle);                            \
+  } while (0)
+
 #define CASE(type, hmac, code, needle, ...)                                        \
   do {                                                                             \
     const uint8_t c_[] = {__VA_ARGS__};                                            \
     check_case(type, c_, sizeof c_, hmac, code, needle);                           \
   } while (0)
+
+/* Levels are kept as sent, whatever their size: the service answers 0x104 for that request. */
+static void test_request_levels(void **state) {
+  (void)state;
+  static const struct { uint8_t bytes[10]; size_t n; uint64_t want; } lv[] = {
+      {{0xFF}, 1, 255}, {{0x01, 0x00}, 2, 256}, {{0xFF, 0xFF, 0xFF}, 3, 0xFFFFFF},
+      {{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}, 9, UINT64_MAX}};
+  for (size_t i = 0; i < sizeof lv / sizeof lv[0]; i++) {
+    uint8_t c[80] = {HDR, 0x02, 0, 0x01, 0x01, 0x07, 0x02, 0x21, 0x01, A8, A8, A8, A8, 0x03, (uint8_t)lv[i].n};
+    size_t hdr = 6, n = hdr + 2 + 3 + 35 + 2;
+    memcpy(c + n, lv[i].bytes, lv[i].n);
+    n += lv[i].n;
+    c[hdr + 1] = (uint8_t)(n - hdr - 2);
+    size_t len;
+    uint8_t *p = seal(0x220, c, n, true, &len);
+    kl_pdu_t *pdu = parse_ok(p, len);
+    assert_true(pdu->aggr_reqs[0].has_level);
+    assert_true(pdu->aggr_reqs[0].level == lv[i].want);
+    assert_int_equal(pdu->aggr_reqs[0].refused, 0);
+    kl_pdu_free(pdu);
+    free(p);
+  }
+}
 
 static void test_envelope_rules(void **state) {
   (void)state;
@@ -544,14 +594,20 @@ static void test_envelope_rules(void **state) {
   CASE(0x220, true, 0, NULL, HDR, 0x05, 0x00); /* ack request: recognised */
   CASE(0x320, true, KL_ECRITICAL, "0x05", HDR, 0x05, 0x00);
   CASE(0x220, true, KL_ECRITICAL, "configuration request", HDR, 0x04, 0x03, 0x01, 0x01, 0x01);
-  CASE(0x220, true, KL_EFORMAT, "lacks its request hash", HDR, 0x02, 0x03, 0x01, 0x01, 0x01);
+  /* A bad field of one request refuses that request, not the PDU (the request id is needed). */
+  REFUSED(0x220, 0x101, "lacks its request hash", HDR, 0x02, 0x03, 0x01, 0x01, 0x01);
+  REFUSED(0x220, 0x101, "unknown critical element 0x0F", HDR, 0x02, 0x06, 0x01, 0x01, 0x01, 0x0F, 0x01, 0x00, AREQ);
+  REFUSED(0x220, 0x101, "appears more than once", HDR, 0x02, 0x0B, 0x01, 0x01, 0x01, 0x03, 0x01, 0x01, 0x03, 0x01,
+          0x02, 0x02, 0x00);
   CASE(0x220, true, KL_EFORMAT, "lacks its request id", HDR, 0x02, 0x00);
-  CASE(0x220, true, KL_ERANGE, "request level 256", HDR, 0x02, 0x04, 0x03, 0x02, 0x01, 0x00);
-  CASE(0x220, true, KL_EHASHALG, "request hash", HDR, 0x02, 0x05, 0x01, 0x00, 0x02, 0x01, 0x7F);
+  REFUSED(0x220, 0, NULL, HDR, AREQ); /* a good request is not refused */
+  REFUSED(0x220, 0x101, "request hash", HDR, 0x02, 0x06, 0x01, 0x01, 0x07, 0x02, 0x01, 0x7F);
   CASE(0x220, true, KL_EFORMAT, "not minimally encoded", HDR, 0x02, 0x04, 0x01, 0x02, 0x00, 0x01);
   CASE(0x220, true, KL_EFORMAT, "lacks its login id", 0x01, 0x03, 0x02, 0x01, 0x05);
   CASE(0x220, true, KL_EFORMAT, "not NUL-terminated", 0x01, 0x03, 0x01, 0x01, 0x61);
-  CASE(0x320, true, KL_EFORMAT, "lacks its aggregation time", HDR, 0x02, 0x03, 0x01, 0x01, 0x01);
+  REFUSED(0x320, 0x101, "lacks its aggregation time", HDR, 0x02, 0x03, 0x01, 0x01, 0x01);
+  REFUSED(0x320, 0x101, "not minimally encoded", HDR, 0x02, 0x07, 0x01, 0x01, 0x01, 0x02, 0x02, 0x00, 0x05);
+  CASE(0x320, true, KL_EFORMAT, "lacks its request id", HDR, 0x02, 0x04, 0x02, 0x02, 0x01, 0x05);
   CASE(0x321, true, KL_EFORMAT, "lacks its status (0x04)", HDR, 0x02, 0x03, 0x01, 0x01, 0x01);
   CASE(0x321, true, 0, NULL, HDR, 0x02, 0x05, 0x01, 0x01, 0x01, 0x04, 0x00);
   CASE(0x321, true, KL_ECRITICAL, "configuration", HDR, 0x04, 0x03, 0x01, 0x01, 0x01); /* max_level is aggr only */
@@ -735,6 +791,7 @@ int main(void) {
       cmocka_unit_test(test_sig_from_aggr_resp), cmocka_unit_test(test_roundtrip_aggr_req),
       cmocka_unit_test(test_roundtrip_aggr_resp), cmocka_unit_test(test_roundtrip_ext),
       cmocka_unit_test(test_error_only),       cmocka_unit_test(test_envelope_rules),
+      cmocka_unit_test(test_request_levels),
       cmocka_unit_test(test_truncated_and_oversized), cmocka_unit_test(test_size_limit),
       cmocka_unit_test(test_writer_misuse),
   };

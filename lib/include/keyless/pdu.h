@@ -86,9 +86,12 @@ enum {
 /* Which service's meaning a status code has. */
 enum { KL_PDU_SVC_AGGR = 1, KL_PDU_SVC_EXT = 2 };
 
-/* Text of a status code for KL_PDU_SVC_AGGR or KL_PDU_SVC_EXT; never NULL ("unknown error"
- * for codes the table does not have). */
+/* The KSI status name of a code for KL_PDU_SVC_AGGR or KL_PDU_SVC_EXT, worded as libksi does;
+ * never NULL ("Unknown service error" for codes the table does not have). */
 KL_API const char *kl_pdu_status_text(int service, uint64_t status);
+/* "TEXT: msg" for a status and the message that came with it (msg may be NULL), or just TEXT
+ * when msg is absent or only repeats it; written to buf (n bytes), which is returned. */
+KL_API const char *kl_pdu_status_msg(int service, uint64_t status, const char *msg, char *buf, size_t n);
 /* The keyless error a status maps to: 0 for OK, KL_EAUTH for an authentication failure,
  * KL_ESERVICE for everything else. */
 KL_API int kl_pdu_status_err(uint64_t status);
@@ -107,8 +110,13 @@ typedef struct kl_pdu_aggr_req {
   uint64_t request_id;
   kl_imprint_t hash;
   bool has_level;
-  uint64_t level; /* 0..255 */
+  uint64_t level; /* as sent (UINT64_MAX for a longer integer): the service checks the range */
   size_t offset;  /* parser only */
+  /* Parser only. Nonzero: this request is identified (its id parsed) but one of its fields is
+   * unusable (missing hash, unknown algorithm, a bad or unknown critical element). The PDU is
+   * still valid; the service answers this request alone with this status and `why`. */
+  uint64_t refused;
+  char why[120];
 } kl_pdu_aggr_req_t;
 
 /* One signature part of an aggregation response: a whole 0x801..0x806 TLV, header included.
@@ -139,6 +147,8 @@ typedef struct kl_pdu_ext_req {
   bool has_pub_time;  /* absent: extend to the calendar head */
   uint64_t pub_time;
   size_t offset; /* parser only */
+  uint64_t refused; /* parser only: as in kl_pdu_aggr_req_t */
+  char why[120];
 } kl_pdu_ext_req_t;
 
 typedef struct kl_pdu_ext_resp {
