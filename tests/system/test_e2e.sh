@@ -166,7 +166,7 @@ expect "calendar-based with credentials in a ksi+http URL: OK" 0 "OK: signature 
   "$KEYLESS" verify -i sigs/a.txt.ksig --policy calendar -X "ksi+http://$USER_:$KEY@127.0.0.1:$HTTP/"
 # The extender refuses a request whose HMAC does not verify with 0x102 in an unsigned error
 # element; the CLI reports it as inconclusive (NA GEN-02, exit 6) with the extender's status.
-WRONG="NA GEN-02: Verification inconclusive (extending failed: extender $URL: extender error 0x102: authentication failure"
+WRONG="NA GEN-02: Verification inconclusive (extending failed: extender $URL: extender error 0x102: The request could not be authenticated"
 run "$KEYLESS" verify -i sigs/a.txt.ksig -f a.txt --policy calendar -X "$URL" --ext-user "$USER_" --ext-key wrong
 check "calendar-based with a wrong key: exit 6" 6 "$RC"
 check_has "calendar-based with a wrong key: NA GEN-02 with the extender's 0x102" "$WRONG" "$OUT"
