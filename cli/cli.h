@@ -10,6 +10,7 @@
 #include "keyless/err.h"
 #include "keyless/hash.h"
 #include "keyless/pubfile.h"
+#include "conf.h"
 
 /* Exit statuses, as ksi-tool's. */
 enum {
@@ -78,6 +79,10 @@ typedef struct cli_tls {
  * (kl_net_set_tls_defaults), loading the files now. KL_EXIT_USAGE with a message naming the
  * file (and the variable it came from) on a bad one, else KL_EXIT_OK. */
 int cli_tls_setup(cli_tls_t *t, bool admin, kl_err_t *e);
+
+/* A signature laid out for a person, as `keyless inspect` prints it (name: its file). */
+struct kl_sig;
+void cli_sig_dump(FILE *f, const char *name, const struct kl_sig *s);
 
 /* "2024-03-14 21:34:00 UTC" */
 const char *cli_utc(uint64_t t, char *buf, size_t cap);

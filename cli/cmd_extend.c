@@ -1,6 +1,7 @@
 /* keyless extend: replace a signature's calendar part with a chain to a publication (or to the
  * calendar head) fetched from an extender, check it as a KSI client must, verify the result,
- * and write it atomically. */
+ * and write it atomically. The service and trust options may come from a ksi-tool
+ * configuration file (--conf FILE, $KSI_CONF; conf.h); -d dumps the result to standard error. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,15 @@ static void usage(FILE *f) {
              "  -P PUBFILE: a file, or an http:// or https:// URL\n"
              "  -P: to the earliest publication in the file after the signing time (as ksi-tool)\n"
              "  --pub-str: to that publication;  --to-head: to the extender's latest second;  -T: to TIME\n"
-             CLI_TLS_HELP);
+             "  -d: dump the extended signature to standard error (as keyless inspect)\n"
+             "  -C S, -c S: connect and read timeout in seconds (default 10)\n"
+             "  --ext-hmac-alg ALG: the extender's HMAC algorithm (SHA-256, the only one supported)\n"
+             "  --show-progress: a line on standard error when the signature is extended\n"
+             "  --conf FILE: ksi-tool configuration file (-X URL, --ext-user U, --ext-key K, -P URL,\n"
+             "      --cnstr, -V ...; one per line); the command line wins over it, it over $KSI_CONF's\n"
+             CLI_TLS_HELP
+             "exit: 0 ok, 3 usage, 4 bad input, 5 network, 6 not verified, 7 extender error, 9 I/O,\n"
+             "      11 HMAC, 14 login, 16 configuration file\n");
 }
 
 /* The client checks of KSI-FORMAT.md §7.3, with the reason. */
@@ -52,7 +61,8 @@ static void put_pub_rec(kl_buf_t *b, uint64_t time, const kl_imprint_t *hash, co
 }
 
 int cmd_extend(int argc, char **argv) {
-  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE, O_CA };
+  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE, O_CA, O_CONF, O_HMAC, O_PROGRESS };
+  static const char shorts[] = "i:o:X:P:V:T:C:c:dh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
       {"extender", required_argument, NULL, 'X'}, {"ext-user", required_argument, NULL, O_USER},
@@ -61,22 +71,32 @@ int cmd_extend(int argc, char **argv) {
       {"pub-str", required_argument, NULL, O_PUBSTR}, {"to-head", no_argument, NULL, O_HEAD},
       {"time", required_argument, NULL, 'T'}, {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
       {"force", no_argument, NULL, O_FORCE}, {"ca", required_argument, NULL, O_CA},
-      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+      {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
+      {"show-progress", no_argument, NULL, O_PROGRESS}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   cli_tls_t tls = {0};
   const char *in = NULL, *out = NULL, *url = NULL, *user = NULL, *key = NULL, *pubfile = NULL, *pubstr = NULL;
-  bool to_head = false, force = false, have_T = false;
-  uint64_t T = 0;
+  bool to_head = false, force = false, have_T = false, dump = false, show_prog = false;
+  uint64_t T = 0, timeout = 10;
   cli_trust_t trust = {0};
-  int c;
+  int c, v_src = -1, cnstr_src = -1;
+  int conf_st = cli_conf_args("extend", &argc, &argv, shorts, opts);
+  if (conf_st != KL_EXIT_OK) return conf_st;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "i:o:X:P:V:T:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
     switch (c) {
       case 'i': in = optarg; break;
       case 'o': out = optarg; break;
       case 'X': url = optarg; break;
       case 'P': pubfile = optarg; break;
       case 'V':
-        if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) return KL_EXIT_USAGE;
+        if (cli_source(optarg) > v_src) { /* a higher priority replaces a configuration file's list */
+          trust.n_anchors = 0;
+          v_src = cli_source(optarg);
+        }
+        if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) {
+          fprintf(stderr, "keyless extend: %stoo many -V anchors\n", cli_where(optarg));
+          return KL_EXIT_USAGE;
+        }
         trust.anchors[trust.n_anchors++] = optarg;
         break;
       case 'T':
@@ -85,6 +105,22 @@ int cmd_extend(int argc, char **argv) {
           return KL_EXIT_USAGE;
         }
         break;
+      case 'C':
+      case 'c':
+        if (!cli_parse_u64(optarg, &timeout) || timeout == 0 || timeout > 3600) {
+          fprintf(stderr, "keyless extend: %s-%c wants seconds, 1..3600, got '%s'\n", cli_where(optarg), c, optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case O_HMAC:
+        if (kl_hash_from_name(optarg) != KL_HASH_SHA256) {
+          fprintf(stderr, "keyless extend: %s--ext-hmac-alg %s: only SHA-256 is supported\n", cli_where(optarg), optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case 'd': dump = true; break;
+      case O_PROGRESS: show_prog = true; break;
+      case O_CONF: break; /* read by cli_conf_args */
       case O_USER: user = optarg; break;
       case O_KEY: key = optarg; break;
       case O_PUBSTR: pubstr = optarg; break;
@@ -93,8 +129,12 @@ int cmd_extend(int argc, char **argv) {
       case O_FORCE: force = true; break;
       case O_CA: tls.ca = optarg; break;
       case O_CNSTR:
+        if (cli_source(optarg) > cnstr_src) {
+          trust.n_cnstr = 0;
+          cnstr_src = cli_source(optarg);
+        }
         if (!cli_trust_add_cnstr(&trust, optarg)) {
-          fprintf(stderr, "keyless extend: --cnstr wants OID=VALUE\n");
+          fprintf(stderr, "keyless extend: %s--cnstr wants OID=VALUE, got '%s'\n", cli_where(optarg), optarg);
           return KL_EXIT_USAGE;
         }
         break;
@@ -102,6 +142,8 @@ int cmd_extend(int argc, char **argv) {
       default: usage(stderr); return KL_EXIT_USAGE;
     }
   }
+  /* A configuration file's -P is the default target: another one on the command line wins. */
+  if (pubfile && cli_source(pubfile) != CLI_SRC_CMDLINE && (pubstr || to_head || have_T)) pubfile = NULL;
   int targets = (pubfile != NULL) + (pubstr != NULL) + to_head + have_T;
   if (in == NULL || out == NULL || url == NULL || targets != 1 || optind != argc) {
     fprintf(stderr, "keyless extend: give -i SIG, -o OUT, -X URL and exactly one of -P, --pub-str, --to-head, -T\n");
@@ -110,7 +152,7 @@ int cmd_extend(int argc, char **argv) {
   }
   kl_err_t e = {0};
   if (cli_check_extender(url, user, key, &e)) {
-    fprintf(stderr, "keyless extend: %s\n", e.msg);
+    fprintf(stderr, "keyless extend: %s%s\n", cli_where(url), e.msg);
     return KL_EXIT_USAGE;
   }
   int tls_st = cli_tls_setup(&tls, false, &e);
@@ -136,7 +178,7 @@ int cmd_extend(int argc, char **argv) {
   }
   if (pubfile) {
     if ((st = cli_load_pubfile(pubfile, &trust, &pf, &e)) != KL_EXIT_OK) {
-      fprintf(stderr, "keyless extend: %s\n", e.msg);
+      fprintf(stderr, "keyless extend: %s%s\n", cli_where(pubfile), e.msg);
       goto out;
     }
     if ((target = kl_pubfile_find_after(pf, kl_sig_signing_time(sig))) == NULL) {
@@ -168,7 +210,8 @@ int cmd_extend(int argc, char **argv) {
   size_t raw_len;
   kl_imprint_t aggr_root;
   if ((r = kl_sig_aggregation_root(sig, &aggr_root, &e)) ||
-      (r = kl_ext_fetch(url, user, key, kl_sig_signing_time(sig), pub_time, 10000, &arena, &chain, &raw, &raw_len, &e))) {
+      (r = kl_ext_fetch(url, user, key, kl_sig_signing_time(sig), pub_time, (int)timeout * 1000, &arena, &chain, &raw,
+                        &raw_len, &e))) {
     fprintf(stderr, "keyless extend: %s\n", e.msg);
     st = r == KL_EIO ? KL_EXIT_NETWORK : r == KL_EHMAC ? KL_EXIT_HMAC : r == KL_EAUTH ? KL_EXIT_AUTH : KL_EXIT_EXTENDER;
     goto out;
@@ -203,6 +246,8 @@ int cmd_extend(int argc, char **argv) {
   }
   char t[64];
   printf("extended to %llu (%s): %s\n", (unsigned long long)chain.pub_time, cli_utc(chain.pub_time, t, sizeof t), out);
+  if (show_prog) fprintf(stderr, "extended 1/1 files\n");
+  if (dump) cli_sig_dump(stderr, out, ext);
 out:
   kl_buf_free(&anchor);
   kl_arena_free(&arena);

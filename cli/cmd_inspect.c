@@ -15,90 +15,90 @@ static const char *imp_text(const kl_imprint_t *imp, char *buf) {
   return buf;
 }
 
-static void print_link_text(size_t k, const kl_aggr_link_t *l, uint64_t level) {
+static void print_link_text(FILE *f, size_t k, const kl_aggr_link_t *l, uint64_t level) {
   char b[160];
-  printf("      link %2zu: %-5s level %3llu", k + 1, l->dir == KL_LINK_LEFT ? "left" : "right", (unsigned long long)level);
-  if (l->level_corr) printf(" (correction %llu)", (unsigned long long)l->level_corr);
+  fprintf(f, "      link %2zu: %-5s level %3llu", k + 1, l->dir == KL_LINK_LEFT ? "left" : "right", (unsigned long long)level);
+  if (l->level_corr) fprintf(f, " (correction %llu)", (unsigned long long)l->level_corr);
   if (l->kind == KL_SIB_IMPRINT) {
-    printf("  sibling %s\n", imp_text(&l->sibling, b));
+    fprintf(f, "  sibling %s\n", imp_text(&l->sibling, b));
   } else if (l->kind == KL_SIB_LEGACY_ID) {
-    printf("  legacy id \"%s\"\n", cli_printable(l->legacy_id, b, sizeof b));
+    fprintf(f, "  legacy id \"%s\"\n", cli_printable(l->legacy_id, b, sizeof b));
   } else {
     const kl_metadata_t *m = &l->meta;
-    printf("  identity client=\"%s\"", cli_printable(m->client_id, b, sizeof b));
-    if (m->machine_id) printf(" machine=\"%s\"", cli_printable(m->machine_id, b, sizeof b));
-    if (m->has_seq) printf(" seq=%llu", (unsigned long long)m->seq);
+    fprintf(f, "  identity client=\"%s\"", cli_printable(m->client_id, b, sizeof b));
+    if (m->machine_id) fprintf(f, " machine=\"%s\"", cli_printable(m->machine_id, b, sizeof b));
+    if (m->has_seq) fprintf(f, " seq=%llu", (unsigned long long)m->seq);
     if (m->has_req_time) {
       cli_utc(m->req_time / 1000000, b, sizeof b);
       char *utc = strstr(b, " UTC");
       if (utc) *utc = '\0';
-      printf(" request_time=%s.%06llu UTC", b, (unsigned long long)(m->req_time % 1000000));
+      fprintf(f, " request_time=%s.%06llu UTC", b, (unsigned long long)(m->req_time % 1000000));
     }
-    printf("\n");
+    fprintf(f, "\n");
   }
 }
 
-static void print_text(const char *name, const kl_sig_t *s) {
+void cli_sig_dump(FILE *f, const char *name, const kl_sig_t *s) {
   char b[200], t[64];
   kl_hasher_t h;
   kl_err_t e = {0};
   uint64_t level = 0;
   kl_imprint_t cur;
   kl_hasher_init(&h, &e);
-  printf("Signature %s (%zu bytes)\n", name, s->raw_len);
-  printf("  document hash:  %s\n", imp_text(kl_sig_document_hash(s), b));
-  printf("  signing time:   %llu (%s)\n", (unsigned long long)kl_sig_signing_time(s), cli_utc(kl_sig_signing_time(s), t, sizeof t));
+  fprintf(f, "Signature %s (%zu bytes)\n", name, s->raw_len);
+  fprintf(f, "  document hash:  %s\n", imp_text(kl_sig_document_hash(s), b));
+  fprintf(f, "  signing time:   %llu (%s)\n", (unsigned long long)kl_sig_signing_time(s), cli_utc(kl_sig_signing_time(s), t, sizeof t));
   if (s->rfc3161)
-    printf("  RFC 3161 record: input %s, tstInfo %s, signed attributes %s\n", imp_text(&s->rfc3161->input, b),
+    fprintf(f, "  RFC 3161 record: input %s, tstInfo %s, signed attributes %s\n", imp_text(&s->rfc3161->input, b),
            kl_hash_name((int)s->rfc3161->tst_alg), kl_hash_name((int)s->rfc3161->sig_alg));
-  printf("  aggregation hash chains: %zu (bottom up)\n", s->n_chains);
+  fprintf(f, "  aggregation hash chains: %zu (bottom up)\n", s->n_chains);
   for (size_t i = 0; i < s->n_chains; i++) {
     const kl_aggr_chain_t *c = &s->chains[i];
-    printf("    chain %zu: %s, %zu link%s, chain index [", i + 1, kl_hash_name((int)c->algo) ? kl_hash_name((int)c->algo) : "?",
+    fprintf(f, "    chain %zu: %s, %zu link%s, chain index [", i + 1, kl_hash_name((int)c->algo) ? kl_hash_name((int)c->algo) : "?",
            c->n_links, c->n_links == 1 ? "" : "s");
-    for (size_t k = 0; k < c->n_index; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)c->index[k]);
-    printf("]\n      input %s\n", imp_text(&c->input, b));
+    for (size_t k = 0; k < c->n_index; k++) fprintf(f, "%s%llu", k ? ", " : "", (unsigned long long)c->index[k]);
+    fprintf(f, "]\n      input %s\n", imp_text(&c->input, b));
     uint64_t lv = level;
     for (size_t k = 0; k < c->n_links; k++) {
       lv += c->links[k].level_corr + 1;
-      print_link_text(k, &c->links[k], lv);
+      print_link_text(f, k, &c->links[k], lv);
     }
     if (kl_aggr_chain_compute(&h, c, level, &cur, &level, &e) == 0)
-      printf("      output %s at level %llu\n", imp_text(&cur, b), (unsigned long long)level);
+      fprintf(f, "      output %s at level %llu\n", imp_text(&cur, b), (unsigned long long)level);
     else
-      printf("      output: cannot compute: %s\n", e.msg);
+      fprintf(f, "      output: cannot compute: %s\n", e.msg);
   }
   if (s->cal) {
     size_t right = 0;
     for (size_t k = 0; k < s->cal->n_links; k++) right += s->cal->links[k].dir == KL_LINK_RIGHT;
-    printf("  calendar hash chain: publication time %llu (%s), %zu links (%zu right, %zu left)\n",
+    fprintf(f, "  calendar hash chain: publication time %llu (%s), %zu links (%zu right, %zu left)\n",
            (unsigned long long)s->cal->pub_time, cli_utc(s->cal->pub_time, t, sizeof t), s->cal->n_links, right,
            s->cal->n_links - right);
-    printf("    input (aggregation root) %s\n", imp_text(&s->cal->input, b));
+    fprintf(f, "    input (aggregation root) %s\n", imp_text(&s->cal->input, b));
     if (kl_cal_chain_root(&h, s->cal, &cur, &e) == 0) {
       char ps[160];
-      printf("    calendar root %s\n", imp_text(&cur, b));
-      if (kl_pubstr_encode(s->cal->pub_time, &cur, ps, sizeof ps, &e) == 0) printf("    as publication string: %s\n", ps);
+      fprintf(f, "    calendar root %s\n", imp_text(&cur, b));
+      if (kl_pubstr_encode(s->cal->pub_time, &cur, ps, sizeof ps, &e) == 0) fprintf(f, "    as publication string: %s\n", ps);
     }
   } else {
-    printf("  calendar hash chain: none (extend the signature to get one)\n");
+    fprintf(f, "  calendar hash chain: none (extend the signature to get one)\n");
   }
   if (s->pub) {
     char ps[160];
-    printf("  publication record: %llu (%s)\n", (unsigned long long)s->pub->data.time, cli_utc(s->pub->data.time, t, sizeof t));
-    printf("    published hash %s\n", imp_text(&s->pub->data.hash, b));
-    if (kl_pubstr_encode(s->pub->data.time, &s->pub->data.hash, ps, sizeof ps, &e) == 0) printf("    publication string %s\n", ps);
-    for (size_t k = 0; k < s->pub->n_refs; k++) printf("    reference: %s\n", cli_printable(s->pub->refs[k], b, sizeof b));
-    for (size_t k = 0; k < s->pub->n_uris; k++) printf("    repository: %s\n", cli_printable(s->pub->uris[k], b, sizeof b));
+    fprintf(f, "  publication record: %llu (%s)\n", (unsigned long long)s->pub->data.time, cli_utc(s->pub->data.time, t, sizeof t));
+    fprintf(f, "    published hash %s\n", imp_text(&s->pub->data.hash, b));
+    if (kl_pubstr_encode(s->pub->data.time, &s->pub->data.hash, ps, sizeof ps, &e) == 0) fprintf(f, "    publication string %s\n", ps);
+    for (size_t k = 0; k < s->pub->n_refs; k++) fprintf(f, "    reference: %s\n", cli_printable(s->pub->refs[k], b, sizeof b));
+    for (size_t k = 0; k < s->pub->n_uris; k++) fprintf(f, "    repository: %s\n", cli_printable(s->pub->uris[k], b, sizeof b));
   }
   if (s->auth) {
     char id[40] = "";
     if (s->auth->sig.cert_id_len <= 16) kl_hex_encode(s->auth->sig.cert_id, s->auth->sig.cert_id_len, id);
-    printf("  calendar authentication record: %llu (%s)\n", (unsigned long long)s->auth->data.time, cli_utc(s->auth->data.time, t, sizeof t));
-    printf("    signed hash %s\n    signature %s, %zu bytes, certificate id %s\n", imp_text(&s->auth->data.hash, b),
+    fprintf(f, "  calendar authentication record: %llu (%s)\n", (unsigned long long)s->auth->data.time, cli_utc(s->auth->data.time, t, sizeof t));
+    fprintf(f, "    signed hash %s\n    signature %s, %zu bytes, certificate id %s\n", imp_text(&s->auth->data.hash, b),
            cli_printable(s->auth->sig.sig_type, t, sizeof t), s->auth->sig.value_len, id);
   }
-  if (!s->pub && !s->auth) printf("  trust anchor: none (verify with the calendar-based policy or extend)\n");
+  if (!s->pub && !s->auth) fprintf(f, "  trust anchor: none (verify with the calendar-based policy or extend)\n");
   kl_hasher_close(&h);
 }
 
@@ -237,7 +237,7 @@ int cmd_inspect(int argc, char **argv) {
     return cli_exit_for(r);
   }
   if (json) print_json(sig);
-  else print_text(in, sig);
+  else cli_sig_dump(stdout, in, sig);
   kl_sig_free(sig);
   return KL_EXIT_OK;
 }

@@ -1,4 +1,6 @@
-/* keyless pubfile: check a publications file and show what it holds. */
+/* keyless pubfile: check a publications file and show what it holds; -o saves it (as
+ * ksi-tool's `pubfile -o`). The trust options may come from a ksi-tool configuration file
+ * (--conf FILE, $KSI_CONF; conf.h). */
 #include <getopt.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -80,32 +82,59 @@ static void show(const kl_pubfile_t *pf, bool verified, bool dump, bool json) {
   }
 }
 
+static void usage(FILE *f) {
+  fprintf(f, "usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
+             "         [--publications-file-no-verify] [-d | --dump | --json] [-o OUT] [--ca FILE] [--conf FILE]\n"
+             "  -P FILE: a file, or an http:// or https:// URL\n"
+             "  -d, --dump: list the certificates and every publication\n"
+             "  -o OUT: save the publications file (once checked) to OUT, replacing it atomically\n"
+             "  --conf FILE: ksi-tool configuration file (-P URL, --cnstr, -V ...; one per line); the\n"
+             "      command line wins over it, it over $KSI_CONF's\n" CLI_TLS_HELP
+             "exit: 0 ok, 3 usage, 4 bad format, 5 network, 9 I/O, 10 not trusted, 16 configuration file\n");
+}
+
 int cmd_pubfile(int argc, char **argv) {
-  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP, O_CA };
+  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP, O_CA, O_CONF };
+  static const char shorts[] = "P:V:o:dh";
   static const struct option opts[] = {
       {"publications", required_argument, NULL, 'P'}, {"trust-anchor", required_argument, NULL, 'V'},
       {"cnstr", required_argument, NULL, O_CNSTR},   {"at", required_argument, NULL, O_AT},
       {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
       {"json", no_argument, NULL, O_JSON},           {"dump", no_argument, NULL, O_DUMP},
       {"ca", required_argument, NULL, O_CA},         {"help", no_argument, NULL, 'h'},
+      {"output", required_argument, NULL, 'o'},      {"conf", required_argument, NULL, O_CONF},
       {NULL, 0, NULL, 0}};
   cli_tls_t tls = {0};
-  const char *in = NULL;
+  const char *in = NULL, *out = NULL;
   cli_trust_t trust = {0};
   bool json = false, dump = false;
   uint64_t at;
-  int c;
+  int c, v_src = -1, cnstr_src = -1;
+  int conf_st = cli_conf_args("pubfile", &argc, &argv, shorts, opts);
+  if (conf_st != KL_EXIT_OK) return conf_st;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "P:V:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
     switch (c) {
       case 'P': in = optarg; break;
+      case 'o': out = optarg; break;
       case 'V':
-        if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) return KL_EXIT_USAGE;
+        if (cli_source(optarg) > v_src) { /* a higher priority replaces a configuration file's list */
+          trust.n_anchors = 0;
+          v_src = cli_source(optarg);
+        }
+        if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) {
+          fprintf(stderr, "keyless pubfile: %stoo many -V anchors\n", cli_where(optarg));
+          return KL_EXIT_USAGE;
+        }
         trust.anchors[trust.n_anchors++] = optarg;
         break;
       case O_CNSTR:
+        if (cli_source(optarg) > cnstr_src) {
+          trust.n_cnstr = 0;
+          cnstr_src = cli_source(optarg);
+        }
         if (!cli_trust_add_cnstr(&trust, optarg)) {
-          fprintf(stderr, "keyless pubfile: --cnstr wants OID=VALUE\n");
+          fprintf(stderr, "keyless pubfile: %s--cnstr wants OID=VALUE, got '%s'\n", cli_where(optarg), optarg);
           return KL_EXIT_USAGE;
         }
         break;
@@ -118,18 +147,17 @@ int cmd_pubfile(int argc, char **argv) {
         break;
       case O_NOVERIFY: trust.no_verify = true; break;
       case O_JSON: json = true; break;
+      case 'd':
       case O_DUMP: dump = true; break;
       case O_CA: tls.ca = optarg; break;
-      case 'h':
-        printf("usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
-               "         [--publications-file-no-verify] [--dump | --json] [--ca FILE]\n"
-               "  -P FILE: a file, or an http:// or https:// URL\n" CLI_TLS_HELP);
-        return KL_EXIT_OK;
-      default: return KL_EXIT_USAGE;
+      case O_CONF: break; /* read by cli_conf_args */
+      case 'h': usage(stdout); return KL_EXIT_OK;
+      default: usage(stderr); return KL_EXIT_USAGE;
     }
   }
   if (in == NULL || optind != argc) {
-    fprintf(stderr, "usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--dump|--json]\n");
+    fprintf(stderr, "keyless pubfile: %s\n", in ? "unexpected argument" : "give -P FILE (or in --conf FILE)");
+    usage(stderr);
     return KL_EXIT_USAGE;
   }
   kl_pubfile_t *pf = NULL;
@@ -147,10 +175,19 @@ int cmd_pubfile(int argc, char **argv) {
       json_end_obj(&j);
       json_finish(&j);
     }
-    fprintf(stderr, "keyless pubfile: %s\n", e.msg);
+    fprintf(stderr, "keyless pubfile: %s%s\n", cli_where(in), e.msg);
     return st;
   }
+  if (out) {
+    int r = cli_write_file_atomic(out, pf->raw, pf->raw_len, true, &e);
+    if (r) {
+      fprintf(stderr, "keyless pubfile: %s\n", e.msg);
+      kl_pubfile_free(pf);
+      return cli_exit_for(r);
+    }
+  }
   show(pf, !trust.no_verify, dump, json);
+  if (out && !json) printf("saved to %s\n", out);
   kl_pubfile_free(pf);
   return KL_EXIT_OK;
 }

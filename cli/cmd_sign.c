@@ -6,16 +6,23 @@
  * requests, made one after the other. With several inputs, -o must name an existing directory
  * (DIR/NAME.ksig); with one input, -o DIR does the same. Every output is checked before
  * anything is hashed or sent: an existing file is refused without --force, as is one output
- * path given twice. A failed request stops the run: later inputs are reported as skipped. */
+ * path given twice. A failed request stops the run: later inputs are reported as skipped.
+ *
+ * ksi-tool's options work too: the service options may come from a configuration file
+ * (--conf FILE, $KSI_CONF; conf.h), -d dumps each new signature to standard error, -C/-c set
+ * the timeout in seconds, --show-progress forces the progress line, and --mdata with
+ * --mdata-cli-id etc. puts a metadata link under every document hash (KSI-FORMAT.md §4.4). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "keyless/netclient.h"
+#include "keyless/round.h"
 #include "keyless/signclient.h"
 
 #define DEFAULT_MAX_LVL 8 /* 256 files per request */
@@ -40,10 +47,20 @@ static void usage(FILE *f) {
           "              gateway announces (--dump-conf)\n"
           "  --force     replace existing signature files\n"
           "  --json      one JSON object per input on standard output\n"
-          "  --timeout MS  connect and read timeout (default 10000)\n"
+          "  -d          dump each new signature to standard error (as keyless inspect)\n"
+          "  --show-progress  a progress line (done/total, rate) on standard error; by default\n"
+          "              shown for 16 or more files when standard error is a terminal\n"
+          "  --timeout MS  connect and read timeout (default 10000); -C S, -c S: the same in seconds\n"
+          "  --mdata --mdata-cli-id NAME [--mdata-mac-id ID] [--mdata-sqn-nr N] [--mdata-req-tm]\n"
+          "              put a metadata link (client id, machine id, sequence number, the request\n"
+          "              time in microseconds from this machine's clock) under every document hash;\n"
+          "              it takes one level of the local tree (--max-lvl 1 or more)\n"
+          "  --conf FILE ksi-tool configuration file (one option per line: -S URL, --aggr-user U,\n"
+          "              --aggr-key K, ...); the command line wins over it, it over $KSI_CONF's file\n"
           CLI_TLS_HELP
           "  --dump-conf print the gateway's configuration and exit\n"
-          "exit: 0 ok, 3 usage, 4 bad response, 5 network, 8 gateway error, 9 I/O, 11 HMAC, 14 login\n",
+          "exit: 0 ok, 3 usage, 4 bad response, 5 network, 8 gateway error, 9 I/O, 11 HMAC, 14 login,\n"
+          "      16 configuration file\n",
           DEFAULT_MAX_LVL);
 }
 
@@ -133,11 +150,34 @@ static int plan(input_t *in, size_t n, const char *out, int alg, bool alg_given,
   return KL_EXIT_OK;
 }
 
-/* The progress line: rewritten in place, cleared with done == 0. */
-static void progress(bool on, const char *what, size_t done, size_t n) {
-  if (!on) return;
-  if (done == 0) fputs("\r\033[K", stderr);
-  else fprintf(stderr, "\r%s %zu/%zu files", what, done, n);
+/* The progress line: on a terminal rewritten in place and cleared with done == 0; elsewhere
+ * (--show-progress) one line per update. The rate counts from the first update of a phase. */
+typedef struct prog {
+  bool on, tty;
+  const char *what;
+  struct timespec t0;
+} prog_t;
+
+static double since(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void progress(prog_t *p, const char *what, size_t done, size_t n) {
+  if (!p->on) return;
+  if (done == 0) {
+    if (p->tty) fputs("\r\033[K", stderr);
+  } else {
+    if (p->what != what) {
+      p->what = what;
+      clock_gettime(CLOCK_MONOTONIC, &p->t0);
+    }
+    double dt = since(&p->t0);
+    char rate[48] = "";
+    if (dt > 0.001) snprintf(rate, sizeof rate, ", %.1f/s", (double)done / dt);
+    fprintf(stderr, "%s%s %zu/%zu files%s%s", p->tty ? "\r" : "", what, done, n, rate, p->tty ? "" : "\n");
+  }
   fflush(stderr);
 }
 
@@ -203,10 +243,20 @@ static int dump_conf(const char *url, const char *user, const char *key, int hma
   return KL_EXIT_OK;
 }
 
+/* How to sign. */
+typedef struct sopts {
+  const char *url, *user, *key;
+  unsigned max_lvl;
+  int hmac_alg, timeout;
+  bool force, json, dump;
+  const uint8_t *meta; /* metadata value, NULL: none */
+  size_t meta_len;
+} sopts_t;
+
 /* Signs in[0..n) in requests of at most `cap` hashes; returns the exit status. */
-static int sign_all(input_t *in, size_t n, const char *url, const char *user, const char *key, unsigned max_lvl,
-                    int hmac_alg, int timeout, bool force, bool json, bool prog) {
-  size_t cap = kl_sign_batch_capacity(max_lvl), nb = (n + cap - 1) / cap, done = 0;
+static int sign_all(input_t *in, size_t n, const sopts_t *o, prog_t *prog) {
+  bool json = o->json;
+  size_t cap = kl_sign_batch_capacity(o->meta ? o->max_lvl - 1 : o->max_lvl), nb = (n + cap - 1) / cap, done = 0;
   int st = KL_EXIT_OK;
   kl_imprint_t *hashes = malloc(n * sizeof *hashes);
   kl_sig_t **sigs = calloc(n, sizeof *sigs);
@@ -220,7 +270,8 @@ static int sign_all(input_t *in, size_t n, const char *url, const char *user, co
   for (size_t b = 0, off = 0; b < nb && st == KL_EXIT_OK; b++) {
     size_t k = (n - off) / (nb - b) + ((n - off) % (nb - b) != 0); /* spread evenly */
     kl_err_t e = {0};
-    int r = kl_sign_hashes(url, user, key, hashes + off, k, max_lvl, hmac_alg, timeout, sigs + off, &e);
+    int r = kl_sign_hashes_meta(o->url, o->user, o->key, hashes + off, k, o->max_lvl, o->hmac_alg, o->timeout, o->meta,
+                                o->meta_len, sigs + off, &e);
     for (size_t i = off; i < off + k; i++) {
       input_t *x = &in[i];
       if (r) {
@@ -232,12 +283,16 @@ static int sign_all(input_t *in, size_t n, const char *url, const char *user, co
         const uint8_t *bytes = kl_sig_bytes(sigs[i], &len);
         kl_err_t we = {0};
         x->aggr_time = kl_sig_signing_time(sigs[i]);
-        if (cli_write_file_atomic(x->out, bytes, len, force, &we)) {
+        if (cli_write_file_atomic(x->out, bytes, len, o->force, &we)) {
           x->status = "error";
           x->error = strdup(we.msg);
           if (st == KL_EXIT_OK) st = KL_EXIT_IO;
         } else {
           x->status = "ok";
+          if (o->dump) {
+            progress(prog, NULL, 0, n);
+            cli_sig_dump(stderr, x->out, sigs[i]);
+          }
         }
         kl_sig_free(sigs[i]);
         sigs[i] = NULL;
@@ -257,7 +312,7 @@ static int sign_all(input_t *in, size_t n, const char *url, const char *user, co
     }
     off += k;
     done = off;
-    progress(prog && st == KL_EXIT_OK, "signed", done, n);
+    if (st == KL_EXIT_OK) progress(prog, "signed", done, n);
   }
   progress(prog, NULL, 0, n);
   for (size_t i = done; i < n; i++) report(&in[i], json); /* skipped after a failure */
@@ -268,8 +323,35 @@ static int sign_all(input_t *in, size_t n, const char *url, const char *user, co
   return st;
 }
 
+/* The metadata value for --mdata (KSI-FORMAT.md §4.4); an exit status. */
+static int make_meta(const char *cli_id, const char *mac_id, const char *sqn, bool req_tm, kl_buf_t *out) {
+  kl_round_identity_t id = {cli_id, mac_id, false, false, 0, 0};
+  kl_err_t e = {0};
+  if (cli_id == NULL || *cli_id == '\0') {
+    fprintf(stderr, "keyless sign: --mdata needs the client id: --mdata-cli-id NAME\n");
+    return KL_EXIT_USAGE;
+  }
+  if (sqn && !(id.has_seq = cli_parse_u64(sqn, &id.seq))) {
+    fprintf(stderr, "keyless sign: %s--mdata-sqn-nr wants a non-negative integer, got '%s'\n", cli_where(sqn), sqn);
+    return KL_EXIT_USAGE;
+  }
+  if (req_tm) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    id.has_req_time = true;
+    id.req_time_us = (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+  }
+  if (kl_metadata_encode(&id, out, &e)) {
+    fprintf(stderr, "keyless sign: --mdata: %s\n", e.msg);
+    return KL_EXIT_USAGE;
+  }
+  return KL_EXIT_OK;
+}
+
 int cmd_sign(int argc, char **argv) {
-  enum { O_USER = 256, O_KEY, O_HMAC, O_MAXLVL, O_FORCE, O_JSON, O_TIMEOUT, O_DUMPCONF, O_CA };
+  enum { O_USER = 256, O_KEY, O_HMAC, O_MAXLVL, O_FORCE, O_JSON, O_TIMEOUT, O_DUMPCONF, O_CA, O_CONF, O_PROGRESS,
+         O_MDATA, O_CLIID, O_MACID, O_SQN, O_REQTM };
+  static const char shorts[] = "i:o:S:H:C:c:dh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
       {"aggregator", required_argument, NULL, 'S'}, {"aggr-user", required_argument, NULL, O_USER},
@@ -277,18 +359,26 @@ int cmd_sign(int argc, char **argv) {
       {"hash-alg", required_argument, NULL, 'H'}, {"max-lvl", required_argument, NULL, O_MAXLVL},
       {"force", no_argument, NULL, O_FORCE}, {"json", no_argument, NULL, O_JSON},
       {"timeout", required_argument, NULL, O_TIMEOUT}, {"dump-conf", no_argument, NULL, O_DUMPCONF},
-      {"ca", required_argument, NULL, O_CA}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-  const char *out = NULL, *url = NULL, *user = NULL, *key = NULL;
+      {"ca", required_argument, NULL, O_CA}, {"conf", required_argument, NULL, O_CONF},
+      {"show-progress", no_argument, NULL, O_PROGRESS}, {"mdata", no_argument, NULL, O_MDATA},
+      {"mdata-cli-id", required_argument, NULL, O_CLIID}, {"mdata-mac-id", required_argument, NULL, O_MACID},
+      {"mdata-sqn-nr", required_argument, NULL, O_SQN}, {"mdata-req-tm", no_argument, NULL, O_REQTM},
+      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  const char *out = NULL, *url = NULL, *user = NULL, *key = NULL, *cli_id = NULL, *mac_id = NULL, *sqn = NULL;
   cli_tls_t tls = {0};
   int alg = KL_HASH_DEFAULT, hmac_alg = KL_HASH_SHA256, c;
-  bool alg_given = false, force = false, json = false, conf = false;
+  bool alg_given = false, force = false, json = false, conf = false, dump = false, show_prog = false, mdata = false,
+       req_tm = false;
   uint64_t max_lvl = DEFAULT_MAX_LVL, timeout = 10000;
   size_t n = 0;
+  kl_buf_t meta = KL_BUF_INIT;
+  int st = cli_conf_args("sign", &argc, &argv, shorts, opts);
+  if (st != KL_EXIT_OK) return st;
   input_t *in = calloc((size_t)argc + 1, sizeof *in);
   if (in == NULL) return KL_EXIT_GENERAL;
-  int st = KL_EXIT_USAGE;
+  st = KL_EXIT_USAGE;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "i:o:S:H:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
     switch (c) {
       case 'i': in[n++].path = optarg; break;
       case 'o': out = optarg; break;
@@ -299,7 +389,8 @@ int cmd_sign(int argc, char **argv) {
       case O_HMAC: {
         int a = kl_hash_from_name(optarg);
         if (a < 0 || !kl_hash_trusted(a) || !kl_hash_available(a)) {
-          fprintf(stderr, "keyless sign: %s: '%s' is not a usable hash algorithm\n", c == 'H' ? "-H" : "--aggr-hmac-alg", optarg);
+          fprintf(stderr, "keyless sign: %s%s: '%s' is not a usable hash algorithm\n", cli_where(optarg),
+                  c == 'H' ? "-H" : "--aggr-hmac-alg", optarg);
           goto out;
         }
         if (c == 'H') {
@@ -312,43 +403,80 @@ int cmd_sign(int argc, char **argv) {
       }
       case O_MAXLVL:
         if (!cli_parse_u64(optarg, &max_lvl) || max_lvl > 255) {
-          fprintf(stderr, "keyless sign: --max-lvl wants 0..255\n");
+          fprintf(stderr, "keyless sign: %s--max-lvl wants 0..255, got '%s'\n", cli_where(optarg), optarg);
           goto out;
         }
         break;
       case O_TIMEOUT:
-        if (!cli_parse_u64(optarg, &timeout) || timeout == 0 || timeout > 3600000) {
-          fprintf(stderr, "keyless sign: --timeout wants milliseconds, 1..3600000\n");
+      case 'C':
+      case 'c': {
+        uint64_t scale = c == O_TIMEOUT ? 1 : 1000, limit = 3600000 / scale;
+        if (!cli_parse_u64(optarg, &timeout) || timeout == 0 || timeout > limit) {
+          fprintf(stderr, "keyless sign: %s%s wants %s, 1..%llu, got '%s'\n", cli_where(optarg),
+                  c == O_TIMEOUT ? "--timeout" : c == 'C' ? "-C" : "-c", scale == 1 ? "milliseconds" : "seconds",
+                  (unsigned long long)limit, optarg);
           goto out;
         }
+        timeout *= scale;
         break;
+      }
       case O_FORCE: force = true; break;
       case O_JSON: json = true; break;
       case O_DUMPCONF: conf = true; break;
       case O_CA: tls.ca = optarg; break;
+      case O_CONF: break; /* read by cli_conf_args */
+      case 'd': dump = true; break;
+      case O_PROGRESS: show_prog = true; break;
+      case O_MDATA: mdata = true; break;
+      case O_CLIID: cli_id = optarg; break;
+      case O_MACID: mac_id = optarg; break;
+      case O_SQN: sqn = optarg; break;
+      case O_REQTM: req_tm = true; break;
       case 'h': usage(stdout); st = KL_EXIT_OK; goto out;
       default: usage(stderr); goto out;
     }
   }
   while (optind < argc) in[n++].path = argv[optind++];
   if (url == NULL || (n == 0) != conf) {
-    fprintf(stderr, "keyless sign: give -S URL and %s\n", conf ? "no inputs with --dump-conf" : "at least one -i FILE");
+    fprintf(stderr, "keyless sign: give -S URL (or in --conf FILE) and %s\n",
+            conf ? "no inputs with --dump-conf" : "at least one -i FILE");
     usage(stderr);
     goto out;
+  }
+  /* The metadata fields of a configuration file wait for --mdata; on the command line they
+   * mean the user forgot it. */
+  const char *stray = cli_source(cli_id) == CLI_SRC_CMDLINE && cli_id ? "--mdata-cli-id"
+                      : cli_source(mac_id) == CLI_SRC_CMDLINE && mac_id ? "--mdata-mac-id"
+                      : cli_source(sqn) == CLI_SRC_CMDLINE && sqn ? "--mdata-sqn-nr"
+                                                                   : NULL;
+  if (!mdata && stray) {
+    fprintf(stderr, "keyless sign: %s is only used with --mdata\n", stray);
+    goto out;
+  }
+  if (mdata) {
+    if ((st = make_meta(cli_id, mac_id, sqn, req_tm, &meta)) != KL_EXIT_OK) goto out;
+    st = KL_EXIT_USAGE;
+    if (max_lvl == 0) {
+      fprintf(stderr, "keyless sign: the metadata link takes one level of the local tree: --max-lvl 0 leaves none\n");
+      goto out;
+    }
   }
   kl_err_t e = {0};
   kl_url_t u;
   memset(&u, 0, sizeof u);
   if (strncmp(url, "file://", 7) != 0 && kl_url_parse(url, &u, &e)) {
-    fprintf(stderr, "keyless sign: -S %s\n", e.msg);
+    fprintf(stderr, "keyless sign: %s-S %s\n", cli_where(url), e.msg);
     goto out;
   }
   if ((user == NULL && u.user[0] == '\0') || (key == NULL && u.key[0] == '\0')) {
-    fprintf(stderr, "keyless sign: gateway %s: give the login and key (--aggr-user U --aggr-key K, or ksi+http://U:K@host/)\n", url);
+    fprintf(stderr,
+            "keyless sign: gateway %s: give the login and key (--aggr-user U --aggr-key K, or ksi+http://U:K@host/;"
+            " best in a --conf file)\n",
+            url);
     goto out;
   }
   if ((st = cli_tls_setup(&tls, false, &e)) != KL_EXIT_OK) {
-    fprintf(stderr, "keyless sign: %s\n", e.msg);
+    fprintf(stderr, "keyless sign: %s%s\n", cli_where(tls.ca), e.msg);
     goto out;
   }
   st = KL_EXIT_USAGE;
@@ -357,19 +485,22 @@ int cmd_sign(int argc, char **argv) {
     goto out;
   }
   if ((st = plan(in, n, out, alg, alg_given, force)) != KL_EXIT_OK) goto out;
-  bool prog = n >= 16 && isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
+  prog_t prog = {false, isatty(STDERR_FILENO) != 0, NULL, {0, 0}};
+  prog.on = show_prog || (n >= 16 && prog.tty && !isatty(STDOUT_FILENO));
   for (size_t i = 0; i < n; i++) {
     int r;
     if (!in[i].is_hash && (r = cli_hash_file(in[i].path, alg, &in[i].hash, &e))) {
-      progress(prog, NULL, 0, n);
+      progress(&prog, NULL, 0, n);
       fprintf(stderr, "keyless sign: %s; nothing was sent\n", e.msg);
       st = cli_exit_for(r);
       goto out;
     }
-    progress(prog && ((i + 1) % 64 == 0 || i + 1 == n), "hashed", i + 1, n);
+    if ((i + 1) % 64 == 0 || i + 1 == n) progress(&prog, "hashed", i + 1, n);
   }
-  st = sign_all(in, n, url, user, key, (unsigned)max_lvl, hmac_alg, (int)timeout, force, json, prog);
+  sopts_t so = {url, user, key, (unsigned)max_lvl, hmac_alg, (int)timeout, force, json, dump, meta.p, meta.len};
+  st = sign_all(in, n, &so, &prog);
 out:
+  kl_buf_free(&meta);
   for (size_t i = 0; i < n; i++) {
     free(in[i].out);
     free(in[i].error);

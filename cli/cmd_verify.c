@@ -21,8 +21,12 @@ static void usage(FILE *f) {
           "  -P: a file, or an http:// or https:// URL\n"
           "  -X: a live extender (http(s)://, ksi+http(s)://USER:KEY@HOST/, ksi+tcp://HOST:PORT), or\n"
           "      file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
+          "  -C S, -c S: the extender's connect and read timeout in seconds (default 10)\n"
+          "  --conf FILE: ksi-tool configuration file (-X URL, --ext-user U, --ext-key K, -P URL,\n"
+          "      --cnstr, -V ...; one per line); the command line wins over it, it over $KSI_CONF's\n"
           CLI_TLS_HELP
-          "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage\n");
+          "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage,\n"
+          "  16 bad configuration file\n");
 }
 
 /* -X file://PDU: a canned 0x321 response. */
@@ -43,12 +47,13 @@ static int canned_extend(void *arg, uint64_t aggr_time, uint64_t pub_time, kl_ar
 /* -X http://, ksi+http://, ksi+tcp://: a live extender. */
 typedef struct live {
   const char *url, *user, *key;
+  int timeout_ms;
 } live_t;
 
 static int live_extend(void *arg, uint64_t aggr_time, uint64_t pub_time, kl_arena_t *arena, kl_cal_chain_t *out,
                        kl_err_t *e) {
   live_t *l = arg;
-  return kl_ext_fetch(l->url, l->user, l->key, aggr_time, pub_time, 10000, arena, out, NULL, NULL, e);
+  return kl_ext_fetch(l->url, l->user, l->key, aggr_time, pub_time, l->timeout_ms, arena, out, NULL, NULL, e);
 }
 
 typedef struct vargs {
@@ -56,7 +61,7 @@ typedef struct vargs {
   const char *ext_key, *ext_user;
   int policy;
   bool json, extend_ok, have_level;
-  uint64_t level;
+  uint64_t level, timeout;
   cli_trust_t trust;
   cli_tls_t tls;
 } vargs_t;
@@ -72,7 +77,8 @@ static int parse_policy(const char *s) {
 
 static int parse_args(int argc, char **argv, vargs_t *a) {
   enum { O_POLICY = 256, O_CNSTR, O_PUBSTR, O_AT, O_NOVERIFY, O_JSON, O_EXTKEY, O_EXTUSER,
-         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA };
+         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA, O_CONF, O_HMAC };
+  static const char shorts[] = "i:f:d:P:V:X:C:c:xh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'},  {"file", required_argument, NULL, 'f'},
       {"digest", required_argument, NULL, 'd'}, {"policy", required_argument, NULL, O_POLICY},
@@ -84,21 +90,29 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       {"ver-int", no_argument, NULL, O_VERINT}, {"ver-key", no_argument, NULL, O_VERKEY},
       {"ver-cal", no_argument, NULL, O_VERCAL}, {"ver-pub", no_argument, NULL, O_VERPUB},
       {"input-level", required_argument, NULL, O_LEVEL}, {"ca", required_argument, NULL, O_CA},
+      {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
-  int c;
+  int c, v_src = -1, cnstr_src = -1;
   uint64_t at;
   a->policy = KL_POLICY_GENERAL;
+  a->timeout = 10;
+  int st = cli_conf_args("verify", &argc, &argv, shorts, opts);
+  if (st != KL_EXIT_OK) return st;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "i:f:d:P:V:X:xh", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
     switch (c) {
       case 'i': a->sig = optarg; break;
       case 'f': a->file = optarg; break;
       case 'd': a->digest = optarg; break;
       case 'P': a->pubfile = optarg; break;
       case 'V':
+        if (cli_source(optarg) > v_src) { /* a higher priority replaces a configuration file's list */
+          a->trust.n_anchors = 0;
+          v_src = cli_source(optarg);
+        }
         if (a->trust.n_anchors == sizeof a->trust.anchors / sizeof a->trust.anchors[0]) {
-          fprintf(stderr, "keyless verify: too many -V anchors\n");
+          fprintf(stderr, "keyless verify: %stoo many -V anchors\n", cli_where(optarg));
           return KL_EXIT_USAGE;
         }
         a->trust.anchors[a->trust.n_anchors++] = optarg;
@@ -116,8 +130,13 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       case O_VERCAL: a->policy = KL_POLICY_CALENDAR; break;
       case O_VERPUB: a->policy = KL_POLICY_PUBFILE; break;
       case O_CNSTR:
+        if (cli_source(optarg) > cnstr_src) {
+          a->trust.n_cnstr = 0;
+          cnstr_src = cli_source(optarg);
+        }
         if (!cli_trust_add_cnstr(&a->trust, optarg)) {
-          fprintf(stderr, "keyless verify: --cnstr wants OID=VALUE (e.g. E=publications@example.org)\n");
+          fprintf(stderr, "keyless verify: %s--cnstr wants OID=VALUE (e.g. E=publications@example.org), got '%s'\n",
+                  cli_where(optarg), optarg);
           return KL_EXIT_USAGE;
         }
         break;
@@ -134,6 +153,20 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       case O_NOVERIFY: a->trust.no_verify = true; break;
       case O_JSON: a->json = true; break;
       case O_CA: a->tls.ca = optarg; break;
+      case O_CONF: break; /* read by cli_conf_args */
+      case 'C':
+      case 'c':
+        if (!cli_parse_u64(optarg, &a->timeout) || a->timeout == 0 || a->timeout > 3600) {
+          fprintf(stderr, "keyless verify: %s-%c wants seconds, 1..3600, got '%s'\n", cli_where(optarg), c, optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
+      case O_HMAC:
+        if (kl_hash_from_name(optarg) != KL_HASH_SHA256) {
+          fprintf(stderr, "keyless verify: %s--ext-hmac-alg %s: only SHA-256 is supported\n", cli_where(optarg), optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
       case O_LEVEL:
         if (!cli_parse_u64(optarg, &a->level) || a->level > 255) {
           fprintf(stderr, "keyless verify: --input-level wants 0..255\n");
@@ -210,7 +243,7 @@ int cmd_verify(int argc, char **argv) {
   kl_sig_t *sig = NULL;
   kl_pubfile_t *pf = NULL;
   canned_t canned = {NULL, 0, a.ext_key ? a.ext_key : "anon"};
-  live_t live = {a.ext_url, a.ext_user, a.ext_key};
+  live_t live = {a.ext_url, a.ext_user, a.ext_key, (int)a.timeout * 1000};
   kl_verify_opts_t o = {0};
   kl_imprint_t doc;
   int r;
@@ -250,6 +283,7 @@ int cmd_verify(int argc, char **argv) {
     o.has_user_pub = true;
   }
   if (a.pubfile && (st = cli_load_pubfile(a.pubfile, &a.trust, &pf, &e)) != KL_EXIT_OK) {
+    if (*cli_where(a.pubfile)) kl_err_wrap(&e, "%.*s", (int)strlen(cli_where(a.pubfile)) - 2, cli_where(a.pubfile));
     st = fail_early(&a, st, e.msg);
     goto out;
   }
@@ -265,6 +299,7 @@ int cmd_verify(int argc, char **argv) {
       o.extend_arg = &canned;
     } else {
       if ((r = cli_check_extender(a.ext_url, a.ext_user, a.ext_key, &e))) {
+        if (*cli_where(a.ext_url)) kl_err_wrap(&e, "%.*s", (int)strlen(cli_where(a.ext_url)) - 2, cli_where(a.ext_url));
         st = fail_early(&a, KL_EXIT_USAGE, e.msg);
         goto out;
       }

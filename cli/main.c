@@ -25,7 +25,8 @@ static void usage(FILE *f) {
   fprintf(f, "usage: keyless COMMAND [OPTIONS]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
-  fprintf(f, "\n'keyless COMMAND --help' shows a command's options.\n");
+  fprintf(f, "\n'keyless COMMAND --help' shows a command's options. sign, extend, verify and pubfile\n"
+             "also read ksi-tool's configuration files: --conf FILE, then the file named by $KSI_CONF.\n");
 }
 
 int main(int argc, char **argv) {
@@ -42,7 +43,11 @@ int main(int argc, char **argv) {
     return KL_EXIT_OK;
   }
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-    if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
+    if (strcmp(argv[1], cmds[i].name) == 0) {
+      int st = cmds[i].fn(argc - 1, argv + 1);
+      cli_conf_done(); /* what sign, extend, verify and pubfile read from configuration files */
+      return st;
+    }
   fprintf(stderr, "keyless: unknown command '%s'\n", argv[1]);
   usage(stderr);
   return KL_EXIT_USAGE;

@@ -237,12 +237,20 @@ size_t kl_sign_batch_capacity(unsigned max_level) {
 
 int kl_sign_batch_create(const kl_imprint_t *hashes, size_t n, unsigned max_level, int alg, uint64_t request_id,
                          kl_sign_batch_t **out, kl_err_t *e) {
+  return kl_sign_batch_create_meta(hashes, n, max_level, alg, NULL, 0, request_id, out, e);
+}
+
+int kl_sign_batch_create_meta(const kl_imprint_t *hashes, size_t n, unsigned max_level, int alg, const uint8_t *meta,
+                              size_t meta_len, uint64_t request_id, kl_sign_batch_t **out, kl_err_t *e) {
   *out = NULL;
   if (n == 0) return kl_err_set(e, KL_EINVAL, "nothing to sign");
   if (request_id == 0) return kl_err_set(e, KL_EINVAL, "request id 0");
-  if (n > kl_sign_batch_capacity(max_level))
-    return kl_err_set(e, KL_ERANGE, "%zu hashes do not fit a local tree of height %u (at most %zu)", n, max_level,
-                      kl_sign_batch_capacity(max_level));
+  if (meta && max_level == 0)
+    return kl_err_set(e, KL_ERANGE, "the metadata link takes one level: the local tree needs a height of 1 or more");
+  size_t cap = kl_sign_batch_capacity(meta ? max_level - 1 : max_level);
+  if (n > cap)
+    return kl_err_set(e, KL_ERANGE, "%zu hashes do not fit a local tree of height %u%s (at most %zu)", n, max_level,
+                      meta ? " with metadata" : "", cap);
   for (size_t i = 0; i < n; i++)
     if (!kl_hash_known(hashes[i].alg) || hashes[i].len != kl_hash_digest_len(hashes[i].alg))
       return kl_err_set(e, KL_EHASHALG, "hash %zu: not a valid imprint (algorithm 0x%02X, %u bytes)", i + 1,
@@ -258,14 +266,18 @@ int kl_sign_batch_create(const kl_imprint_t *hashes, size_t n, unsigned max_leve
   b->n = n;
   b->item.request_id = request_id;
   b->item.hash = hashes[0];
-  if (n > 1) {
+  if (n > 1 || meta) { /* with metadata even one hash gets a tree: hash and metadata under a root */
     kl_tree_leaf_t *leaves = calloc(n, sizeof *leaves);
     int r;
     if (leaves == NULL) {
       kl_sign_batch_free(b);
       return kl_err_set(e, KL_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < n; i++) leaves[i].hash = hashes[i];
+    for (size_t i = 0; i < n; i++) {
+      leaves[i].hash = hashes[i];
+      leaves[i].meta = meta;
+      leaves[i].meta_len = meta_len;
+    }
     r = kl_tree_build(leaves, n, alg ? alg : hashes[0].alg, max_level, &b->tree, e);
     free(leaves);
     if (r) {
@@ -345,12 +357,18 @@ int kl_aggr_exchange(const char *url, const char *user, const char *key, int hma
 
 int kl_sign_hashes(const char *url, const char *user, const char *key, const kl_imprint_t *hashes, size_t n,
                    unsigned max_level, int hmac_alg, int timeout_ms, kl_sig_t **sigs, kl_err_t *e) {
+  return kl_sign_hashes_meta(url, user, key, hashes, n, max_level, hmac_alg, timeout_ms, NULL, 0, sigs, e);
+}
+
+int kl_sign_hashes_meta(const char *url, const char *user, const char *key, const kl_imprint_t *hashes, size_t n,
+                        unsigned max_level, int hmac_alg, int timeout_ms, const uint8_t *meta, size_t meta_len,
+                        kl_sig_t **sigs, kl_err_t *e) {
   kl_sign_batch_t *b = NULL;
   kl_aggr_resp_t *resp = NULL;
   uint64_t id = strncmp(url, "file://", 7) == 0 ? 1 : kl_aggr_request_id();
   int r;
   for (size_t i = 0; i < n; i++) sigs[i] = NULL;
-  if ((r = kl_sign_batch_create(hashes, n, max_level, 0, id, &b, e)) ||
+  if ((r = kl_sign_batch_create_meta(hashes, n, max_level, 0, meta, meta_len, id, &b, e)) ||
       (r = kl_aggr_exchange(url, user, key, hmac_alg, kl_sign_batch_item(b), 1, false, timeout_ms, &resp, e)))
     goto out;
   for (size_t i = 0; i < n && r == 0; i++) r = kl_sign_batch_signature(b, resp, i, &sigs[i], e);

@@ -118,6 +118,14 @@ KL_API size_t kl_sign_batch_capacity(unsigned max_level);
  * hashes are copied. */
 KL_API int kl_sign_batch_create(const kl_imprint_t *hashes, size_t n, unsigned max_level, int alg,
                                 uint64_t request_id, kl_sign_batch_t **out, kl_err_t *e);
+/* The same with a metadata value (kl_metadata_encode, KSI-FORMAT.md §4.4; NULL: none) for every
+ * hash, as ksi-tool's --mdata: each hash's chain then starts with a left link whose sibling is
+ * the metadata (its leaf sits at level 1), so at most kl_sign_batch_capacity(max_level - 1)
+ * hashes fit and max_level must be at least 1 (KL_ERANGE). Even one hash is sent as a local
+ * tree's root, at level 1, and its signature has the local chain underneath. */
+KL_API int kl_sign_batch_create_meta(const kl_imprint_t *hashes, size_t n, unsigned max_level, int alg,
+                                     const uint8_t *meta, size_t meta_len, uint64_t request_id,
+                                     kl_sign_batch_t **out, kl_err_t *e);
 KL_API void kl_sign_batch_free(kl_sign_batch_t *b);
 KL_API size_t kl_sign_batch_size(const kl_sign_batch_t *b);
 /* What to send (valid until kl_sign_batch_free). */
@@ -145,6 +153,11 @@ KL_API int kl_aggr_exchange(const char *url, const char *user, const char *key, 
 KL_API int kl_sign_hashes(const char *url, const char *user, const char *key, const kl_imprint_t *hashes,
                           size_t n, unsigned max_level, int hmac_alg, int timeout_ms, kl_sig_t **sigs,
                           kl_err_t *e);
+
+/* kl_sign_hashes with a metadata value for every hash (see kl_sign_batch_create_meta). */
+KL_API int kl_sign_hashes_meta(const char *url, const char *user, const char *key, const kl_imprint_t *hashes,
+                               size_t n, unsigned max_level, int hmac_alg, int timeout_ms, const uint8_t *meta,
+                               size_t meta_len, kl_sig_t **sigs, kl_err_t *e);
 
 #ifdef __cplusplus
 }
