@@ -1,6 +1,10 @@
 /* The extender daemon on a libuv loop: the service port (HTTP POST of PDUs on any path, GET
- * /publications.bin), ksi+tcp, the admin port (/healthz, /metrics), SIGTERM/SIGINT for a
- * graceful stop and SIGHUP to reload the users file.
+ * /publications.bin and /publications/history/[NAME]), ksi+tcp, the admin port (/healthz,
+ * /metrics), SIGTERM/SIGINT for a graceful stop and SIGHUP to reload the users file.
+ *
+ * A PDU asking for a second the replica lacks yet but will have shortly (not after now, at
+ * most replica_wait + 1 s beyond its last) is held (ext_wait.c) and answered when the replica
+ * grows to it (the follower's on_progress, or a 100 ms poll) or after replica_wait.
  *
  * Requests are answered on the loop thread: a calendar chain is a few dozen LMDB page reads in
  * one short read transaction and a few dozen hashes (microseconds), and the calendar's writer
@@ -49,6 +53,8 @@ struct extender {
   bool cal_failed_logged;
   kl_users_t *users;
   ext_pubfile_t pub;
+  ext_waitq_t waitq;     /* request PDUs held for the replica ([server] replica_wait) */
+  uint64_t wait_bound;   /* ext_wait_bound(replica_wait) */
   kl_metrics_t *m;
   kl_http_server_t *http, *https, *admin;
   kl_tlv_server_t *tcp;
@@ -78,6 +84,12 @@ static void on_follow_error(kl_follow_t *f, const kl_err_t *e, void *arg) {
   sync_check(x); /* log the change now, not at the next tick */
 }
 
+/* The replica grew: answer the PDUs waiting for it now rather than at the next poll. */
+static void on_follow_progress(kl_follow_t *f, uint64_t last, void *arg) {
+  (void)f;
+  ext_waitq_progress(&((extender_t *)arg)->waitq, last);
+}
+
 static kl_cal_t *cal_get(extender_t *x) {
   if (x->cal) return x->cal;
   uint64_t now = uv_now(x->loop);
@@ -97,7 +109,7 @@ static kl_cal_t *cal_get(extender_t *x) {
   if (r == 0) {
     kl_log(KL_LOG_INFO, "calendar_open", "dir=%s", kl_log_q(q, sizeof q, x->cfg->calendar_dir));
     x->cal_failed_logged = false;
-    static const kl_follow_cbs_t fcbs = {NULL, on_follow_error};
+    static const kl_follow_cbs_t fcbs = {on_follow_progress, on_follow_error};
     if (follows && x->follow == NULL && !x->diverged &&
         kl_follow_start_trusted(x->loop, x->cal, x->cfg->upstream, &x->trust, x->tls, &fcbs, x, &x->follow, &e)) {
       char m[300];
@@ -186,6 +198,7 @@ static double m_lag(void *arg) {
   sync_check(x);
   return (double)x->lag;
 }
+static double m_waiting(void *arg) { return (double)((extender_t *)arg)->waitq.n; }
 static double m_diverged(void *arg) { return ((extender_t *)arg)->diverged ? 1 : 0; }
 static double m_serving(void *arg) {
   extender_t *x = arg;
@@ -226,6 +239,9 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
                             "1 when extension requests are answered: the calendar is open and, when following, "
                             "in step with the core.",
                             NULL, m_serving, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replica_waiting",
+                            "Request PDUs held now until the replica holds their second ([server] replica_wait).",
+                            NULL, m_waiting, x) != NULL;
   ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_https, "https", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
@@ -247,48 +263,124 @@ static void count_status(void *arg, uint64_t status) {
 
 /* ---- handlers ---- */
 
-static int serve(extender_t *x, int transport, const char *peer, const uint8_t *p, size_t n, uint8_t **resp,
-                 size_t *rlen, ext_outcome_t *out) {
-  uint64_t t0 = uv_hrtime();
-  ext_ctx_t ctx = {cal_get(x), sync_check(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL)};
-  int rc = ext_handle(&ctx, p, n, resp, rlen, out, count_status, x);
-  kl_metric_observe(x->duration[transport], (double)(uv_hrtime() - t0) / 1e9);
-  char s[24], lq[100], mq[300];
+/* A request PDU held until the replica has its second (ext_wait.c). */
+typedef struct pending {
+  ext_waiter_t w; /* first: the queue hands it back */
+  extender_t *x;
+  int transport;
+  kl_http_req_t *hreq; /* one of the two */
+  kl_tlv_req_t *treq;
+  const uint8_t *p; /* the request, the server's until answered */
+  size_t n;
+  uint64_t t0;
+} pending_t;
+
+static const char *const wake_name[] = {"caught_up", "timeout", "gone", "stopped", "full"};
+enum { WAKE_FULL = 4 };
+
+static void count_wait(extender_t *x, int why) {
+  kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_replica_waits_total",
+                                   "Request PDUs that asked for a second the replica did not hold yet and were "
+                                   "held ([server] replica_wait), by how the wait ended (full: not held, too "
+                                   "many waiting).",
+                                   (const char *[]){"result", wake_name[why], NULL}));
+}
+
+/* One run of the service over a request; may_wait: it may be deferred (out->wait_second). */
+static int handle(extender_t *x, const uint8_t *p, size_t n, bool may_wait, uint8_t **resp, size_t *rlen,
+                  ext_outcome_t *out) {
+  ext_ctx_t ctx = {cal_get(x), sync_check(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL),
+                   may_wait ? x->wait_bound : 0};
+  return ext_handle(&ctx, p, n, resp, rlen, out, count_status, x);
+}
+
+/* Metrics, the log line and the response of one answered request PDU. HTTP statuses: 200 for
+ * every PDU of this service (clients read the KSI status inside), 400 with the error PDU when
+ * the body is not one (deploy/extender.conf, docs/formats.md). */
+static void finish(extender_t *x, int transport, kl_http_req_t *hreq, kl_tlv_req_t *treq, size_t n, uint64_t t0,
+                   int rc, uint8_t *resp, size_t rlen, const ext_outcome_t *out, int waited) {
+  const char *peer = hreq ? kl_http_req_peer(hreq) : kl_tlv_req_peer(treq);
+  uint64_t dt = uv_hrtime() - t0;
+  kl_metric_observe(x->duration[transport], (double)dt / 1e9);
+  char s[24], lq[100], mq[300], wq[40] = "";
   status_label(s, sizeof s, rc ? KL_STATUS_INTERNAL_ERROR : out->status);
   kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_pdus_total",
                                    "Request PDUs answered, by transport and PDU-level status (0: answered per request).",
                                    (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
+  if (waited >= 0) snprintf(wq, sizeof wq, " waited=%s", wake_name[waited]);
   int level = rc || out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
-  kl_log(level, "extend", "transport=%s peer=%s login=%s bytes=%zu requests=%zu config=%d status=%s us=%llu%s%s",
+  kl_log(level, "extend", "transport=%s peer=%s login=%s bytes=%zu requests=%zu config=%d status=%s us=%llu%s%s%s",
          transport_name[transport], peer, kl_log_q(lq, sizeof lq, out->login), n, out->n_requests, out->config, s,
-         (unsigned long long)((uv_hrtime() - t0) / 1000), out->message[0] ? " message=" : "",
+         (unsigned long long)(dt / 1000), wq, out->message[0] ? " message=" : "",
          out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
-  return rc;
+  if (hreq) {
+    if (rc) kl_http_respond(hreq, 500, "text/plain", "internal error\n", 15);
+    else kl_http_respond_take(hreq, out->foreign ? 400 : 200, "application/ksi-response", resp, rlen);
+  } else {
+    if (rc) kl_tlv_respond(treq, NULL, 0, true);
+    else kl_tlv_respond_take(treq, resp, rlen, out->not_a_pdu);
+  }
+}
+
+static bool pending_connected(ext_waiter_t *w) {
+  pending_t *pd = (pending_t *)w;
+  return pd->hreq ? kl_http_req_connected(pd->hreq) : kl_tlv_req_connected(pd->treq);
+}
+
+static void on_wait_answer(ext_waiter_t *w, int why, void *arg) {
+  extender_t *x = arg;
+  pending_t *pd = (pending_t *)w;
+  uint8_t *resp = NULL;
+  size_t rlen = 0;
+  ext_outcome_t out;
+  count_wait(x, why);
+  int rc = handle(x, pd->p, pd->n, false, &resp, &rlen, &out);
+  finish(x, pd->transport, pd->hreq, pd->treq, pd->n, pd->t0, rc, resp, rlen, &out, why);
+  free(pd);
+}
+
+static bool wait_last(void *arg, uint64_t *last) {
+  extender_t *x = arg;
+  kl_cal_info_t ci;
+  kl_cal_t *cal = cal_get(x);
+  if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return false;
+  *last = ci.last;
+  return true;
+}
+
+/* A request PDU from either transport: answered now, or held for the replica. */
+static void incoming(extender_t *x, int transport, kl_http_req_t *hreq, kl_tlv_req_t *treq, const uint8_t *p,
+                     size_t n) {
+  uint64_t t0 = uv_hrtime();
+  uint8_t *resp = NULL;
+  size_t rlen = 0;
+  ext_outcome_t out;
+  int waited = -1;
+  int rc = handle(x, p, n, true, &resp, &rlen, &out);
+  if (rc == 0 && out.wait_second > 0) {
+    pending_t *pd = malloc(sizeof *pd);
+    if (pd != NULL) {
+      *pd = (pending_t){.x = x, .transport = transport, .hreq = hreq, .treq = treq, .p = p, .n = n, .t0 = t0};
+      pd->w.second = out.wait_second;
+      pd->w.connected = pending_connected;
+      if (ext_waitq_add(&x->waitq, &pd->w)) return;
+      free(pd);
+    }
+    count_wait(x, WAKE_FULL);
+    waited = WAKE_FULL;
+    rc = handle(x, p, n, false, &resp, &rlen, &out);
+  }
+  finish(x, transport, hreq, treq, n, t0, rc, resp, rlen, &out, waited);
 }
 
 static void on_extend_http(kl_http_req_t *req, void *arg) {
-  extender_t *x = arg;
-  size_t n, rlen;
-  uint8_t *resp;
-  ext_outcome_t out;
+  size_t n;
   const uint8_t *body = kl_http_req_body(req, &n);
-  if (serve(x, 0, kl_http_req_peer(req), body, n, &resp, &rlen, &out)) {
-    kl_http_respond(req, 500, "text/plain", "internal error\n", 15);
-    return;
-  }
-  kl_http_respond_take(req, 200, "application/ksi-response", resp, rlen);
+  incoming(arg, 0, req, NULL, body, n);
 }
 
 static void on_extend_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
-  extender_t *x = arg;
-  size_t rlen;
-  uint8_t *resp;
-  ext_outcome_t out;
-  if (serve(x, 1, kl_tlv_req_peer(req), frame, len, &resp, &rlen, &out)) {
-    kl_tlv_respond(req, NULL, 0, true);
-    return;
-  }
-  kl_tlv_respond_take(req, resp, rlen, out.not_a_pdu);
+  incoming(arg, 1, NULL, req, frame, len);
 }
 
 static void on_publications(kl_http_req_t *req, void *arg) {
@@ -300,6 +392,37 @@ static void on_publications(kl_http_req_t *req, void *arg) {
   if (r == KL_ENOTFOUND) kl_http_respond(req, 404, "text/plain", "no publications file is configured\n", 35);
   else if (r) kl_http_respond(req, 503, "text/plain", "publications file unavailable\n", 30);
   else kl_http_respond(req, 200, "application/octet-stream", data, len);
+}
+
+#define HISTORY "/publications/history/"
+
+/* GET on any other path: the history of the publications file, else 405 as before (the
+ * service port takes POST on any path). */
+static void on_get(kl_http_req_t *req, void *arg) {
+  extender_t *x = arg;
+  const char *path = kl_http_req_path(req);
+  kl_err_t e;
+  if (strncmp(path, HISTORY, sizeof HISTORY - 1) != 0) {
+    kl_http_req_add_header(req, "Allow", "POST");
+    kl_http_respond(req, 405, "text/plain", "method not allowed\n", 19);
+    return;
+  }
+  const char *name = path + sizeof HISTORY - 1;
+  if (name[0] == '\0') {
+    kl_buf_t b = KL_BUF_INIT;
+    int r = ext_pubfile_history_list(&x->pub, &b, &e);
+    if (r == 0) kl_http_respond(req, 200, "text/plain", b.p ? (const char *)b.p : "", b.len);
+    else if (r == KL_ENOTFOUND) kl_http_respond(req, 404, "text/plain", "no publications history\n", 24);
+    else kl_http_respond(req, 503, "text/plain", "publications history unavailable\n", 33);
+    kl_buf_free(&b);
+    return;
+  }
+  uint8_t *data = NULL;
+  size_t len = 0;
+  int r = ext_pubfile_history_get(&x->pub, name, &data, &len, &e);
+  if (r == 0) kl_http_respond_take(req, 200, "application/octet-stream", data, len);
+  else if (r == KL_ENOMEM) kl_http_respond(req, 503, "text/plain", "out of memory\n", 14);
+  else kl_http_respond(req, 404, "text/plain", "no such publications file\n", 26);
 }
 
 static const char *health(void *arg) {
@@ -355,6 +478,7 @@ void extender_stop(extender_t *x) {
   if (x == NULL || x->stopping) return;
   x->stopping = true;
   kl_log(KL_LOG_INFO, "stopping", NULL);
+  ext_waitq_close(&x->waitq); /* answers what waits, while the servers still take responses */
   /* The pointers are cleared first: metrics callbacks must not read a closing server. */
   kl_http_server_t *http = x->http, *https = x->https, *admin = x->admin;
   kl_tlv_server_t *tcp = x->tcp;
@@ -380,14 +504,15 @@ static int start_servers(extender_t *x, kl_err_t *e) {
   if (c->http_listen[0]) {
     if (kl_http_server_create(x->loop, &lim, "http", &x->http, e) ||
         kl_http_route(x->http, "GET", "/publications.bin", on_publications, x, e) ||
-        kl_http_route(x->http, "POST", "*", on_extend_http, x, e) || kl_http_server_listen(x->http, c->http_listen, e))
+        kl_http_route(x->http, "GET", "*", on_get, x, e) || kl_http_route(x->http, "POST", "*", on_extend_http, x, e) ||
+        kl_http_server_listen(x->http, c->http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
     x->nm_http.stats = kl_http_server_stats(x->http);
   }
   if (x->https_tls) {
     if (kl_http_server_create(x->loop, &lim, "https", &x->https, e) ||
         kl_http_route(x->https, "GET", "/publications.bin", on_publications, x, e) ||
-        kl_http_route(x->https, "POST", "*", on_extend_http, x, e) ||
+        kl_http_route(x->https, "GET", "*", on_get, x, e) || kl_http_route(x->https, "POST", "*", on_extend_http, x, e) ||
         (kl_http_server_set_tls(x->https, x->https_tls, 0, NULL, NULL), kl_http_server_listen(x->https, c->https_listen, e)))
       return kl_err_wrap(e, "[server] https_listen");
     x->nm_https.stats = kl_http_server_stats(x->https);
@@ -448,6 +573,8 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
     x->n_sig++;
     uv_signal_start(&x->sig[i], on_signal, sigs[i]);
   }
+  x->wait_bound = ext_wait_bound(cfg->replica_wait_ms);
+  ext_waitq_init(&x->waitq, loop, cfg->replica_wait_ms, (size_t)cfg->replica_wait_max, on_wait_answer, wait_last, x);
   if ((r = start_servers(x, e))) {
     extender_stop(x);
     return r;

@@ -4,7 +4,13 @@
  * caught half-written), so clients keep getting the last good copy.
  *
  * The file is small (kilobytes to a few megabytes) and changes rarely: one stat(2) per GET on
- * the loop thread, and a read only after a change. */
+ * the loop thread, and a read only after a change.
+ *
+ * The history directory next to it (DIR/history, where `keyless publish` keeps a dated copy of
+ * every file it issued) is served as it is on disk: a listing of the names, and each file (a
+ * regular file, not a symbolic link, whose name is letters, digits, '-', '_', '.' ending in
+ * .bin), read on every request (audits are rare). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,4 +108,74 @@ int ext_pubfile_get(ext_pubfile_t *pf, const uint8_t **data, size_t *len, kl_err
   *data = pf->data;
   *len = pf->len;
   return 0;
+}
+
+/* ---- the history directory: every file `keyless publish` issued (docs/operations.md) ---- */
+
+/* DIR/history next to the publications file, in buf; false when not configured. */
+static bool history_dir(const ext_pubfile_t *pf, char *buf, size_t n) {
+  if (pf->path == NULL) return false;
+  const char *slash = strrchr(pf->path, '/');
+  int len = slash ? (int)(slash - pf->path) : 0;
+  int w = slash ? snprintf(buf, n, "%.*s/history", len == 0 ? 1 : len, len == 0 ? "/" : pf->path)
+                : snprintf(buf, n, "history");
+  return w > 0 && (size_t)w < n;
+}
+
+/* The names the history serves: what `keyless publish` writes, nothing that could leave the
+ * directory or name a temporary file. */
+static bool good_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 200 || s[0] == '.' || n < 5 || strcmp(s + n - 4, ".bin") != 0) return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+          c == '.'))
+      return false;
+  }
+  return true;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int ext_pubfile_history_list(const ext_pubfile_t *pf, kl_buf_t *out, kl_err_t *e) {
+  char dir[1100];
+  if (!history_dir(pf, dir, sizeof dir)) return kl_err_set(e, KL_ENOTFOUND, "no publications file is configured");
+  DIR *d = opendir(dir);
+  if (d == NULL) return kl_err_set(e, KL_ENOTFOUND, "%s: %s", dir, strerror(errno));
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  int r = 0;
+  while (r == 0 && (de = readdir(d)) != NULL) {
+    if (!good_name(de->d_name)) continue;
+    if (n == cap) {
+      char **nn = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof *nn);
+      if (nn == NULL) r = kl_err_set(e, KL_ENOMEM, "out of memory");
+      else names = nn;
+    }
+    if (r == 0 && (names[n] = strdup(de->d_name)) == NULL) r = kl_err_set(e, KL_ENOMEM, "out of memory");
+    if (r == 0) n++;
+  }
+  closedir(d);
+  if (r == 0) qsort(names, n, sizeof *names, cmp_names);
+  for (size_t i = 0; i < n; i++) {
+    if (r == 0) {
+      kl_buf_put(out, names[i], strlen(names[i]));
+      kl_buf_put(out, "\n", 1);
+    }
+    free(names[i]);
+  }
+  free(names);
+  return r ? r : kl_buf_check(out, e);
+}
+
+int ext_pubfile_history_get(const ext_pubfile_t *pf, const char *name, uint8_t **data, size_t *len, kl_err_t *e) {
+  char dir[1100], path[1400];
+  if (!history_dir(pf, dir, sizeof dir)) return kl_err_set(e, KL_ENOTFOUND, "no publications file is configured");
+  if (!good_name(name)) return kl_err_set(e, KL_ENOTFOUND, "no such file");
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct stat st;
+  if (lstat(path, &st) != 0) return kl_err_set(e, KL_ENOTFOUND, "%s: %s", path, strerror(errno));
+  return load(path, &st, data, len, e);
 }

@@ -17,6 +17,10 @@
  * time (the calendar's last second when absent). One read of the calendar's state serves the
  * whole PDU; every chain is computed in its own read transaction, so a request sees the latest
  * committed state (appends only grow the calendar: what was valid stays valid).
+ *
+ * With ctx->wait_bound (from [server] replica_wait), a PDU that would get 0x106 for a second not
+ * after now and at most wait_bound seconds beyond the calendar's last is not answered: the
+ * caller holds it and asks again once the replica holds that second or the wait ran out.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +99,10 @@ static int add_one(const ext_ctx_t *ctx, kl_pdu_writer_t *w, const kl_pdu_ext_re
   return rc;
 }
 
+uint64_t ext_wait_bound(uint64_t replica_wait_ms) {
+  return replica_wait_ms == 0 ? 0 : (replica_wait_ms + 999) / 1000 + 1;
+}
+
 static bool looks_like_pdu(const uint8_t *p, size_t n) {
   if (n < 4 || !(p[0] & 0x80)) return false;
   unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
@@ -113,11 +121,13 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
   kl_err_clear(&e);
   if (kl_pdu_parse(req, len, &pdu, &e)) {
     out->not_a_pdu = !looks_like_pdu(req, len);
+    out->foreign = true;
     snprintf(msg, sizeof msg, "malformed request PDU: %.200s", e.msg);
     return error_pdu(KL_STATUS_INVALID_PAYLOAD, msg, resp, resp_len, out);
   }
   if (pdu->type != KL_PDU_EXT_REQ) {
     snprintf(msg, sizeof msg, "expected an extension request PDU (0x320), got 0x%X", pdu->type);
+    out->foreign = true;
     rc = error_pdu(KL_STATUS_INVALID_PAYLOAD, msg, resp, resp_len, out);
     goto done;
   }
@@ -163,6 +173,20 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
     snprintf(msg, sizeof msg, "calendar: %.200s", e.msg);
     rc = error_pdu(KL_STATUS_EXT_DB_CORRUPT, msg, resp, resp_len, out);
     goto done;
+  }
+  if (ctx->wait_bound > 0 && !ci.empty) { /* a second the replica will have shortly: wait for it */
+    uint64_t need = 0, P;
+    for (size_t i = 0; i < pdu->n_ext_reqs; i++) {
+      const kl_pdu_ext_req_t *q = &pdu->ext_reqs[i];
+      if (time_status(q, &ci, ctx->now, msg, sizeof msg, &P) != KL_STATUS_EXT_TIME_TOO_NEW) continue;
+      uint64_t hi = q->aggr_time > P ? q->aggr_time : P;
+      if (hi - ci.last <= ctx->wait_bound && hi > need) need = hi;
+    }
+    if (need > 0) {
+      out->wait_second = need;
+      rc = 0;
+      goto done;
+    }
   }
   kl_pdu_writer_t w;
   kl_pdu_header_t hdr = *pdu->header; /* echo login, instance and message ids */

@@ -2,7 +2,8 @@
  *
  *   ext_config.c   the configuration keys and their checks
  *   ext_service.c  one request PDU in, one response PDU out (calendar + users; no sockets)
- *   ext_pubfile.c  the publications file, re-read when it changes
+ *   ext_pubfile.c  the publications file, re-read when it changes, and its history directory
+ *   ext_wait.c     request PDUs held until the replica holds their second ([server] replica_wait)
  *   ext_daemon.c   the servers, handlers, metrics and signals on a libuv loop
  *   main.c         arguments and wiring
  */
@@ -35,6 +36,8 @@ typedef struct ext_config {
   char *calendar_auth_cert; /* PEM file of the trusted calendar-auth certificates ("" = none) */
   bool insecure;        /* accept batches without an authentication record */
   uint64_t max_lag_ms;  /* stop serving when the replica lags more than this (0: never) */
+  uint64_t replica_wait_ms; /* [server] replica_wait: hold a request for a second the replica lacks yet (0: off) */
+  int64_t replica_wait_max; /* request PDUs held at once */
   /* derived: the certificates of calendar_auth_cert, DER */
   uint8_t **auth_ders;
   size_t *auth_lens;
@@ -60,13 +63,22 @@ typedef struct ext_ctx {
   const kl_users_t *users;
   uint64_t max_requests;    /* extension requests in one PDU */
   uint64_t now;             /* UNIX seconds, for "in the future" */
+  uint64_t wait_bound;      /* > 0: a PDU asking for a second in (last, last + wait_bound], not after now,
+                             * is not answered but deferred (out->wait_second); 0: always answer */
 } ext_ctx_t;
+
+/* The seconds beyond the replica's last one that a PDU may wait for, given [server]
+ * replica_wait: the whole seconds of the wait plus one (the replica gains about a second per
+ * second, in batches). 0 when waiting is off. */
+uint64_t ext_wait_bound(uint64_t replica_wait_ms);
 
 typedef struct ext_outcome {
   uint64_t status;     /* 0, or the PDU-level error status sent */
   size_t n_requests;   /* extension requests answered (each with its own status) */
   bool config;         /* the configuration was sent */
   bool not_a_pdu;      /* the input is not a KSI PDU at all: a stream should be closed */
+  bool foreign;        /* not a PDU of this service (not a PDU, unparseable, or not 0x320): HTTP 400 */
+  uint64_t wait_second; /* > 0: deferred, no *resp: ask again once the calendar holds this second */
   char login[64];      /* as sent (cut), "" if unknown */
   char message[256];   /* why the PDU or the first failed request was refused */
 } ext_outcome_t;
@@ -74,9 +86,11 @@ typedef struct ext_outcome {
 /* Called once per extension request with its status (for metrics). */
 typedef void (*ext_status_fn)(void *arg, uint64_t status);
 
-/* Answers one request PDU. *resp (caller frees) is always set on return 0: a signed 0x321, or
- * an unsigned error-only 0x321 when the request cannot be authenticated or parsed. Nonzero only
- * when not even an error PDU could be built (out of memory). */
+/* Answers one request PDU. *resp (caller frees) is set on return 0: a signed 0x321, or an
+ * unsigned error-only 0x321 when the request cannot be authenticated or parsed; except when
+ * ctx->wait_bound defers the PDU: then *resp is NULL, out->wait_second says which second to
+ * wait for, and nothing was counted. Nonzero only when not even an error PDU could be built (out
+ * of memory). */
 int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len,
                ext_outcome_t *out, ext_status_fn count, void *count_arg);
 
@@ -98,6 +112,51 @@ void ext_pubfile_free(ext_pubfile_t *pf);
 /* The current file (re-read if it changed). *data valid until the next call. KL_ENOTFOUND
  * when not configured; another code when no good copy could be read. */
 int ext_pubfile_get(ext_pubfile_t *pf, const uint8_t **data, size_t *len, kl_err_t *e);
+
+/* The history directory next to the file (DIR/history): its file names, one a line, sorted
+ * (KL_ENOTFOUND: no directory); and one file of it (KL_ENOTFOUND: no such file, or a name that
+ * is not served), in a new buffer. */
+int ext_pubfile_history_list(const ext_pubfile_t *pf, kl_buf_t *out, kl_err_t *e);
+int ext_pubfile_history_get(const ext_pubfile_t *pf, const char *name, uint8_t **data, size_t *len, kl_err_t *e);
+
+/* ---- PDUs waiting for the replica (ext_wait.c) ---- */
+
+enum { EXT_WAKE_CAUGHT_UP, EXT_WAKE_TIMEOUT, EXT_WAKE_GONE, EXT_WAKE_STOP };
+
+typedef struct ext_waiter ext_waiter_t;
+struct ext_waiter {
+  ext_waiter_t *prev, *next;       /* the queue's */
+  uint64_t second;                 /* answer once the calendar holds it */
+  uint64_t deadline;               /* loop time, ms (set by ext_waitq_add) */
+  bool (*connected)(ext_waiter_t *w); /* false once the client is gone */
+};
+/* Answers w (why: EXT_WAKE_*) and frees it; w is already out of the queue. */
+typedef void (*ext_wait_answer_fn)(ext_waiter_t *w, int why, void *arg);
+/* The calendar's last second now; false when unknown (no calendar, empty). */
+typedef bool (*ext_wait_last_fn)(void *arg, uint64_t *last);
+
+typedef struct ext_waitq {
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  bool timer_on;
+  uint64_t wait_ms;
+  size_t n, max;
+  ext_waiter_t *head, *tail; /* arrival order = deadline order */
+  ext_wait_answer_fn answer;
+  ext_wait_last_fn last;
+  void *arg;
+} ext_waitq_t;
+
+void ext_waitq_init(ext_waitq_t *q, uv_loop_t *loop, uint64_t wait_ms, size_t max, ext_wait_answer_fn answer,
+                    ext_wait_last_fn last, void *arg);
+/* Parks w (its second and connected set); false when max are waiting already, or closed. */
+bool ext_waitq_add(ext_waitq_t *q, ext_waiter_t *w);
+/* The calendar's last second grew to last: answers every waiter it satisfies. */
+void ext_waitq_progress(ext_waitq_t *q, uint64_t last);
+/* Answers every waiter now (EXT_WAKE_STOP). */
+void ext_waitq_flush(ext_waitq_t *q);
+/* Flushes and closes the timer (run the loop to finish closing). */
+void ext_waitq_close(ext_waitq_t *q);
 
 /* ---- the daemon ---- */
 

@@ -199,7 +199,7 @@ check "empty request: 0x0101" 0x0101 "$ST"
 "$CLIENT" make -u anon -k anon -r "1:$G" -o full.req
 head -c $(($(stat -c %s full.req) - 7)) full.req >trunc.req
 post trunc trunc.req
-check "truncated PDU: HTTP 200" 200 "$CODE"
+check "truncated PDU: HTTP 400 (not a PDU of this service)" 400 "$CODE"
 check_has "truncated PDU: 0x0103 invalid payload" "error status=0x0103" "$DEC"
 head -c 300 /dev/urandom >garbage.req
 post garbage garbage.req
