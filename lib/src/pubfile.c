@@ -346,27 +346,13 @@ done:
   return r;
 }
 
-int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e) {
-  kl_err_t local = {0};
-  if (e == NULL) e = &local;
+/* Checks the detached CMS signature over raw[0:signed_len] (signer certificate taken from the
+ * CMS); on 0, *signer (a reference) and *certs (the CMS's certificates) for the caller to free. */
+static int cms_check(const kl_pubfile_t *pf, X509 **signer_out, STACK_OF(X509) **certs_out, kl_err_t *e) {
   char eb[256];
   int r = 0;
-  if (pf == NULL || trust == NULL)
-    return kl_err_set(e, KL_EINVAL, "publications file verification: no file or trust settings");
-  if (trust->n_cnstr == 0 || trust->cnstr == NULL)
-    return kl_err_set(e, KL_EINVAL,
-                      "publications file verification: no subject constraint configured");
-  for (size_t i = 0; i < trust->n_cnstr; i++)
-    if (trust->cnstr[i].oid == NULL || trust->cnstr[i].value == NULL)
-      return kl_err_set(e, KL_EINVAL, "subject constraint %zu has no attribute or no value", i + 1);
-  if (trust->n_anchor_files > 0 && trust->anchor_files == NULL)
-    return kl_err_set(e, KL_EINVAL, "%zu trust anchor files announced but none given",
-                      trust->n_anchor_files);
-  if (trust->at < 0)
-    return kl_err_set(e, KL_EINVAL, "verification time %lld is negative", (long long)trust->at);
   if (pf->cms == NULL || pf->cms_len > (size_t)KL_TLV_MAX_LEN)
     return kl_err_set(e, KL_EINVAL, "publications file object has no signature");
-
   ERR_clear_error();
   const unsigned char *q = pf->cms;
   CMS_ContentInfo *cms = d2i_CMS_ContentInfo(NULL, &q, (long)pf->cms_len);
@@ -396,28 +382,158 @@ int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, k
     r = kl_err_set(e, KL_EPKI, "signature check failed: %d signers in the CMS, expected 1", n_si);
     goto done;
   }
-  /* 1. The signature over raw[0:signed_len], signer certificate taken from the CMS. */
   if (CMS_verify(cms, NULL, NULL, content, NULL, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) != 1) {
     r = kl_err_set(e, KL_EPKI, "signature check failed: %s", ossl_err(eb, sizeof eb));
     goto done;
   }
   signers = CMS_get0_signers(cms);
-  certs = CMS_get1_certs(cms);
   if (signers == NULL || sk_X509_num(signers) != 1) {
     r = kl_err_set(e, KL_EPKI, "signature check failed: the signer certificate was not found");
     goto done;
   }
   X509 *signer = sk_X509_value(signers, 0);
-  /* 2. The signer's chain to the anchors at the verification time; 3. subject constraints. */
-  if ((r = check_chain(signer, certs, trust, e)) != 0) goto done;
-  r = check_cnstr(signer, trust, e);
+  if (X509_up_ref(signer) != 1 || (certs = CMS_get1_certs(cms)) == NULL) {
+    if (certs == NULL) X509_free(signer);
+    r = kl_err_set(e, KL_ENOMEM, "out of memory");
+    goto done;
+  }
+  *signer_out = signer;
+  *certs_out = certs;
 done:
   sk_X509_free(signers);
-  sk_X509_pop_free(certs, X509_free);
   BIO_free(content);
   CMS_ContentInfo_free(cms);
   ERR_clear_error();
+  return r;
+}
+
+int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local;
+  int r = 0;
+  if (pf == NULL || trust == NULL)
+    return kl_err_set(e, KL_EINVAL, "publications file verification: no file or trust settings");
+  if (trust->n_cnstr == 0 || trust->cnstr == NULL)
+    return kl_err_set(e, KL_EINVAL,
+                      "publications file verification: no subject constraint configured");
+  for (size_t i = 0; i < trust->n_cnstr; i++)
+    if (trust->cnstr[i].oid == NULL || trust->cnstr[i].value == NULL)
+      return kl_err_set(e, KL_EINVAL, "subject constraint %zu has no attribute or no value", i + 1);
+  if (trust->n_anchor_files > 0 && trust->anchor_files == NULL)
+    return kl_err_set(e, KL_EINVAL, "%zu trust anchor files announced but none given",
+                      trust->n_anchor_files);
+  if (trust->at < 0)
+    return kl_err_set(e, KL_EINVAL, "verification time %lld is negative", (long long)trust->at);
+  X509 *signer = NULL;
+  STACK_OF(X509) *certs = NULL;
+  /* 1. The signature; 2. the signer's chain to the anchors at the verification time; 3. subject
+   * constraints. */
+  if ((r = cms_check(pf, &signer, &certs, e)) == 0 && (r = check_chain(signer, certs, trust, e)) == 0)
+    r = check_cnstr(signer, trust, e);
+  X509_free(signer);
+  sk_X509_pop_free(certs, X509_free);
+  ERR_clear_error();
   if (r) kl_err_wrap(e, "publications file");
+  return r;
+}
+
+static int load_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **key,
+                    STACK_OF(X509) **chain, kl_err_t *e);
+
+int kl_pubfile_verify_signer(const kl_pubfile_t *pf, const char *signer_cert_pem, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local;
+  if (pf == NULL || signer_cert_pem == NULL)
+    return kl_err_set(e, KL_EINVAL, "publications file verification: no file or certificate");
+  X509 *mine = NULL, *signer = NULL;
+  STACK_OF(X509) *certs = NULL;
+  int r = load_pem(signer_cert_pem, "signer certificate", &mine, NULL, NULL, e);
+  if (r == 0 && (r = cms_check(pf, &signer, &certs, e)) == 0 &&
+      EVP_PKEY_eq(X509_get0_pubkey(signer), X509_get0_pubkey(mine)) != 1) {
+    char subj[256] = "?";
+    X509_NAME_oneline(X509_get_subject_name(signer), subj, sizeof subj);
+    r = kl_err_set(e, KL_EPKI, "signed by %s, not with the key of %s", subj, signer_cert_pem);
+  }
+  X509_free(mine);
+  X509_free(signer);
+  sk_X509_pop_free(certs, X509_free);
+  ERR_clear_error();
+  if (r) kl_err_wrap(e, "publications file");
+  return r;
+}
+
+/* ---- merging: publications are permanent ---- */
+
+typedef struct tagged {
+  kl_pub_data_t d;
+  size_t origin; /* position in prev, then add: ties keep prev's first */
+} tagged_t;
+
+static int cmp_tagged(const void *a, const void *b) {
+  const tagged_t *x = a, *y = b;
+  if (x->d.time != y->d.time) return x->d.time < y->d.time ? -1 : 1;
+  return x->origin < y->origin ? -1 : x->origin > y->origin;
+}
+
+static bool same_imprint(const kl_imprint_t *a, const kl_imprint_t *b) {
+  return a->alg == b->alg && a->len == b->len && memcmp(a->digest, b->digest, a->len) == 0;
+}
+
+static void imprint_hex(const kl_imprint_t *h, char *buf, size_t n) {
+  size_t w = (size_t)snprintf(buf, n, "%02X", h->alg);
+  for (size_t i = 0; i < h->len && w + 2 < n; i++) w += (size_t)snprintf(buf + w, n - w, "%02X", h->digest[i]);
+}
+
+int kl_pubfile_merge(const kl_pubfile_t *prev, const kl_pub_data_t *add, size_t n_add, size_t max,
+                     kl_pub_data_t **out, size_t *n_out, size_t *n_kept, kl_err_t *e) {
+  kl_err_t local = {0};
+  if (e == NULL) e = &local;
+  size_t n_prev = prev ? prev->n_pubs : 0, total = n_prev + n_add, n = 0, kept = 0, last_origin = 0;
+  *out = NULL;
+  *n_out = *n_kept = 0;
+  if (n_add && add == NULL) return kl_err_set(e, KL_EINVAL, "publications to merge: %zu announced, none given", n_add);
+  tagged_t *t = calloc(total + 1, sizeof *t);
+  kl_pub_data_t *res = calloc(total + 1, sizeof *res);
+  int r = 0;
+  if (t == NULL || res == NULL) {
+    r = kl_err_set(e, KL_ENOMEM, "out of memory");
+    goto done;
+  }
+  for (size_t i = 0; i < total; i++) {
+    t[i].d = i < n_prev ? prev->pubs[i].data : add[i - n_prev];
+    t[i].d.raw = NULL;
+    t[i].d.raw_len = 0;
+    t[i].origin = i;
+  }
+  qsort(t, total, sizeof *t, cmp_tagged);
+  for (size_t i = 0; i < total; i++) {
+    if (n > 0 && t[i].d.time == res[n - 1].time) {
+      if (!same_imprint(&t[i].d.hash, &res[n - 1].hash)) {
+        char h1[2 * KL_IMPRINT_MAX + 1], h2[2 * KL_IMPRINT_MAX + 1];
+        imprint_hex(&res[n - 1].hash, h1, sizeof h1);
+        imprint_hex(&t[i].d.hash, h2, sizeof h2);
+        r = kl_err_set(e, KL_ESTATE, "two different publications for second %llu: %s%s and %s%s",
+                       (unsigned long long)t[i].d.time, h1, last_origin < n_prev ? " (earlier file)" : " (new)", h2,
+                       t[i].origin >= n_prev ? " (new)" : " (earlier file)");
+        goto done;
+      }
+      continue;
+    }
+    res[n++] = t[i].d;
+    last_origin = t[i].origin;
+    if (t[i].origin < n_prev) kept++; /* ties sort prev first */
+  }
+  if (n > max) {
+    r = kl_err_set(e, KL_ERANGE, "%zu publications: more than the %zu a file may hold", n, max);
+    goto done;
+  }
+  *out = res;
+  *n_out = n;
+  *n_kept = kept;
+  res = NULL;
+done:
+  free(t);
+  free(res);
   return r;
 }
 

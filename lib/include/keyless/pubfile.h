@@ -75,6 +75,12 @@ typedef struct kl_pubfile_trust {
  * or KL_EINVAL when no constraint is configured. */
 KL_API int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e);
 
+/* The signature check of kl_pubfile_verify without a chain or constraint: the CMS signature is
+ * good and its signer holds the key of the certificate in signer_cert_pem (the publisher's own
+ * earlier file). 0, KL_EPKI (a bad signature, or another signer: the message names its subject),
+ * or KL_EIO when the certificate cannot be read. */
+KL_API int kl_pubfile_verify_signer(const kl_pubfile_t *pf, const char *signer_cert_pem, kl_err_t *e);
+
 /* Lookups. NULL when not found. */
 KL_API const kl_pub_rec_t *kl_pubfile_find_exact(const kl_pubfile_t *pf, uint64_t time);
 /* The earliest publication with time >= t. */
@@ -82,7 +88,7 @@ KL_API const kl_pub_rec_t *kl_pubfile_find_after(const kl_pubfile_t *pf, uint64_
 KL_API const kl_pubfile_cert_t *kl_pubfile_find_cert(const kl_pubfile_t *pf, const uint8_t *id,
                                                      size_t id_len);
 
-/* ---- writing a publications file (used by the publisher in later issues) ---- */
+/* ---- writing a publications file (`keyless publish`) ---- */
 typedef struct kl_pubfile_spec {
   uint64_t version; /* 0 = 2 */
   uint64_t created;
@@ -98,6 +104,14 @@ typedef struct kl_pubfile_spec {
 } kl_pubfile_spec_t;
 
 KL_API int kl_pubfile_write(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e);
+
+/* Publications are permanent: the union of an earlier file's publications (prev, may be NULL)
+ * and new ones (add, any order), sorted by time, one per time, in *out (caller frees; raw
+ * pointers cleared). The same time with two different hashes, in prev, in add or between them,
+ * is KL_ESTATE with a message naming the time and both hashes; more than max in all,
+ * KL_ERANGE. *n_kept: how many of the result came from prev. */
+KL_API int kl_pubfile_merge(const kl_pubfile_t *prev, const kl_pub_data_t *add, size_t n_add, size_t max,
+                            kl_pub_data_t **out, size_t *n_out, size_t *n_kept, kl_err_t *e);
 
 /* CRC-32 (IEEE, reflected, as zlib). */
 KL_API uint32_t kl_crc32(const uint8_t *p, size_t n);
