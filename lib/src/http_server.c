@@ -494,6 +494,7 @@ void kl_http_server_set_tls(kl_http_server_t *s, kl_tls_ctx_t *ctx, unsigned rol
 
 int kl_http_server_listen(kl_http_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }
 int kl_http_server_port(const kl_http_server_t *s) { return s->srv.port; }
+void kl_http_server_share(kl_http_server_t *http, kl_tlv_server_t *tlv) { kl__srv_share(&http->srv, kl__tlv_srv(tlv)); }
 const kl_net_stats_t *kl_http_server_stats(const kl_http_server_t *s) { return &s->srv.stats; }
 
 void kl_http_server_close(kl_http_server_t *s, kl_http_close_fn cb, void *arg) {

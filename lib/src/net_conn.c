@@ -270,6 +270,9 @@ static void stop_timeout(uv_timer_t *t) {
 void kl__srv_close(kl__srv_t *s) {
   if (s->closing) return;
   s->closing = true;
+  if (s->share) s->share->shared_by = NULL; /* either may be freed first */
+  if (s->shared_by) s->shared_by->share = NULL;
+  s->share = s->shared_by = NULL;
   if (s->listener_init) uv_close((uv_handle_t *)&s->listener, srv_handle_closed);
   uv_timer_start(&s->stop_timer, stop_timeout, s->lim.shutdown_timeout_ms, 0);
   for (kl__conn_t *c = s->conns, *next; c; c = next) {
@@ -436,8 +439,57 @@ void kl__conn_unpause(kl__conn_t *c, unsigned bit) {
   kl__conn_settle(c);
 }
 
+void kl__srv_share(kl__srv_t *s, kl__srv_t *to) {
+  s->share = to;
+  to->shared_by = s;
+  to->port = s->port;
+}
+
+/* A connection's first bytes on a server that shares its port: a KSI PDU (TLV16 flag 0x80)
+ * moves it to the other server, with that server's protocol, limits and address table; text
+ * (HTTP) stays. False when the connection was closed instead. */
+static bool sniff(kl__conn_t *c, const uint8_t *p, size_t n) {
+  kl__srv_t *from = c->srv, *to = from->share;
+  c->sniffed = true;
+  if (to == NULL || c->tls != NULL || n == 0 || !(p[0] & 0x80)) return true;
+  if (to->closing || to->stats.open >= to->lim.max_connections) {
+    to->stats.rejected++;
+    kl__conn_close(c);
+    return false;
+  }
+  resume_unlink(c);
+  from->proto->on_close(c);
+  c->proto_open = false;
+  from->stats.open--;
+  if (c->prev) c->prev->next = c->next;
+  else from->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  ip_release(from, c);
+  c->srv = to;
+  c->prev = NULL;
+  c->next = to->conns;
+  if (to->conns) to->conns->prev = c;
+  to->conns = c;
+  srv_finish(from);
+  if (!ip_acquire(to, c)) {
+    to->stats.ip_refused++;
+    kl__conn_close(c);
+    return false;
+  }
+  if (to->proto->on_open(c)) {
+    kl__conn_close(c);
+    return false;
+  }
+  c->proto_open = true;
+  to->stats.open++;
+  to->stats.accepted++;
+  kl_log(KL_LOG_DEBUG, "conn_moved", "from=%s to=%s peer=%s", from->name, to->name, c->peer);
+  return true;
+}
+
 /* Hands bytes to the protocol and keeps what it does not take. */
 static void feed(kl__conn_t *c, const uint8_t *p, size_t n) {
+  if (!c->sniffed && !sniff(c, p, n)) return;
   size_t used = c->srv->proto->on_data(c, p, n);
   if (c->state != KL__C_OPEN) return;
   if (used < n) {

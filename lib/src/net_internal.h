@@ -71,6 +71,7 @@ struct kl__conn {
   bool authed;
   kl_peer_t who;
   struct kl__ipent *ip; /* this peer address's entry in the server's table */
+  bool sniffed;         /* its first bytes were looked at (servers with share) */
 };
 
 #define KL__READ_BUF 65536
@@ -106,6 +107,8 @@ struct kl__srv {
   kl_peer_check_fn peer_check;
   void *peer_check_arg;
   kl__ipent_t **ips;   /* hash table of peer addresses, KL__IP_BUCKETS long */
+  kl__srv_t *share;    /* connections that open with a KSI PDU move there (kl_http_server_share) */
+  kl__srv_t *shared_by; /* the server whose port this one shares, NULL if none */
   uint8_t readbuf[KL__READ_BUF];
   uint8_t plainbuf[KL__PLAIN_BUF];
 };
@@ -117,6 +120,9 @@ int kl__srv_listen(kl__srv_t *s, const char *addr, kl_err_t *e);
 /* TLS on this server's connections (before listen): see kl_tlv_server_set_tls. */
 void kl__srv_set_tls(kl__srv_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check, void *arg);
 void kl__srv_close(kl__srv_t *s);
+/* Connections of s that open with a KSI PDU move to to (see kl_http_server_share). */
+void kl__srv_share(kl__srv_t *s, kl__srv_t *to);
+kl__srv_t *kl__tlv_srv(kl_tlv_server_t *s);
 
 /* Takes ownership of a and b (malloc'd or NULL); they are freed when the write completes or
  * fails. Writes after kl__conn_end / close are dropped. */

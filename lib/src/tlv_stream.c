@@ -262,6 +262,7 @@ void kl_tlv_server_set_tls(kl_tlv_server_t *s, kl_tls_ctx_t *ctx, unsigned roles
 
 int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e) { return kl__srv_listen(&s->srv, addr, e); }
 int kl_tlv_server_port(const kl_tlv_server_t *s) { return s->srv.port; }
+kl__srv_t *kl__tlv_srv(kl_tlv_server_t *s) { return &s->srv; }
 const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s) { return &s->srv.stats; }
 
 void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg) {

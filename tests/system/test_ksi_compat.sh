@@ -8,7 +8,8 @@
 #     addresses, and a number of requests per PDU whose answers fit one response: a PDU of that
 #     many is signed in full, one more is refused before it enters a round;
 #   - a PDU of the other service gets HTTP 400 with an error PDU (ksi+tcp: the error PDU);
-#   - error texts read as the KSI status names, not doubled.
+#   - error texts read as the KSI status names, not doubled;
+#   - one port serves HTTP and ksi+tcp when http_listen and tcp_listen are the same address.
 # Usage: test_ksi_compat.sh BUILD_DIR
 set -uo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -68,6 +69,29 @@ for u in "${GWS[0]}" "${GWT[0]}"; do
     check "tcp, an extension request to a gateway: the error PDU" "error=0x0103 hmac=none" "$OUT"
   fi
 done
+
+# One port for both schemes (libksi names one host:port per service): a second gateway whose
+# http_listen and tcp_listen are the same address, next to the network's gateway 1.
+EXT_PORT=${KL_EXTENDER_URL##*:} && EXT_PORT=${EXT_PORT%/}
+SP=$((EXT_PORT + 16))
+sed -e "s/^http_listen = .*/http_listen = 127.0.0.1:$SP/" -e "s/^tcp_listen = .*/tcp_listen = 127.0.0.1:$SP/" \
+  -e "s/^admin_listen = .*/admin_listen = 127.0.0.1:$((SP + 1))/" -e "s/^https_listen = .*/https_listen =/" \
+  -e "s/^name = .*/name = gateway-shared/" "$NET/conf/gateway1.conf" >shared.conf
+"$BUILD/gateway/keyless-gateway" -c shared.conf >shared.log 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((SP + 1))/healthz")" = 200 ] && break
+  sleep 0.1
+done
+probe "http://127.0.0.1:$SP/" level 0
+check "shared port: HTTP is signed" "http=200 id=1 status=0x0000 ok=1 hmac=ok" "$OUT"
+probe "ksi+tcp://127.0.0.1:$SP" level 0
+check "shared port: ksi+tcp is signed" "id=1 status=0x0000 ok=1 hmac=ok" "$OUT"
+printf 'shared port\n' >shared.txt
+"$KL" sign -i shared.txt -S "ksi+tcp://127.0.0.1:$SP" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" >/dev/null 2>&1 &&
+  "$KL" sign -i shared.txt -o shared-http.ksig -S "http://127.0.0.1:$SP/" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" >/dev/null 2>&1
+check "shared port: keyless sign over ksi+tcp and over HTTP" 0 "$?"
+check_has "shared port: the gateway logs one port for both" "http_port=$SP https_port=0 tcp_port=$SP" "$(grep event=started shared.log)"
 
 # The configuration a KSI client sizes its local tree from: ksi-tool's --apply-remote-conf
 # makes 2^max_level leaves. keyless sign with many files and the gateway's level signs them all.

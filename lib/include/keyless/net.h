@@ -147,6 +147,12 @@ KL_API void kl_tlv_server_set_framing(kl_tlv_server_t *s, int framing);
 KL_API void kl_tlv_server_set_tls(kl_tlv_server_t *s, kl_tls_ctx_t *ctx, unsigned roles, kl_peer_check_fn check,
                                   void *arg);
 KL_API int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *e);
+/* One port for both KSI transports, as libksi's configuration has one host:port per service:
+ * a connection to http's port whose first byte is a KSI PDU's (TLV16 flag 0x80; HTTP starts
+ * with a method's letter) is handed to tlv, which then serves it with its own limits and
+ * handler. Plain servers only (neither has TLS); tlv need not listen itself, and its port reads
+ * as http's. Call after kl_http_server_listen; both are closed separately as usual. */
+KL_API void kl_http_server_share(kl_http_server_t *http, kl_tlv_server_t *tlv);
 KL_API int kl_tlv_server_port(const kl_tlv_server_t *s);
 KL_API const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s);
 KL_API void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg);
