@@ -664,6 +664,93 @@ static void test_write_roundtrip(void **state) {
   assert_int_equal(rmdir(dir), 0);
 }
 
+/* ---- the signer check and the merge of `keyless publish` ---- */
+
+static void test_verify_signer(void **state) {
+  (void)state;
+  kl_err_t e = {0};
+  kl_pubfile_t *pf = parse_vector(V_PUBFILE);
+  /* mock.crt is the (self-signed) certificate whose key signed the mock file. */
+  assert_int_equal(kl_pubfile_verify_signer(pf, V_MOCK_CRT, &e), 0);
+  /* Another key: refused, naming the signer. */
+  assert_int_equal(kl_pubfile_verify_signer(pf, V_RESIGNED_CRT, &e), KL_EPKI);
+  assert_non_null(strstr(e.msg, "not with the key of"));
+  assert_non_null(strstr(e.msg, "signed by"));
+  assert_int_equal(kl_pubfile_verify_signer(pf, "/nonexistent/signer.crt", &e), KL_EIO);
+  assert_int_equal(kl_pubfile_verify_signer(NULL, V_MOCK_CRT, &e), KL_EINVAL);
+  kl_pubfile_free(pf);
+  /* A changed byte of the signed part: the signature check fails. */
+  size_t n;
+  uint8_t *p = tu_read_vector(V_PUBFILE, &n);
+  pf = parse_vector(V_PUBFILE);
+  size_t at = pf->signed_len - 3; /* inside the last publication's imprint */
+  kl_pubfile_free(pf);
+  p[at] ^= 1;
+  pf = NULL;
+  assert_int_equal(kl_pubfile_parse(p, n, &pf, &e), 0);
+  assert_int_equal(kl_pubfile_verify_signer(pf, V_MOCK_CRT, &e), KL_EPKI);
+  assert_non_null(strstr(e.msg, "signature check failed"));
+  kl_pubfile_free(pf);
+  free(p);
+}
+
+static kl_pub_data_t pub(uint64_t t, uint8_t b) {
+  kl_pub_data_t d = {.time = t};
+  d.hash.alg = KL_HASH_SHA256;
+  d.hash.len = 32;
+  memset(d.hash.digest, b, 32);
+  return d;
+}
+
+static void test_merge(void **state) {
+  (void)state;
+  kl_err_t e = {0};
+  kl_pub_data_t *out = NULL;
+  size_t n = 0, kept = 9;
+  /* No earlier file: the new ones, sorted, one per time. */
+  kl_pub_data_t add[4] = {pub(30, 3), pub(10, 1), pub(20, 2), pub(10, 1)};
+  assert_int_equal(kl_pubfile_merge(NULL, add, 4, 100, &out, &n, &kept, &e), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(kept, 0);
+  assert_int_equal(out[0].time, 10);
+  assert_int_equal(out[1].time, 20);
+  assert_int_equal(out[2].time, 30);
+  assert_int_equal(out[2].hash.digest[0], 3);
+  free(out);
+  /* An earlier file with 5 (not in the new list) and 20: both kept, in order, counted. */
+  kl_pub_rec_t recs[2] = {{.data = pub(20, 2)}, {.data = pub(5, 7)}};
+  kl_pubfile_t prev = {.pubs = recs, .n_pubs = 2};
+  assert_int_equal(kl_pubfile_merge(&prev, add, 3, 100, &out, &n, &kept, &e), 0);
+  assert_int_equal(n, 4);
+  assert_int_equal(kept, 2);
+  assert_int_equal(out[0].time, 5);
+  assert_int_equal(out[0].hash.digest[0], 7);
+  assert_null(out[0].raw);
+  assert_int_equal(out[3].time, 30);
+  free(out);
+  /* Only the earlier file: it is the result. */
+  assert_int_equal(kl_pubfile_merge(&prev, NULL, 0, 100, &out, &n, &kept, &e), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(kept, 2);
+  free(out);
+  /* A changed hash for 20 is refused loudly, naming the second and both hashes. */
+  add[2] = pub(20, 0xEE);
+  out = (kl_pub_data_t *)1;
+  assert_int_equal(kl_pubfile_merge(&prev, add, 3, 100, &out, &n, &kept, &e), KL_ESTATE);
+  assert_null(out);
+  assert_int_equal(n, 0);
+  assert_non_null(strstr(e.msg, "second 20"));
+  assert_non_null(strstr(e.msg, "earlier file"));
+  assert_non_null(strstr(e.msg, "01EEEE"));
+  /* Two hashes for one second within the new ones, too. */
+  kl_pub_data_t twice[2] = {pub(8, 1), pub(8, 2)};
+  assert_int_equal(kl_pubfile_merge(NULL, twice, 2, 100, &out, &n, &kept, &e), KL_ESTATE);
+  /* Over the maximum. */
+  add[2] = pub(20, 2);
+  assert_int_equal(kl_pubfile_merge(&prev, add, 3, 3, &out, &n, &kept, &e), KL_ERANGE);
+  assert_int_equal(kl_pubfile_merge(NULL, NULL, 2, 3, &out, &n, &kept, &e), KL_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_crc32),
@@ -679,6 +766,8 @@ int main(void) {
       cmocka_unit_test(test_verify_other_files),
       cmocka_unit_test(test_verify_tampered),
       cmocka_unit_test(test_write_roundtrip),
+      cmocka_unit_test(test_verify_signer),
+      cmocka_unit_test(test_merge),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
