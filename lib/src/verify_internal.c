@@ -137,7 +137,7 @@ static kl_verdict_t check_calendar(kl__vctx_t *v) {
   if (!kl_cal_chain_time(cal, &t) || t != cal->aggr_time)
     return FAIL(INT_05, "calendar chain shape does not encode aggregation time %llu for publication time %llu",
                 (unsigned long long)cal->aggr_time, (unsigned long long)cal->pub_time);
-  int weak = kl__cal_weak_alg(cal, false);
+  int weak = kl_cal_chain_weak_alg(cal, false);
   if (weak >= 0)
     return FAIL(INT_16, "calendar chain uses %s, obsolete at %llu", kl_hash_name(weak) ? kl_hash_name(weak) : "?",
                 (unsigned long long)cal->pub_time);
@@ -169,7 +169,7 @@ uint32_t kl__cal_step_algs(const kl_cal_chain_t *c) {
   return set;
 }
 
-int kl__cal_weak_alg(const kl_cal_chain_t *c, bool deprecated) {
+int kl_cal_chain_weak_alg(const kl_cal_chain_t *c, bool deprecated) {
   uint32_t algs = kl__cal_step_algs(c);
   for (int a = 0; a < 32; a++)
     if ((algs & (1u << a)) && (deprecated ? kl_hash_deprecated_at(a, c->pub_time) : kl_hash_obsolete_at(a, c->pub_time)))
@@ -178,11 +178,11 @@ int kl__cal_weak_alg(const kl_cal_chain_t *c, bool deprecated) {
 }
 
 kl_verdict_t kl__check_extended_algs(kl__vctx_t *v, const kl_cal_chain_t *ext, bool pub_based) {
-  int weak = kl__cal_weak_alg(ext, false);
+  int weak = kl_cal_chain_weak_alg(ext, false);
   if (weak >= 0)
     return FAIL(INT_16, "the extender's calendar chain uses %s, obsolete at publication time %llu",
                 kl_hash_name(weak) ? kl_hash_name(weak) : "?", (unsigned long long)ext->pub_time);
-  if (pub_based && (weak = kl__cal_weak_alg(ext, true)) >= 0)
+  if (pub_based && (weak = kl_cal_chain_weak_alg(ext, true)) >= 0)
     return NA("the extender's calendar chain uses %s, deprecated at publication time %llu",
               kl_hash_name(weak) ? kl_hash_name(weak) : "?", (unsigned long long)ext->pub_time);
   return KL_VER_OK;

@@ -22,9 +22,6 @@ kl_verdict_t kl__verify_internal(kl__vctx_t *v);
  * before the first left link. A right link's sibling is an older node hashed as bytes; its own
  * algorithm is not used by this chain (so a SHA-1 right sibling is no reason to distrust it). */
 uint32_t kl__cal_step_algs(const kl_cal_chain_t *c);
-/* The first algorithm of a calendar chain's steps that is obsolete (deprecated false) or
- * deprecated (true) at its publication time; -1 when there is none. */
-int kl__cal_weak_alg(const kl_cal_chain_t *c, bool deprecated);
 /* The checks on a calendar chain that an extender sent (the rules that the internal policy
  * applies to a signature's own chain, applied to the chain the signature would get): INT-16 if
  * an algorithm was obsolete at its publication time; with pub_based, GEN-02 if one was

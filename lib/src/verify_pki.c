@@ -109,7 +109,7 @@ int kl_cal_auth_verify(const kl_cal_auth_t *auth, const uint8_t *const *cert_der
 kl_verdict_t kl__verify_key(kl__vctx_t *v) {
   const kl_sig_t *s = v->sig;
   if (s->cal == NULL) return NA("key-based verification needs a calendar hash chain; the signature has none");
-  int weak = kl__cal_weak_alg(s->cal, true);
+  int weak = kl_cal_chain_weak_alg(s->cal, true);
   if (weak >= 0)
     return NA("calendar chain uses %s, deprecated at publication time %llu", kl_hash_name(weak) ? kl_hash_name(weak) : "?",
               (unsigned long long)s->cal->pub_time);

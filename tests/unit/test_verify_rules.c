@@ -347,21 +347,21 @@ static void test_calendar_step_algorithms(void **state) {
   kl_sig_t *right = load(V_SHA1_RIGHT), *left = load(V_SHA1_LEFT);
   /* A SHA-1 right sibling (an older node, hashed as bytes) in 2024: no weak algorithm. */
   assert_int_equal(kl__cal_step_algs(right->cal), 1u << KL_HASH_SHA256);
-  assert_int_equal(kl__cal_weak_alg(right->cal, true), -1);
+  assert_int_equal(kl_cal_chain_weak_alg(right->cal, true), -1);
   /* A SHA-1 left sibling at 1467341200 (after 2016-07-01): SHA-1 hashed that step. */
   assert_true(left->cal->pub_time >= SHA1_DEPRECATED);
-  assert_int_equal(kl__cal_weak_alg(left->cal, true), KL_HASH_SHA1);
-  assert_int_equal(kl__cal_weak_alg(left->cal, false), -1); /* SHA-1 has no obsolete date */
+  assert_int_equal(kl_cal_chain_weak_alg(left->cal, true), KL_HASH_SHA1);
+  assert_int_equal(kl_cal_chain_weak_alg(left->cal, false), -1); /* SHA-1 has no obsolete date */
   /* The input's algorithm counts for the right links before the first left link only. */
   kl_cal_link_t links[2] = {{KL_LINK_RIGHT, {.alg = KL_HASH_SHA256}}, {KL_LINK_LEFT, {.alg = KL_HASH_SHA256}}};
   kl_cal_chain_t c = {.pub_time = 1500000000, .aggr_time = 1500000000, .input = {.alg = KL_HASH_SHA1},
                       .links = links, .n_links = 2};
-  assert_int_equal(kl__cal_weak_alg(&c, true), KL_HASH_SHA1);
+  assert_int_equal(kl_cal_chain_weak_alg(&c, true), KL_HASH_SHA1);
   links[0].dir = KL_LINK_LEFT;
-  assert_int_equal(kl__cal_weak_alg(&c, true), -1);
+  assert_int_equal(kl_cal_chain_weak_alg(&c, true), -1);
   c.pub_time = SHA1_DEPRECATED - 1;
   links[0].dir = KL_LINK_RIGHT;
-  assert_int_equal(kl__cal_weak_alg(&c, true), -1);
+  assert_int_equal(kl_cal_chain_weak_alg(&c, true), -1);
   /* The key-based policy: GEN-02 for the SHA-1 left link (the vector's row), by that rule. */
   kl_verify_result_t r = verify(left, KL_POLICY_KEY, NULL);
   EXPECT(r, KL_VER_NA, KL_VC_GEN_02);

@@ -126,6 +126,14 @@ KL_API void kl_verifier_run(kl_verifier_t *v, const kl_sig_t *sig, kl_policy_t p
 KL_API int kl_cal_auth_verify(const kl_cal_auth_t *auth, const uint8_t *const *cert_ders, const size_t *cert_lens,
                               size_t n_certs, kl_err_t *e);
 
+/* The first hash algorithm that a calendar chain's steps use (KSI-FORMAT.md §5.1: each left
+ * link's sibling algorithm, and the input's for the right links before the first left link)
+ * that is deprecated at the chain's publication time (deprecated true) or obsolete then (false);
+ * -1 when none. The policies use it on every chain they trust: obsolete is INT-16; deprecated
+ * is GEN-02 under the key-based policy, and under the publication-based ones for a chain from
+ * an extender. A caller that extends a signature itself can ask it of the chain it received. */
+KL_API int kl_cal_chain_weak_alg(const kl_cal_chain_t *c, bool deprecated);
+
 /* The calendar root of the signature's calendar chain and its aggregation root (the output of
  * the top aggregation chain); used by inspect and tests. */
 KL_API int kl_sig_aggregation_root(const kl_sig_t *sig, kl_imprint_t *root, kl_err_t *e);
