@@ -312,28 +312,28 @@ int cli_conf_args(const char *cmd, int *argc, char ***argv, const char *shorts, 
   return 0;
 }
 
-static const cli_conf_entry_t *find(const char *optarg, const cli_conf_t **file) {
+static const cli_conf_entry_t *find(const char *arg, const cli_conf_t **file) {
   const cli_conf_t *files[2] = {&g.env, &g.conf};
-  if (optarg == NULL) return NULL;
+  if (arg == NULL) return NULL;
   for (size_t k = 0; k < 2; k++)
     for (size_t i = 0; i < files[k]->n; i++)
-      if (files[k]->v[i].value == optarg) {
+      if (files[k]->v[i].value == arg) {
         if (file) *file = files[k];
         return &files[k]->v[i];
       }
   return NULL;
 }
 
-const char *cli_where(const char *optarg) {
+const char *cli_where(const char *arg) {
   const cli_conf_t *f;
-  const cli_conf_entry_t *x = find(optarg, &f);
+  const cli_conf_entry_t *x = find(arg, &f);
   if (x == NULL) return "";
   snprintf(g.where, sizeof g.where, "%s:%u: ", f->file, x->line);
   return g.where;
 }
 
-int cli_source(const char *optarg) {
+int cli_source(const char *arg) {
   const cli_conf_t *f;
-  if (find(optarg, &f) == NULL) return CLI_SRC_CMDLINE;
+  if (find(arg, &f) == NULL) return CLI_SRC_CMDLINE;
   return f == &g.conf ? CLI_SRC_CONF : CLI_SRC_ENV;
 }

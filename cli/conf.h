@@ -63,11 +63,11 @@ enum { CLI_SRC_ENV = 0, CLI_SRC_CONF = 1, CLI_SRC_CMDLINE = 2 };
  * printing "keyless CMD: ..." (a file that cannot be read, a bad line). The subcommand's long
  * options must include {"conf", required_argument} (ignored when seen). */
 int cli_conf_args(const char *cmd, int *argc, char ***argv, const char *shorts, const struct option *longs);
-/* "FILE:LINE: " when optarg (a pointer getopt_long returned) is a value from a configuration
+/* "FILE:LINE: " when arg (a pointer getopt_long returned as optarg) is a value from a configuration
  * file, else "". For error messages about a bad value. */
-const char *cli_where(const char *optarg);
-/* CLI_SRC_ENV, CLI_SRC_CONF or CLI_SRC_CMDLINE for optarg. */
-int cli_source(const char *optarg);
+const char *cli_where(const char *arg);
+/* CLI_SRC_ENV, CLI_SRC_CONF or CLI_SRC_CMDLINE for arg (NULL: CLI_SRC_CMDLINE). */
+int cli_source(const char *arg);
 /* Releases what cli_conf_args made (main calls it after the subcommand). */
 void cli_conf_done(void);
 
