@@ -117,8 +117,7 @@ static bool history_dir(const ext_pubfile_t *pf, char *buf, size_t n) {
   if (pf->path == NULL) return false;
   const char *slash = strrchr(pf->path, '/');
   int len = slash ? (int)(slash - pf->path) : 0;
-  int w = slash ? snprintf(buf, n, "%.*s/history", len == 0 ? 1 : len, len == 0 ? "/" : pf->path)
-                : snprintf(buf, n, "history");
+  int w = slash ? snprintf(buf, n, "%.*s/history", len, pf->path) : snprintf(buf, n, "history");
   return w > 0 && (size_t)w < n;
 }
 
