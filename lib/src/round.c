@@ -11,6 +11,7 @@
 #include "keyless/sig.h"
 #include "keyless/tlv.h"
 #include "keyless/tree.h"
+#include "keyless/verify.h"
 
 typedef struct req {
   kl_imprint_t hash;
@@ -32,8 +33,9 @@ struct kl_round {
   size_t n, cap;
   client_count_t *clients;
   size_t n_clients, cap_clients; /* cap: a power of two */
-  /* The parent's first chain as last accepted (a copy) and its chain index: a round's answers
-   * all continue the same chain, decoded and checked once instead of once per request. */
+  /* The parent's answer as last accepted (a copy of its parts, back to back) and its first
+   * chain's index: a round's answers all continue the same chains, decoded and checked once
+   * instead of once per request. */
   uint8_t *top_raw;
   size_t top_len;
   uint64_t top_time;
@@ -203,18 +205,57 @@ int kl_round_close(kl_round_t *r, kl_imprint_t *root, unsigned *level, kl_err_t 
 
 /* Checks the parent's first chain (it starts from this round's root at aggr_time) and keeps
  * its chain index; 0 at once when it is the chain checked last time. */
-static int accept_parent(kl_round_t *r, const uint8_t *raw, size_t len, uint64_t aggr_time, kl_err_t *e) {
-  if (r->top_raw && r->top_len == len && r->top_time == aggr_time && memcmp(r->top_raw, raw, len) == 0) return 0;
+/* The parent's whole answer (its chains, the calendar chain, the authentication record) must
+ * pass the internal policy above this round's root, as the clients' signatures will: a parent
+ * that is wrong (a bug, a corrupt calendar, a hostile peer) must not make this tier hand out
+ * signatures that fail to verify. Once per round. */
+static int check_parent(const kl_round_t *r, const kl_round_parent_t *p, kl_err_t *e) {
+  kl_buf_t b = KL_BUF_INIT;
+  kl_sig_t *sig = NULL;
+  size_t m = kl_tlv_open(&b);
+  for (size_t i = 0; i < p->n; i++) kl_buf_put(&b, p->parts[i], p->lens[i]);
+  int rc = kl_tlv_close(&b, m, KL_T_SIGNATURE, 0);
+  if (rc == 0) rc = kl_buf_check(&b, e);
+  if (rc == 0 && (rc = kl_sig_parse(b.p, b.len, &sig, e)) != 0) kl_err_wrap(e, "the parent's answer");
+  kl_buf_free(&b);
+  if (rc) return rc;
+  kl_verify_opts_t o = {.doc_hash = kl_tree_root(r->tree), .input_level = kl_tree_root_level(r->tree)};
+  kl_verify_result_t res;
+  kl_verify(sig, KL_POLICY_INTERNAL, &o, &res);
+  kl_sig_free(sig);
+  if (res.verdict != KL_VER_OK)
+    return kl_err_set(e, KL_EFORMAT, "the parent's answer fails the internal policy: %s %s", kl_vcode_str(res.code),
+                      res.message);
+  return 0;
+}
+
+static bool seen_parent(const kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time) {
+  size_t off = 0;
+  if (r->top_raw == NULL || r->top_time != aggr_time) return false;
+  for (size_t i = 0; i < p->n; off += p->lens[i], i++)
+    if (off + p->lens[i] > r->top_len || memcmp(r->top_raw + off, p->parts[i], p->lens[i]) != 0) return false;
+  return off == r->top_len;
+}
+
+static int accept_parent(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, kl_err_t *e) {
+  const uint8_t *raw = p->parts[0];
+  size_t len = 0;
+  if (seen_parent(r, p, aggr_time)) return 0;
+  for (size_t i = 0; i < p->n; i++) len += p->lens[i];
   kl_tlv_t t;
   kl_arena_t a = KL_ARENA_INIT;
   kl_aggr_chain_t top;
   int rc;
-  if ((rc = kl_tlv_parse_one(raw, len, &t, e))) return kl_err_wrap(e, "parent's answer");
+  if ((rc = kl_tlv_parse_one(raw, p->lens[0], &t, e))) return kl_err_wrap(e, "parent's answer");
   if (t.type != KL_T_AGGR_CHAIN) return kl_err_set(e, KL_EFORMAT, "the parent's answer does not start with an 0x801");
   if ((rc = kl_aggr_chain_decode(&t, raw, &a, &top, e))) return kl_err_wrap(e, "parent's chain");
   if (!kl_imprint_eq(&top.input, kl_tree_root(r->tree)) || top.aggr_time != aggr_time) {
     kl_arena_free(&a);
     return kl_err_set(e, KL_EFORMAT, "the parent's chain is not for this round's root and time");
+  }
+  if ((rc = check_parent(r, p, e))) {
+    kl_arena_free(&a);
+    return rc;
   }
   uint8_t *copy = malloc(len);
   uint64_t *index = malloc((top.n_index ? top.n_index : 1) * sizeof *index);
@@ -224,7 +265,7 @@ static int accept_parent(kl_round_t *r, const uint8_t *raw, size_t len, uint64_t
     kl_arena_free(&a);
     return kl_err_set(e, KL_ENOMEM, "out of memory");
   }
-  memcpy(copy, raw, len);
+  for (size_t i = 0, off = 0; i < p->n; off += p->lens[i], i++) memcpy(copy + off, p->parts[i], p->lens[i]);
   if (top.n_index) memcpy(index, top.index, top.n_index * sizeof *index);
   kl_arena_free(&a);
   free(r->top_raw);
@@ -242,7 +283,7 @@ int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_tim
   int rc;
   if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
   if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
-  if ((rc = accept_parent(r, p->parts[0], p->lens[0], aggr_time, e))) return rc;
+  if ((rc = accept_parent(r, p, aggr_time, e))) return rc;
   size_t mark = out->len;
   if ((rc = kl_tree_chain(r->tree, slot, aggr_time, r->top_index, r->top_n_index, out, e))) return rc;
   for (size_t i = 0; i < p->n; i++) kl_buf_put(out, p->parts[i], p->lens[i]);

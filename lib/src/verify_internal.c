@@ -109,7 +109,7 @@ static kl_verdict_t check_aggr_chains(kl__vctx_t *v) {
                   i + 1, (unsigned long long)c->index[c->n_index - 1]);
   }
   kl_imprint_t cur;
-  uint64_t level = 0;
+  uint64_t level = v->o->input_level;
   for (size_t i = 0; i < s->n_chains; i++) {
     const kl_aggr_chain_t *c = &s->chains[i];
     if (i > 0 && !kl_imprint_eq(&cur, &c->input))

@@ -141,6 +141,26 @@ static void test_two_tiers(void **state) {
   kl_round_parent_t wrong = {parts, lens, 1};
   kl_buf_t b = KL_BUF_INIT;
   assert_int_equal(kl_round_answer(gw, &wrong, T + 1, slots[0], &b, NULL), KL_EFORMAT);
+  /* A parent whose next chain does not continue its first (a wrong or hostile parent): the
+   * whole answer fails the internal policy above our root, so no signature is made of it, even
+   * though its first chain is the one accepted before. */
+  kl_tree_leaf_t other[2] = {{doc(102), 3, NULL, 0}, {doc(103), 3, NULL, 0}};
+  kl_tree_t *ot;
+  assert_int_equal(kl_tree_build(other, 2, KL_HASH_SHA256, 255, &ot, NULL), 0);
+  kl_buf_t ochain = KL_BUF_INIT;
+  assert_int_equal(kl_tree_chain(ot, 0, T, NULL, 0, &ochain, NULL), 0);
+  const uint8_t *bad_parts[2] = {pchain.p, ochain.p};
+  size_t bad_lens[2] = {pchain.len, ochain.len};
+  kl_round_parent_t bad = {bad_parts, bad_lens, 2};
+  kl_err_t e = {0};
+  b.len = 0;
+  assert_int_equal(kl_round_answer(gw, &bad, T, slots[0], &b, &e), KL_EFORMAT);
+  if (strstr(e.msg, "internal policy") == NULL) fail_msg("message: %s", e.msg);
+  assert_int_equal(b.len, 0);
+  /* The good answer is still taken afterwards. */
+  assert_int_equal(kl_round_answer(gw, &parent, T, slots[0], &b, NULL), 0);
+  kl_buf_free(&ochain);
+  kl_tree_free(ot);
   kl_buf_free(&b);
   kl_buf_free(&pchain);
   kl_tree_free(pt);

@@ -91,6 +91,10 @@ typedef int (*kl_extend_fn)(void *arg, uint64_t aggr_time, uint64_t pub_time, kl
 typedef struct kl_verify_opts {
   const kl_imprint_t *doc_hash; /* NULL: not checked */
   uint64_t doc_level;           /* the level the document hash was signed at (0 normally) */
+  uint64_t input_level;         /* the level the first chain's input sits at: 0 for a signature;
+                                 * a tier checking its parent's answer above its round root
+                                 * gives the root's level (the chains' level corrections are
+                                 * relative to it) */
   const kl_pubfile_t *pubfile;  /* trusted by the caller (verified or explicitly not) */
   bool has_user_pub;
   uint64_t user_pub_time;
