@@ -2,6 +2,7 @@
  *
  *   gw_config.c   the configuration keys and their checks (deploy/gateway.conf documents them)
  *   gw_service.c  one request PDU: parse, authenticate, submit to the tier, build the answer
+ *   gw_fit.c      how many requests one response PDU surely holds (the announced max_requests)
  *   gw_daemon.c   the servers, the tier, metrics and signals on a libuv loop
  *   main.c        arguments and wiring
  *
@@ -69,7 +70,8 @@ typedef struct gw_service {
   const char *machine_id;
   uint64_t max_requests;  /* aggregation requests per PDU, as configured */
   kl_pdu_config_t conf;   /* what a config request gets (max_requests: see gw_fit) */
-  size_t answer_max;      /* the largest answer (signature parts) of one request seen so far */
+  size_t answer_raw_max;  /* the largest answer (signature parts) of one request seen so far */
+  size_t answer_bound;    /* what such an answer can grow to (a longer calendar chain); 0: none yet */
   size_t chain_slack;     /* how much more this gateway's own chain can take than a seen one */
   size_t overhead;        /* a response PDU's bytes besides its aggr_resps (header, config, HMAC) */
   uint64_t seq;           /* metadata sequence numbers */
@@ -86,8 +88,10 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
  * configured max_requests, or fewer as the answers seen so far say. What a configuration
  * response announces and what gw_handle enforces before a request enters a round. */
 uint64_t gw_fit(const gw_service_t *s);
-/* Sets answer_max's starting guess, chain_slack and overhead from the configuration. */
+/* Sets chain_slack and overhead from the configuration (gw_fit.c). */
 void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests);
+/* An answer larger than any before: its bound, with the calendar chain at its longest. */
+void gw_fit_observe(gw_service_t *s, const uint8_t *tlvs, size_t len);
 /* The tier's done callback: ctx is a request slot of a gw_pdu_t. */
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
 

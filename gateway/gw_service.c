@@ -63,29 +63,6 @@ static bool looks_like_pdu(const uint8_t *p, size_t n) {
   return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
 }
 
-/* KSI PDUs are TLV16: 65,535 bytes of payload at most. The bound on one aggr_resp is the
- * largest answer seen, plus what can still grow: this gateway's own chain in a fuller round
- * (chain_slack), the calendar chain by a few links, the element's own header, id and status. */
-#define PDU_PAYLOAD_MAX 65535u
-
-void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests) {
-  size_t links = 1, imprint = 1 + kl_hash_digest_len(algorithm);
-  for (size_t n = 1; n < round_max_requests; n *= 2) links++;
-  s->chain_slack = links * (4 + imprint + 3); /* link header, sibling imprint, level correction */
-  s->answer_max = 2048;                       /* until the first answer: a typical young calendar */
-  size_t uris = 0;
-  for (size_t i = 0; i < s->conf.n_parent_uris; i++) uris += 4 + strlen(s->conf.parent_uris[i]) + 1;
-  s->overhead = 4 + 128 /* header: login (64 at most kept), ids */ + 96 /* config */ + uris + 4 + 1 + 64 /* HMAC */;
-}
-
-uint64_t gw_fit(const gw_service_t *s) {
-  size_t calendar_growth = 4 * (4 + 1 + 64); /* four more calendar links, SHA-512 at worst */
-  size_t one = 32 + s->answer_max + s->answer_max / 8 + s->chain_slack + calendar_growth;
-  uint64_t fit = (PDU_PAYLOAD_MAX - s->overhead) / one;
-  if (fit < 1) fit = 1;
-  return fit < s->max_requests ? fit : s->max_requests;
-}
-
 static void count(gw_service_t *s, uint64_t status) {
   if (status == 0) {
     kl_metric_inc(s->m_ok);
@@ -171,7 +148,7 @@ void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg) {
   gw_item_t *it = ctx;
   gw_pdu_t *g = it->owner;
   it->status = a->status;
-  if (a->status == 0 && a->len > g->s->answer_max) g->s->answer_max = a->len;
+  if (a->status == 0 && a->len > g->s->answer_raw_max) gw_fit_observe(g->s, a->tlvs, a->len);
   if (a->status == 0) {
     if ((it->tlvs = malloc(a->len)) == NULL) {
       it->status = KL_STATUS_INTERNAL_ERROR;
