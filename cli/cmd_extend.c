@@ -17,7 +17,8 @@ static void usage(FILE *f) {
   fprintf(f, "usage: keyless extend -i SIG -o OUT -X URL [--ext-user U --ext-key K]\n"
              "         (-P PUBFILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... | --pub-str STRING | --to-head | -T TIME)\n"
              "         [--publications-file-no-verify] [--force] [--ca FILE]\n"
-             "  -X URL: the extender, http(s)://host:port/path, ksi+http(s)://U:K@host/path or ksi+tcp://host:port\n"
+             "  -X URL: the extender, http(s)://host:port/path, ksi+http(s)://U:K@host/path or ksi+tcp://host:port,\n"
+             "          or file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
              "  -P PUBFILE: a file, or an http:// or https:// URL\n"
              "  -P: to the earliest publication in the file after the signing time (as ksi-tool)\n"
              "  --pub-str: to that publication;  --to-head: to the extender's latest second;  -T: to TIME\n"
@@ -219,6 +220,23 @@ int cmd_extend(int argc, char **argv) {
   if ((r = check_chain(sig, &chain, pub_time, &aggr_root, &e))) {
     fprintf(stderr, "keyless extend: refused: %s\n", e.msg);
     st = KL_EXIT_EXTENDER;
+    goto out;
+  }
+  /* A chain that uses a hash algorithm obsolete at its publication time (INT-16), or, to be
+   * anchored in a publication, deprecated then (GEN-02): the extended signature would be
+   * written and then not verify, as libksi judges it. */
+  int weak = kl_cal_chain_weak_alg(&chain, false);
+  const char *code = "INT-16", *state = "obsolete";
+  if (weak < 0 && (pol == KL_POLICY_PUBFILE || pol == KL_POLICY_USER_PUB)) {
+    weak = kl_cal_chain_weak_alg(&chain, true);
+    code = "GEN-02";
+    state = "deprecated";
+  }
+  if (weak >= 0) {
+    fprintf(stderr, "keyless extend: refused: %s: the extender's calendar chain uses %s, %s at publication time %llu\n",
+            code, kl_hash_name(weak) ? kl_hash_name(weak) : "an unknown algorithm", state,
+            (unsigned long long)chain.pub_time);
+    st = KL_EXIT_VERIFY;
     goto out;
   }
   if (pol == KL_POLICY_PUBFILE) put_pub_rec(&anchor, 0, NULL, target);

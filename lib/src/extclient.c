@@ -1,7 +1,9 @@
 /* Client side of extension for verification: a 0x321 response to a calendar chain. */
 #include "keyless/extclient.h"
 
+#include <errno.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +63,20 @@ out:
   return r;
 }
 
+/* A file of at most one PDU. */
+static int read_canned(const char *path, kl_buf_t *b, kl_err_t *e) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return kl_err_set(e, KL_EIO, "cannot open %s: %s", path, strerror(errno));
+  uint8_t chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b->len <= KL_PDU_MAX_SIZE) kl_buf_put(b, chunk, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return kl_err_set(e, KL_EIO, "cannot read %s", path);
+  if (b->len > KL_PDU_MAX_SIZE) return kl_err_set(e, KL_ETOOBIG, "%s is larger than one PDU", path);
+  return kl_buf_check(b, e);
+}
+
 int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t aggr_time, uint64_t pub_time,
                  int timeout_ms, kl_arena_t *arena, kl_cal_chain_t *out, const uint8_t **raw, size_t *raw_len,
                  kl_err_t *e) {
@@ -73,6 +89,12 @@ int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t ag
   uint64_t id = 0;
   int r, status = 0;
   if (e == NULL) e = &local;
+  if (strncmp(url, "file://", 7) == 0) { /* a canned 0x321, as KSI clients' test suites use */
+    if ((r = read_canned(url + 7, &resp, e))) return kl_err_wrap(e, "extender %s", url);
+    r = kl_ext_resp_chain_from_pdu(resp.p, resp.len, key ? key : "anon", 0, arena, out, e);
+    if (r) kl_err_wrap(e, "extender %s", url);
+    goto chain;
+  }
   if ((r = kl_url_parse(url, &u, e))) return r;
   if (user == NULL) user = u.user[0] ? u.user : NULL;
   if (key == NULL) key = u.key[0] ? u.key : NULL;
@@ -101,7 +123,8 @@ int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t ag
     kl_err_wrap(e, "extender %s", url);
     goto out;
   }
-  if (raw != NULL) {
+chain:
+  if (r == 0 && raw != NULL) {
     kl_buf_t enc = KL_BUF_INIT;
     kl_cal_chain_encode(&enc, out);
     *raw = kl_arena_memdup(arena, enc.p, enc.len);

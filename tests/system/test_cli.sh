@@ -448,6 +448,11 @@ if [ -e "$TMP/w.ksig" ]; then fail "sign: nothing written for a refused response
 else pass "sign: nothing written for a refused response"; fi
 run sign -i "$SIGN_DOC" -o "$TMP/e.ksig" -S "file://$VEC/pdu/ok_aggr_err_response-1.tlv" --aggr-user anon --aggr-key anon
 expect "sign: a gateway status is exit 8" 8 "0x103" "invalid payload"
+# extend -X file://: a saved 0x321, as ksi-tool's own tests extend (no network).
+run extend -i "$VEC/pdu/ok-sig-2014-08-01.1.ksig" -o "$TMP/x1.ksig" -X "file://$VEC/pdu/ok-sig-2014-08-01.1-extend_response.tlv" --to-head
+expect "extend -X file://RESPONSE: extended to the response's second" 0 "extended to 1408060800"
+run extend -i "$VEC/pdu/ok-sig-2014-08-01.1.ksig" -o "$TMP/x2.ksig" -X "file://$VEC/pdu/ok-sig-2014-08-01.1-extend_response.tlv" --ext-key wrong --to-head
+expect "extend -X file:// with the wrong HMAC key: refused (exit 11)" 11 "HMAC"
 run sign -i "$SIGN_DOC" -o "$TMP/n.ksig" -S "file://$VEC/pdu/nok_aggr_response_bad_tag.tlv" --aggr-user anon --aggr-key anon
 expect "sign: a malformed response is exit 4" 4 "unknown critical element"
 printf 'one' >"$TMP/a.txt"

@@ -24,8 +24,9 @@ KL_API int kl_ext_resp_chain_from_pdu(const uint8_t *p, size_t n, const char *ke
                                       kl_cal_chain_t *out, kl_err_t *e);
 
 /* Asks a live extender (http://, ksi+http://user:key@, ksi+tcp://) for the calendar chain from
- * aggr_time to pub_time (0 = the calendar head). user/key override the URL's credentials (NULL:
- * use the URL's). The request's HMAC is SHA-256 and the response must use the same. *raw
+ * aggr_time to pub_time (0 = the calendar head), or reads a saved 0x321 from file://PATH as KSI
+ * clients' test suites do (its HMAC checked with key, default "anon"; any request id). user/key
+ * override the URL's credentials (NULL: use the URL's). The request's HMAC is SHA-256 and the response must use the same. *raw
  * (optional) gets the chain's 0x802 bytes in arena; *cal_last the extender's last second (0 if
  * it did not say). */
 KL_API int kl_ext_fetch(const char *url, const char *user, const char *key, uint64_t aggr_time,
