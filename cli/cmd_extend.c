@@ -214,7 +214,11 @@ int cmd_extend(int argc, char **argv) {
       (r = kl_ext_fetch(url, user, key, kl_sig_signing_time(sig), pub_time, (int)timeout * 1000, &arena, &chain, &raw,
                         &raw_len, &e))) {
     fprintf(stderr, "keyless extend: %s\n", e.msg);
-    st = r == KL_EIO ? KL_EXIT_NETWORK : r == KL_EHMAC ? KL_EXIT_HMAC : r == KL_EAUTH ? KL_EXIT_AUTH : KL_EXIT_EXTENDER;
+    bool canned = strncmp(url, "file://", 7) == 0; /* a saved response: reading it is local I/O */
+    st = r == KL_EIO ? (canned ? KL_EXIT_IO : KL_EXIT_NETWORK)
+         : r == KL_EHMAC ? KL_EXIT_HMAC
+         : r == KL_EAUTH ? KL_EXIT_AUTH
+                         : KL_EXIT_EXTENDER;
     goto out;
   }
   if ((r = check_chain(sig, &chain, pub_time, &aggr_root, &e))) {

@@ -518,9 +518,12 @@ static int start_servers(extender_t *x, kl_err_t *e) {
     x->nm_https.stats = kl_http_server_stats(x->https);
   }
   if (c->tcp_listen[0]) {
+    /* The same address as http_listen: one port, each connection served by what it opens with. */
+    bool shared = x->http && kl_net_listen_shared(c->http_listen, c->tcp_listen);
     if (kl_tlv_server_create(x->loop, &lim, "tcp", on_extend_tcp, x, &x->tcp, e) ||
-        kl_tlv_server_listen(x->tcp, c->tcp_listen, e))
+        (!shared && kl_tlv_server_listen(x->tcp, c->tcp_listen, e)))
       return kl_err_wrap(e, "[server] tcp_listen");
+    if (shared) kl_http_server_share(x->http, x->tcp);
     x->nm_tcp.stats = kl_tlv_server_stats(x->tcp);
   }
   if (c->admin_listen[0]) {

@@ -76,7 +76,12 @@ static int add_one(const ext_ctx_t *ctx, kl_pdu_writer_t *w, const kl_pdu_ext_re
   uint64_t P;
   kl_buf_t chain = KL_BUF_INIT;
   kl_pdu_ext_resp_t r = {.request_id = q->request_id, .has_cal_last = !ci->empty, .cal_last = ci->last};
-  r.status = time_status(q, ci, ctx->now, msg, sizeof msg, &P);
+  if (q->refused) { /* one of its own fields is unusable: this request alone is refused */
+    r.status = q->refused;
+    snprintf(msg, sizeof msg, "%s", q->why);
+  } else {
+    r.status = time_status(q, ci, ctx->now, msg, sizeof msg, &P);
+  }
   if (r.status == KL_STATUS_OK) {
     kl_err_t ce;
     int rc = kl_cal_chain(ctx->cal, q->aggr_time, P, &chain, &ce);
@@ -97,6 +102,19 @@ static int add_one(const ext_ctx_t *ctx, kl_pdu_writer_t *w, const kl_pdu_ext_re
   int rc = kl_pdu_add_ext_resp(w, &r, e);
   kl_buf_free(&chain);
   return rc;
+}
+
+/* A response PDU holds 65,535 bytes. One extension answer is at most a calendar chain between
+ * two seconds up to now: two links per bit of the later second, plus a few, each a sibling
+ * imprint of at most 64 digest bytes, and the chain's header, times and input hash. */
+uint64_t ext_fit(uint64_t configured, uint64_t now) {
+  unsigned bits = 0;
+  for (uint64_t v = now; v; v >>= 1) bits++;
+  uint64_t one = 64 /* ext_resp: id, status, last time; 0x802 header, times */ + (1 + 2 + 1 + 64) /* input */ +
+                 (2 * (uint64_t)bits + 2) * (2 + 1 + 64);
+  uint64_t fit = (65535u - 512u /* header, config, HMAC */) / one;
+  if (fit < 1) fit = 1;
+  return fit < configured ? fit : configured;
 }
 
 uint64_t ext_wait_bound(uint64_t replica_wait_ms) {
@@ -139,12 +157,12 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
   size_t keylen = 0;
   const char *key = kl_users_key(ctx->users, pdu->header->login_id, &keylen);
   if (key == NULL) {
-    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "authentication failure", resp, resp_len, out);
+    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "unknown login or wrong HMAC key", resp, resp_len, out);
     snprintf(out->message, sizeof out->message, "unknown login");
     goto done;
   }
   if (kl_pdu_check_hmac(pdu, key, keylen, &e)) {
-    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "authentication failure", resp, resp_len, out);
+    rc = error_pdu(KL_STATUS_AUTH_FAILURE, "unknown login or wrong HMAC key", resp, resp_len, out);
     snprintf(out->message, sizeof out->message, "%.200s", e.msg);
     goto done;
   }
@@ -162,9 +180,10 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
                    out);
     goto done;
   }
-  if (pdu->n_ext_reqs > ctx->max_requests) {
-    snprintf(msg, sizeof msg, "%zu extension requests in one PDU; the maximum is %llu", pdu->n_ext_reqs,
-             (unsigned long long)ctx->max_requests);
+  const uint64_t max_requests = ext_fit(ctx->max_requests, ctx->now);
+  if (pdu->n_ext_reqs > max_requests) {
+    snprintf(msg, sizeof msg, "%zu extension requests in one PDU; at most %llu fit one response", pdu->n_ext_reqs,
+             (unsigned long long)max_requests);
     rc = error_pdu(KL_STATUS_INVALID_REQUEST, msg, resp, resp_len, out);
     goto done;
   }
@@ -178,7 +197,7 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
     uint64_t need = 0, P;
     for (size_t i = 0; i < pdu->n_ext_reqs; i++) {
       const kl_pdu_ext_req_t *q = &pdu->ext_reqs[i];
-      if (time_status(q, &ci, ctx->now, msg, sizeof msg, &P) != KL_STATUS_EXT_TIME_TOO_NEW) continue;
+      if (q->refused || time_status(q, &ci, ctx->now, msg, sizeof msg, &P) != KL_STATUS_EXT_TIME_TOO_NEW) continue;
       uint64_t hi = q->aggr_time > P ? q->aggr_time : P;
       if (hi - ci.last <= ctx->wait_bound && hi > need) need = hi;
     }
@@ -197,7 +216,7 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
     if (rc == 0) out->n_requests++;
   }
   if (rc == 0 && pdu->config) {
-    kl_pdu_config_t cf = {.has_max_requests = true, .max_requests = ctx->max_requests, .has_cal_first = true,
+    kl_pdu_config_t cf = {.has_max_requests = true, .max_requests = max_requests, .has_cal_first = true,
                           .cal_first = ci.genesis, .has_cal_last = !ci.empty, .cal_last = ci.last};
     rc = kl_pdu_add_config(&w, &cf, &e);
     out->config = rc == 0;

@@ -83,6 +83,10 @@ typedef struct ext_outcome {
   char message[256];   /* why the PDU or the first failed request was refused */
 } ext_outcome_t;
 
+/* Extension requests one PDU may hold: the configured max_requests, or fewer when that many
+ * answers might not fit one response PDU (what a configuration response announces). */
+uint64_t ext_fit(uint64_t configured, uint64_t now);
+
 /* Called once per extension request with its status (for metrics). */
 typedef void (*ext_status_fn)(void *arg, uint64_t status);
 

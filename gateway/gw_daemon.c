@@ -200,8 +200,7 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
   if (c->tcp_listen[0]) {
     /* The same address for both: one port, each connection served by what it opens with
      * (port 0 means a port of its own for each, as everywhere). */
-    size_t n = strlen(c->tcp_listen);
-    bool shared = gw->http && strcmp(c->tcp_listen, c->http_listen) == 0 && !(n >= 2 && strcmp(c->tcp_listen + n - 2, ":0") == 0);
+    bool shared = gw->http && kl_net_listen_shared(c->http_listen, c->tcp_listen);
     if (kl_tlv_server_create(gw->loop, &lim, "tcp", on_tcp, gw, &gw->tcp, e) ||
         (!shared && kl_tlv_server_listen(gw->tcp, c->tcp_listen, e)))
       return kl_err_wrap(e, "[server] tcp_listen");

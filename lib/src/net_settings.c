@@ -2,6 +2,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <string.h>
+
 #include "keyless/config.h"
 #include "keyless/net.h"
 
@@ -58,4 +60,9 @@ void kl_net_settings_limits(const kl_net_settings_t *s, kl_net_limits_t *lim) {
 int kl_net_settings_https(const kl_net_settings_t *s, const kl_tls_settings_t *tls, const char *file, kl_tls_ctx_t **out,
                           kl_err_t *e) {
   return kl_tls_https_open(s->https_listen, s->https_cert, s->https_key, tls, file, out, e);
+}
+
+bool kl_net_listen_shared(const char *http_listen, const char *tcp_listen) {
+  size_t n = strlen(tcp_listen);
+  return n > 0 && strcmp(http_listen, tcp_listen) == 0 && !(n >= 2 && strcmp(tcp_listen + n - 2, ":0") == 0);
 }

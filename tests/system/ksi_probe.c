@@ -11,6 +11,9 @@
  *                   opens and checks (internal policy with the request's hash)
  *     ext           an extension request PDU (0x320) for a gateway
  *     aggr          an aggregation request PDU (0x220), for an extender
+ *     extconfig     an extender's configuration: max_requests=
+ *     rawext HEX    two extension requests: id 1 whose aggregation time element holds the bytes
+ *                   HEX, id 2 a good one (3 s ago); per request id= status=
  *   Output: http=STATUS (HTTP only), closed=1, error=0xSSSS (PDU-level), id=N status=0xSSSS per
  *   request (not for many), ok=K, hmac=ok|bad|none. URL: http://host:port/path or
  *   ksi+tcp://host:port (plain only). Exit 0 when an exchange happened, 1 on a local failure.
@@ -22,6 +25,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keyless/netclient.h"
@@ -124,8 +128,8 @@ static void random_hash(kl_imprint_t *h) {
   kl_hash(KL_HASH_SHA256, b, sizeof b, h, NULL);
 }
 
-/* A 0x220 PDU from raw request payloads (bytes of whole 0x02 elements), HMAC SHA-256. */
-static uint8_t *raw_aggr_pdu(const char *user, const char *key, const kl_buf_t *payload, size_t *len) {
+/* A 0x220 or 0x320 PDU from raw request payloads (bytes of whole 0x02 elements), HMAC SHA-256. */
+static uint8_t *raw_pdu(uint16_t type, const char *user, const char *key, const kl_buf_t *payload, size_t *len) {
   kl_buf_t b = KL_BUF_INIT;
   size_t outer = kl_tlv_open(&b);
   size_t h = kl_tlv_open(&b);
@@ -134,7 +138,7 @@ static uint8_t *raw_aggr_pdu(const char *user, const char *key, const kl_buf_t *
   kl_buf_put(&b, payload->p, payload->len);
   uint8_t zero[33] = {KL_HASH_SHA256};
   kl_tlv_put_bytes(&b, 0x1F, 0, zero, sizeof zero);
-  if (kl_tlv_close(&b, outer, KL_PDU_AGGR_REQ, 0)) {
+  if (kl_tlv_close(&b, outer, type, 0)) {
     kl_buf_free(&b);
     return NULL;
   }
@@ -197,6 +201,9 @@ static void describe(int http, const uint8_t *body, size_t len, const char *user
       kl_aggr_resp_free(r);
     }
   }
+  for (size_t i = 0; i < pdu->n_ext_resps; i++)
+    printf("id=%llu status=0x%04llX ", (unsigned long long)pdu->ext_resps[i].request_id,
+           (unsigned long long)pdu->ext_resps[i].status);
   if (n_items) printf("ok=%zu ", ok);
   if (pdu->config) {
     const kl_pdu_config_t *c = pdu->config;
@@ -211,7 +218,7 @@ static void describe(int http, const uint8_t *body, size_t len, const char *user
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: ksi_probe URL USER KEY config|rawlevel HEX|level N|many N|ext|aggr\n");
+    fprintf(stderr, "usage: ksi_probe URL USER KEY config|rawlevel HEX|level N|many N|ext|aggr|extconfig|rawext HEX\n");
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -236,7 +243,7 @@ int main(int argc, char **argv) {
     kl_buf_t b = KL_BUF_INIT;
     put_request(&b, 1, lv, (size_t)n);
     put_request(&b, 2, NULL, 0);
-    req = raw_aggr_pdu(user, key, &b, &len);
+    req = raw_pdu(KL_PDU_AGGR_REQ, user, key, &b, &len);
     kl_buf_free(&b);
   } else if (strcmp(what, "level") == 0 || strcmp(what, "many") == 0) {
     long v = atol(arg);
@@ -249,6 +256,27 @@ int main(int argc, char **argv) {
       if (n_items == 1) items[i].level = (unsigned)v;
     }
     if (kl_aggr_request_build(&auth, items, n_items, false, &req, &len, &e)) goto local;
+  } else if (strcmp(what, "rawext") == 0) {
+    uint8_t tb[32];
+    int n = hex_bytes(arg, tb, sizeof tb);
+    if (n < 0) return 2;
+    kl_buf_t b = KL_BUF_INIT;
+    size_t m = kl_tlv_open(&b);
+    kl_tlv_put_uint(&b, 0x01, 0, 1);
+    kl_tlv_put_bytes(&b, 0x02, 0, tb, (size_t)n);
+    kl_tlv_close(&b, m, 0x02, 0);
+    m = kl_tlv_open(&b);
+    kl_tlv_put_uint(&b, 0x01, 0, 2);
+    kl_tlv_put_uint(&b, 0x02, 0, (uint64_t)time(NULL) - 3);
+    kl_tlv_close(&b, m, 0x02, 0);
+    req = raw_pdu(KL_PDU_EXT_REQ, user, key, &b, &len);
+    kl_buf_free(&b);
+  } else if (strcmp(what, "extconfig") == 0) {
+    kl_pdu_writer_t w;
+    kl_pdu_header_t hdr = {.login_id = user};
+    if (kl_pdu_writer_begin(&w, KL_PDU_EXT_REQ, &hdr, &e) || kl_pdu_add_config_req(&w, &e) ||
+        kl_pdu_writer_finish(&w, KL_HASH_SHA256, key, strlen(key), &req, &len, &e))
+      goto local;
   } else if (strcmp(what, "ext") == 0) {
     kl_pdu_writer_t w;
     kl_pdu_header_t hdr = {.login_id = user};

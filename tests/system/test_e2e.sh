@@ -228,9 +228,9 @@ check_has "extend with a wrong key: the extender's status" "extender error 0x102
 [ -e a.wrongkey ] && fail "extend with a wrong key: no output" absent present || pass "extend with a wrong key: no output"
 run "$KEYLESS" extend -i sigs/a.txt.ksig -o a.nologin -P pubs.bin "${TRUST[@]}" -X "$URL" --ext-key "$KEY"
 check "extend without a login: usage error (exit 3)" 3 "$RC"
-run "$KEYLESS" extend -i sigs/a.txt.ksig -o a.canned --to-head -X file://fresh.tlv "${CRED[@]}"
-check "extend from a file:// URL: usage error (exit 3)" 3 "$RC"
-check_has "extend from a file:// URL: says which schemes work" "unsupported URL" "$OUT"
+run "$KEYLESS" extend -i sigs/a.txt.ksig -o a.canned --to-head -X file://missing.tlv "${CRED[@]}"
+check "extend from a missing file:// response: I/O error (exit 9)" 9 "$RC"
+check_has "extend from a missing file:// response: names the file" "missing.tlv" "$OUT"
 
 run "$KEYLESS" extend -i sigs/b.txt.ksig -o b.ext -P pubs.bin "${TRUST[@]}" -X "$TURL" "${CRED[@]}"
 check "extend -P over ksi+tcp: exit 0" "0 extended to $P" "$RC $(printf '%s' "$OUT" | cut -d' ' -f1-3)"

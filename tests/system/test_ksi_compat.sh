@@ -9,7 +9,8 @@
 #     many is signed in full, one more is refused before it enters a round;
 #   - a PDU of the other service gets HTTP 400 with an error PDU (ksi+tcp: the error PDU);
 #   - error texts read as the KSI status names, not doubled;
-#   - one port serves HTTP and ksi+tcp when http_listen and tcp_listen are the same address.
+#   - one port serves HTTP and ksi+tcp when http_listen and tcp_listen are the same address;
+#   - the extender likewise: per-request statuses, HTTP 400 for the wrong service, what fits.
 # Usage: test_ksi_compat.sh BUILD_DIR
 set -uo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -78,7 +79,8 @@ sed -e "s/^http_listen = .*/http_listen = 127.0.0.1:$SP/" -e "s/^tcp_listen = .*
   -e "s/^admin_listen = .*/admin_listen = 127.0.0.1:$((SP + 1))/" -e "s/^https_listen = .*/https_listen =/" \
   -e "s/^name = .*/name = gateway-shared/" "$NET/conf/gateway1.conf" >shared.conf
 "$BUILD/gateway/keyless-gateway" -c shared.conf >shared.log 2>&1 &
-PIDS+=($!)
+SHARED=$!
+PIDS+=("$SHARED")
 for _ in $(seq 1 100); do
   [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((SP + 1))/healthz")" = 200 ] && break
   sleep 0.1
@@ -92,6 +94,8 @@ printf 'shared port\n' >shared.txt
   "$KL" sign -i shared.txt -o shared-http.ksig -S "http://127.0.0.1:$SP/" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" >/dev/null 2>&1
 check "shared port: keyless sign over ksi+tcp and over HTTP" 0 "$?"
 check_has "shared port: the gateway logs one port for both" "http_port=$SP https_port=0 tcp_port=$SP" "$(grep event=started shared.log)"
+kill -TERM "$SHARED" && wait "$SHARED"
+check "shared port: the gateway stops cleanly on SIGTERM" 0 "$?"
 
 # The configuration a KSI client sizes its local tree from: ksi-tool's --apply-remote-conf
 # makes 2^max_level leaves. keyless sign with many files and the gateway's level signs them all.
@@ -104,6 +108,31 @@ for i in 1 2 3 4 5; do
   "$KL" verify -i "d$i.txt.ksig" -f "d$i.txt" --policy internal >/dev/null 2>&1 && n=$((n + 1))
 done
 check "every one of the 5 signatures verifies" 5 "$n"
+
+# The extender: a bad field refuses its request, not the PDU; the wrong service is HTTP 400;
+# the configuration announces what fits one response.
+for u in "$KL_EXTENDER_URL" "$KL_EXTENDER_TCP_URL"; do
+  tr=${u%%:*}
+  hp=""; [ "$tr" = http ] && hp="http=200 "
+  probe "$u" rawext 0005
+  check "extender $tr, an aggregation time with a leading zero byte: 0x101 for that request, the other extended" \
+    "${hp}id=1 status=0x0101 id=2 status=0x0000 hmac=ok" "$OUT"
+  probe "$u" rawext 010203040506070809
+  check "extender $tr, a 9-byte aggregation time: 0x101 for that request" \
+    "${hp}id=1 status=0x0101 id=2 status=0x0000 hmac=ok" "$OUT"
+  probe "$u" extconfig
+  XMAX=$(printf '%s' "$OUT" | sed -n 's/.*max_requests=\([0-9]*\).*/\1/p')
+  if [ -n "$XMAX" ] && [ "$XMAX" -ge 1 ] && [ "$XMAX" -le 14 ]; then pass "extender $tr: $XMAX requests per PDU (what fits)"
+  else fail "extender $tr: requests per PDU" "1..14" "${XMAX:-none} ($OUT)"; fi
+  probe "$u" aggr
+  if [ "$tr" = http ]; then
+    check "http, an aggregation request to the extender: HTTP 400 with the error PDU" "http=400 error=0x0103 hmac=none" "$OUT"
+  else
+    check "tcp, an aggregation request to the extender: the error PDU" "error=0x0103 hmac=none" "$OUT"
+  fi
+done
+OUT=$("$KL" verify -i d1.txt.ksig --policy calendar -X "$KL_EXTENDER_URL" --ext-user "$KL_USER" --ext-key wrong 2>&1)
+check_has "extender, a wrong key: the KSI status name" "The request could not be authenticated: unknown login or wrong HMAC key" "$OUT"
 
 # Error texts: the KSI status name, then the server's detail, never the name twice.
 OUT=$("$KL" sign -i d1.txt -o wrong.ksig -S "${GWS[0]}" --aggr-user "$KL_USER" --aggr-key wrong 2>&1)

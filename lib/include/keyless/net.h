@@ -153,6 +153,9 @@ KL_API int kl_tlv_server_listen(kl_tlv_server_t *s, const char *addr, kl_err_t *
  * handler. Plain servers only (neither has TLS); tlv need not listen itself, and its port reads
  * as http's. Call after kl_http_server_listen; both are closed separately as usual. */
 KL_API void kl_http_server_share(kl_http_server_t *http, kl_tlv_server_t *tlv);
+/* Whether [server] tcp_listen names the http_listen address itself (and not port 0, which
+ * means a port of its own for each): then one port serves both (kl_http_server_share). */
+KL_API bool kl_net_listen_shared(const char *http_listen, const char *tcp_listen);
 KL_API int kl_tlv_server_port(const kl_tlv_server_t *s);
 KL_API const kl_net_stats_t *kl_tlv_server_stats(const kl_tlv_server_t *s);
 KL_API void kl_tlv_server_close(kl_tlv_server_t *s, kl_tlv_close_fn cb, void *arg);
