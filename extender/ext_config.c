@@ -81,6 +81,7 @@ static const kl_cfg_key_t keys[] = {
     K("replication", "max_lag", KL_CFG_DURATION, max_lag_ms, "10s", 0, 86400000, NULL),
     K("server", "replica_wait", KL_CFG_DURATION, replica_wait_ms, "2s", 0, 10000, NULL),
     K("server", "replica_wait_max", KL_CFG_INT, replica_wait_max, "1024", 1, 1000000, NULL),
+    K("server", "workers", KL_CFG_INT, workers, "0", 0, 256, NULL),
     K("server", "https_listen", KL_CFG_STR, https_listen, "", 0, 0, check_listen_opt),
     K("server", "https_cert", KL_CFG_STR, https_cert, "", 0, 0, NULL),
     K("server", "https_key", KL_CFG_STR, https_key, "", 0, 0, NULL),

@@ -6,9 +6,15 @@
  * most replica_wait + 1 s beyond its last) is held (ext_wait.c) and answered when the replica
  * grows to it (the follower's on_progress, or a 100 ms poll) or after replica_wait.
  *
- * Requests are answered on the loop thread: a calendar chain is a few dozen LMDB page reads in
- * one short read transaction and a few dozen hashes (microseconds), and the calendar's writer
- * is another process. The calendar is opened read-only; if it cannot be opened (not created
+ * Threads: the loop thread keeps the sockets, the wait queue, the metrics, the log, the sync
+ * state and the users file; every extension request PDU is answered by ext_handle on one of
+ * [server] workers threads (ext_pool.c), with a snapshot of what the loop decided (the
+ * calendar handle, the sync state, the users, the time), and comes back to the loop to be
+ * counted, logged and answered (ksi+tcp answers are written in request order by the server
+ * whatever order the workers finish in). A calendar chain is a few dozen LMDB page reads in a
+ * read transaction of the worker's own and a few dozen hashes (microseconds); the calendar's
+ * writer is the follower or another process. The users file stays alive while a worker uses
+ * it, across a SIGHUP reload (users_ref_t). The calendar is opened read-only; if it cannot be opened (not created
  * yet, not replicated yet) the daemon still starts, answers 0x201 and /healthz 503, and tries
  * again at most once a second.
  *
@@ -34,6 +40,26 @@
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
+/* The users file, shared with the workers answering requests: freed with its last user (loop
+ * thread only). */
+typedef struct users_ref {
+  kl_users_t *u;
+  unsigned refs;
+} users_ref_t;
+
+static users_ref_t *users_ref_new(kl_users_t *u) {
+  users_ref_t *r = malloc(sizeof *r);
+  if (r == NULL) return NULL;
+  *r = (users_ref_t){u, 1};
+  return r;
+}
+static void users_ref(users_ref_t *r) { r->refs++; }
+static void users_unref(users_ref_t *r) {
+  if (r == NULL || --r->refs > 0) return;
+  kl_users_free(r->u);
+  free(r);
+}
+
 struct extender {
   uv_loop_t *loop;
   const ext_config_t *cfg;
@@ -51,7 +77,8 @@ struct extender {
   int64_t lag;           /* seconds, as last computed; -1 unknown */
   uint64_t cal_next_try; /* loop time, ms */
   bool cal_failed_logged;
-  kl_users_t *users;
+  users_ref_t *users;   /* the current users file */
+  ext_pool_t pool;       /* the workers answering requests ([server] workers) */
   ext_pubfile_t pub;
   ext_waitq_t waitq;     /* request PDUs held for the replica ([server] replica_wait) */
   uint64_t wait_bound;   /* ext_wait_bound(replica_wait) */
@@ -192,7 +219,9 @@ static double m_cal(void *arg, int which) {
 static double m_cal_last(void *arg) { return m_cal(arg, 0); }
 static double m_cal_genesis(void *arg) { return m_cal(arg, 1); }
 static double m_cal_up(void *arg) { return m_cal(arg, 2); }
-static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users); }
+static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users->u); }
+static double m_workers(void *arg) { return (double)((extender_t *)arg)->pool.n; }
+static double m_queued(void *arg) { return (double)((extender_t *)arg)->pool.pending; }
 static double m_lag(void *arg) {
   extender_t *x = arg;
   sync_check(x);
@@ -242,6 +271,11 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
   ok &= kl_metrics_gauge_fn(m, "keyless_extender_replica_waiting",
                             "Request PDUs held now until the replica holds their second ([server] replica_wait).",
                             NULL, m_waiting, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_workers", "Threads answering extension requests ([server] workers).",
+                            NULL, m_workers, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_pdus_in_progress",
+                            "Request PDUs handed to the workers and not yet answered (queued or being answered).",
+                            NULL, m_queued, x) != NULL;
   ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_https, "https", true) == 0;
   ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
@@ -263,9 +297,14 @@ static void count_status(void *arg, uint64_t status) {
 
 /* ---- handlers ---- */
 
-/* A request PDU held until the replica has its second (ext_wait.c). */
-typedef struct pending {
+/* One request PDU on its way: built on the loop, run by ext_handle on a worker thread (with a
+ * copy of everything the loop decided: the calendar, the sync state, the users, the time),
+ * then counted, logged and answered on the loop. A PDU that asks for a second the replica will
+ * have shortly comes back with out.wait_second: it is held in the wait queue (ext_wait.c, loop
+ * only) and run again, without waiting, when the queue releases it. */
+typedef struct job {
   ext_waiter_t w; /* first: the queue hands it back */
+  ext_job_t pj;   /* the pool's */
   extender_t *x;
   int transport;
   kl_http_req_t *hreq; /* one of the two */
@@ -273,7 +312,19 @@ typedef struct pending {
   const uint8_t *p; /* the request, the server's until answered */
   size_t n;
   uint64_t t0;
-} pending_t;
+  int waited; /* -1, or how the wait ended (wake_name) */
+  /* in: */
+  ext_ctx_t ctx;
+  users_ref_t *users;
+  char unsynced[400];
+  /* out: */
+  int rc;
+  uint8_t *resp;
+  size_t rlen;
+  ext_outcome_t out;
+  size_t n_status, max_status;
+  uint64_t status[]; /* per extension request, counted on the loop */
+} job_t;
 
 static const char *const wake_name[] = {"caught_up", "timeout", "gone", "stopped", "full"};
 enum { WAKE_FULL = 4 };
@@ -284,14 +335,6 @@ static void count_wait(extender_t *x, int why) {
                                    "held ([server] replica_wait), by how the wait ended (full: not held, too "
                                    "many waiting).",
                                    (const char *[]){"result", wake_name[why], NULL}));
-}
-
-/* One run of the service over a request; may_wait: it may be deferred (out->wait_second). */
-static int handle(extender_t *x, const uint8_t *p, size_t n, bool may_wait, uint8_t **resp, size_t *rlen,
-                  ext_outcome_t *out) {
-  ext_ctx_t ctx = {cal_get(x), sync_check(x), x->users, (uint64_t)x->cfg->max_requests, (uint64_t)time(NULL),
-                   may_wait ? x->wait_bound : 0};
-  return ext_handle(&ctx, p, n, resp, rlen, out, count_status, x);
 }
 
 /* Metrics, the log line and the response of one answered request PDU. HTTP statuses: 200 for
@@ -322,21 +365,66 @@ static void finish(extender_t *x, int transport, kl_http_req_t *hreq, kl_tlv_req
   }
 }
 
-static bool pending_connected(ext_waiter_t *w) {
-  pending_t *pd = (pending_t *)w;
-  return pd->hreq ? kl_http_req_connected(pd->hreq) : kl_tlv_req_connected(pd->treq);
+/* Worker thread: ext_handle with what the loop handed over; touches nothing shared but the
+ * calendar (LMDB read transactions) and the users (read only, kept alive by the job). */
+static void collect_status(void *arg, uint64_t status) {
+  job_t *j = arg;
+  if (j->n_status < j->max_status) j->status[j->n_status++] = status;
+}
+
+static void job_work(ext_job_t *pj) {
+  job_t *j = (job_t *)((char *)pj - offsetof(job_t, pj));
+  j->n_status = 0;
+  j->rc = ext_handle(&j->ctx, j->p, j->n, &j->resp, &j->rlen, &j->out, collect_status, j);
+}
+
+static void job_done(ext_job_t *pj);
+
+/* Loop thread: takes a snapshot of the state ext_handle needs and hands the job to a worker. */
+static void job_submit(extender_t *x, job_t *j, bool may_wait) {
+  const char *unsynced = sync_check(x);
+  if (unsynced) snprintf(j->unsynced, sizeof j->unsynced, "%s", unsynced);
+  users_ref(x->users);
+  j->users = x->users;
+  j->ctx = (ext_ctx_t){cal_get(x), unsynced ? j->unsynced : NULL, j->users->u, (uint64_t)x->cfg->max_requests,
+                       (uint64_t)time(NULL), may_wait ? x->wait_bound : 0};
+  j->resp = NULL;
+  j->rlen = 0;
+  j->pj = (ext_job_t){NULL, job_work, job_done};
+  ext_pool_submit(&x->pool, &j->pj);
+}
+
+static bool job_connected(ext_waiter_t *w) {
+  job_t *j = (job_t *)w;
+  return j->hreq ? kl_http_req_connected(j->hreq) : kl_tlv_req_connected(j->treq);
+}
+
+static void job_done(ext_job_t *pj) {
+  job_t *j = (job_t *)((char *)pj - offsetof(job_t, pj));
+  extender_t *x = j->x;
+  users_unref(j->users);
+  j->users = NULL;
+  if (j->rc == 0 && j->out.wait_second > 0) { /* nothing was built or counted */
+    int why = x->stopping ? EXT_WAKE_STOP : WAKE_FULL;
+    j->w.second = j->out.wait_second;
+    j->w.connected = job_connected;
+    if (!x->stopping && ext_waitq_add(&x->waitq, &j->w)) return;
+    count_wait(x, why);
+    j->waited = why;
+    job_submit(x, j, false);
+    return;
+  }
+  for (size_t i = 0; i < j->n_status; i++) count_status(x, j->status[i]);
+  finish(x, j->transport, j->hreq, j->treq, j->n, j->t0, j->rc, j->resp, j->rlen, &j->out, j->waited);
+  free(j);
 }
 
 static void on_wait_answer(ext_waiter_t *w, int why, void *arg) {
   extender_t *x = arg;
-  pending_t *pd = (pending_t *)w;
-  uint8_t *resp = NULL;
-  size_t rlen = 0;
-  ext_outcome_t out;
+  job_t *j = (job_t *)w;
   count_wait(x, why);
-  int rc = handle(x, pd->p, pd->n, false, &resp, &rlen, &out);
-  finish(x, pd->transport, pd->hreq, pd->treq, pd->n, pd->t0, rc, resp, rlen, &out, why);
-  free(pd);
+  j->waited = why;
+  job_submit(x, j, false);
 }
 
 static bool wait_last(void *arg, uint64_t *last) {
@@ -348,29 +436,29 @@ static bool wait_last(void *arg, uint64_t *last) {
   return true;
 }
 
-/* A request PDU from either transport: answered now, or held for the replica. */
+/* A request PDU from either transport: to a worker, and maybe to the wait queue after. */
 static void incoming(extender_t *x, int transport, kl_http_req_t *hreq, kl_tlv_req_t *treq, const uint8_t *p,
                      size_t n) {
   uint64_t t0 = uv_hrtime();
-  uint8_t *resp = NULL;
-  size_t rlen = 0;
-  ext_outcome_t out;
-  int waited = -1;
-  int rc = handle(x, p, n, true, &resp, &rlen, &out);
-  if (rc == 0 && out.wait_second > 0) {
-    pending_t *pd = malloc(sizeof *pd);
-    if (pd != NULL) {
-      *pd = (pending_t){.x = x, .transport = transport, .hreq = hreq, .treq = treq, .p = p, .n = n, .t0 = t0};
-      pd->w.second = out.wait_second;
-      pd->w.connected = pending_connected;
-      if (ext_waitq_add(&x->waitq, &pd->w)) return;
-      free(pd);
-    }
-    count_wait(x, WAKE_FULL);
-    waited = WAKE_FULL;
-    rc = handle(x, p, n, false, &resp, &rlen, &out);
+  size_t max_status = (size_t)x->cfg->max_requests;
+  job_t *j = malloc(sizeof *j + max_status * sizeof j->status[0]);
+  if (j == NULL) {
+    ext_outcome_t out = {0};
+    snprintf(out.message, sizeof out.message, "out of memory");
+    finish(x, transport, hreq, treq, n, t0, KL_ENOMEM, NULL, 0, &out, -1);
+    return;
   }
-  finish(x, transport, hreq, treq, n, t0, rc, resp, rlen, &out, waited);
+  memset(j, 0, sizeof *j);
+  j->x = x;
+  j->transport = transport;
+  j->hreq = hreq;
+  j->treq = treq;
+  j->p = p;
+  j->n = n;
+  j->t0 = t0;
+  j->waited = -1;
+  j->max_status = max_status;
+  job_submit(x, j, true);
 }
 
 static void on_extend_http(kl_http_req_t *req, void *arg) {
@@ -440,15 +528,20 @@ static const char *health(void *arg) {
 
 static void reload_users(extender_t *x) {
   kl_users_t *u;
+  users_ref_t *r = NULL;
   kl_err_t e;
   char q[300];
-  if (kl_users_load(x->cfg->users_file, &u, &e)) {
+  if (kl_users_load(x->cfg->users_file, &u, &e) == 0 && (r = users_ref_new(u)) == NULL) {
+    kl_users_free(u);
+    kl_err_set(&e, KL_ENOMEM, "out of memory");
+  }
+  if (r == NULL) {
     kl_log(KL_LOG_ERROR, "users_reload_failed", "error=%s keeping=%zu", kl_log_q(q, sizeof q, e.msg),
-           kl_users_count(x->users));
+           kl_users_count(x->users->u));
     return;
   }
-  kl_users_free(x->users);
-  x->users = u;
+  users_unref(x->users); /* freed once the last request using it is answered */
+  x->users = r;
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
 }
 
@@ -479,6 +572,7 @@ void extender_stop(extender_t *x) {
   x->stopping = true;
   kl_log(KL_LOG_INFO, "stopping", NULL);
   ext_waitq_close(&x->waitq); /* answers what waits, while the servers still take responses */
+  ext_pool_close(&x->pool);   /* the workers end once every request handed to them is answered */
   /* The pointers are cleared first: metrics callbacks must not read a closing server. */
   kl_http_server_t *http = x->http, *https = x->https, *admin = x->admin;
   kl_tlv_server_t *tcp = x->tcp;
@@ -544,8 +638,13 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   x->cfg = cfg;
   char q[300];
   int r;
-  if ((r = kl_users_load(cfg->users_file, &x->users, e))) return kl_err_wrap(e, "[auth] users_file");
-  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(x->users));
+  kl_users_t *u;
+  if ((r = kl_users_load(cfg->users_file, &u, e))) return kl_err_wrap(e, "[auth] users_file");
+  if ((x->users = users_ref_new(u)) == NULL) {
+    kl_users_free(u);
+    return kl_err_set(e, KL_ENOMEM, "out of memory");
+  }
+  kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
   if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
   x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
   x->lag = -1;
@@ -578,12 +677,12 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   }
   x->wait_bound = ext_wait_bound(cfg->replica_wait_ms);
   ext_waitq_init(&x->waitq, loop, cfg->replica_wait_ms, (size_t)cfg->replica_wait_max, on_wait_answer, wait_last, x);
-  if ((r = start_servers(x, e))) {
+  if ((r = ext_pool_start(&x->pool, loop, (unsigned)cfg->workers, e)) || (r = start_servers(x, e))) {
     extender_stop(x);
     return r;
   }
-  kl_log(KL_LOG_INFO, "started", "calendar=%s http_port=%d https_port=%d tcp_port=%d admin_port=%d",
-         kl_log_q(q, sizeof q, cfg->calendar_dir), x->http ? kl_http_server_port(x->http) : 0,
+  kl_log(KL_LOG_INFO, "started", "calendar=%s workers=%u http_port=%d https_port=%d tcp_port=%d admin_port=%d",
+         kl_log_q(q, sizeof q, cfg->calendar_dir), x->pool.n, x->http ? kl_http_server_port(x->http) : 0,
          x->https ? kl_http_server_port(x->https) : 0,
          x->tcp ? kl_tlv_server_port(x->tcp) : 0, x->admin ? kl_http_server_port(x->admin) : 0);
   return 0;
@@ -592,7 +691,7 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
 void extender_free(extender_t *x) {
   if (x == NULL) return;
   kl_cal_close(x->cal);
-  kl_users_free(x->users);
+  users_unref(x->users);
   ext_pubfile_free(&x->pub);
   kl_metrics_destroy(x->m);
   kl_tls_ctx_unref(x->tls);

@@ -4,12 +4,14 @@
  *   ext_service.c  one request PDU in, one response PDU out (calendar + users; no sockets)
  *   ext_pubfile.c  the publications file, re-read when it changes, and its history directory
  *   ext_wait.c     request PDUs held until the replica holds their second ([server] replica_wait)
+ *   ext_pool.c     the worker threads that run ext_handle ([server] workers)
  *   ext_daemon.c   the servers, handlers, metrics and signals on a libuv loop
  *   main.c         arguments and wiring
  */
 #ifndef KL_EXTENDER_H
 #define KL_EXTENDER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +40,7 @@ typedef struct ext_config {
   uint64_t max_lag_ms;  /* stop serving when the replica lags more than this (0: never) */
   uint64_t replica_wait_ms; /* [server] replica_wait: hold a request for a second the replica lacks yet (0: off) */
   int64_t replica_wait_max; /* request PDUs held at once */
+  int64_t workers;      /* [server] workers: threads answering requests (0: one per CPU) */
   /* derived: the certificates of calendar_auth_cert, DER */
   uint8_t **auth_ders;
   size_t *auth_lens;
@@ -161,6 +164,41 @@ void ext_waitq_progress(ext_waitq_t *q, uint64_t last);
 void ext_waitq_flush(ext_waitq_t *q);
 /* Flushes and closes the timer (run the loop to finish closing). */
 void ext_waitq_close(ext_waitq_t *q);
+
+/* ---- the worker pool (ext_pool.c) ---- */
+
+typedef struct ext_job ext_job_t;
+struct ext_job {
+  ext_job_t *next;             /* the pool's */
+  void (*work)(ext_job_t *j);  /* on a worker thread */
+  void (*done)(ext_job_t *j);  /* then on the loop thread */
+};
+
+typedef struct ext_pool {
+  uv_loop_t *loop;
+  uv_async_t async;
+  pthread_t *threads;
+  unsigned n;                  /* threads running */
+  pthread_mutex_t mu;          /* guards the lists, idle and stop */
+  pthread_cond_t cv;
+  ext_job_t *todo_head, *todo_tail, *done_head, *done_tail;
+  unsigned idle;               /* workers waiting on cv */
+  bool stop;
+  /* loop thread only: */
+  size_t pending;              /* submitted, not yet done */
+  bool running, closing;
+} ext_pool_t;
+
+/* The number of CPUs online (what workers = 0 means), 1..256. */
+unsigned ext_pool_default_size(void);
+/* Starts n worker threads (0: ext_pool_default_size) on loop; on failure nothing is left. */
+int ext_pool_start(ext_pool_t *p, uv_loop_t *loop, unsigned n, kl_err_t *e);
+/* Loop thread: j->work runs on a worker, then j->done on the loop. Once the pool is closed,
+ * both run at once on the loop thread. */
+void ext_pool_submit(ext_pool_t *p, ext_job_t *j);
+/* Loop thread: once every job submitted is done, the threads end and the async handle closes
+ * (run the loop to finish closing). */
+void ext_pool_close(ext_pool_t *p);
 
 /* ---- the daemon ---- */
 
