@@ -1,10 +1,11 @@
-/* Calendar storage in LMDB: create/open, metadata, append with filler leaves and the perfect
- * nodes above them.
+/* Calendar storage in LMDB: create/open (with the conversion of format-1 calendars), metadata,
+ * and appends (the block writer is cal_block.c).
  *
- * Layout: database "meta" holds genesis, last, rounds and fillers (u64 big-endian); database
- * "nodes" maps (height u8, index u64 big-endian) to an imprint. Leaves are height 0. Every
- * append is one write transaction, committed (and fsynced) before kl_cal_append returns; a
- * crash at any point leaves the state of the last committed append. */
+ * Layout (docs/formats.md §2): database "meta" holds version, genesis, count, rounds and fillers
+ * (u64 big-endian); database "blocks" maps a block number (u64 big-endian) to the packed leaves
+ * of its 256 seconds and the nodes of height >= 8 it completes. Every append is one write
+ * transaction, committed (and fsynced) before kl_cal_append returns; a crash at any point leaves
+ * the state of the last committed append. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 #include "cal_internal.h"
 
 #define MAX_GAP (1u << 22) /* seconds filled in one append: about 48 days */
-#define DEFAULT_MAP ((size_t)256 << 30) /* address space, not disk: about 38 years at ~200 B/s */
+#define DEFAULT_MAP ((size_t)256 << 30) /* address space, not disk: centuries at ~35 B/s */
 
 int kl__cal_mdb_err(kl_err_t *e, int rc, const char *what) {
   int code = rc == MDB_MAP_FULL ? KL_ERANGE : rc == ENOENT ? KL_ENOTFOUND : KL_EIO;
@@ -23,7 +24,7 @@ int kl__cal_mdb_err(kl_err_t *e, int rc, const char *what) {
   return kl_err_set(e, code, "%s: %s", what, mdb_strerror(rc));
 }
 
-static void be64(uint8_t *p, uint64_t v) {
+void kl__cal_be64(uint8_t *p, uint64_t v) {
   for (int k = 7; k >= 0; k--, v >>= 8) p[k] = (uint8_t)v;
 }
 
@@ -33,9 +34,9 @@ static uint64_t rd64(const uint8_t *p) {
   return v;
 }
 
-static int meta_put(kl_cal_t *cal, MDB_txn *txn, const char *key, uint64_t v, kl_err_t *e) {
+int kl__cal_meta_put(kl_cal_t *cal, MDB_txn *txn, const char *key, uint64_t v, kl_err_t *e) {
   uint8_t b[8];
-  be64(b, v);
+  kl__cal_be64(b, v);
   MDB_val k = {strlen(key), (void *)key}, d = {8, b};
   int rc = mdb_put(txn, cal->meta, &k, &d, 0);
   return rc ? kl__cal_mdb_err(e, rc, "calendar metadata") : 0;
@@ -57,42 +58,13 @@ int kl__cal_meta_get(kl_cal_t *cal, MDB_txn *txn, kl__cal_meta_t *m, kl_err_t *e
   if ((r = meta_read(cal, txn, "genesis", &m->genesis, e)) || (r = meta_read(cal, txn, "count", &count, e)) ||
       (r = meta_read(cal, txn, "rounds", &m->rounds, e)) || (r = meta_read(cal, txn, "fillers", &m->fillers, e)))
     return r;
+  MDB_val k = {7, "version"}, d;
+  int rc = mdb_get(txn, cal->meta, &k, &d);
+  m->version = 1; /* format 1 wrote it but never read it */
+  if (rc != MDB_NOTFOUND && (r = meta_read(cal, txn, "version", &m->version, e))) return r;
   m->empty = count == 0;
   m->last = m->genesis + count - 1; /* genesis - 1 while empty */
   return 0;
-}
-
-uint64_t kl__cal_node_pos(unsigned h, uint64_t i) {
-  uint64_t L = ((i + 1) << h) - 1; /* the leaf whose append completes the node */
-  return 2 * L - (uint64_t)__builtin_popcountll(L) + h;
-}
-
-/* Keys are the node's post-order position (as in a Merkle mountain range): every append
- * writes keys larger than all before it, so LMDB appends instead of splitting pages. */
-static void node_key(uint8_t key[8], unsigned h, uint64_t i) { be64(key, kl__cal_node_pos(h, i)); }
-
-int kl__cal_node_get(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, kl_imprint_t *out, kl_err_t *e) {
-  uint8_t key[8];
-  node_key(key, h, i);
-  MDB_val k = {8, key}, d;
-  int rc = mdb_get(txn, cal->nodes, &k, &d);
-  if (rc == MDB_NOTFOUND)
-    return kl_err_set(e, KL_ENOTFOUND, "calendar node (height %u, index %llu) is missing", h, (unsigned long long)i);
-  if (rc) return kl__cal_mdb_err(e, rc, "calendar node");
-  if (kl_imprint_from_bytes(out, d.mv_data, d.mv_size, e))
-    return kl_err_wrap(e, "calendar node (height %u, index %llu) is corrupt", h, (unsigned long long)i);
-  return 0;
-}
-
-static int node_put(kl_cal_t *cal, MDB_txn *txn, unsigned h, uint64_t i, const kl_imprint_t *v, kl_err_t *e) {
-  uint8_t key[8], val[KL_IMPRINT_MAX];
-  node_key(key, h, i);
-  MDB_val k = {8, key}, d = {kl_imprint_to_bytes(v, val), val};
-  int rc = mdb_put(txn, cal->nodes, &k, &d, MDB_APPEND);
-  if (rc == MDB_KEYEXIST)
-    return kl_err_set(e, KL_ESTATE, "calendar node (height %u, index %llu) is not after every stored node", h,
-                      (unsigned long long)i);
-  return rc ? kl__cal_mdb_err(e, rc, "calendar append") : 0;
 }
 
 size_t kl__cal_forest(uint64_t n, kl__cal_tree_t out[64]) {
@@ -122,11 +94,21 @@ static int env_open(const char *dir, const kl_cal_opts_t *opts, bool create, kl_
     kl__cal_mdb_err(e, rc, dir);
     goto fail;
   }
+  /* "meta" must exist (unless creating); "blocks" (format 2) and "nodes" (format 1) may not. */
   if ((rc = mdb_txn_begin(cal->env, NULL, cal->read_only ? MDB_RDONLY : 0, &txn)) ||
-      (rc = mdb_dbi_open(txn, "meta", create ? MDB_CREATE : 0, &cal->meta)) ||
-      (rc = mdb_dbi_open(txn, "nodes", create ? MDB_CREATE : 0, &cal->nodes))) {
+      (rc = mdb_dbi_open(txn, "meta", create ? MDB_CREATE : 0, &cal->meta))) {
     if (rc == MDB_NOTFOUND) kl_err_set(e, KL_ENOTFOUND, "%s holds no keyless calendar (create one with 'keyless calendar init')", dir);
     else kl__cal_mdb_err(e, rc, dir);
+    goto fail;
+  }
+  rc = mdb_dbi_open(txn, "blocks", create ? MDB_CREATE : 0, &cal->blocks);
+  cal->has_blocks = rc == 0;
+  if (rc == 0 || rc == MDB_NOTFOUND) {
+    rc = mdb_dbi_open(txn, "nodes", 0, &cal->nodes);
+    cal->has_nodes = rc == 0;
+  }
+  if (rc && rc != MDB_NOTFOUND) {
+    kl__cal_mdb_err(e, rc, dir);
     goto fail;
   }
   if ((rc = mdb_txn_commit(txn))) {
@@ -146,7 +128,6 @@ fail:
 int kl_cal_create(const char *dir, uint64_t genesis, const kl_cal_opts_t *opts, kl_err_t *e) {
   kl_cal_t *cal;
   MDB_txn *txn;
-  kl__cal_tree_t forest[64];
   kl_err_t local = {0};
   int r, rc;
   if (e == NULL) e = &local;
@@ -165,18 +146,11 @@ int kl_cal_create(const char *dir, uint64_t genesis, const kl_cal_opts_t *opts, 
     r = kl_err_set(e, KL_ESTATE, "%s already holds a calendar", dir);
     goto out;
   }
-  /* The seconds before genesis: one opaque node per perfect subtree of their forest. */
-  size_t m = kl__cal_forest(genesis, forest);
-  r = 0;
-  for (size_t k = 0; k < m && r == 0; k++) {
-    kl_imprint_t v;
-    kl_cal_genesis_node(forest[k].h, forest[k].i, &v);
-    r = node_put(cal, txn, forest[k].h, forest[k].i, &v, e);
-  }
-  if (r == 0 && ((r = meta_put(cal, txn, "version", 1, e)) || (r = meta_put(cal, txn, "genesis", genesis, e)) ||
-                 (r = meta_put(cal, txn, "count", 0, e)) || (r = meta_put(cal, txn, "rounds", 0, e)) ||
-                 (r = meta_put(cal, txn, "fillers", 0, e)))) {
-  }
+  /* Nothing is stored for the seconds before genesis: their nodes are genesis_node(h, i). */
+  if ((r = kl__cal_meta_put(cal, txn, "version", KL__CAL_VERSION, e)) == 0 &&
+      (r = kl__cal_meta_put(cal, txn, "genesis", genesis, e)) == 0 && (r = kl__cal_meta_put(cal, txn, "count", 0, e)) == 0 &&
+      (r = kl__cal_meta_put(cal, txn, "rounds", 0, e)) == 0)
+    r = kl__cal_meta_put(cal, txn, "fillers", 0, e);
   if (r) {
     mdb_txn_abort(txn);
     goto out;
@@ -187,6 +161,27 @@ out:
   return r;
 }
 
+/* Format 2 is read and written; format 1 is read as it is, and converted when opened for writing. */
+static int check_version(kl_cal_t *cal, kl_err_t *e) {
+  MDB_txn *txn;
+  kl__cal_meta_t m;
+  int rc = mdb_txn_begin(cal->env, NULL, MDB_RDONLY, &txn);
+  if (rc) return kl__cal_mdb_err(e, rc, cal->dir);
+  int r = kl__cal_meta_get(cal, txn, &m, e);
+  mdb_txn_abort(txn);
+  if (r) return r;
+  cal->version = m.version;
+  if (m.version > KL__CAL_VERSION || m.version == 0)
+    return kl_err_set(e, KL_EFORMAT,
+                      "%s holds a calendar in storage format %llu; this keyless reads formats 1 and %d (a newer keyless "
+                      "wrote it: upgrade)",
+                      cal->dir, (unsigned long long)m.version, KL__CAL_VERSION);
+  if (m.version == 1 ? !cal->has_nodes : !cal->has_blocks)
+    return kl_err_set(e, KL_EFORMAT, "%s: a calendar in storage format %llu without its '%s' database", cal->dir,
+                      (unsigned long long)m.version, m.version == 1 ? "nodes" : "blocks");
+  return 0;
+}
+
 int kl_cal_open(const char *dir, const kl_cal_opts_t *opts, kl_cal_t **out, kl_err_t *e) {
   kl_err_t local = {0};
   if (e == NULL) e = &local;
@@ -194,8 +189,11 @@ int kl_cal_open(const char *dir, const kl_cal_opts_t *opts, kl_cal_t **out, kl_e
   kl_cal_t *cal;
   int r = env_open(dir, opts, false, &cal, e);
   if (r) return r;
+  if ((r = check_version(cal, e)) == 0 && cal->version == 1 && !cal->read_only) r = kl__cal_migrate(cal, e);
+  if (r == 0 && cal->version == 1 && !cal->read_only) r = kl_err_set(e, KL_EFORMAT, "%s: conversion failed", dir);
   kl_cal_info_t info;
-  if ((r = kl_cal_info(cal, &info, e))) {
+  if (r == 0) r = kl_cal_info(cal, &info, e);
+  if (r) {
     kl_cal_close(cal);
     return r;
   }
@@ -237,37 +235,29 @@ int kl_cal_info(kl_cal_t *cal, kl_cal_info_t *out, kl_err_t *e) {
   return 0;
 }
 
-/* Stores leaf t and every perfect node it completes. */
-static int put_leaf(kl_cal_t *cal, MDB_txn *txn, kl_hasher_t *h, uint64_t t, const kl_imprint_t *leaf, kl_err_t *e) {
-  kl_imprint_t cur = *leaf, left;
-  int r = node_put(cal, txn, 0, t, &cur, e);
-  for (unsigned ht = 1; r == 0 && ht < 64 && ((t + 1) & (((uint64_t)1 << ht) - 1)) == 0; ht++) {
-    uint64_t i = ((t + 1) >> ht) - 1;
-    if ((r = kl__cal_node_get(cal, txn, ht - 1, 2 * i, &left, e)) || (r = kl_cal_parent(h, &left, &cur, &cur, e)))
-      break;
-    r = node_put(cal, txn, ht, i, &cur, e);
-  }
-  return r;
-}
-
 int kl_cal_append(kl_cal_t *cal, const kl_cal_entry_t *entries, size_t n, kl_err_t *e) {
   kl_err_t local = {0};
-  MDB_txn *txn;
-  kl__cal_meta_t m;
-  kl_hasher_t h;
-  kl_imprint_t filler;
+  kl__cal_rd_t w = {cal, NULL, {0}, {0}};
+  kl__cal_writer_t *wr = NULL;
   int r, rc;
   if (e == NULL) e = &local;
   if (cal->read_only) return kl_err_set(e, KL_ESTATE, "calendar %s is open read-only", cal->dir);
-  if ((r = kl_hasher_init(&h, e))) return r;
-  if ((rc = mdb_txn_begin(cal->env, NULL, 0, &txn))) {
-    kl_hasher_close(&h);
+  if ((r = kl_hasher_init(&w.h, e))) return r;
+  if ((rc = mdb_txn_begin(cal->env, NULL, 0, &w.txn))) {
+    kl_hasher_close(&w.h);
     return kl__cal_mdb_err(e, rc, "calendar append");
   }
-  if ((r = kl__cal_meta_get(cal, txn, &m, e))) goto fail;
-  uint64_t next = m.empty ? m.genesis : m.last + 1; /* the first second not yet appended */
+  if ((r = kl__cal_meta_get(cal, w.txn, &w.m, e))) goto fail;
+  if (w.m.version != KL__CAL_VERSION) {
+    r = kl_err_set(e, KL_ESTATE, "calendar %s: storage format %llu is not the one this keyless writes", cal->dir,
+                   (unsigned long long)w.m.version);
+    goto fail;
+  }
+  if ((r = kl__cal_writer_open(&w, &wr, e))) goto fail;
+  uint64_t next = w.m.empty ? w.m.genesis : w.m.last + 1; /* the first second not yet appended */
   for (size_t k = 0; k < n; k++) {
     uint64_t t = entries[k].time;
+    const kl_imprint_t *root = entries[k].root;
     if (t < next) {
       r = kl_err_set(e, KL_EINVAL, "calendar append: second %llu is not after the last second (next is %llu)",
                      (unsigned long long)t, (unsigned long long)next);
@@ -278,34 +268,31 @@ int kl_cal_append(kl_cal_t *cal, const kl_cal_entry_t *entries, size_t n, kl_err
                      (unsigned long long)(t - next), (unsigned long long)t, MAX_GAP);
       goto fail;
     }
+    if (root != NULL && (!kl_hash_known(root->alg) || root->len != kl_hash_digest_len(root->alg))) {
+      r = kl_err_set(e, KL_EINVAL, "calendar append: second %llu: invalid root imprint", (unsigned long long)t);
+      goto fail;
+    }
     for (uint64_t s = next; s < t; s++) {
-      kl_cal_filler_leaf(s, &filler);
-      if ((r = put_leaf(cal, txn, &h, s, &filler, e))) goto fail;
-      m.fillers++;
+      if ((r = kl__cal_writer_add(wr, s, NULL, e))) goto fail;
+      w.m.fillers++;
     }
-    if (entries[k].root != NULL) {
-      if (!kl_hash_known(entries[k].root->alg) || entries[k].root->len != kl_hash_digest_len(entries[k].root->alg)) {
-        r = kl_err_set(e, KL_EINVAL, "calendar append: second %llu: invalid root imprint", (unsigned long long)t);
-        goto fail;
-      }
-      r = put_leaf(cal, txn, &h, t, entries[k].root, e);
-      m.rounds++;
-    } else {
-      kl_cal_filler_leaf(t, &filler);
-      r = put_leaf(cal, txn, &h, t, &filler, e);
-      m.fillers++;
-    }
-    if (r) goto fail;
+    if ((r = kl__cal_writer_add(wr, t, root, e))) goto fail;
+    if (root != NULL) w.m.rounds++;
+    else w.m.fillers++;
     next = t + 1;
   }
-  if ((r = meta_put(cal, txn, "count", next - m.genesis, e)) || (r = meta_put(cal, txn, "rounds", m.rounds, e)) ||
-      (r = meta_put(cal, txn, "fillers", m.fillers, e)))
+  r = kl__cal_writer_finish(wr, e);
+  wr = NULL;
+  if (r || (r = kl__cal_meta_put(cal, w.txn, "count", next - w.m.genesis, e)) ||
+      (r = kl__cal_meta_put(cal, w.txn, "rounds", w.m.rounds, e)) ||
+      (r = kl__cal_meta_put(cal, w.txn, "fillers", w.m.fillers, e)))
     goto fail;
-  kl_hasher_close(&h);
-  if ((rc = mdb_txn_commit(txn))) return kl__cal_mdb_err(e, rc, "calendar append commit");
+  kl_hasher_close(&w.h);
+  if ((rc = mdb_txn_commit(w.txn))) return kl__cal_mdb_err(e, rc, "calendar append commit");
   return 0;
 fail:
-  kl_hasher_close(&h);
-  mdb_txn_abort(txn);
+  kl__cal_writer_free(wr);
+  kl_hasher_close(&w.h);
+  mdb_txn_abort(w.txn);
   return r;
 }

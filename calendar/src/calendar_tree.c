@@ -51,14 +51,7 @@ int kl_cal_parent(kl_hasher_t *h, const kl_imprint_t *l, const kl_imprint_t *r, 
   return 0;
 }
 
-typedef struct reader {
-  kl_cal_t *cal;
-  MDB_txn *txn;
-  kl__cal_meta_t m;
-  kl_hasher_t h;
-} reader_t;
-
-static int reader_open(kl_cal_t *cal, reader_t *rd, kl_err_t *e) {
+int kl__cal_rd_open(kl_cal_t *cal, kl__cal_rd_t *rd, kl_err_t *e) {
   memset(rd, 0, sizeof *rd);
   rd->cal = cal;
   int rc = mdb_txn_begin(cal->env, NULL, MDB_RDONLY, &rd->txn);
@@ -69,12 +62,12 @@ static int reader_open(kl_cal_t *cal, reader_t *rd, kl_err_t *e) {
   return r;
 }
 
-static void reader_close(reader_t *rd) {
+void kl__cal_rd_close(kl__cal_rd_t *rd) {
   kl_hasher_close(&rd->h);
   mdb_txn_abort(rd->txn);
 }
 
-static int check_time(const reader_t *rd, const char *what, uint64_t t, kl_err_t *e) {
+static int check_time(const kl__cal_rd_t *rd, const char *what, uint64_t t, kl_err_t *e) {
   if (rd->m.empty) return kl_err_set(e, KL_ENOTFOUND, "%s %llu: the calendar is empty", what, (unsigned long long)t);
   if (t < rd->m.genesis)
     return kl_err_set(e, KL_ERANGE, "%s %llu is before the calendar's genesis %llu", what, (unsigned long long)t,
@@ -92,11 +85,11 @@ typedef struct forest {
   size_t m;
 } forest_t;
 
-static int forest_load(reader_t *rd, uint64_t P, forest_t *f, kl_err_t *e) {
+static int forest_load(kl__cal_rd_t *rd, uint64_t P, forest_t *f, kl_err_t *e) {
   int r;
   f->m = kl__cal_forest(P + 1, f->tree);
   for (size_t j = 0; j < f->m; j++)
-    if ((r = kl__cal_node_get(rd->cal, rd->txn, f->tree[j].h, f->tree[j].i, &f->val[j], e))) return r;
+    if ((r = kl__cal_node(rd, f->tree[j].h, f->tree[j].i, &f->val[j], e))) return r;
   f->fold[f->m - 1] = f->val[f->m - 1];
   for (size_t j = f->m - 1; j-- > 0;)
     if ((r = kl_cal_parent(&rd->h, &f->val[j], &f->fold[j + 1], &f->fold[j], e))) return r;
@@ -104,31 +97,31 @@ static int forest_load(reader_t *rd, uint64_t P, forest_t *f, kl_err_t *e) {
 }
 
 int kl_cal_leaf(kl_cal_t *cal, uint64_t t, kl_imprint_t *out, kl_err_t *e) {
-  reader_t rd;
-  int r = reader_open(cal, &rd, e);
+  kl__cal_rd_t rd;
+  int r = kl__cal_rd_open(cal, &rd, e);
   if (r) return r;
-  if ((r = check_time(&rd, "second", t, e)) == 0) r = kl__cal_node_get(cal, rd.txn, 0, t, out, e);
-  reader_close(&rd);
+  if ((r = check_time(&rd, "second", t, e)) == 0) r = kl__cal_leaf(&rd, t, out, e);
+  kl__cal_rd_close(&rd);
   return r;
 }
 
 int kl_cal_root(kl_cal_t *cal, uint64_t P, kl_imprint_t *out, kl_err_t *e) {
-  reader_t rd;
+  kl__cal_rd_t rd;
   forest_t f;
-  int r = reader_open(cal, &rd, e);
+  int r = kl__cal_rd_open(cal, &rd, e);
   if (r) return r;
   if ((r = check_time(&rd, "publication time", P, e)) == 0 && (r = forest_load(&rd, P, &f, e)) == 0) *out = f.fold[0];
-  reader_close(&rd);
+  kl__cal_rd_close(&rd);
   return r;
 }
 
 int kl_cal_chain(kl_cal_t *cal, uint64_t t, uint64_t P, kl_buf_t *out, kl_err_t *e) {
-  reader_t rd;
+  kl__cal_rd_t rd;
   forest_t f;
   kl_cal_link_t rev[128], links[128];
   size_t n = 0;
   kl_cal_chain_t c;
-  int r = reader_open(cal, &rd, e);
+  int r = kl__cal_rd_open(cal, &rd, e);
   if (r) return r;
   if (t > P) {
     r = kl_err_set(e, KL_EINVAL, "chain from %llu to %llu: the aggregation time is after the publication time",
@@ -152,7 +145,7 @@ int kl_cal_chain(kl_cal_t *cal, uint64_t t, uint64_t P, kl_buf_t *out, kl_err_t 
     uint64_t i = t >> (h - 1); /* index of t's ancestor at height h - 1 */
     bool right = i & 1;
     rev[n].dir = right ? KL_LINK_RIGHT : KL_LINK_LEFT;
-    if ((r = kl__cal_node_get(cal, rd.txn, h - 1, i ^ 1, &rev[n].sibling, e))) goto out;
+    if ((r = kl__cal_node(&rd, h - 1, i ^ 1, &rev[n].sibling, e))) goto out;
     n++;
   }
   for (size_t k = 0; k < n; k++) links[k] = rev[n - 1 - k];
@@ -162,18 +155,18 @@ int kl_cal_chain(kl_cal_t *cal, uint64_t t, uint64_t P, kl_buf_t *out, kl_err_t 
   c.has_aggr_time = true;
   c.links = links;
   c.n_links = n;
-  if ((r = kl__cal_node_get(cal, rd.txn, 0, t, &c.input, e))) goto out;
+  if ((r = kl__cal_leaf(&rd, t, &c.input, e))) goto out;
   kl_cal_chain_encode(out, &c);
   r = kl_buf_check(out, e);
 out:
-  reader_close(&rd);
+  kl__cal_rd_close(&rd);
   return r;
 }
 
 int kl_cal_check_consistent(kl_cal_t *cal, uint64_t P1, uint64_t P2, kl_err_t *e) {
-  reader_t rd;
+  kl__cal_rd_t rd;
   forest_t f1;
-  int r = reader_open(cal, &rd, e);
+  int r = kl__cal_rd_open(cal, &rd, e);
   if (r) return r;
   if (P1 > P2) {
     r = kl_err_set(e, KL_EINVAL, "consistency: %llu is after %llu", (unsigned long long)P1, (unsigned long long)P2);
@@ -190,13 +183,13 @@ int kl_cal_check_consistent(kl_cal_t *cal, uint64_t P1, uint64_t P2, kl_err_t *e
     for (;;) {
       uint64_t end = (i + 2) << h; /* end of the parent's span */
       if (end - 1 > P2 || h >= 62) break; /* parent not complete by P2 */
-      if ((r = kl__cal_node_get(cal, rd.txn, h, i ^ 1, &sib, e))) goto out;
+      if ((r = kl__cal_node(&rd, h, i ^ 1, &sib, e))) goto out;
       if (i & 1) r = kl_cal_parent(&rd.h, &sib, &cur, &cur, e);
       else r = kl_cal_parent(&rd.h, &cur, &sib, &cur, e);
       if (r) goto out;
       h++;
       i >>= 1;
-      if ((r = kl__cal_node_get(cal, rd.txn, h, i, &want, e))) goto out;
+      if ((r = kl__cal_node(&rd, h, i, &want, e))) goto out;
       if (!kl_imprint_eq(&cur, &want)) {
         r = kl_err_set(e, KL_EFORMAT, "consistency %llu..%llu: node (height %u, index %llu) does not hash from its children",
                        (unsigned long long)P1, (unsigned long long)P2, h, (unsigned long long)i);
@@ -205,6 +198,6 @@ int kl_cal_check_consistent(kl_cal_t *cal, uint64_t P1, uint64_t P2, kl_err_t *e
     }
   }
 out:
-  reader_close(&rd);
+  kl__cal_rd_close(&rd);
   return r;
 }

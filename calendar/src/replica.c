@@ -126,17 +126,12 @@ static int root_after(kl_cal_t *replica, uint64_t next, const kl_cal_entry_t *ce
   } st[66];
   kl__cal_tree_t forest[64];
   size_t m = kl__cal_forest(next, forest), top = 0;
-  kl_hasher_t h;
-  MDB_txn *txn;
-  int r, rc;
-  if ((r = kl_hasher_init(&h, e))) return r;
-  if ((rc = mdb_txn_begin(replica->env, NULL, MDB_RDONLY, &txn))) {
-    kl_hasher_close(&h);
-    return kl__cal_mdb_err(e, rc, "replication: reading the replica");
-  }
+  kl__cal_rd_t rd;
+  int r;
+  if ((r = kl__cal_rd_open(replica, &rd, e))) return kl_err_wrap(e, "replication: reading the replica");
   for (size_t k = 0; k < m; k++) {
     st[top].h = forest[k].h;
-    if ((r = kl__cal_node_get(replica, txn, forest[k].h, forest[k].i, &st[top].v, e))) goto out;
+    if ((r = kl__cal_node(&rd, forest[k].h, forest[k].i, &st[top].v, e))) goto out;
     top++;
   }
   for (size_t k = 0; k < n; k++) {
@@ -145,7 +140,7 @@ static int root_after(kl_cal_t *replica, uint64_t next, const kl_cal_entry_t *ce
     else kl_cal_filler_leaf(ce[k].time, &st[top].v);
     top++;
     while (top >= 2 && st[top - 2].h == st[top - 1].h) {
-      if ((r = kl_cal_parent(&h, &st[top - 2].v, &st[top - 1].v, &st[top - 2].v, e))) goto out;
+      if ((r = kl_cal_parent(&rd.h, &st[top - 2].v, &st[top - 1].v, &st[top - 2].v, e))) goto out;
       st[top - 2].h++;
       top--;
     }
@@ -156,11 +151,10 @@ static int root_after(kl_cal_t *replica, uint64_t next, const kl_cal_entry_t *ce
   }
   kl_imprint_t acc = st[top - 1].v;
   for (size_t k = top - 1; k-- > 0;)
-    if ((r = kl_cal_parent(&h, &st[k].v, &acc, &acc, e))) goto out;
+    if ((r = kl_cal_parent(&rd.h, &st[k].v, &acc, &acc, e))) goto out;
   *out = acc;
 out:
-  mdb_txn_abort(txn);
-  kl_hasher_close(&h);
+  kl__cal_rd_close(&rd);
   return r;
 }
 
