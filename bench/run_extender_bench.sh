@@ -18,6 +18,12 @@
 #              "The rest" includes interrupt work charged to no process: 5-15% of a core here
 #              under this load on an otherwise idle machine.
 #   TMPDIR     where the calendar goes (default /tmp)
+#   WORKERS=W  [server] workers of the daemon (default: the key left out, i.e. one per CPU)
+#   DAEMONS="LABEL=PATH[@W] ..."  several keyless-extender binaries (e.g. an older commit's build)
+#              on the same calendar, each with its own config (workers = W when @W is given; an
+#              older binary may not know the key), all started at once and idle but for the one
+#              measured: each run measures them one after the other, in the order given, so that
+#              they share the machine's state (A/B). Default: "this=BUILD's keyless-extender[@WORKERS]".
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,8 +48,9 @@ BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-extbench.XXXXXX") || exit 2
 PID=
+PIDS_ALL=()
 cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null; fi
+  for p in "${PIDS_ALL[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -63,57 +70,74 @@ echo "== calendar =="
 KEY=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
 printf 'bench:%s\n' "$KEY" >"$TMP/users"
 chmod 600 "$TMP/users"
-cat >"$TMP/ext.conf" <<EOF
+DAEMONS=${DAEMONS:-"this=$EXT${WORKERS:+@$WORKERS}"}
+LABELS=()
+declare -A D_PID D_HTTP D_TCP D_ADMIN
+echo "== daemons =="
+for spec in $DAEMONS; do
+  label=${spec%%=*}
+  bin=${spec#*=}
+  w=
+  case $bin in *@*) w=${bin##*@}; bin=${bin%@*} ;; esac
+  [ -x "$bin" ] || { echo "$0: $bin is not an executable ($spec)" >&2; exit 2; }
+  cat >"$TMP/ext-$label.conf" <<EOF
 # written by run_extender_bench.sh; the other keys are deploy/extender.conf's defaults
 [server]
 http_listen = 127.0.0.1:0
 tcp_listen = 127.0.0.1:0
 admin_listen = 127.0.0.1:0
+${w:+workers = $w}
 [calendar]
 dir = $TMP/cal
 [auth]
 users_file = $TMP/users
 EOF
-
-echo "== daemon =="
-"$EXT" -c "$TMP/ext.conf" 2>"$TMP/ext.log" &
-PID=$!
-for _ in $(seq 1 200); do
-  grep -q 'event=started' "$TMP/ext.log" 2>/dev/null && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
+  "$bin" -c "$TMP/ext-$label.conf" 2>"$TMP/ext-$label.log" &
+  PID=$!
+  PIDS_ALL+=("$PID")
+  for _ in $(seq 1 200); do
+    grep -q 'event=started' "$TMP/ext-$label.log" 2>/dev/null && break
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  LINE=$(grep 'event=started' "$TMP/ext-$label.log")
+  HTTP=$(printf '%s' "$LINE" | sed -n 's/.* http_port=\([0-9]*\).*/\1/p')
+  TCP=$(printf '%s' "$LINE" | sed -n 's/.* tcp_port=\([0-9]*\).*/\1/p')
+  ADMIN=$(printf '%s' "$LINE" | sed -n 's/.* admin_port=\([0-9]*\).*/\1/p')
+  if [ -z "$HTTP" ] || [ -z "$TCP" ]; then
+    echo "keyless-extender $label did not start:"
+    cat "$TMP/ext-$label.log"
+    exit 1
+  fi
+  LABELS+=("$label")
+  D_PID[$label]=$PID D_HTTP[$label]=$HTTP D_TCP[$label]=$TCP D_ADMIN[$label]=$ADMIN
+  echo "$label: $bin pid $PID, http 127.0.0.1:$HTTP, ksi+tcp 127.0.0.1:$TCP, admin 127.0.0.1:$ADMIN," \
+    "$(printf '%s' "$LINE" | grep -o 'workers=[0-9]*' || echo 'no workers key (one loop thread)') (log level info)"
 done
-LINE=$(grep 'event=started' "$TMP/ext.log")
-HTTP=$(printf '%s' "$LINE" | sed -n 's/.* http_port=\([0-9]*\).*/\1/p')
-TCP=$(printf '%s' "$LINE" | sed -n 's/.* tcp_port=\([0-9]*\).*/\1/p')
-ADMIN=$(printf '%s' "$LINE" | sed -n 's/.* admin_port=\([0-9]*\).*/\1/p')
-if [ -z "$HTTP" ] || [ -z "$TCP" ]; then
-  echo "keyless-extender did not start:"
-  cat "$TMP/ext.log"
-  exit 1
-fi
-echo "keyless-extender pid $PID, http 127.0.0.1:$HTTP, ksi+tcp 127.0.0.1:$TCP, admin 127.0.0.1:$ADMIN (log level info)"
 
 STATUS=0
 for r in $(seq 1 "$RUNS"); do
-  echo "== run $r of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
-  # bounded twice: bench_extender by -t/-n and its stall guard, and this timeout
-  timeout 900 "$BENCH" -H "127.0.0.1:$HTTP" -T "127.0.0.1:$TCP" -u bench -k "$KEY" -D "$PID" "${QFLAG[@]}" -s "$r" "$@" \
-    >"$TMP/run$r.txt"
-  rc=$?
-  cat "$TMP/run$r.txt"
-  if [ $rc -ne 0 ]; then
-    echo "bench_extender failed (exit $rc)"
-    STATUS=1
-    break
-  fi
+  for label in "${LABELS[@]}"; do
+    echo "== run $r of $RUNS, daemon $label (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+    # bounded twice: bench_extender by -t/-n and its stall guard, and this timeout
+    timeout 900 "$BENCH" -H "127.0.0.1:${D_HTTP[$label]}" -T "127.0.0.1:${D_TCP[$label]}" -u bench -k "$KEY" \
+      -D "${D_PID[$label]}" "${QFLAG[@]}" -s "$r" "$@" >"$TMP/run$r-$label.txt"
+    rc=$?
+    cat "$TMP/run$r-$label.txt"
+    if [ $rc -ne 0 ]; then
+      echo "bench_extender failed (exit $rc)"
+      STATUS=1
+      break 2
+    fi
+  done
 done
 
+for label in "${LABELS[@]}"; do
 if [ $STATUS -eq 0 ] && [ "$RUNS" -gt 1 ]; then
-  echo "== medians of $RUNS runs, column by column (answers/s, latency in us, cpu, us of CPU per answer) =="
+  echo "== daemon $label: medians of $RUNS runs, column by column (answers/s, latency in us, cpu, us of CPU per answer) =="
   # key = mode conns depth; columns 6 (answers/s), 7-10 (p50 p90 p99 max), 12-14 (cpu %: bench_extender,
   # daemon, others), 15-16 (us of CPU per answer: bench_extender, daemon)
-  cat "$TMP"/run*.txt | awk '
+  cat "$TMP"/run*-"$label".txt | awk '
     $1 ~ /^(http|ksi\+tcp)$/ && $2 ~ /^[0-9]+$/ {
       k = $1 " " $2 " " $3
       if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
@@ -137,31 +161,36 @@ if [ $STATUS -eq 0 ] && [ "$RUNS" -gt 1 ]; then
       }
     }'
 fi
+done
 
 if [ $STATUS -eq 0 ] && [ -n "${QFLAG[*]}" ]; then
   echo "measurements kept although the rest of the machine used more than $QUIET% of a core in every try:" \
     "$(cat "$TMP"/run*.txt | grep -c 'in all [0-9]* tries')"
 fi
 
-if [ -n "$ADMIN" ] && command -v curl >/dev/null; then
-  echo "== the daemon's own counters =="
-  curl -s --max-time 10 "http://127.0.0.1:$ADMIN/metrics" |
-    grep -E '^keyless_extender_(requests|pdus)_total|^keyless_net_(bad_input|connections_rejected)_total' |
-    grep -v ' 0$'
-fi
-
-echo "== stop =="
-kill -TERM "$PID"
-for _ in $(seq 1 200); do
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
+EXIT=0
+for label in "${LABELS[@]}"; do
+  PID=${D_PID[$label]}
+  if command -v curl >/dev/null; then
+    echo "== daemon $label: its own counters =="
+    curl -s --max-time 10 "http://127.0.0.1:${D_ADMIN[$label]}/metrics" |
+      grep -E '^keyless_extender_(requests|pdus)_total|^keyless_net_(bad_input|connections_rejected)_total' |
+      grep -v ' 0$'
+  fi
+  echo "== daemon $label: stop =="
+  kill -TERM "$PID"
+  for _ in $(seq 1 200); do
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID"; fi
+  wait "$PID"
+  rc=$?
+  [ $rc -eq 0 ] || EXIT=$rc
+  echo "keyless-extender $label exit status $rc; log lines at warn or error:" \
+    "$(grep -cE 'level=(warn|error)' "$TMP/ext-$label.log")"
 done
-if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID"; fi
-wait "$PID"
-EXIT=$?
-PID=
-echo "keyless-extender exit status $EXIT; log lines at warn or error: $(grep -cE 'level=(warn|error)' "$TMP/ext.log")"
 if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT" && cp "$TMP"/run*.txt "$TMP/ext.log" "$OUT"/ && echo "outputs kept in $OUT"
+  mkdir -p "$OUT" && cp "$TMP"/run*.txt "$TMP"/ext-*.log "$OUT"/ && echo "outputs kept in $OUT"
 fi
 [ $STATUS -eq 0 ] && [ $EXIT -eq 0 ]
