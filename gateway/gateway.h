@@ -7,8 +7,9 @@
  *   main.c        arguments and wiring
  *
  * Ownership: the daemon owns the tier, the users and the servers; a gw_pdu_t (one request PDU
- * in progress) owns copies of everything it needs until it is answered, so a users reload or a
- * closed connection never leaves it with a dangling pointer.
+ * in progress) owns copies of everything it needs until it is answered (the header fields, the
+ * key, the request ids; not the request's bytes), so a users reload or a closed connection never
+ * leaves it with a dangling pointer.
  */
 #ifndef KL_GATEWAY_H
 #define KL_GATEWAY_H
@@ -90,8 +91,9 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
 uint64_t gw_fit(const gw_service_t *s);
 /* Sets chain_slack and overhead from the configuration (gw_fit.c). */
 void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests);
-/* An answer larger than any before: its bound, with the calendar chain at its longest. */
-void gw_fit_observe(gw_service_t *s, const uint8_t *tlvs, size_t len);
+/* An answer larger than any before (head then tail, as a tier answer gives it: tail may be
+ * NULL): its bound, with the calendar chain at its longest. */
+void gw_fit_observe(gw_service_t *s, const uint8_t *head, size_t head_len, const uint8_t *tail, size_t tail_len);
 /* The tier's done callback: ctx is a request slot of a gw_pdu_t. */
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
 

@@ -41,22 +41,26 @@ static unsigned bitlen(uint64_t v) {
   return n;
 }
 
-void gw_fit_observe(gw_service_t *s, const uint8_t *tlvs, size_t len) {
+void gw_fit_observe(gw_service_t *s, const uint8_t *head, size_t head_len, const uint8_t *tail, size_t tail_len) {
   kl_tlv_iter_t it;
   kl_tlv_t t;
-  size_t cal_links = 0, cal_link_bytes = 0;
+  size_t cal_links = 0, cal_link_bytes = 0, len = head_len + tail_len;
   s->answer_raw_max = len;
-  kl_tlv_iter_init(&it, tlvs, tlvs, len);
-  while (kl_tlv_next(&it, &t, NULL) == 1) {
-    if (t.type != KL_T_CAL_CHAIN) continue;
-    kl_tlv_iter_t ci;
-    kl_tlv_t c;
-    kl_tlv_iter_children(&ci, tlvs, &t);
-    while (kl_tlv_next(&ci, &c, NULL) == 1)
-      if (c.type == 0x07 || c.type == 0x08) {
-        cal_links++;
-        if (c.raw_len > cal_link_bytes) cal_link_bytes = c.raw_len;
-      }
+  for (int half = 0; half < 2; half++) { /* the request's own chain, then its round's shared parts */
+    const uint8_t *tlvs = half ? tail : head;
+    if (tlvs == NULL) continue;
+    kl_tlv_iter_init(&it, tlvs, tlvs, half ? tail_len : head_len);
+    while (kl_tlv_next(&it, &t, NULL) == 1) {
+      if (t.type != KL_T_CAL_CHAIN) continue;
+      kl_tlv_iter_t ci;
+      kl_tlv_t c;
+      kl_tlv_iter_children(&ci, tlvs, &t);
+      while (kl_tlv_next(&ci, &c, NULL) == 1)
+        if (c.type == 0x07 || c.type == 0x08) {
+          cal_links++;
+          if (c.raw_len > cal_link_bytes) cal_link_bytes = c.raw_len;
+        }
+    }
   }
   size_t most = bitlen((uint64_t)time(NULL)) + 1;
   size_t cal_slack = cal_links < most ? (most - cal_links) * (cal_link_bytes ? cal_link_bytes : 4 + 65) : 0;

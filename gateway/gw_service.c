@@ -19,27 +19,38 @@
 #include "gateway.h"
 #include "keyless/log.h"
 
+/* What a PDU in flight keeps (issue 12: memory per request in flight): the header fields the
+ * response repeats, the key, and per request its id and, once answered, its own chain. The
+ * request's bytes and its parsed form are released once its requests are in the round; the
+ * parts its round shares with every other request (the parents' chains, the calendar chain, the
+ * authentication record) are kept once per PDU, and a one-request PDU keeps no answer at all:
+ * its response is built as the answer arrives. */
 typedef struct gw_item {
   gw_pdu_t *owner;
   uint64_t request_id;
   uint64_t status;
-  char *error;
-  uint8_t *tlvs;
-  size_t len;
+  char *error;   /* with a status: malloc'd */
+  uint8_t *head; /* status 0, answered before the last: its own chain (or its whole answer: whole) */
+  uint32_t len;
+  bool whole;    /* head is the whole answer (its round was not the PDU's first round) */
 } gw_item_t;
 
 struct gw_pdu {
   gw_service_t *s;
   gateway_t *gw;
-  int transport;
   void *req;
   gw_respond_fn respond;
-  kl_pdu_t *pdu; /* the request (header strings) */
-  char *key;
-  size_t keylen;
   uint64_t t0;
-  size_t n, remaining;
-  gw_outcome_t out;
+  uint64_t instance_id, message_id;
+  uint32_t n, remaining;
+  uint8_t transport, hmac_alg;
+  bool has_instance_id, has_message_id, config;
+  uint8_t *tail; /* the shared parts of the first round answered (multi-request PDUs) */
+  size_t tail_len;
+  uint64_t tail_round;
+  char *message; /* why the PDU or its first refused request was refused (malloc'd, or NULL) */
+  char *login, *key; /* in this allocation, after items */
+  size_t keylen;
   gw_item_t items[];
 };
 
@@ -77,70 +88,98 @@ static void count(gw_service_t *s, uint64_t status) {
 static void free_pdu(gw_pdu_t *g) {
   for (size_t i = 0; i < g->n; i++) {
     free(g->items[i].error);
-    free(g->items[i].tlvs);
+    free(g->items[i].head);
   }
-  if (g->key) memset(g->key, 0, g->keylen);
-  free(g->key);
-  kl_pdu_free(g->pdu);
+  memset(g->key, 0, g->keylen);
+  free(g->tail);
+  free(g->message);
   free(g);
 }
 
-/* Splits a TLV sequence into parts (pointing into p). */
-static size_t split_parts(const uint8_t *p, size_t len, kl_pdu_part_t *parts, size_t max) {
-  kl_tlv_iter_t it;
-  kl_tlv_t t;
-  size_t n = 0;
-  kl_tlv_iter_init(&it, p, p, len);
-  while (n < max && kl_tlv_next(&it, &t, NULL) == 1) {
-    parts[n].type = t.type;
-    parts[n].raw = t.raw;
-    parts[n].len = t.raw_len;
-    n++;
-  }
-  return n;
+static void note(gw_pdu_t *g, uint64_t request_id, const char *why) {
+  char m[256];
+  if (g->message) return;
+  snprintf(m, sizeof m, "request %llu: %.200s", (unsigned long long)request_id, why ? why : "");
+  g->message = strdup(m);
 }
 
-/* Every request has its answer: build the response and hand it over. */
-static void finish(gw_pdu_t *g) {
+/* Every request has its answer: build the response and hand it over. cur (may be NULL) is the
+ * request answered last, with its answer a, which is used in place (nothing of it was kept). */
+static void finish(gw_pdu_t *g, const gw_item_t *cur, const kl_tier_answer_t *a) {
   gw_service_t *s = g->s;
   kl_pdu_writer_t w;
   kl_err_t e = {0};
   uint8_t *resp = NULL;
-  size_t len = 0;
-  kl_pdu_header_t hdr = *g->pdu->header;
-  int rc = kl_pdu_writer_begin(&w, KL_PDU_AGGR_RESP, &hdr, &e);
-  for (size_t i = 0; rc == 0 && i < g->n; i++) {
-    gw_item_t *it = &g->items[i];
-    kl_pdu_part_t parts[64];
-    kl_pdu_aggr_resp_t r = {.request_id = it->request_id, .has_status = true, .status = it->status,
-                            .error_msg = it->error};
-    if (it->status == 0) {
-      r.parts = parts;
-      r.n_parts = split_parts(it->tlvs, it->len, parts, 64);
-    }
-    rc = kl_pdu_add_aggr_resp(&w, &r, &e);
+  size_t len = 0, need = 256;
+  gw_outcome_t out = {.n_requests = g->n};
+  snprintf(out.login, sizeof out.login, "%s", g->login);
+  if (g->message) snprintf(out.message, sizeof out.message, "%s", g->message);
+  kl_pdu_header_t hdr = {.login_id = g->login, .has_instance_id = g->has_instance_id, .instance_id = g->instance_id,
+                         .has_message_id = g->has_message_id, .message_id = g->message_id};
+  for (size_t i = 0; i < g->n; i++) {
+    const gw_item_t *it = &g->items[i];
+    need += 32 + (it == cur ? a->len + a->tail_len : it->status ? 64 : it->len + (it->whole ? 0 : g->tail_len));
   }
-  if (rc == 0 && g->pdu->config) {
+  int rc = kl_pdu_writer_begin(&w, KL_PDU_AGGR_RESP, &hdr, &e);
+  if (rc == 0) kl_buf_reserve(&w.buf, need); /* one allocation for the whole response */
+  for (size_t i = 0; rc == 0 && i < g->n; i++) {
+    const gw_item_t *it = &g->items[i];
+    const uint8_t *runs[2];
+    size_t lens[2], n_runs = 0;
+    if (it->status == 0 && it == cur) {
+      runs[n_runs] = a->tlvs, lens[n_runs++] = a->len;
+      if (a->tail) runs[n_runs] = a->tail, lens[n_runs++] = a->tail_len;
+    } else if (it->status == 0) {
+      runs[n_runs] = it->head, lens[n_runs++] = it->len;
+      if (!it->whole) runs[n_runs] = g->tail, lens[n_runs++] = g->tail_len;
+    }
+    rc = kl_pdu_add_aggr_resp_runs(&w, it->request_id, it->status, it->status ? it->error : NULL, runs, lens, n_runs,
+                                   &e);
+  }
+  if (rc == 0 && g->config) {
     kl_pdu_config_t cf = s->conf;
     cf.max_requests = gw_fit(s);
     rc = kl_pdu_add_config(&w, &cf, &e);
-    g->out.config = rc == 0;
+    out.config = rc == 0;
   }
-  if (rc == 0) rc = kl_pdu_writer_finish(&w, g->pdu->hmac.alg, g->key, g->keylen, &resp, &len, &e);
+  if (rc == 0) rc = kl_pdu_writer_finish(&w, g->hmac_alg, g->key, g->keylen, &resp, &len, &e);
   else kl_pdu_writer_free(&w);
   if (rc) {
     char msg[256];
     snprintf(msg, sizeof msg, "cannot build the response: %.180s%s", e.msg,
              rc == KL_ETOOBIG ? " (send fewer requests per PDU)" : "");
-    g->out.message[0] = '\0';
-    g->out.config = false;
-    resp = error_pdu(rc == KL_ETOOBIG ? KL_STATUS_INVALID_REQUEST : KL_STATUS_INTERNAL_ERROR, msg, &len, &g->out);
-    for (size_t i = 0; i < g->n; i++) count(s, g->out.status);
+    out.message[0] = '\0';
+    out.config = false;
+    resp = error_pdu(rc == KL_ETOOBIG ? KL_STATUS_INVALID_REQUEST : KL_STATUS_INTERNAL_ERROR, msg, &len, &out);
+    for (size_t i = 0; i < g->n; i++) count(s, out.status);
   } else {
     for (size_t i = 0; i < g->n; i++) count(s, g->items[i].status);
   }
-  g->respond(g->gw, g->transport, g->req, resp, len, &g->out, g->t0);
+  g->respond(g->gw, g->transport, g->req, resp, len, &out, g->t0);
   free_pdu(g);
+}
+
+/* Keeps an answer that is not the PDU's last: its own chain, and the round's shared parts once. */
+static void keep(gw_pdu_t *g, gw_item_t *it, const kl_tier_answer_t *a) {
+  bool shared = a->tail == NULL || (g->tail != NULL && g->tail_round == a->round && g->tail_len == a->tail_len);
+  if (!shared && g->tail == NULL) {
+    if ((g->tail = malloc(a->tail_len ? a->tail_len : 1)) != NULL) {
+      memcpy(g->tail, a->tail, a->tail_len);
+      g->tail_len = a->tail_len;
+      g->tail_round = a->round;
+      shared = true;
+    }
+  }
+  size_t n = a->len + (shared ? 0 : a->tail_len);
+  if (n > UINT32_MAX || (it->head = malloc(n ? n : 1)) == NULL) {
+    it->status = KL_STATUS_INTERNAL_ERROR;
+    it->error = strdup("out of memory");
+    return;
+  }
+  memcpy(it->head, a->tlvs, a->len);
+  if (!shared) memcpy(it->head + a->len, a->tail, a->tail_len);
+  it->len = (uint32_t)n;
+  it->whole = !shared || a->tail == NULL;
 }
 
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg) {
@@ -148,22 +187,17 @@ void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg) {
   gw_item_t *it = ctx;
   gw_pdu_t *g = it->owner;
   it->status = a->status;
-  if (a->status == 0 && a->len > g->s->answer_raw_max) gw_fit_observe(g->s, a->tlvs, a->len);
-  if (a->status == 0) {
-    if ((it->tlvs = malloc(a->len)) == NULL) {
-      it->status = KL_STATUS_INTERNAL_ERROR;
-      it->error = strdup("out of memory");
-    } else {
-      memcpy(it->tlvs, a->tlvs, a->len);
-      it->len = a->len;
-    }
-  } else {
+  if (a->status == 0 && a->len + a->tail_len > g->s->answer_raw_max)
+    gw_fit_observe(g->s, a->tlvs, a->len, a->tail, a->tail_len);
+  if (a->status != 0) {
     it->error = strdup(a->error ? a->error : kl_pdu_status_text(KL_PDU_SVC_AGGR, a->status));
-    if (g->out.message[0] == '\0')
-      snprintf(g->out.message, sizeof g->out.message, "request %llu: %s", (unsigned long long)it->request_id,
-               it->error ? it->error : "");
+    note(g, it->request_id, it->error);
   }
-  if (--g->remaining == 0) finish(g);
+  if (--g->remaining == 0) {
+    finish(g, it, a);
+    return;
+  }
+  if (a->status == 0) keep(g, it, a);
 }
 
 static uint64_t now_us(void) {
@@ -232,19 +266,32 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
     refuse(s, gw, transport, req, respond, t0, &out, status, why);
     return;
   }
-  gw_pdu_t *g = calloc(1, sizeof *g + pdu->n_aggr_reqs * sizeof(gw_item_t));
-  char *kcopy = malloc(keylen + 1);
-  if (g == NULL || kcopy == NULL) {
-    free(g);
-    free(kcopy);
+  /* One allocation: the PDU, its items, its login and key; the request itself is let go below. */
+  size_t loginlen = strlen(pdu->header->login_id), nitems = pdu->n_aggr_reqs;
+  gw_pdu_t *g = calloc(1, sizeof *g + nitems * sizeof(gw_item_t) + loginlen + 1 + keylen + 1);
+  if (g == NULL) {
     kl_pdu_free(pdu);
     refuse(s, gw, transport, req, respond, t0, &out, KL_STATUS_INTERNAL_ERROR, "out of memory");
     return;
   }
-  memcpy(kcopy, key, keylen);
-  *g = (gw_pdu_t){.s = s, .gw = gw, .transport = transport, .req = req, .respond = respond, .pdu = pdu,
-                  .key = kcopy, .keylen = keylen, .t0 = t0, .n = pdu->n_aggr_reqs, .out = out};
-  g->out.n_requests = g->n;
+  g->login = (char *)&g->items[nitems];
+  memcpy(g->login, pdu->header->login_id, loginlen + 1);
+  g->key = g->login + loginlen + 1;
+  memcpy(g->key, key, keylen);
+  g->keylen = keylen;
+  g->s = s;
+  g->gw = gw;
+  g->transport = (uint8_t)transport;
+  g->req = req;
+  g->respond = respond;
+  g->t0 = t0;
+  g->n = (uint32_t)nitems;
+  g->hmac_alg = pdu->hmac.alg;
+  g->config = pdu->config != NULL;
+  g->has_instance_id = pdu->header->has_instance_id;
+  g->instance_id = pdu->header->instance_id;
+  g->has_message_id = pdu->header->has_message_id;
+  g->message_id = pdu->header->message_id;
   uint64_t t_us = now_us();
   size_t waiting = 0;
   for (size_t i = 0; i < g->n; i++) {
@@ -252,7 +299,7 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
     gw_item_t *it = &g->items[i];
     it->owner = g;
     it->request_id = q->request_id;
-    kl_round_identity_t who = {pdu->header->login_id, s->machine_id, true, true, s->seq++, t_us};
+    kl_round_identity_t who = {g->login, s->machine_id, true, true, s->seq++, t_us};
     uint64_t st;
     unsigned level = !q->has_level ? 0 : q->level > UINT_MAX ? UINT_MAX : (unsigned)q->level;
     if (q->refused) { /* one bad field: this request alone is refused */
@@ -262,13 +309,13 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
     if (q->refused || kl_tier_submit(s->tier, &q->hash, level, &who, it, &st, &e)) {
       it->status = st;
       it->error = strdup(e.msg);
-      if (g->out.message[0] == '\0')
-        snprintf(g->out.message, sizeof g->out.message, "request %llu: %.200s", (unsigned long long)q->request_id,
-                 e.msg);
+      note(g, q->request_id, e.msg);
     } else {
       waiting++;
     }
   }
-  g->remaining = waiting;
-  if (waiting == 0) finish(g);
+  kl_pdu_free(pdu); /* what the response needs is in g now */
+  if (transport == GW_TCP) kl_tlv_req_drop_frame(req);
+  g->remaining = (uint32_t)waiting;
+  if (waiting == 0) finish(g, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <pthread.h>
@@ -248,6 +249,15 @@ int kl_hash(int alg, const void *p, size_t n, kl_imprint_t *out, kl_err_t *e) {
  * two HMACs per PDU, and building a context (with a digest lookup by name) cost more than the
  * hashing. EVP_MAC_init with a key and no parameters re-keys it for the next message. */
 static _Thread_local EVP_MAC_CTX *tls_mac[KL_HASH_SM3 + 1];
+/* The key each context holds: the same key again (a gateway's login checks and signs one PDU
+ * after another) re-initialises the context without keying it anew (EVP_MAC_init with a NULL
+ * key keeps the key's inner and outer pads), which saves two compressions and the key setup. */
+#define HMAC_KEY_CACHE 128
+static _Thread_local struct {
+  size_t len;
+  bool set;
+  uint8_t key[HMAC_KEY_CACHE];
+} tls_mac_key[KL_HASH_SM3 + 1];
 
 int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n, kl_imprint_t *out,
             kl_err_t *e) {
@@ -266,9 +276,17 @@ int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n, kl
     tls_mac[alg] = ctx;
   }
   size_t outl = 0;
-  int ok = EVP_MAC_init(ctx, key ? key : (const void *)"", keylen, NULL) == 1 && EVP_MAC_update(ctx, p, n) == 1 &&
-           EVP_MAC_final(ctx, out->digest, &outl, sizeof out->digest) == 1;
+  const void *k = key ? key : (const void *)"";
+  bool same = tls_mac_key[alg].set && tls_mac_key[alg].len == keylen && CRYPTO_memcmp(tls_mac_key[alg].key, k, keylen) == 0;
+  int ok = EVP_MAC_init(ctx, same ? NULL : k, same ? 0 : keylen, NULL) == 1;
+  if (ok && !same) {
+    tls_mac_key[alg].set = keylen <= HMAC_KEY_CACHE;
+    tls_mac_key[alg].len = keylen;
+    if (tls_mac_key[alg].set) memcpy(tls_mac_key[alg].key, k, keylen);
+  }
+  ok = ok && EVP_MAC_update(ctx, p, n) == 1 && EVP_MAC_final(ctx, out->digest, &outl, sizeof out->digest) == 1;
   if (!ok) {
+    OPENSSL_cleanse(&tls_mac_key[alg], sizeof tls_mac_key[alg]);
     EVP_MAC_CTX_free(ctx); /* a context in an unknown state is not kept */
     tls_mac[alg] = NULL;
     return kl_err_set(e, KL_ECRYPTO, "HMAC-%s failed", kl_hash_name(alg));

@@ -22,8 +22,8 @@
 typedef struct wreq {
   uv_write_t req;
   kl__conn_t *c;
-  void *a, *b;
-  size_t len;
+  size_t len, n;
+  void *p[]; /* the n buffers written, freed when the write completes */
 } wreq_t;
 
 void kl_net_limits_default(kl_net_limits_t *l) {
@@ -510,7 +510,7 @@ static void feed(kl__conn_t *c, const uint8_t *p, size_t n) {
 }
 
 static void raw_write(kl__conn_t *c, void *p, size_t n);
-static void raw_write2(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen);
+static void raw_writev(kl__conn_t *c, void **p, const size_t *lens, size_t n);
 
 /* Sends what the TLS session has for the network (handshake messages, records, alerts). */
 static void tls_flush(kl__conn_t *c) {
@@ -608,8 +608,7 @@ static void on_write(uv_write_t *req, int status) {
   wreq_t *w = req->data;
   kl__conn_t *c = w->c;
   c->queued -= w->len;
-  free(w->a);
-  free(w->b);
+  for (size_t i = 0; i < w->n; i++) free(w->p[i]);
   free(w);
   if (c->state == KL__C_CLOSING) return;
   if (status < 0) {
@@ -623,17 +622,25 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
-  if (c->state != KL__C_OPEN || (alen + blen) == 0) {
-    free(a);
-    free(b);
+  void *p[2] = {a, b};
+  size_t lens[2] = {alen, blen};
+  kl__conn_writev(c, p, lens, 2);
+}
+
+void kl__conn_writev(kl__conn_t *c, void **p, const size_t *lens, size_t n) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += lens[i];
+  if (c->state != KL__C_OPEN || total == 0) {
+    for (size_t i = 0; i < n; i++) free(p[i]);
     return;
   }
   if (c->tls) {
     kl_err_t e = {0};
-    int r = kl_tls_session_write(c->tls, a, alen, &e);
-    if (r == 0 && blen) r = kl_tls_session_write(c->tls, b, blen, &e);
-    free(a);
-    free(b);
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (r == 0 && lens[i]) r = kl_tls_session_write(c->tls, p[i], lens[i], &e);
+      free(p[i]);
+    }
     if (r) {
       kl_log(KL_LOG_WARN, "tls_error", "server=%s peer=%s error=\"%s\"", c->srv->name, c->peer, e.msg);
       kl__conn_close(c);
@@ -642,43 +649,44 @@ void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
     tls_flush(c);
     return;
   }
-  raw_write2(c, a, alen, b, blen);
+  raw_writev(c, p, lens, n);
 }
 
-static void raw_write(kl__conn_t *c, void *p, size_t n) { raw_write2(c, p, n, NULL, 0); }
+static void raw_write(kl__conn_t *c, void *p, size_t n) { raw_writev(c, &p, &n, 1); }
 
-/* Queues bytes on the socket as they are (ciphertext on a TLS connection). */
-static void raw_write2(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen) {
-  if (c->state == KL__C_CLOSING) {
-    free(a);
-    free(b);
-    return;
+/* Queues bytes on the socket as they are (ciphertext on a TLS connection): one uv_write, so
+ * one writev(2) when the socket takes it at once. */
+static void raw_writev(kl__conn_t *c, void **p, const size_t *lens, size_t n) {
+  uv_buf_t small[8] = {{0}}, *bufs = small;
+  size_t nb = 0, total = 0;
+  wreq_t *w = c->state == KL__C_CLOSING ? NULL : malloc(sizeof *w + n * sizeof w->p[0]);
+  if (w != NULL && n > 8 && (bufs = malloc(n * sizeof *bufs)) == NULL) {
+    free(w);
+    w = NULL;
   }
-  wreq_t *w = malloc(sizeof *w);
   if (w == NULL) {
-    free(a);
-    free(b);
-    kl__conn_close(c);
+    for (size_t i = 0; i < n; i++) free(p[i]);
+    if (c->state != KL__C_CLOSING) kl__conn_close(c);
     return;
   }
-  uv_buf_t bufs[2];
-  unsigned n = 0;
-  if (alen) bufs[n++] = uv_buf_init(a, (unsigned)alen);
-  if (blen) bufs[n++] = uv_buf_init(b, (unsigned)blen);
+  w->n = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (lens[i]) bufs[nb++] = uv_buf_init(p[i], (unsigned)lens[i]);
+    total += lens[i];
+    w->p[w->n++] = p[i];
+  }
   w->c = c;
-  w->a = a;
-  w->b = b;
-  w->len = alen + blen;
+  w->len = total;
   w->req.data = w;
-  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)nb, on_write);
+  if (bufs != small) free(bufs);
   if (rc) {
-    free(a);
-    free(b);
+    for (size_t i = 0; i < w->n; i++) free(w->p[i]);
     free(w);
     kl__conn_close(c);
     return;
   }
-  c->queued += alen + blen;
+  c->queued += total;
   if (c->queued > c->srv->lim.write_watermark) {
     stop_reading(c);
     if (!c->timer_idle) { /* stalled: closed after idle_timeout unless the peer reads */

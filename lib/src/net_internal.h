@@ -127,6 +127,8 @@ kl__srv_t *kl__tlv_srv(kl_tlv_server_t *s);
 /* Takes ownership of a and b (malloc'd or NULL); they are freed when the write completes or
  * fails. Writes after kl__conn_end / close are dropped. */
 void kl__conn_write(kl__conn_t *c, void *a, size_t alen, void *b, size_t blen);
+/* The same for n buffers (one writev when the socket takes them at once). */
+void kl__conn_writev(kl__conn_t *c, void **p, const size_t *lens, size_t n);
 /* Graceful close: pending writes flush, FIN, a short linger, close. */
 void kl__conn_end(kl__conn_t *c);
 /* Immediate close. */

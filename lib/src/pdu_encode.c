@@ -151,6 +151,46 @@ int kl_pdu_add_aggr_resp(kl_pdu_writer_t *w, const kl_pdu_aggr_resp_t *r, kl_err
   return check(w, what, e);
 }
 
+int kl_pdu_add_aggr_resp_runs(kl_pdu_writer_t *w, uint64_t request_id, uint64_t status, const char *error_msg,
+                              const uint8_t *const *runs, const size_t *lens, size_t n_runs, kl_err_t *e) {
+  static const char what[] = "aggregation response";
+  int rc;
+  unsigned seen = 0;
+  size_t total = 0;
+  if ((rc = ready(w, what, e)) || (rc = need_type(w, KL_PDU_AGGR_RESP, what, e))) return rc;
+  if (runs == NULL && n_runs != 0) return fail(w, kl_err_set(e, KL_EINVAL, "%s: NULL", what));
+  for (size_t i = 0; i < n_runs; i++) { /* whole TLVs, signature parts, no element but 0x801 twice */
+    kl_tlv_iter_t it;
+    kl_tlv_t t;
+    if (runs[i] == NULL && lens[i] != 0) return fail(w, kl_err_set(e, KL_EINVAL, "%s: NULL run", what));
+    kl_tlv_iter_init(&it, runs[i], runs[i], lens[i]);
+    while ((rc = kl_tlv_next(&it, &t, e)) == 1) {
+      if (t.type < KL_T_AGGR_CHAIN || t.type > KL_T_RFC3161)
+        return fail(w, kl_err_set(e, KL_EINVAL, "%s %llu: element type 0x%X is not a signature part", what,
+                                  (unsigned long long)request_id, t.type));
+      if (t.type == KL_T_AGGR_CHAIN) continue;
+      if (seen & (1u << (t.type - 0x800)))
+        return fail(w, kl_err_set(e, KL_EINVAL, "%s %llu: element 0x%X repeats", what, (unsigned long long)request_id,
+                                  t.type));
+      seen |= 1u << (t.type - 0x800);
+    }
+    if (rc < 0) return fail(w, WRAP(rc, e, "%s %llu: signature parts", what, (unsigned long long)request_id));
+    total += lens[i];
+  }
+  if (total > KL_TLV_MAX_LEN) {
+    w->too_big = true;
+    return check(w, what, e);
+  }
+  size_t m = kl_tlv_open(&w->buf);
+  kl_tlv_put_uint(&w->buf, 0x01, 0, request_id);
+  kl_tlv_put_uint(&w->buf, 0x04, 0, status);
+  if (error_msg != NULL) put_str(w, 0x05, error_msg);
+  for (size_t i = 0; i < n_runs; i++) kl_buf_put(&w->buf, runs[i], lens[i]);
+  close_el(w, m, KL_PDU_T_PAYLOAD);
+  w->n_payload++;
+  return check(w, what, e);
+}
+
 int kl_pdu_add_ext_req(kl_pdu_writer_t *w, const kl_pdu_ext_req_t *r, kl_err_t *e) {
   static const char what[] = "extension request";
   int rc;

@@ -278,14 +278,20 @@ static int accept_parent(kl_round_t *r, const kl_round_parent_t *p, uint64_t agg
   return 0;
 }
 
-int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
-                    kl_err_t *e) {
+int kl_round_answer_head(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
+                         kl_err_t *e) {
   int rc;
   if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
   if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
   if ((rc = accept_parent(r, p, aggr_time, e))) return rc;
+  return kl_tree_chain(r->tree, slot, aggr_time, r->top_index, r->top_n_index, out, e);
+}
+
+int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
+                    kl_err_t *e) {
+  int rc;
   size_t mark = out->len;
-  if ((rc = kl_tree_chain(r->tree, slot, aggr_time, r->top_index, r->top_n_index, out, e))) return rc;
+  if ((rc = kl_round_answer_head(r, p, aggr_time, slot, out, e))) return rc;
   for (size_t i = 0; i < p->n; i++) kl_buf_put(out, p->parts[i], p->lens[i]);
   if ((rc = kl_buf_check(out, e))) out->len = mark;
   return rc;

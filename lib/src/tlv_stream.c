@@ -16,6 +16,8 @@
 #include "keyless/log.h"
 #include "net_internal.h"
 
+typedef struct tconn tconn_t;
+
 struct kl_tlv_server {
   kl__srv_t srv;
   int framing; /* KL_FRAMING_TLV or KL_FRAMING_U32 */
@@ -23,9 +25,15 @@ struct kl_tlv_server {
   void *arg;
   kl_tlv_close_fn close_cb;
   void *close_arg;
+  /* Connections with responses ready to write: written from the prepare phase, just before the
+   * loop polls (so nothing waits for the next event), once per loop iteration, all that are
+   * ready on a connection in one writev (a round's answers come in slices of thousands: one
+   * write per response cost a system call each). */
+  uv_prepare_t flush;
+  tconn_t *ready;
 };
 
-typedef struct tconn {
+struct tconn {
   kl__conn_t *c;
   kl_tlv_server_t *s;
   uint8_t hdr[4];
@@ -35,7 +43,9 @@ typedef struct tconn {
   kl_tlv_req_t *head, *tail; /* every request not yet written, in arrival order */
   unsigned inflight;         /* with their handlers */
   bool draining;             /* no more frames are taken */
-} tconn_t;
+  bool queued;               /* in the server's ready list */
+  tconn_t *ready_prev, *ready_next;
+};
 
 struct kl_tlv_req {
   tconn_t *tc; /* NULL once orphaned */
@@ -60,16 +70,21 @@ static void req_free(kl_tlv_req_t *r) {
   free(r);
 }
 
-/* Writes the answered requests at the head of the queue. */
+#define WRITE_BATCH 64
+
+/* Writes the answered requests at the head of the queue, as one writev per WRITE_BATCH. */
 static void flush(tconn_t *tc) {
   kl__conn_t *c = tc->c;
+  void *bufs[WRITE_BATCH];
+  size_t lens[WRITE_BATCH], n = 0;
   while (tc->head && tc->head->done) {
     kl_tlv_req_t *r = tc->head;
     tc->head = r->next;
     if (tc->head == NULL) tc->tail = NULL;
     if (r->resp_len && c->state == KL__C_OPEN) {
       c->srv->stats.responses[2]++;
-      kl__conn_write(c, r->resp, r->resp_len, NULL, 0);
+      bufs[n] = r->resp;
+      lens[n++] = r->resp_len;
       r->resp = NULL;
     }
     if (r->close_after && !tc->draining) {
@@ -77,7 +92,43 @@ static void flush(tconn_t *tc) {
       c->end_when_idle = true;
     }
     req_free(r);
+    if (n == WRITE_BATCH || (n && (tc->head == NULL || !tc->head->done))) {
+      kl__conn_writev(c, bufs, lens, n); /* may close c, and free tc with it */
+      n = 0;
+      if (c->state == KL__C_CLOSING) return;
+    }
   }
+}
+
+static void ready_unlink(tconn_t *tc) {
+  if (!tc->queued) return;
+  if (tc->ready_prev) tc->ready_prev->ready_next = tc->ready_next;
+  else tc->s->ready = tc->ready_next;
+  if (tc->ready_next) tc->ready_next->ready_prev = tc->ready_prev;
+  tc->ready_prev = tc->ready_next = NULL;
+  tc->queued = false;
+}
+
+static void on_flush(uv_prepare_t *h) {
+  kl_tlv_server_t *s = h->data;
+  while (s->ready) {
+    tconn_t *tc = s->ready;
+    kl__conn_t *c = tc->c;
+    ready_unlink(tc);
+    flush(tc);
+    kl__conn_settle(c); /* nothing when c closed */
+  }
+  uv_prepare_stop(h);
+}
+
+static void ready_queue(tconn_t *tc) {
+  if (tc->queued) return;
+  tc->queued = true;
+  tc->ready_prev = NULL;
+  tc->ready_next = tc->s->ready;
+  if (tc->ready_next) tc->ready_next->ready_prev = tc;
+  tc->s->ready = tc;
+  uv_prepare_start(&tc->s->flush, on_flush);
 }
 
 static void respond(kl_tlv_req_t *r, void *p, size_t len, bool close_after) {
@@ -95,9 +146,19 @@ static void respond(kl_tlv_req_t *r, void *p, size_t len, bool close_after) {
   r->close_after = close_after;
   tc->inflight--;
   kl__conn_t *c = tc->c;
-  flush(tc);
+  if (close_after && !tc->draining) { /* frames after this one are dropped from now on */
+    tc->draining = true;
+    c->end_when_idle = true;
+  }
+  if (tc->head == r) ready_queue(tc); /* written with whatever else is ready this iteration */
   if (c->state == KL__C_OPEN && tc->inflight < c->srv->lim.max_inflight) kl__conn_unpause(c, KL__PAUSE_BUSY);
   else kl__conn_settle(c);
+}
+
+void kl_tlv_req_drop_frame(kl_tlv_req_t *r) {
+  if (r == NULL) return;
+  free(r->frame);
+  r->frame = NULL;
 }
 
 void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close_after) {
@@ -209,6 +270,7 @@ static bool tlv_idle(const kl__conn_t *c) {
 
 static void tlv_on_close(kl__conn_t *c) {
   tconn_t *tc = c->proto;
+  ready_unlink(tc);
   for (kl_tlv_req_t *r = tc->head, *next; r; r = next) {
     next = r->next;
     if (r->done) req_free(r);
@@ -219,10 +281,15 @@ static void tlv_on_close(kl__conn_t *c) {
   c->proto = NULL;
 }
 
-static void tlv_server_closed(kl__srv_t *srv) {
-  kl_tlv_server_t *s = srv->owner;
+static void flush_closed(uv_handle_t *h) {
+  kl_tlv_server_t *s = h->data;
   if (s->close_cb) s->close_cb(s, s->close_arg);
   free(s);
+}
+
+static void tlv_server_closed(kl__srv_t *srv) {
+  kl_tlv_server_t *s = srv->owner;
+  uv_close((uv_handle_t *)&s->flush, flush_closed); /* every connection is gone: nothing is ready */
 }
 
 /* Framed links under TLS: an empty frame tells the client it was accepted (with TLS 1.3 the
@@ -248,6 +315,8 @@ int kl_tlv_server_create(uv_loop_t *loop, const kl_net_limits_t *lim, const char
     free(s);
     return r;
   }
+  uv_prepare_init(loop, &s->flush);
+  s->flush.data = s;
   s->fn = fn;
   s->arg = arg;
   *out = s;

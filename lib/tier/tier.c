@@ -44,7 +44,7 @@ typedef struct flight {
   /* Once a valid answer came: the parent's parts (one copy), being handed out slot by slot. */
   uint8_t *pbuf;
   const uint8_t *parts[MAX_PARTS];
-  size_t lens[MAX_PARTS], n_parts, next_slot;
+  size_t lens[MAX_PARTS], n_parts, next_slot, ptotal;
   uint64_t second;
   struct flight *next;
 } flight_t;
@@ -171,12 +171,15 @@ static size_t fan_out(kl_tier_t *t, flight_t *f, size_t budget) {
   for (; f->next_slot < f->n && given < budget; f->next_slot++, given++) {
     kl_tier_answer_t a = {.second = f->second};
     kl_buf_reset(&t->scratch);
-    if (kl_round_answer(f->round, &parent, f->second, f->next_slot, &t->scratch, &e)) {
+    if (kl_round_answer_head(f->round, &parent, f->second, f->next_slot, &t->scratch, &e)) {
       a.status = KL_STATUS_INTERNAL_ERROR;
       a.error = "cannot build the aggregation chain";
-    } else {
+    } else { /* the request's own chain; the parent's parts are one copy for the whole round */
       a.tlvs = t->scratch.p;
       a.len = t->scratch.len;
+      a.tail = f->pbuf;
+      a.tail_len = f->ptotal;
+      a.round = f->id;
     }
     t->held--;
     t->done(f->ctx[f->next_slot], &a, t->arg);
@@ -238,6 +241,7 @@ static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless_
     f->lens[i] = lens[i];
   }
   f->n_parts = n;
+  f->ptotal = total;
   f->second = r->second;
   kl_metric_inc(p->m_used);
   kl_metric_observe(t->m_latency, (double)(uv_now(t->loop) - f->closed_at) / 1e3);
@@ -547,13 +551,17 @@ int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8
   r.chains = chains;
   kl_tlv_iter_t it;
   kl_tlv_t t;
-  int rc;
-  kl_tlv_iter_init(&it, a->tlvs, a->tlvs, a->status == 0 ? a->len : 0);
-  while ((rc = kl_tlv_next(&it, &t, e)) == 1) {
-    ProtobufCBinaryData d = {t.raw_len, (uint8_t *)t.raw};
-    if (t.type == KL_T_AGGR_CHAIN && r.n_chains < 64) chains[r.n_chains++] = d;
-    else if (t.type == KL_T_CAL_CHAIN) r.has_calendar_chain = 1, r.calendar_chain = d;
-    else if (t.type == KL_T_CAL_AUTH) r.has_auth_record = 1, r.auth_record = d;
+  int rc = 0;
+  for (int half = 0; half < 2 && rc >= 0; half++) { /* the request's own chain, then the round's tail */
+    const uint8_t *p = half ? a->tail : a->tlvs;
+    size_t n = a->status != 0 || p == NULL ? 0 : half ? a->tail_len : a->len;
+    kl_tlv_iter_init(&it, p, p, n);
+    while ((rc = kl_tlv_next(&it, &t, e)) == 1) {
+      ProtobufCBinaryData d = {t.raw_len, (uint8_t *)t.raw};
+      if (t.type == KL_T_AGGR_CHAIN && r.n_chains < 64) chains[r.n_chains++] = d;
+      else if (t.type == KL_T_CAL_CHAIN) r.has_calendar_chain = 1, r.calendar_chain = d;
+      else if (t.type == KL_T_CAL_AUTH) r.has_auth_record = 1, r.auth_record = d;
+    }
   }
   if (rc < 0) return kl_err_wrap(e, "answer");
   m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE;

@@ -77,6 +77,31 @@ static void test_hmac_rfc4231(void **state) {
                       "fdcaeab1a34d4a6b4b636e070a38bce737");
 }
 
+/* The context keeps its last key: the same key again, another key, the same bytes at another
+ * address, and a key that is a prefix of the last must each give the RFC 4231 result. */
+static void test_hmac_key_reuse(void **state) {
+  (void)state;
+  kl_imprint_t mac;
+  char out[2 * KL_IMPRINT_MAX + 1];
+  uint8_t k1[20], k1b[20];
+  memset(k1, 0x0b, sizeof k1);
+  memset(k1b, 0x0b, sizeof k1b);
+  const char *d1 = "Hi There", *d2 = "what do ya want for nothing?";
+  const char *h1 = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+  const char *h2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  struct { const void *key; size_t len; const char *data, *want; } seq[] = {
+      {k1, 20, d1, h1}, {k1, 20, d1, h1}, {"Jefe", 4, d2, h2}, {k1b, 20, d1, h1}, {"Jefe", 4, d2, h2}, {"Jefe", 4, d2, h2}};
+  for (size_t i = 0; i < sizeof seq / sizeof seq[0]; i++) {
+    assert_int_equal(kl_hmac(KL_HASH_SHA256, seq[i].key, seq[i].len, seq[i].data, strlen(seq[i].data), &mac, NULL), 0);
+    kl_hex_encode(mac.digest, mac.len, out);
+    assert_string_equal(out, seq[i].want);
+  }
+  /* a prefix of the last key is another key */
+  assert_int_equal(kl_hmac(KL_HASH_SHA256, k1, 19, d1, strlen(d1), &mac, NULL), 0);
+  kl_hex_encode(mac.digest, mac.len, out);
+  assert_string_not_equal(out, h1);
+}
+
 static void test_imprint_text(void **state) {
   (void)state;
   kl_imprint_t a, b;
@@ -119,7 +144,8 @@ static void test_hasher_reuse(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_abc_vectors), cmocka_unit_test(test_table),
-      cmocka_unit_test(test_hmac_rfc4231), cmocka_unit_test(test_imprint_text),
+      cmocka_unit_test(test_hmac_rfc4231), cmocka_unit_test(test_hmac_key_reuse),
+      cmocka_unit_test(test_imprint_text),
       cmocka_unit_test(test_hasher_reuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

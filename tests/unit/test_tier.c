@@ -98,6 +98,7 @@ static void on_done(void *ctx, const kl_tier_answer_t *a, void *arg) {
     kl_buf_t b = KL_BUF_INIT;
     size_t m = kl_tlv_open(&b);
     kl_buf_put(&b, a->tlvs, a->len);
+    if (a->tail) kl_buf_put(&b, a->tail, a->tail_len); /* the round's shared part */
     assert_int_equal(kl_tlv_close(&b, m, KL_T_SIGNATURE, 0), 0);
     kl_sig_t *sig;
     kl_err_t e = {0};

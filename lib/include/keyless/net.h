@@ -168,6 +168,10 @@ KL_API bool kl_tlv_req_connected(const kl_tlv_req_t *r);
  * one are dropped unanswered. The first copies p, the second takes ownership (malloc'd). */
 KL_API void kl_tlv_respond(kl_tlv_req_t *r, const void *p, size_t len, bool close_after);
 KL_API void kl_tlv_respond_take(kl_tlv_req_t *r, void *p, size_t len, bool close_after);
+/* The handler has taken what it needs of the frame: its bytes are freed now rather than at the
+ * response (a request in flight then holds no copy of itself). The frame pointer given to the
+ * handler is invalid after this call. */
+KL_API void kl_tlv_req_drop_frame(kl_tlv_req_t *r);
 
 /* ---------------- metrics shared by the daemons ----------------
  *

@@ -245,6 +245,12 @@ KL_API int kl_pdu_writer_begin(kl_pdu_writer_t *w, uint16_t type, const kl_pdu_h
 /* Payload elements; each must match the PDU type. */
 KL_API int kl_pdu_add_aggr_req(kl_pdu_writer_t *w, const kl_pdu_aggr_req_t *r, kl_err_t *e);
 KL_API int kl_pdu_add_aggr_resp(kl_pdu_writer_t *w, const kl_pdu_aggr_resp_t *r, kl_err_t *e);
+/* The same with the signature parts given as runs of whole TLVs, copied verbatim (e.g. a
+ * request's own 0x801, then the parts its round shares with every other request), after a check
+ * of each run's framing: whole TLVs of types 0x801..0x806, no element but 0x801 twice. The
+ * status is always written. */
+KL_API int kl_pdu_add_aggr_resp_runs(kl_pdu_writer_t *w, uint64_t request_id, uint64_t status, const char *error_msg,
+                                     const uint8_t *const *runs, const size_t *lens, size_t n_runs, kl_err_t *e);
 KL_API int kl_pdu_add_ext_req(kl_pdu_writer_t *w, const kl_pdu_ext_req_t *r, kl_err_t *e);
 KL_API int kl_pdu_add_ext_resp(kl_pdu_writer_t *w, const kl_pdu_ext_resp_t *r, kl_err_t *e);
 /* PDU-level error (responses; at most one). message may be NULL. */

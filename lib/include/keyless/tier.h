@@ -5,7 +5,8 @@
  *
  *   submit(hash, level, who, ctx)   the request joins the open round, or is refused at once
  *   every period_ms                 a non-empty open round closes; its root goes to the parents
- *   first valid parent answer       done(ctx, answer) for every request of that round
+ *   first valid parent answer       done(ctx, answer) for every request of that round (its own
+ *                                   chain, and the round's shared tail built once)
  *   no valid answer in time         done(ctx, retryable status) for every request of that round
  *
  * Parents. In KL_TIER_ALL mode the root goes to every connected parent and the first valid
@@ -61,8 +62,15 @@ typedef struct kl_tier_answer {
   uint64_t status;  /* 0, or a KSI status for this request */
   const char *error; /* with a status: why */
   uint64_t second;  /* with status 0: the aggregation time */
-  const uint8_t *tlvs; /* with status 0: this tier's 0x801, then the parent's parts, whole TLVs */
+  /* With status 0 the answer is tlvs followed by tail, each a sequence of whole TLVs: tlvs is
+   * this request's own 0x801 (the only per-request part); tail is the parent's parts (its
+   * 0x801s, then the 0x802 and 0x805/0x803), the same bytes for every request of the round.
+   * tail may be NULL (tail_len 0) when tlvs holds the whole answer. */
+  const uint8_t *tlvs;
   size_t len;
+  const uint8_t *tail;
+  size_t tail_len;
+  uint64_t round; /* with status 0: the round's id; answers with the same id have the same tail */
 } kl_tier_answer_t;
 
 typedef void (*kl_tier_done_fn)(void *ctx, const kl_tier_answer_t *a, void *arg);
