@@ -1,4 +1,5 @@
 /* The core's admin port: /healthz, /metrics (Prometheus text) and /status (JSON), on HTTP. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,26 +41,66 @@ static const char *health(void *arg) {
   return ok ? NULL : "not ready";
 }
 
+/* JSON string value (addresses and ids are plain ASCII; anything else is replaced). */
+static void json_str(kl_buf_t *b, const char *s) {
+  kl_buf_put_u8(b, '"');
+  for (; s && *s; s++) kl_buf_put_u8(b, (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\') ? (uint8_t)*s : '?');
+  kl_buf_put_u8(b, '"');
+}
+
+static void json_kv(kl_buf_t *b, const char *fmt, ...) KL_PRINTF(2, 3);
+static void json_kv(kl_buf_t *b, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n > 0) kl_buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* GET /status: this node's view: its role, term, indexes, calendar and lag, the leader (id and
+ * Raft address), and every member of the configuration it knows with its role (voter, standby,
+ * spare) and, on the leader, how far each has replicated. */
 static void status(kl_http_req_t *req, void *arg) {
   core_t *c = arg;
   static const char *const roles[] = {"unavailable", "follower", "candidate", "leader"};
+  static const char *const kinds[] = {"standby", "voter", "spare"};
   raft_id leader;
-  const char *addr;
-  char buf[512];
+  const char *laddr;
   kl_cal_info_t info = {0};
-  raft_leader(&c->raft, &leader, &addr);
+  raft_leader(&c->raft, &leader, &laddr);
   kl_cal_info(c->cal, &info, NULL);
   int st = raft_state(&c->raft);
-  int n = snprintf(buf, sizeof buf,
-                   "{\"id\":%lld,\"role\":\"%s\",\"term\":%llu,\"leader\":%llu,\"commit_index\":%llu,"
-                   "\"applied_index\":%llu,\"calendar_genesis\":%llu,\"calendar_last\":%lld,\"clock_ok\":%s,"
-                   "\"state\":\"%s\"}\n",
-                   (long long)c->cfg->id, st >= 0 && st <= 3 ? roles[st] : "?", (unsigned long long)c->raft.current_term,
-                   (unsigned long long)leader, (unsigned long long)c->raft.commit_index,
-                   (unsigned long long)raft_last_applied(&c->raft), (unsigned long long)info.genesis,
-                   info.empty ? -1LL : (long long)info.last, c->clock_ok ? "true" : "false",
-                   c->fsm.state == KL_FSM_OK ? "ok" : c->fsm.state == KL_FSM_CATCHING_UP ? "catching_up" : "failed");
-  kl_http_respond(req, 200, "application/json", buf, (size_t)n);
+  uint64_t now = core_now_ms() / 1000;
+  kl_buf_t b = KL_BUF_INIT;
+  json_kv(&b, "{\"id\":%lld,\"role\":\"%s\",\"term\":%llu,\"leader\":%llu,\"leader_address\":", (long long)c->cfg->id,
+          st >= 0 && st <= 3 ? roles[st] : "?", (unsigned long long)c->raft.current_term, (unsigned long long)leader);
+  json_str(&b, laddr ? laddr : "");
+  json_kv(&b, ",\"commit_index\":%llu,\"applied_index\":%llu,\"calendar_genesis\":%llu,\"calendar_last\":%lld,",
+          (unsigned long long)c->raft.commit_index, (unsigned long long)raft_last_applied(&c->raft),
+          (unsigned long long)info.genesis, info.empty ? -1LL : (long long)info.last);
+  json_kv(&b, "\"calendar_lag_seconds\":%lld,\"clock_ok\":%s,\"state\":\"%s\",\"members\":[",
+          info.empty ? -1LL : (long long)(now > info.last ? now - info.last : 0), c->clock_ok ? "true" : "false",
+          c->fsm.state == KL_FSM_OK ? "ok" : c->fsm.state == KL_FSM_CATCHING_UP ? "catching_up" : "failed");
+  const struct raft_configuration *conf = &c->raft.configuration;
+  for (unsigned i = 0; i < conf->n; i++) {
+    const struct raft_server *sv = &conf->servers[i];
+    json_kv(&b, "%s{\"id\":%llu,\"address\":", i ? "," : "", (unsigned long long)sv->id);
+    json_str(&b, sv->address);
+    json_kv(&b, ",\"role\":\"%s\"", sv->role >= 0 && sv->role <= 2 ? kinds[sv->role] : "?");
+    if (st == RAFT_LEADER && c->raft.leader_state.progress != NULL)
+      json_kv(&b, ",\"match_index\":%llu", (unsigned long long)c->raft.leader_state.progress[i].match_index);
+    kl_buf_put_u8(&b, '}');
+  }
+  json_kv(&b, "]}\n");
+  if (!kl_buf_ok(&b)) {
+    kl_buf_free(&b);
+    kl_http_respond(req, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  size_t n;
+  uint8_t *body = kl_buf_steal(&b, &n);
+  kl_http_respond_take(req, 200, "application/json", body, n);
 }
 
 /* Membership changes (keyless core add|remove): on the leader only; answered when Raft has
@@ -106,7 +147,8 @@ static void members(kl_http_req_t *req, void *arg) {
     raft_id leader;
     const char *addr;
     raft_leader(&c->raft, &leader, &addr);
-    int n = snprintf(text, sizeof text, "not the leader; the leader is %llu\n", (unsigned long long)leader);
+    int n = snprintf(text, sizeof text, "not the leader; the leader is %llu at %.80s\n", (unsigned long long)leader,
+                     leader && addr ? addr : "(none known)");
     kl_http_respond(req, 409, "text/plain", text, (size_t)n);
     return;
   }

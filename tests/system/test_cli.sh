@@ -542,8 +542,10 @@ expect "sign: https connection refused is exit 5" 5 "127.0.0.1:1"
 run pubfile -P https://127.0.0.1:1/publications.bin --publications-file-no-verify
 expect "pubfile: an https URL is fetched (refused: exit 5)" 5 "publications file https://127.0.0.1:1/publications.bin"
 run core status https://127.0.0.1:1/ http://127.0.0.1:2
-expect "core status: each URL's own error, no '//status'" 5 "out:https://127.0.0.1:1/status: cannot connect to 127.0.0.1:1" \
-  "out:http://127.0.0.1:2/status: cannot connect to 127.0.0.1:2"
+expect "core status: each URL's own error" 5 "out:https://127.0.0.1:1/" "out:unreachable: cannot connect to 127.0.0.1:1" \
+  "out:unreachable: cannot connect to 127.0.0.1:2"
+run core remove "https://127.0.0.1:1/,http://127.0.0.1:2" 4
+expect "core remove with several URLs, none reachable: no leader, exit 1" 1 "none of the 2 nodes named says it is the leader"
 run core --cert "$TMP/admin.crt" status https://127.0.0.1:1
 expect "core: --cert without --key is exit 3" 3 "needs its key"
 run core status

@@ -109,6 +109,11 @@ sed -e "s#^http_listen = .*#http_listen = $(internal 5)#" -e "s#^admin_listen = 
 PID[y]=$!
 L=$(wait_leader) && ok "a leader is elected ($L)" || { bad "no leader within 10 s"; exit 1; }
 check "the config sample checks" "'$CORE' -c '$T/core1.conf' --check-config >/dev/null"
+# keyless core status: a line per node and the members as the leader sees them, all voters.
+CORE_CLI=(--ca "$T/pki/cluster-ca.crt" --cert "$T/pki/nodes/admin-operator.crt" --key "$T/pki/nodes/admin-operator.key")
+st_out=$("$KL" core "${CORE_CLI[@]}" status "https://$(admin 1)/" "https://$(admin 2)" "https://$(admin 3)" 2>&1)
+check "core status: every node answers, one leader, three voters seen by the leader ($(echo "$st_out" | tr '\n' '|'))" \
+  "[ \$(echo \"\$st_out\" | grep -c ' leader ') = 1 ] && [ \$(echo \"\$st_out\" | grep -c '  member [123]  voter ') = 3 ] && echo \"\$st_out\" | grep -q 'the leader'"
 
 # Steady state, through every node (followers forward to the leader).
 for i in 1 2 3; do
