@@ -16,7 +16,7 @@
  *      compared with kl_cal_root(P), its publication and aggregation times, the time its shape
  *      encodes, and its input against the leaf the build appended (or the filler of an empty
  *      second). Any mismatch aborts, so the figures cannot time garbage.
- *   4. The calendar is closed; the nodes database is described (mdb_stat) and a compacted
+ *   4. The calendar is closed; its database ("blocks", or "nodes" in format 1) is described (mdb_stat) and a compacted
  *      copy made (mdb_env_copy2 with MDB_CP_COMPACT) for its size; data.mdb is evicted from
  *      the page cache (posix_fadvise DONTNEED, this file only) and the calendar reopened: a
  *      cold-ish root(P) and pass of uniform chains, reported for its first 1000 calls apart.
@@ -513,17 +513,20 @@ static void describe_closed(const opts_t *o, const char *dir, uint64_t seconds) 
   if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, 4)) ||
       (rc = mdb_env_set_mapsize(env, o->map_size)) || (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0644)))
     die("mdb_env_open", mdb_strerror(rc));
-  if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) || (rc = mdb_dbi_open(txn, "nodes", 0, &dbi)) ||
-      (rc = mdb_stat(txn, dbi, &st)))
-    die("mdb_stat nodes", mdb_strerror(rc));
+  /* Storage format 2 keeps the calendar in "blocks", format 1 (before issue 12) in "nodes". */
+  const char *db = "blocks";
+  if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0 && (rc = mdb_dbi_open(txn, db, 0, &dbi)) == MDB_NOTFOUND)
+    rc = mdb_dbi_open(txn, db = "nodes", 0, &dbi);
+  if (rc || (rc = mdb_stat(txn, dbi, &st))) die("mdb_stat", mdb_strerror(rc));
   mdb_txn_abort(txn);
   uint64_t pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
-  printf("nodes database: %llu entries (%.3f per second), depth %u, %llu leaf + %llu branch + %llu overflow "
-         "pages of %u bytes: %.1f bytes per entry\n",
-         (unsigned long long)st.ms_entries, seconds ? (double)st.ms_entries / (double)seconds : 0.0, st.ms_depth,
+  printf("%s database: %llu entries (%.3f per second), depth %u, %llu leaf + %llu branch + %llu overflow "
+         "pages of %u bytes: %.1f bytes per entry, %.1f bytes per second\n",
+         db, (unsigned long long)st.ms_entries, seconds ? (double)st.ms_entries / (double)seconds : 0.0, st.ms_depth,
          (unsigned long long)st.ms_leaf_pages, (unsigned long long)st.ms_branch_pages,
          (unsigned long long)st.ms_overflow_pages, st.ms_psize,
-         st.ms_entries ? (double)pages * st.ms_psize / (double)st.ms_entries : 0.0);
+         st.ms_entries ? (double)pages * st.ms_psize / (double)st.ms_entries : 0.0,
+         seconds ? (double)pages * st.ms_psize / (double)seconds : 0.0);
   if (o->compact && !stop) {
     path_in(cdir, sizeof cdir, tmpdir, "compact");
     if (mkdir(cdir, 0755) != 0) die(cdir, strerror(errno));

@@ -8,11 +8,14 @@
 #include "keyless/calendar.h"
 
 /* Storage formats: 1 stored every node under its post-order position in "nodes"; 2 stores the
- * leaves packed in blocks of 2^KL__CAL_BLOCK_BITS aligned seconds in "blocks", each complete
- * block with the perfect nodes of height >= KL__CAL_BLOCK_BITS that its last second completes. */
+ * leaves packed in blocks of 2^KL__CAL_BLOCK_BITS aligned seconds in "blocks", with the nodes of
+ * height KL__CAL_MID_BITS complete in the block, and (once the block is complete) the perfect
+ * nodes of height >= KL__CAL_BLOCK_BITS that its last second completes. */
 #define KL__CAL_VERSION 2
 #define KL__CAL_BLOCK_BITS 8
 #define KL__CAL_BLOCK (1u << KL__CAL_BLOCK_BITS)
+#define KL__CAL_MID_BITS 5
+#define KL__CAL_MIDS (1u << (KL__CAL_BLOCK_BITS - KL__CAL_MID_BITS)) /* 8 per block */
 #define KL__CAL_FILLER 0xFF /* a leaf record of one byte: the second is empty (filler leaf) */
 #define KL__CAL_MAX_UPPER 56 /* heights 8..63 */
 
@@ -35,12 +38,28 @@ int kl__cal_meta_put(kl_cal_t *cal, MDB_txn *txn, const char *key, uint64_t v, k
 int kl__cal_mdb_err(kl_err_t *e, int rc, const char *what);
 void kl__cal_be64(uint8_t *p, uint64_t v);
 
-/* One transaction (read or write), its metadata and one hasher. */
+/* A decoded block value: offsets into p, which stays owned by the caller (LMDB's map). */
+typedef struct kl__cal_block {
+  const uint8_t *p;
+  size_t len;
+  unsigned first, count, n_upper; /* leaves of seconds k*256 + first .. + count - 1 */
+  unsigned mid0, n_mid;           /* stored nodes (5, k*8 + mid0 + j), j < n_mid */
+  uint16_t upper[KL__CAL_MAX_UPPER]; /* node (8 + j, ((k + 1) >> j) - 1) at p + upper[j] */
+  uint16_t mid[KL__CAL_MIDS];
+  uint16_t leaves_at;                /* the first leaf record */
+  bool have_leaves;                  /* leaf[] is filled in and the value's length checked */
+  uint16_t leaf[KL__CAL_BLOCK];      /* leaf of second k*256 + first + j at p + leaf[j] */
+} kl__cal_block_t;
+
+/* One transaction (read or write), its metadata, one hasher, and the last block decoded. */
 typedef struct kl__cal_rd {
   kl_cal_t *cal;
   MDB_txn *txn;
   kl__cal_meta_t m;
   kl_hasher_t h;
+  bool have_blk; /* blk is block blk_k (cleared by every write in the transaction) */
+  uint64_t blk_k;
+  kl__cal_block_t blk;
 } kl__cal_rd_t;
 
 /* A read transaction with its metadata and a hasher; close with kl__cal_rd_close. */
@@ -64,23 +83,18 @@ size_t kl__cal_forest(uint64_t n, kl__cal_tree_t out[64]);
 
 /* ---- format 2: blocks ---- */
 
-/* A decoded block value: offsets into p, which stays owned by the caller (LMDB's map). */
-typedef struct kl__cal_block {
-  const uint8_t *p;
-  size_t len;
-  unsigned first, count, n_upper; /* leaves of seconds k*256 + first .. + count - 1 */
-  uint16_t upper[KL__CAL_MAX_UPPER]; /* node (8 + j, ((k + 1) >> j) - 1) at p + upper[j] */
-  uint16_t leaf[KL__CAL_BLOCK];      /* leaf of second k*256 + first + j at p + leaf[j] */
-} kl__cal_block_t;
-
 /* Checks and indexes the value of block k: header, imprints of known algorithms, filler
- * records, the number of upper nodes a complete block k carries, nothing left over. */
+ * records, the number of upper and middle nodes the block carries, nothing left over. */
 int kl__cal_block_decode(const uint8_t *p, size_t len, uint64_t k, kl__cal_block_t *b, kl_err_t *e);
-/* Node (h, i) with h < 8 inside block k, from its leaves (genesis nodes below genesis). */
-int kl__cal_block_subtree(const kl__cal_block_t *b, uint64_t k, uint64_t genesis, kl_hasher_t *h, unsigned ht,
-                          uint64_t i, kl_imprint_t *out, kl_err_t *e);
-/* Block k of the calendar read in rd, decoded and checked against the metadata. */
-int kl__cal_block_get(kl__cal_rd_t *rd, uint64_t k, kl__cal_block_t *b, kl_err_t *e);
+/* Node (h, i) with h <= 8 inside block k, from its leaves and (if stored) its middle nodes;
+ * genesis nodes below genesis. */
+int kl__cal_block_subtree(const kl__cal_block_t *b, uint64_t k, uint64_t genesis, bool stored, kl_hasher_t *h,
+                          unsigned ht, uint64_t i, kl_imprint_t *out, kl_err_t *e);
+/* Indexes (and checks) the leaf records of a block decoded without them. */
+int kl__cal_block_leaves(kl__cal_block_t *b, uint64_t k, kl_err_t *e);
+/* Block k of the calendar read in rd, decoded (its leaves too if asked) and checked against the
+ * metadata; *b points into rd and stays valid until the next block is read or written in rd. */
+int kl__cal_block_get(kl__cal_rd_t *rd, uint64_t k, bool leaves, const kl__cal_block_t **b, kl_err_t *e);
 
 /* Appends in the open write transaction rd (format 2); rd->m is updated. Leaves: NULL = filler. */
 typedef struct kl__cal_writer kl__cal_writer_t;

@@ -237,7 +237,7 @@ int kl_cal_info(kl_cal_t *cal, kl_cal_info_t *out, kl_err_t *e) {
 
 int kl_cal_append(kl_cal_t *cal, const kl_cal_entry_t *entries, size_t n, kl_err_t *e) {
   kl_err_t local = {0};
-  kl__cal_rd_t w = {cal, NULL, {0}, {0}};
+  kl__cal_rd_t w = {.cal = cal};
   kl__cal_writer_t *wr = NULL;
   int r, rc;
   if (e == NULL) e = &local;

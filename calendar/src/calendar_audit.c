@@ -10,11 +10,11 @@
 static int mismatch(unsigned ht, uint64_t i, const kl_imprint_t *have, const kl_imprint_t *want, kl_err_t *e) {
   char x[2 * KL_IMPRINT_MAX + 1], y[2 * KL_IMPRINT_MAX + 1];
   return kl_err_set(e, KL_EFORMAT, "calendar audit: node (height %u, index %llu) holds %s, %s give %s", ht,
-                    (unsigned long long)i, kl_imprint_hex(have, x), ht == B ? "its seconds" : "its children",
+                    (unsigned long long)i, kl_imprint_hex(have, x), ht <= B ? "its seconds" : "its children",
                     kl_imprint_hex(want, y));
 }
 
-/* Block k: its seconds, its root from them and the nodes above from their children. */
+/* Block k: its seconds, its middle nodes and root from them, the nodes above from their children. */
 static int audit_block(kl__cal_rd_t *rd, uint64_t k, const kl__cal_block_t *b, kl_cal_audit_t *rep, uint64_t *fillers,
                        kl_err_t *e) {
   int r;
@@ -22,9 +22,18 @@ static int audit_block(kl__cal_rd_t *rd, uint64_t k, const kl__cal_block_t *b, k
     if (b->p[b->leaf[j]] == KL__CAL_FILLER) (*fillers)++;
   rep->leaves += b->count;
   rep->nodes_checked += b->count;
-  if (b->n_upper == 0) return 0; /* the last block, not complete: nothing stored above its seconds */
   kl_imprint_t want, have;
-  if ((r = kl__cal_block_subtree(b, k, rd->m.genesis, &rd->h, B, k, &want, e))) return r;
+  for (unsigned j = 0; j < b->n_mid; j++) { /* each middle node from its 32 seconds */
+    uint64_t i = (k << (B - KL__CAL_MID_BITS)) + b->mid0 + j;
+    const uint8_t *q = b->p + b->mid[j];
+    if ((r = kl__cal_block_subtree(b, k, rd->m.genesis, false, &rd->h, KL__CAL_MID_BITS, i, &want, e)) ||
+        (r = kl_imprint_from_bytes(&have, q, 1 + kl_hash_digest_len(*q), e)))
+      return r;
+    rep->nodes_checked++;
+    if (!kl_imprint_eq(&have, &want)) return mismatch(KL__CAL_MID_BITS, i, &have, &want, e);
+  }
+  if (b->n_upper == 0) return 0; /* the last block, not complete: nothing stored above its seconds */
+  if ((r = kl__cal_block_subtree(b, k, rd->m.genesis, true, &rd->h, B, k, &want, e))) return r;
   for (unsigned j = 0; j < b->n_upper; j++) {
     unsigned ht = B + j;
     uint64_t i = ((k + 1) >> j) - 1;
@@ -61,8 +70,11 @@ static int audit_blocks(kl__cal_rd_t *rd, kl_cal_audit_t *rep, kl_err_t *e) {
         r = kl_err_set(e, KL_EFORMAT, "calendar audit: a block with key %llu after the last second", (unsigned long long)k);
       break;
     }
-    kl__cal_block_t b;
-    if ((r = kl__cal_block_get(rd, k, &b, e)) == 0) r = audit_block(rd, k, &b, rep, &fillers, e);
+    const kl__cal_block_t *b = NULL;
+    if ((r = kl__cal_block_get(rd, k, true, &b, e)) == 0) {
+      kl__cal_block_t copy = *b; /* audit_block reads other blocks through rd */
+      r = audit_block(rd, k, &copy, rep, &fillers, e);
+    }
     if (r) kl_err_wrap(e, "calendar audit: block %llu (seconds %llu..%llu)", (unsigned long long)k,
                        (unsigned long long)(k << B), (unsigned long long)((k << B) + KL__CAL_BLOCK - 1));
     next++;

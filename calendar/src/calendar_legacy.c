@@ -102,7 +102,7 @@ static int compare_upper(kl__cal_rd_t *v1, kl__cal_rd_t *v2, uint64_t from, uint
 }
 
 int kl__cal_migrate(kl_cal_t *cal, kl_err_t *e) {
-  kl__cal_rd_t v1 = {cal, NULL, {0}, {0}}, v2;
+  kl__cal_rd_t v1 = {.cal = cal}, v2;
   kl__cal_writer_t *w = NULL;
   MDB_dbi blocks;
   int r, rc;

@@ -365,6 +365,11 @@ static void test_blocks(void **state) {
   free(rf.leaf);
 }
 
+/* The offset of the record after the one at v[off]: an imprint or the one-byte filler. */
+static size_t rec_skip(const uint8_t *v, size_t off) {
+  return off + (v[off] == 0xFF ? 1 : 1 + kl_hash_digest_len(v[off]));
+}
+
 /* Each kind of damage to the blocks is found by the audit, naming where. */
 static void test_audit_finds_corruption(void **state) {
   (void)state;
@@ -383,11 +388,11 @@ static void test_audit_finds_corruption(void **state) {
   struct {
     const char *what, *expect;
   } cases[] = {
-      {"a leaf of block 2", "(height 8, index 2)"},   {"the root of block 1", "(height 8, index 1)"},
+      {"a leaf of block 2", "(height 5, index 16)"},  {"the root of block 1", "(height 8, index 1)"},
       {"the node above blocks 2 and 3", "(height 9, index 1)"},
       {"block 2 cut short", "block 2"},               {"block 3 deleted", "block 3 (seconds from 768) is missing"},
       {"a block after the last", "after the last second"}, {"the fillers count", "empty seconds"},
-      {"an unknown algorithm", "unknown algorithm"},
+      {"an unknown algorithm", "unknown algorithm"},  {"a middle node of block 2", "(height 5, index 17)"},
   };
   uint8_t save[32768], v[32768];
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
@@ -395,17 +400,22 @@ static void test_audit_finds_corruption(void **state) {
     raw_open(&w, "blocks", 0);
     size_t n2 = raw_block(&w, 2, save), n = n2;
     memcpy(v, save, n);
-    size_t leaf0 = 3 + (size_t)v[2] * 33; /* SHA-256 upper nodes, then the leaves */
+    size_t mid1 = 3; /* after the upper nodes, 8 middle nodes, then the leaves */
+    for (unsigned q = 0; q < v[2]; q++) mid1 = rec_skip(v, mid1);
+    size_t leaf0 = mid1;
+    for (unsigned q = 0; q < 8; q++) leaf0 = rec_skip(v, leaf0);
+    mid1 = rec_skip(v, mid1);
     uint64_t k = 2;
     switch (c) {
       case 0: v[leaf0 + (v[leaf0] == 0xFF ? 2 : 5)] ^= 1; break;
       case 1: k = 1, n = raw_block(&w, 1, v), v[3 + 7] ^= 1; break;
-      case 2: k = 3, n = raw_block(&w, 3, v), v[3 + 33 + 7] ^= 1; break;
+      case 2: k = 3, n = raw_block(&w, 3, v), v[rec_skip(v, 3) + 7] ^= 1; break;
       case 3: n -= 5; break;
       case 4: k = 3, n = 0; break;
       case 5: k = 99, v[0] = 0, v[1] = 0, v[2] = 0, v[3] = 0xFF, n = 4; break;
       case 6: raw_put_u64(&w, w.meta, "fillers", rf.last); break;
       case 7: v[leaf0 + (v[leaf0] == 0xFF ? 1 : 0)] = 0x42; break;
+      case 8: v[mid1 + 7] ^= 1; break;
     }
     uint8_t keep[32768];
     size_t kn = raw_block(&w, k, keep);
