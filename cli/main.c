@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "keyless/version.h"
 
 static const struct {
   const char *name;
@@ -22,7 +23,7 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: keyless COMMAND [OPTIONS]\n\ncommands:\n");
+  fprintf(f, "usage: keyless COMMAND [OPTIONS]\n       keyless --version\n\ncommands:\n");
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
   fprintf(f, "\n'keyless COMMAND --help' shows a command's options. sign, extend, verify and pubfile\n"
@@ -38,8 +39,8 @@ int main(int argc, char **argv) {
     usage(stdout);
     return KL_EXIT_OK;
   }
-  if (strcmp(argv[1], "--version") == 0) {
-    printf("keyless %s\n", KL_VERSION);
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    printf("keyless %s\n", kl_version_line());
     return KL_EXIT_OK;
   }
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

@@ -382,8 +382,9 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   }
   kl_cal_info_t info;
   if (kl_cal_info(c->cal, &info, e) == 0)
-    kl_log(KL_LOG_INFO, "started", "id=%lld internal_port=%d replication_port=%d admin_port=%d genesis=%llu last=%lld",
-           (long long)cfg->id, kl_tlv_server_port(c->internal), c->replication ? kl_tlv_server_port(c->replication) : 0,
+    kl_log(KL_LOG_INFO, "started",
+           "id=%lld raft_version=%s internal_port=%d replication_port=%d admin_port=%d genesis=%llu last=%lld",
+           (long long)cfg->id, KL_RAFT_VERSION, kl_tlv_server_port(c->internal), c->replication ? kl_tlv_server_port(c->replication) : 0,
            c->admin ? kl_http_server_port(c->admin) : 0, (unsigned long long)info.genesis,
            info.empty ? -1LL : (long long)info.last);
   return 0;

@@ -8,19 +8,26 @@
 #include <stdlib.h>
 
 #include "keyless/log.h"
+#include "keyless/version.h"
 
 static void usage(FILE *f, const kl_daemon_ops_t *ops) {
   fprintf(f,
           "usage: %s -c CONFIG [--log-level debug|info|warn|error] [--check-config]\n"
+          "       %s --version\n"
           "  -c, --config FILE     configuration\n"
           "  --log-level LEVEL     default info; one key=value line per event on stderr\n"
-          "  --check-config        validate the configuration and exit\n%s",
+          "  --check-config        validate the configuration and exit\n"
+          "  --version             the version and build, then exit\n"
+          "exit status: 0 stopped cleanly (or --version, --help, a good --check-config), 1 start-up or\n"
+          "  run-time failure, 2 bad usage or a bad configuration\n%s",
+          ops->prog,
           ops->prog, ops->help ? ops->help : "");
 }
 
 int kl_daemon_main(int argc, char **argv, const kl_daemon_ops_t *ops) {
-  enum { O_LEVEL = 256, O_CHECK };
+  enum { O_LEVEL = 256, O_CHECK, O_VERSION };
   static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"version", no_argument, NULL, O_VERSION},
                                        {"log-level", required_argument, NULL, O_LEVEL},
                                        {"check-config", no_argument, NULL, O_CHECK},
                                        {"help", no_argument, NULL, 'h'},
@@ -39,6 +46,7 @@ int kl_daemon_main(int argc, char **argv, const kl_daemon_ops_t *ops) {
         }
         break;
       case 'h': usage(stdout, ops); return 0;
+      case O_VERSION: printf("%s %s\n", ops->prog, kl_version_line()); return 0;
       default: usage(stderr, ops); return 2;
     }
   }
@@ -63,6 +71,10 @@ int kl_daemon_main(int argc, char **argv, const kl_daemon_ops_t *ops) {
     return 0;
   }
   signal(SIGPIPE, SIG_IGN); /* a peer that goes away is a write error, not a death */
+  char vq[4][160];
+  kl_log(KL_LOG_INFO, "version", "version=%s commit=%s compiler=%s openssl=%s libuv=%s", kl_version(),
+         kl_log_q(vq[0], sizeof vq[0], kl_build_commit()), kl_log_q(vq[1], sizeof vq[1], kl_build_compiler()),
+         kl_log_q(vq[2], sizeof vq[2], kl_build_openssl()), kl_log_q(vq[3], sizeof vq[3], kl_build_libuv()));
   uv_loop_t loop;
   int status = 0, rc = uv_loop_init(&loop);
   if (rc) {

@@ -1,5 +1,6 @@
 /* Metrics registry and its Prometheus text rendering. */
 #include "keyless/metrics.h"
+#include "keyless/version.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -45,6 +46,17 @@ const size_t kl_metrics_latency_n = sizeof kl_metrics_latency_buckets / sizeof k
 int kl_metrics_create(kl_metrics_t **out, kl_err_t *e) {
   if (out == NULL) return kl_err_set(e, KL_EINVAL, "kl_metrics_create: NULL argument");
   if ((*out = calloc(1, sizeof **out)) == NULL) return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  /* Every registry says which build answers (a daemon's /metrics, the benchmarks'). */
+  const char *labels[] = {"version", kl_version(), "commit", kl_build_commit(), "openssl", kl_build_openssl(),
+                          "libuv", kl_build_libuv(), NULL};
+  kl_metric_t *b = kl_metrics_gauge(*out, "keyless_build_info",
+                                    "1, labelled with the version, commit, OpenSSL and libuv of this process", labels);
+  if (b == NULL) {
+    kl_metrics_destroy(*out);
+    *out = NULL;
+    return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  }
+  kl_metric_set(b, 1);
   return 0;
 }
 

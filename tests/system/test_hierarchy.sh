@@ -220,6 +220,14 @@ for a in "agg1 $A1_ADM" "agg2 $A2_ADM"; do
   check "$name /healthz: 200 (the core is connected)" 200 \
     "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$adm/healthz")"
 done
+# Versions: every binary says which build it is, the log and /metrics too.
+for b in "$CORE" "$AGG" "$GW" "$EXT"; do
+  v=$("$b" --version 2>&1)
+  check_has "$(basename "$b") --version: the version and the commit" "$(basename "$b") 0." "$v"
+done
+check_has "keyless --version" "(commit " "$("$KL" --version)"
+check_has "the gateway logs its version at start" "event=version version=" "$(cat g1.log)"
+check "the gateway's /metrics has keyless_build_info 1" 1 "$(curl -s -m 5 "http://127.0.0.1:$G1_ADM/metrics" | awk '/^keyless_build_info[{]/ { print $NF }')"
 note "network up in $(( $(now_ms) - START_MS )) ms: core :$CORE_INT, agg1 :$A1, agg2 :$A2," \
   "gw-all http :$G1_HTTP tcp :$G1_TCP, gw-failover http :$G2_HTTP tcp :$G2_TCP, extender $EXT_URL"
 

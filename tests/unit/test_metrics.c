@@ -1,10 +1,12 @@
 /* The metrics registry: exact Prometheus text for counters with labels, gauges (set and
  * computed), histograms with cumulative buckets, escaping, and the programming errors that
  * give NULL. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keyless/metrics.h"
+#include "keyless/version.h"
 #include "testutil.h"
 
 static char *render(kl_metrics_t *m) {
@@ -40,7 +42,16 @@ static void test_render(void **state) {
   kl_metric_observe(h, 0.001); /* on the bound: counts in that bucket (le) */
   kl_metric_observe(h, 0.05);
   kl_metric_observe(h, 3);
-  char *text = render(m);
+  char *full = render(m);
+  /* Every registry starts with the build's info (keyless/version.h), then what was added. */
+  char head[512];
+  snprintf(head, sizeof head,
+           "# HELP keyless_build_info 1, labelled with the version, commit, OpenSSL and libuv of this process\n"
+           "# TYPE keyless_build_info gauge\n"
+           "keyless_build_info{version=\"%s\",commit=\"%s\",openssl=\"%s\",libuv=\"%s\"} 1\n",
+           kl_version(), kl_build_commit(), kl_build_openssl(), kl_build_libuv());
+  assert_int_equal(strncmp(full, head, strlen(head)), 0);
+  char *text = full + strlen(head);
   const char *want =
       "# HELP req_total Requests.\n"
       "# TYPE req_total counter\n"
@@ -61,7 +72,7 @@ static void test_render(void **state) {
       "lat_seconds_sum 3.0515\n"
       "lat_seconds_count 4\n";
   assert_string_equal(text, want);
-  free(text);
+  free(full);
   assert_true(kl_metric_value(ok) == 2);
   assert_true(kl_metric_value(h) == 4);
   v = 8; /* computed at render time */

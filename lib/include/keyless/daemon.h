@@ -2,6 +2,9 @@
  * logging, the libuv loop, and the exit status. Each daemon supplies its configuration loader
  * and its start/stop; its main.c stays a page of wiring.
  *
+ * Options also: --version (the version line of keyless/version.h). At start the daemon logs
+ * event=version with the version, commit, compiler, OpenSSL and libuv.
+ *
  * Exit status: 0 after a clean stop, 1 when start-up fails or the daemon reports a failure
  * (finish returns nonzero) or the loop does not close cleanly, 2 for bad usage or a bad
  * configuration. */
