@@ -29,19 +29,34 @@ typedef struct loader {
   kl_err_t *e;
   int code;
   unsigned n_problems;
+  unsigned n_told; /* problems written into e->msg (the rest are counted at the end) */
 } loader_t;
 
 static void problem(loader_t *L, int code, int line, const char *fmt, ...) KL_PRINTF(4, 5);
+/* Every problem is told: the first sets the error, the next are appended ("; line 9: ...") as
+ * long as they fit, and the count of any left over closes the message. */
 static void problem(loader_t *L, int code, int line, const char *fmt, ...) {
-  if (L->n_problems++ > 0) return; /* the first one is reported; the rest are counted */
-  L->code = code;
   char msg[KL_ERR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (line > 0) kl_err_set(L->e, code, "%s:%d: %s", L->name, line, msg);
-  else kl_err_set(L->e, code, "%s: %s", L->name, msg);
+  if (L->n_problems++ == 0) {
+    L->code = code;
+    L->n_told = 1;
+    if (line > 0) kl_err_set(L->e, code, "%s:%d: %s", L->name, line, msg);
+    else kl_err_set(L->e, code, "%s: %s", L->name, msg);
+    return;
+  }
+  if (L->e == NULL) return;
+  char more[KL_ERR_MSG_MAX];
+  int n = line > 0 ? snprintf(more, sizeof more, "; line %d: %s", line, msg) : snprintf(more, sizeof more, "; %s", msg);
+  size_t have = strlen(L->e->msg);
+  const size_t reserve = 40; /* room for " (and N more problems)" */
+  if (n > 0 && have + (size_t)n + reserve < sizeof L->e->msg) {
+    memcpy(L->e->msg + have, more, (size_t)n + 1);
+    L->n_told++;
+  }
 }
 
 static void *field(const loader_t *L, const kl_cfg_key_t *k) { return (char *)L->out + k->offset; }
@@ -243,9 +258,10 @@ static int load(loader_t *L, const char *text, size_t len) {
       problem(L, KL_EINVAL, 0, "%s%s%s%s: %s", sec_open(k), k->section, sec_close(k), k->name,
               msg[0] ? msg : "invalid value");
   }
-  if (L->n_problems > 1 && L->e) {
+  if (L->n_problems > L->n_told && L->e) {
     char more[64];
-    snprintf(more, sizeof more, " (and %u more problem%s)", L->n_problems - 1, L->n_problems > 2 ? "s" : "");
+    unsigned left = L->n_problems - L->n_told;
+    snprintf(more, sizeof more, " (and %u more problem%s)", left, left > 1 ? "s" : "");
     size_t have = strlen(L->e->msg);
     if (have + strlen(more) < sizeof L->e->msg) memcpy(L->e->msg + have, more, strlen(more) + 1);
   }

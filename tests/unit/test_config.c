@@ -125,9 +125,20 @@ static void test_errors(void **state) {
   longline[sizeof longline - 1] = '\0';
   snprintf(text, sizeof text, "%s\n%s", longline, dir);
   expect_error(text, "test.conf:1: line is longer than 198 characters");
-  /* several problems: the first, and how many more */
+  /* several problems: every one named, as long as they fit one message */
   expect_error("[server]\nport = x\nverbose = x\n",
-               "test.conf:2: [server] port = \"x\": expected an integer (and 2 more problems)");
+               "test.conf:2: [server] port = \"x\": expected an integer; line 3: [server] verbose = \"x\": expected "
+               "yes or no; [calendar] dir is required");
+  /* too many for one message: those that fit, then how many more */
+  char many[2048] = "[server]\n";
+  for (int i = 0; i < 20; i++) strcat(many, "unknown_key_with_a_long_name = 1\n");
+  conf_t c;
+  char msg[KL_ERR_MSG_MAX];
+  assert_int_not_equal(load(many, &c, msg), 0);
+  kl_cfg_free(keys, NKEYS, &c);
+  if (strncmp(msg, "test.conf:2: [server] unknown key unknown_key_with_a_long_name; line 3: ", 71) != 0 ||
+      strstr(msg, " more problems)") == NULL || strlen(msg) >= sizeof msg)
+    fail_msg("message: %s", msg);
 }
 
 static void test_files_and_converters(void **state) {
