@@ -1,6 +1,6 @@
 /* Storage format 2 (docs/formats.md §2.3): the leaves of 256 aligned seconds packed in one LMDB
  * value, keyed by the block number k = t >> 8 (be64, appended in order), with the nodes of
- * height 5 complete in it; the other nodes of height < 8 are computed when read (at most 26
+ * height 5 complete in it; the other nodes of height < 8 are computed when read (at most 30
  * hashes for a chain's siblings in one block), and the nodes of height >= 8 are stored in the
  * block whose last second completes them. Also node and leaf access for both formats.
  *

@@ -1,5 +1,6 @@
 /* Calendar replication: frames, Subscribe, Entries from a core calendar applied to a replica
- * that then agrees root for root; wrong genesis, gaps and garbage are refused. Signed batches
+ * that then agrees root for root (also in signed batches of every size around a block of 256
+ * seconds); wrong genesis, gaps and garbage are refused. Signed batches
  * (kl_repl_receive): a batch applies only with a record that verifies under a trusted
  * calendar-auth certificate, for its last second, naming the root the replica computes; every
  * refusal leaves the replica as it was. */
@@ -233,6 +234,56 @@ static void test_signed_applies(void **state) {
   }
   kl_cal_audit_t report;
   if (kl_cal_audit(rep, NULL, &report, &e)) fail_msg("audit: %s", e.msg);
+  kl_cal_close(rep);
+  kl_cal_close(core);
+  kl_buf_free(&b);
+}
+
+/* Signed batches of every size around a block of 256 seconds (storage format 2): the replica
+ * computes each signed root from its blocks, including the partial last one, and ends equal. */
+static void test_signed_across_blocks(void **state) {
+  (void)state;
+  const uint64_t G = G0 + 1;
+  kl_cal_t *core, *rep;
+  kl_err_t e = {0};
+  kl_buf_t b = KL_BUF_INIT;
+  kl_repl_result_t res;
+  kl_repl_trust_t t = trust_first(false);
+  kl_cal_entry_t en[300];
+  kl_imprint_t x[300];
+  assert_int_equal(kl_cal_create(core_dir, G, NULL, &e), 0);
+  assert_int_equal(kl_cal_open(core_dir, NULL, &core, &e), 0);
+  for (uint64_t from = G; from < G + 1500; from += 300) { /* every 5th second empty */
+    for (size_t k = 0; k < 300; k++) {
+      uint64_t s = from + k;
+      kl_hash(KL_HASH_SHA256, &s, sizeof s, &x[k], NULL);
+      en[k].time = s;
+      en[k].root = s % 5 == 2 ? NULL : &x[k];
+    }
+    assert_int_equal(kl_cal_append(core, en, 300, &e), 0);
+  }
+  open_replica(&rep, G);
+  static const uint64_t sizes[] = {1, 255, 256, 2, 257, 31, 33, 1, 300};
+  uint64_t from = G;
+  for (size_t q = 0; from < G + 1500; q++) {
+    uint64_t to = from + sizes[q % (sizeof sizes / sizeof *sizes)] - 1;
+    if (to > G + 1499) to = G + 1499;
+    kl_buf_reset(&b);
+    assert_int_equal(kl_repl_encode_entries_signed(&b, core, from, to, auth[0], &e), 0);
+    if (receive(&b, rep, &t, &res, &e)) fail_msg("%llu..%llu: %s", (unsigned long long)from, (unsigned long long)to, e.msg);
+    assert_true(res.has_roots && kl_imprint_eq(&res.computed, &res.signed_root));
+    assert_int_equal(res.applied, to - from + 1);
+    from = to + 1;
+  }
+  for (uint64_t P = G; P < G + 1500; P += 7) {
+    kl_imprint_t a, c;
+    assert_int_equal(kl_cal_root(core, P, &a, &e), 0);
+    assert_int_equal(kl_cal_root(rep, P, &c, &e), 0);
+    assert_true(kl_imprint_eq(&a, &c));
+  }
+  kl_cal_audit_t report;
+  if (kl_cal_audit(rep, NULL, &report, &e)) fail_msg("audit: %s", e.msg);
+  assert_int_equal(report.leaves, 1500);
   kl_cal_close(rep);
   kl_cal_close(core);
   kl_buf_free(&b);
@@ -529,6 +580,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_replicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wrong_genesis, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signed_applies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_signed_across_blocks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forged_root_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_diverged_history_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_other_key_refused, setup, teardown),
