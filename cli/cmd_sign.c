@@ -1,17 +1,19 @@
-/* keyless sign: hash files (streamed), get them signed by a gateway, verify each signature
- * internally and write it atomically next to the file (FILE.ksig) or where -o says.
+/* keyless sign: hash files (streamed), get them signed by one of several gateways, verify each
+ * signature internally and write it atomically next to the file (FILE.ksig) or under -o DIR.
  *
- * Several inputs go into one request as a local tree of height at most --max-lvl (as
- * ksi-tool's local aggregation); more than 2^max-lvl inputs are split evenly over several
- * requests, made one after the other. With several inputs, -o must name an existing directory
- * (DIR/NAME.ksig); with one input, -o DIR does the same. Every output is checked before
- * anything is hashed or sent: an existing file is refused without --force, as is one output
- * path given twice. A failed request stops the run: later inputs are reported as skipped.
+ * Made for collections as well as for one file (docs/client.md): directories with -r (the
+ * relative paths kept under -o DIR), a resumable batch (a signature that is already there and
+ * verifies for its file is kept; one that does not is reported and left alone without
+ * --force), every failure reported with a stable code while the rest goes on, retries with
+ * backoff within --retry-for, several gateways (-S repeatable; --ha failover|all), local trees
+ * and PDUs sized from the gateway's configuration, several PDUs in flight, and --manifest: one
+ * signature over a BagIt-style manifest of the files' hashes. The parts: sign.h.
  *
  * ksi-tool's options work too: the service options may come from a configuration file
  * (--conf FILE, $KSI_CONF; conf.h), -d dumps each new signature to standard error, -C/-c set
  * the timeout in seconds, --show-progress forces the progress line, and --mdata with
  * --mdata-cli-id etc. puts a metadata link under every document hash (KSI-FORMAT.md §4.4). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,32 +26,49 @@
 #include "keyless/netclient.h"
 #include "keyless/round.h"
 #include "keyless/signclient.h"
+#include "keyless/verify.h"
+#include "sign.h"
 
-#define DEFAULT_MAX_LVL 8 /* 256 files per request */
+#define MAX_GWS 16
+#define KEY_FILE_MAX 4096
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: keyless sign -i FILE... [-o OUT] -S URL [--aggr-user U --aggr-key K] [options]\n"
+          "usage: keyless sign [-r] -i FILE|DIR... [-o OUT] -S URL [-S URL...] [--aggr-user U --aggr-key K] [options]\n"
+          "       keyless sign --manifest MANIFEST [-r] -i FILE|DIR... -S URL ...\n"
           "       keyless sign --dump-conf -S URL [--aggr-user U --aggr-key K]\n"
           "  -i FILE     a file to sign (repeatable; further FILEs may follow the options);\n"
           "              '-' is standard input; ALG:HEX (e.g. SHA-256:4f2a...) signs that hash\n"
           "              (write ./NAME for a file whose name looks like a hash)\n"
-          "  -o OUT      the signature file (default FILE.ksig), or an existing directory\n"
-          "              (DIR/NAME.ksig; required form with several inputs); needed for '-' and a hash\n"
-          "  -S URL      the gateway: http://host:port/path, https://host:port/path,\n"
-          "              ksi+http(s)://U:K@host/path, ksi+tcp://host:port,\n"
+          "  -r          sign every file under a directory input (not *.ksig; symbolic links to\n"
+          "              directories are not followed)\n"
+          "  -o OUT      the signature file of a single input, or a directory: DIR/PATH.ksig with the\n"
+          "              input's relative path (subdirectories are made); default FILE.ksig\n"
+          "  --manifest MANIFEST  write the files' hashes as \"HEX  PATH\" lines (BagIt's\n"
+          "              manifest-sha256.txt) to MANIFEST and sign only it (MANIFEST.ksig or -o);\n"
+          "              check a file with keyless verify --manifest MANIFEST -i MANIFEST.ksig FILE\n"
+          "  -S URL      a gateway (repeatable: several gateways, see --ha): http://host:port/path,\n"
+          "              https://..., ksi+http(s)://U:K@host/path, ksi+tcp://host:port,\n"
           "              or file://RESPONSE (a canned response, for tests; request id 1)\n"
+          "  --ha MODE   failover (default): each request to one gateway, the next on failure;\n"
+          "              all: to every gateway at once, the first valid answer wins\n"
+          "  --retry-for DURATION  retry a request that failed retryably (network, gateway status\n"
+          "              0x106, 0x200, 0x300, 0x301) with backoff for this long (default 60s;\n"
+          "              e.g. 500ms, 30s, 5m; 0: no retries)\n"
+          "  --max-in-flight N  requests (PDUs) in flight at once (default 4)\n"
           "  --aggr-user U, --aggr-key K   login and HMAC key (override the URL's)\n"
+          "  --aggr-key-file FILE  read the key from FILE (its first line); default key:\n"
+          "              $KL_AGGR_KEY or $KSI_AGGR_KEY when neither the options nor the URL give one\n"
           "  --aggr-hmac-alg ALG           HMAC algorithm (default SHA-256)\n"
           "  -H ALG      document hash algorithm (default SHA-256)\n"
-          "  --max-lvl N local tree height, 0..255 (default %d): up to 2^N files per request;\n"
-          "              0 sends one request per file; N must not exceed the max level the\n"
-          "              gateway announces (--dump-conf)\n"
-          "  --force     replace existing signature files\n"
-          "  --json      one JSON object per input on standard output\n"
+          "  --max-lvl N the highest local tree, 0..255: up to 2^N files per request (default: the\n"
+          "              gateway's announced max level; trees are only as big as needed)\n"
+          "  --force     replace existing signature files (by default one that verifies for its\n"
+          "              file is kept, one that does not is reported)\n"
+          "  --json      one JSON line per file on standard output (docs/client.md)\n"
           "  -d          dump each new signature to standard error (as keyless inspect)\n"
-          "  --show-progress  a progress line (done/total, rate) on standard error; by default\n"
-          "              shown for 16 or more files when standard error is a terminal\n"
+          "  --show-progress  the progress line (files, bytes, signatures/s, ETA) on standard error;\n"
+          "              by default shown for 16 or more files when standard error is a terminal\n"
           "  --timeout MS  connect and read timeout (default 10000); -C S, -c S: the same in seconds\n"
           "  --mdata --mdata-cli-id NAME [--mdata-mac-id ID] [--mdata-sqn-nr N] [--mdata-req-tm]\n"
           "              put a metadata link (client id, machine id, sequence number, the request\n"
@@ -59,21 +78,10 @@ static void usage(FILE *f) {
           "              --aggr-key K, ...); the command line wins over it, it over $KSI_CONF's file\n"
           CLI_TLS_HELP
           "  --dump-conf print the gateway's configuration and exit\n"
-          "exit: 0 ok, 3 usage, 4 bad response, 5 network, 8 gateway error, 9 I/O, 11 HMAC, 14 login,\n"
-          "      16 configuration file\n",
-          DEFAULT_MAX_LVL);
+          "exit: 0 every file signed or already signed; else that of the first failure: 3 usage,\n"
+          "      4 bad response, 5 network, 6 an existing signature does not verify, 8 gateway error,\n"
+          "      9 I/O (unreadable input, cannot write), 11 HMAC, 14 login, 16 configuration file\n");
 }
-
-typedef struct input {
-  const char *path;
-  char *out;
-  bool is_hash;
-  kl_imprint_t hash;
-  const char *status; /* "ok", "error", "skipped" */
-  char *error;
-  bool batch_error; /* the whole request failed */
-  uint64_t aggr_time;
-} input_t;
 
 static int sign_exit(int r) {
   switch (r) {
@@ -83,128 +91,47 @@ static int sign_exit(int r) {
   }
 }
 
-static bool is_dir(const char *p) {
+/* "60", "60s", "500ms", "5m", "1h" -> seconds; false on garbage. */
+static bool parse_duration(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || v < 0 || v != v) return false;
+  if (*end == '\0' || strcmp(end, "s") == 0) *out = v;
+  else if (strcmp(end, "ms") == 0) *out = v / 1000;
+  else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0) *out = v * 60;
+  else if (strcmp(end, "h") == 0) *out = v * 3600;
+  else return false;
+  return *out <= 7 * 86400.0;
+}
+
+/* The key from --aggr-key-file: its first line, without the line break. */
+static int read_key_file(const char *path, char **out) {
+  uint8_t *b = NULL;
+  size_t len = 0;
+  kl_err_t e = {0};
   struct stat st;
-  return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int by_out_cmp(const void *a, const void *b) {
-  return strcmp((*(const input_t *const *)a)->out, (*(const input_t *const *)b)->out);
-}
-
-/* Decides every input's kind and output path; 0 or a usage error printed. */
-static int plan(input_t *in, size_t n, const char *out, int alg, bool alg_given, bool force) {
-  bool out_dir = out != NULL && is_dir(out);
-  if (n > 1 && out != NULL && !out_dir) {
-    fprintf(stderr, "keyless sign: with several inputs, -o must name an existing directory (%s is not one)\n", out);
+  if (cli_read_file(path, KEY_FILE_MAX, &b, &len, &e)) {
+    fprintf(stderr, "keyless sign: --aggr-key-file: %s\n", e.msg);
     return KL_EXIT_USAGE;
   }
-  for (size_t i = 0; i < n; i++) {
-    const char *p = in[i].path;
-    in[i].status = "skipped";
-    in[i].is_hash = strchr(p, ':') != NULL && kl_imprint_parse_text(&in[i].hash, p, NULL) == 0;
-    if (in[i].is_hash && alg_given && in[i].hash.alg != alg) {
-      fprintf(stderr, "keyless sign: %s is not a %s hash (-H)\n", p, kl_hash_name(alg));
-      return KL_EXIT_USAGE;
-    }
-    if (in[i].is_hash && !kl_hash_trusted(in[i].hash.alg)) {
-      fprintf(stderr, "keyless sign: %s: %s is not accepted for new signatures\n", p, kl_hash_name(in[i].hash.alg));
-      return KL_EXIT_USAGE;
-    }
-    if (in[i].is_hash || strcmp(p, "-") == 0) {
-      if (n > 1 || out == NULL || out_dir) {
-        fprintf(stderr, "keyless sign: %s: signing %s needs a single input and -o OUT (a file)\n", p,
-                in[i].is_hash ? "a hash" : "standard input");
-        return KL_EXIT_USAGE;
-      }
-    }
-    const char *base = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
-    size_t cap = strlen(p) + (out ? strlen(out) : 0) + 8;
-    if ((in[i].out = malloc(cap)) == NULL) return KL_EXIT_GENERAL;
-    if (out_dir) snprintf(in[i].out, cap, "%s/%s.ksig", out, base);
-    else if (out) snprintf(in[i].out, cap, "%s", out);
-    else snprintf(in[i].out, cap, "%s.ksig", p);
-    if (out_dir && *base == '\0') {
-      fprintf(stderr, "keyless sign: %s: no file name to name the signature after\n", p);
-      return KL_EXIT_USAGE;
-    }
-    struct stat st;
-    if (!force && stat(in[i].out, &st) == 0) {
-      fprintf(stderr, "keyless sign: %s already exists (use --force to replace it); nothing was sent\n", in[i].out);
-      return KL_EXIT_USAGE;
-    }
+  size_t n = 0;
+  while (n < len && b[n] != '\n' && b[n] != '\r') n++;
+  if (n == 0 || memchr(b, '\0', n)) {
+    free(b);
+    fprintf(stderr, "keyless sign: --aggr-key-file %s: no key on its first line\n", path);
+    return KL_EXIT_USAGE;
   }
-  /* One output path twice (the same file given twice, or two NAMEs in one -o DIR). */
-  const input_t **by_out = malloc(n * sizeof *by_out);
-  if (by_out == NULL) return KL_EXIT_GENERAL;
-  for (size_t i = 0; i < n; i++) by_out[i] = &in[i];
-  qsort(by_out, n, sizeof *by_out, by_out_cmp);
-  for (size_t i = 1; i < n; i++)
-    if (strcmp(by_out[i - 1]->out, by_out[i]->out) == 0) {
-      fprintf(stderr, "keyless sign: %s and %s would both be signed into %s\n", by_out[i - 1]->path, by_out[i]->path,
-              by_out[i]->out);
-      free(by_out);
-      return KL_EXIT_USAGE;
-    }
-  free(by_out);
+  b[n] = '\0';
+  if (stat(path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)))
+    fprintf(stderr, "keyless sign: warning: %s holds a key and can be read by others (chmod 600 it)\n", path);
+  *out = (char *)b;
   return KL_EXIT_OK;
 }
 
-/* The progress line: on a terminal rewritten in place and cleared with done == 0; elsewhere
- * (--show-progress) one line per update. The rate counts from the first update of a phase. */
-typedef struct prog {
-  bool on, tty;
-  const char *what;
-  struct timespec t0;
-} prog_t;
-
-static double since(const struct timespec *t0) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static void progress(prog_t *p, const char *what, size_t done, size_t n) {
-  if (!p->on) return;
-  if (done == 0) {
-    if (p->tty) fputs("\r\033[K", stderr);
-  } else {
-    if (p->what != what) {
-      p->what = what;
-      clock_gettime(CLOCK_MONOTONIC, &p->t0);
-    }
-    double dt = since(&p->t0);
-    char rate[48] = "";
-    if (dt > 0.001) snprintf(rate, sizeof rate, ", %.1f/s", (double)done / dt);
-    fprintf(stderr, "%s%s %zu/%zu files%s%s", p->tty ? "\r" : "", what, done, n, rate, p->tty ? "" : "\n");
-  }
-  fflush(stderr);
-}
-
-static void report(const input_t *x, bool json) {
-  char t[64], hex[2 * KL_IMPRINT_MAX + 1], msg[KL_ERR_MSG_MAX * 2];
-  if (json) {
-    cli_json_t j;
-    json_begin(&j, stdout);
-    json_obj(&j, NULL);
-    json_str(&j, "path", x->path);
-    json_str(&j, "signature", x->out);
-    json_str(&j, "status", x->status);
-    if (x->hash.len) json_imprint(&j, "document_hash", &x->hash);
-    if (x->aggr_time) {
-      json_u64(&j, "aggregation_time", x->aggr_time);
-      json_str(&j, "aggregation_time_utc", cli_utc(x->aggr_time, t, sizeof t));
-    }
-    if (x->error) json_str(&j, "error", x->error);
-    json_end_obj(&j);
-    json_finish(&j);
-  } else if (strcmp(x->status, "ok") == 0) {
-    printf("%s: signed at %s (%llu), %s:%s -> %s\n", x->path, cli_utc(x->aggr_time, t, sizeof t),
-           (unsigned long long)x->aggr_time, kl_hash_name(x->hash.alg), kl_imprint_hex(&x->hash, hex) + 2, x->out);
-  } else if (x->error && !x->batch_error) { /* batch errors are reported once by sign_all */
-    fprintf(stderr, "keyless sign: %s: %s\n", x->path, cli_printable(x->error, msg, sizeof msg));
-  }
-  fflush(stdout);
+static bool is_dir(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static int dump_conf(const char *url, const char *user, const char *key, int hmac_alg, int timeout, bool json) {
@@ -243,86 +170,6 @@ static int dump_conf(const char *url, const char *user, const char *key, int hma
   return KL_EXIT_OK;
 }
 
-/* How to sign. */
-typedef struct sopts {
-  const char *url, *user, *key;
-  unsigned max_lvl;
-  int hmac_alg, timeout;
-  bool force, json, dump;
-  const uint8_t *meta; /* metadata value, NULL: none */
-  size_t meta_len;
-} sopts_t;
-
-/* Signs in[0..n) in requests of at most `cap` hashes; returns the exit status. */
-static int sign_all(input_t *in, size_t n, const sopts_t *o, prog_t *prog) {
-  bool json = o->json;
-  size_t cap = kl_sign_batch_capacity(o->meta ? o->max_lvl - 1 : o->max_lvl), nb = (n + cap - 1) / cap, done = 0;
-  int st = KL_EXIT_OK;
-  kl_imprint_t *hashes = malloc(n * sizeof *hashes);
-  kl_sig_t **sigs = calloc(n, sizeof *sigs);
-  if (hashes == NULL || sigs == NULL) {
-    free(hashes);
-    free(sigs);
-    fprintf(stderr, "keyless sign: out of memory\n");
-    return KL_EXIT_GENERAL;
-  }
-  for (size_t i = 0; i < n; i++) hashes[i] = in[i].hash;
-  for (size_t b = 0, off = 0; b < nb && st == KL_EXIT_OK; b++) {
-    size_t k = (n - off) / (nb - b) + ((n - off) % (nb - b) != 0); /* spread evenly */
-    kl_err_t e = {0};
-    int r = kl_sign_hashes_meta(o->url, o->user, o->key, hashes + off, k, o->max_lvl, o->hmac_alg, o->timeout, o->meta,
-                                o->meta_len, sigs + off, &e);
-    for (size_t i = off; i < off + k; i++) {
-      input_t *x = &in[i];
-      if (r) {
-        x->status = "error";
-        x->error = strdup(e.msg);
-        x->batch_error = true;
-      } else {
-        size_t len;
-        const uint8_t *bytes = kl_sig_bytes(sigs[i], &len);
-        kl_err_t we = {0};
-        x->aggr_time = kl_sig_signing_time(sigs[i]);
-        if (cli_write_file_atomic(x->out, bytes, len, o->force, &we)) {
-          x->status = "error";
-          x->error = strdup(we.msg);
-          if (st == KL_EXIT_OK) st = KL_EXIT_IO;
-        } else {
-          x->status = "ok";
-          if (o->dump) {
-            progress(prog, NULL, 0, n);
-            cli_sig_dump(stderr, x->out, sigs[i]);
-          }
-        }
-        kl_sig_free(sigs[i]);
-        sigs[i] = NULL;
-      }
-      if (x->error && !x->batch_error && !json) progress(prog, NULL, 0, n); /* report() writes to stderr */
-      report(x, json);
-    }
-    if (r) {
-      char msg[KL_ERR_MSG_MAX * 2];
-      st = sign_exit(r);
-      progress(prog, NULL, 0, n);
-      if (!json && k > 1)
-        fprintf(stderr, "keyless sign: %s and %zu more in the same request: %s\n", in[off].path, k - 1,
-                cli_printable(e.msg, msg, sizeof msg));
-      else if (!json)
-        fprintf(stderr, "keyless sign: %s: %s\n", in[off].path, cli_printable(e.msg, msg, sizeof msg));
-    }
-    off += k;
-    done = off;
-    if (st == KL_EXIT_OK) progress(prog, "signed", done, n);
-  }
-  progress(prog, NULL, 0, n);
-  for (size_t i = done; i < n; i++) report(&in[i], json); /* skipped after a failure */
-  if (st != KL_EXIT_OK && done < n)
-    fprintf(stderr, "keyless sign: %zu of %zu inputs were not signed after that error\n", n - done, n);
-  free(hashes);
-  free(sigs);
-  return st;
-}
-
 /* The metadata value for --mdata (KSI-FORMAT.md §4.4); an exit status. */
 static int make_meta(const char *cli_id, const char *mac_id, const char *sqn, bool req_tm, kl_buf_t *out) {
   kl_round_identity_t id = {cli_id, mac_id, false, false, 0, 0};
@@ -350,8 +197,8 @@ static int make_meta(const char *cli_id, const char *mac_id, const char *sqn, bo
 
 int cmd_sign(int argc, char **argv) {
   enum { O_USER = 256, O_KEY, O_HMAC, O_MAXLVL, O_FORCE, O_JSON, O_TIMEOUT, O_DUMPCONF, O_CA, O_CONF, O_PROGRESS,
-         O_MDATA, O_CLIID, O_MACID, O_SQN, O_REQTM };
-  static const char shorts[] = "i:o:S:H:C:c:dh";
+         O_MDATA, O_CLIID, O_MACID, O_SQN, O_REQTM, O_HA, O_RETRY, O_INFLIGHT, O_MANIFEST, O_KEYFILE };
+  static const char shorts[] = "i:o:S:H:C:c:drh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
       {"aggregator", required_argument, NULL, 'S'}, {"aggr-user", required_argument, NULL, O_USER},
@@ -363,28 +210,51 @@ int cmd_sign(int argc, char **argv) {
       {"show-progress", no_argument, NULL, O_PROGRESS}, {"mdata", no_argument, NULL, O_MDATA},
       {"mdata-cli-id", required_argument, NULL, O_CLIID}, {"mdata-mac-id", required_argument, NULL, O_MACID},
       {"mdata-sqn-nr", required_argument, NULL, O_SQN}, {"mdata-req-tm", no_argument, NULL, O_REQTM},
+      {"recursive", no_argument, NULL, 'r'}, {"ha", required_argument, NULL, O_HA},
+      {"retry-for", required_argument, NULL, O_RETRY}, {"max-in-flight", required_argument, NULL, O_INFLIGHT},
+      {"manifest", required_argument, NULL, O_MANIFEST}, {"aggr-key-file", required_argument, NULL, O_KEYFILE},
       {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-  const char *out = NULL, *url = NULL, *user = NULL, *key = NULL, *cli_id = NULL, *mac_id = NULL, *sqn = NULL;
+  const char *out = NULL, *user = NULL, *key = NULL, *cli_id = NULL, *mac_id = NULL, *sqn = NULL, *manifest = NULL,
+             *key_file = NULL;
+  const char *urls[MAX_GWS];
+  size_t n_urls = 0;
+  int url_src = -1;
   cli_tls_t tls = {0};
   int alg = KL_HASH_DEFAULT, hmac_alg = KL_HASH_SHA256, c;
   bool alg_given = false, force = false, json = false, conf = false, dump = false, show_prog = false, mdata = false,
-       req_tm = false;
-  uint64_t max_lvl = DEFAULT_MAX_LVL, timeout = 10000;
-  size_t n = 0;
+       req_tm = false, recursive = false, ha_all = false, lvl_given = false;
+  uint64_t max_lvl = 8, timeout = 10000, in_flight = 0;
+  double retry_for = 60;
+  char **raw = NULL, *key_buf = NULL;
+  size_t n_raw = 0, n = 0, cap = 0;
+  sign_file_t *v = NULL;
+  sign_gw_t gws[MAX_GWS];
   kl_buf_t meta = KL_BUF_INIT;
   int st = cli_conf_args("sign", &argc, &argv, shorts, opts);
   if (st != KL_EXIT_OK) return st;
-  input_t *in = calloc((size_t)argc + 1, sizeof *in);
-  if (in == NULL) return KL_EXIT_GENERAL;
+  if ((raw = calloc((size_t)argc + 1, sizeof *raw)) == NULL) return KL_EXIT_GENERAL;
   st = KL_EXIT_USAGE;
   optind = 1;
   while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
     switch (c) {
-      case 'i': in[n++].path = optarg; break;
+      case 'i': raw[n_raw++] = optarg; break;
       case 'o': out = optarg; break;
-      case 'S': url = optarg; break;
+      case 'S': { /* repeatable; a higher-priority source replaces the lower ones' list (conf.h) */
+        int src = cli_source(optarg);
+        if (src > url_src) {
+          n_urls = 0;
+          url_src = src;
+        }
+        if (n_urls == MAX_GWS) {
+          fprintf(stderr, "keyless sign: %sat most %d gateways (-S)\n", cli_where(optarg), MAX_GWS);
+          goto out;
+        }
+        urls[n_urls++] = optarg;
+        break;
+      }
       case O_USER: user = optarg; break;
       case O_KEY: key = optarg; break;
+      case O_KEYFILE: key_file = optarg; break;
       case 'H':
       case O_HMAC: {
         int a = kl_hash_from_name(optarg);
@@ -406,6 +276,27 @@ int cmd_sign(int argc, char **argv) {
           fprintf(stderr, "keyless sign: %s--max-lvl wants 0..255, got '%s'\n", cli_where(optarg), optarg);
           goto out;
         }
+        lvl_given = true;
+        break;
+      case O_INFLIGHT:
+        if (!cli_parse_u64(optarg, &in_flight) || in_flight == 0 || in_flight > 64) {
+          fprintf(stderr, "keyless sign: %s--max-in-flight wants 1..64, got '%s'\n", cli_where(optarg), optarg);
+          goto out;
+        }
+        break;
+      case O_HA:
+        if (strcmp(optarg, "all") != 0 && strcmp(optarg, "failover") != 0) {
+          fprintf(stderr, "keyless sign: %s--ha wants all or failover, got '%s'\n", cli_where(optarg), optarg);
+          goto out;
+        }
+        ha_all = strcmp(optarg, "all") == 0;
+        break;
+      case O_RETRY:
+        if (!parse_duration(optarg, &retry_for)) {
+          fprintf(stderr, "keyless sign: %s--retry-for wants a duration such as 60s, 500ms or 5m (at most 7 days), got '%s'\n",
+                  cli_where(optarg), optarg);
+          goto out;
+        }
         break;
       case O_TIMEOUT:
       case 'C':
@@ -425,6 +316,8 @@ int cmd_sign(int argc, char **argv) {
       case O_DUMPCONF: conf = true; break;
       case O_CA: tls.ca = optarg; break;
       case O_CONF: break; /* read by cli_conf_args */
+      case O_MANIFEST: manifest = optarg; break;
+      case 'r': recursive = true; break;
       case 'd': dump = true; break;
       case O_PROGRESS: show_prog = true; break;
       case O_MDATA: mdata = true; break;
@@ -436,8 +329,8 @@ int cmd_sign(int argc, char **argv) {
       default: usage(stderr); goto out;
     }
   }
-  while (optind < argc) in[n++].path = argv[optind++];
-  if (url == NULL || (n == 0) != conf) {
+  while (optind < argc) raw[n_raw++] = argv[optind++];
+  if (n_urls == 0 || (n_raw == 0) != conf) {
     fprintf(stderr, "keyless sign: give -S URL (or in --conf FILE) and %s\n",
             conf ? "no inputs with --dump-conf" : "at least one -i FILE");
     usage(stderr);
@@ -456,24 +349,42 @@ int cmd_sign(int argc, char **argv) {
   if (mdata) {
     if ((st = make_meta(cli_id, mac_id, sqn, req_tm, &meta)) != KL_EXIT_OK) goto out;
     st = KL_EXIT_USAGE;
-    if (max_lvl == 0) {
+    if (lvl_given && max_lvl == 0) {
       fprintf(stderr, "keyless sign: the metadata link takes one level of the local tree: --max-lvl 0 leaves none\n");
       goto out;
     }
   }
-  kl_err_t e = {0};
-  kl_url_t u;
-  memset(&u, 0, sizeof u);
-  if (strncmp(url, "file://", 7) != 0 && kl_url_parse(url, &u, &e)) {
-    fprintf(stderr, "keyless sign: %s-S %s\n", cli_where(url), e.msg);
-    goto out;
+  /* The key: --aggr-key, else --aggr-key-file, else the URL's, else $KL_AGGR_KEY / $KSI_AGGR_KEY. */
+  if (key == NULL && key_file) {
+    if ((st = read_key_file(key_file, &key_buf)) != KL_EXIT_OK) goto out;
+    st = KL_EXIT_USAGE;
+    key = key_buf;
   }
-  if ((user == NULL && u.user[0] == '\0') || (key == NULL && u.key[0] == '\0')) {
-    fprintf(stderr,
-            "keyless sign: gateway %s: give the login and key (--aggr-user U --aggr-key K, or ksi+http://U:K@host/;"
-            " best in a --conf file)\n",
-            url);
-    goto out;
+  const char *env_key = getenv("KL_AGGR_KEY");
+  if (env_key == NULL || *env_key == '\0') env_key = getenv("KSI_AGGR_KEY");
+  if (env_key && *env_key == '\0') env_key = NULL;
+  kl_err_t e = {0};
+  for (size_t g = 0; g < n_urls; g++) {
+    const char *url = urls[g];
+    kl_url_t u;
+    memset(&u, 0, sizeof u);
+    if (strncmp(url, "file://", 7) != 0 && kl_url_parse(url, &u, &e)) {
+      fprintf(stderr, "keyless sign: %s-S %s\n", cli_where(url), e.msg);
+      goto out;
+    }
+    gws[g] = (sign_gw_t){url, user, key};
+    if (key == NULL && u.key[0] == '\0') gws[g].key = env_key;
+    if ((user == NULL && u.user[0] == '\0') || (key == NULL && u.key[0] == '\0' && env_key == NULL)) {
+      fprintf(stderr,
+              "keyless sign: gateway %s: give the login and key (--aggr-user U --aggr-key K, --aggr-key-file FILE,"
+              " $KL_AGGR_KEY, or ksi+http://U:K@host/; best in a --conf file)\n",
+              url);
+      goto out;
+    }
+    if (n_urls > 1 && strncmp(url, "file://", 7) == 0) {
+      fprintf(stderr, "keyless sign: a canned response (file://) cannot be one of several gateways\n");
+      goto out;
+    }
   }
   if ((st = cli_tls_setup(&tls, false, &e)) != KL_EXIT_OK) {
     fprintf(stderr, "keyless sign: %s%s\n", cli_where(tls.ca), e.msg);
@@ -481,30 +392,92 @@ int cmd_sign(int argc, char **argv) {
   }
   st = KL_EXIT_USAGE;
   if (conf) {
-    st = dump_conf(url, user, key, hmac_alg, (int)timeout, json);
+    st = dump_conf(gws[0].url, gws[0].user, gws[0].key, hmac_alg, (int)timeout, json);
     goto out;
   }
-  if ((st = plan(in, n, out, alg, alg_given, force)) != KL_EXIT_OK) goto out;
-  prog_t prog = {false, isatty(STDERR_FILENO) != 0, NULL, {0, 0}};
-  prog.on = show_prog || (n >= 16 && prog.tty && !isatty(STDOUT_FILENO));
-  for (size_t i = 0; i < n; i++) {
-    int r;
-    if (!in[i].is_hash && (r = cli_hash_file(in[i].path, alg, &in[i].hash, &e))) {
-      progress(&prog, NULL, 0, n);
-      fprintf(stderr, "keyless sign: %s; nothing was sent\n", e.msg);
-      st = cli_exit_for(r);
+  /* The inputs. */
+  for (size_t i = 0; i < n_raw; i++) {
+    const char *p = raw[i];
+    kl_imprint_t h;
+    bool is_hash = strchr(p, ':') != NULL && kl_imprint_parse_text(&h, p, NULL) == 0;
+    if (is_hash || strcmp(p, "-") == 0) {
+      if (n_raw > 1 || out == NULL || is_dir(out) || manifest) {
+        fprintf(stderr, "keyless sign: %s: signing %s needs a single input and -o OUT (a file)\n", p,
+                is_hash ? "a hash" : "standard input");
+        goto out;
+      }
+      if (is_hash && alg_given && h.alg != alg) {
+        fprintf(stderr, "keyless sign: %s is not a %s hash (-H)\n", p, kl_hash_name(alg));
+        goto out;
+      }
+      if (is_hash && !kl_hash_trusted(h.alg)) {
+        fprintf(stderr, "keyless sign: %s: %s is not accepted for new signatures\n", p, kl_hash_name(h.alg));
+        goto out;
+      }
+    }
+    size_t before = n;
+    if ((st = sign_add_input(&v, &n, &cap, p, recursive)) != KL_EXIT_OK) goto out;
+    st = KL_EXIT_USAGE;
+    if (is_hash && n == before + 1) {
+      v[before].is_hash = true;
+      v[before].hash = h;
+    }
+  }
+  /* Where the signatures go. */
+  const char *out_dir = NULL, *out_file = NULL;
+  if (manifest) {
+    if (out && is_dir(out)) {
+      fprintf(stderr, "keyless sign: with --manifest, -o names the manifest's signature file (%s is a directory)\n", out);
       goto out;
     }
-    if ((i + 1) % 64 == 0 || i + 1 == n) progress(&prog, "hashed", i + 1, n);
+  } else if (out && (is_dir(out) || recursive)) {
+    out_dir = out;
+    kl_err_t me = {0};
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/x", out);
+    if (!is_dir(out) && sign_mkdirs_for(probe, &me)) {
+      fprintf(stderr, "keyless sign: -o %s: %s\n", out, me.msg);
+      st = KL_EXIT_IO;
+      goto out;
+    }
+  } else if (out) {
+    if (n != 1) {
+      fprintf(stderr, "keyless sign: with several inputs, -o must name an existing directory (%s is not one)\n", out);
+      goto out;
+    }
+    out_file = out;
   }
-  sopts_t so = {url, user, key, (unsigned)max_lvl, hmac_alg, (int)timeout, force, json, dump, meta.p, meta.len};
-  st = sign_all(in, n, &so, &prog);
+  if ((st = sign_plan_outputs(v, n, out_dir, out_file)) != KL_EXIT_OK) goto out;
+  sign_report_t rep;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct stat sst;
+    if (!v[i].is_hash && strcmp(v[i].path, "-") != 0 && stat(v[i].path, &sst) == 0) bytes += (uint64_t)sst.st_size;
+  }
+  sign_report_init(&rep, json, show_prog, dump, n, bytes);
+  sign_opts_t so = {gws, n_urls, ha_all, hmac_alg, (int)timeout, retry_for, (unsigned)max_lvl, lvl_given,
+                    (unsigned)in_flight, mdata ? meta.p : NULL, meta.len, json};
+  bool sent = false;
+  if (manifest) {
+    st = sign_manifest(v, n, manifest, out, alg, force, &so, &rep);
+    goto out;
+  }
+  sign_prepare(v, n, alg, force, false, &rep);
+  if ((st = sign_run(v, n, &so, &rep, &sent)) != KL_EXIT_OK) {
+    fprintf(stderr, "keyless sign: out of memory\n");
+    goto out;
+  }
+  st = sign_report_finish(&rep, v, n, !sent);
 out:
   kl_buf_free(&meta);
   for (size_t i = 0; i < n; i++) {
-    free(in[i].out);
-    free(in[i].error);
+    free(v[i].path);
+    free(v[i].rel);
+    free(v[i].out);
+    free(v[i].error);
   }
-  free(in);
+  free(v);
+  free(raw);
+  free(key_buf);
   return st;
 }

@@ -50,6 +50,9 @@ static const cli_conf_opt_t known[] = {
     {0, "log", true, false},
     {0, "ca", true, false},                          /* keyless: trust anchors for https:// */
     {0, "timeout", true, false},                     /* keyless: milliseconds */
+    {0, "ha", true, false},                          /* keyless sign: failover or all */
+    {0, "retry-for", true, false},                   /* keyless sign: a duration */
+    {0, "aggr-key-file", true, false},               /* keyless sign: the key in a file */
 };
 
 const cli_conf_opt_t *cli_conf_lookup(const char *name) {

@@ -123,6 +123,21 @@ int kl_aggr_resp_config(const kl_aggr_resp_t *r, kl_aggr_config_t *out, kl_err_t
   return 0;
 }
 
+uint64_t kl_aggr_err_status(const kl_err_t *e) {
+  static const char *const marks[] = {"aggregator error 0x", "aggregator status 0x"};
+  if (e == NULL || (e->code != KL_ESERVICE && e->code != KL_EAUTH)) return 0;
+  for (size_t i = 0; i < 2; i++) {
+    const char *p = strstr(e->msg, marks[i]);
+    if (p) return strtoull(p + strlen(marks[i]), NULL, 16);
+  }
+  return 0;
+}
+
+bool kl_aggr_status_retryable(uint64_t status) {
+  return status == KL_STATUS_AGGR_TOO_MANY_REQUESTS || status == KL_STATUS_INTERNAL_ERROR ||
+         status == KL_STATUS_UPSTREAM_ERROR || status == KL_STATUS_UPSTREAM_TIMEOUT;
+}
+
 /* The aggregation response for request id, with its status checked. */
 static int find_resp(const kl_aggr_resp_t *r, uint64_t id, const kl_pdu_aggr_resp_t **out, kl_err_t *e) {
   const kl_pdu_t *pdu = r->pdu;

@@ -434,14 +434,18 @@ run verify -i "$TMP/s.ksig" -f "$SIGN_DOC" --policy internal
 expect "sign: the new signature verifies (internal policy)" 0 "OK"
 cp "$TMP/s.ksig" "$TMP/s.orig"
 run sign -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$NOWHERE"
-expect "sign: an existing output is refused without --force, before sending" 3 "already exists" "--force"
+expect "sign: an existing signature that verifies is kept, nothing sent (resume)" 0 "already signed"
+run sign -i "SHA-256:$WRONG_HEX" -o "$TMP/s.ksig" -S "$NOWHERE"
+expect "sign: an existing signature for another document is reported, not replaced (exit 6)" 6 "does not verify" "--force"
+if cmp -s "$TMP/s.ksig" "$TMP/s.orig"; then pass "sign: a signature that does not verify is left as it was"
+else fail "sign: a signature that does not verify is left as it was" "unchanged file" "changed"; fi
 run sign --force -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key wrong
 expect "sign: wrong key is exit 11" 11 "HMAC"
 if cmp -s "$TMP/s.ksig" "$TMP/s.orig"; then pass "sign: a failed --force run leaves the old file"
 else fail "sign: a failed --force run leaves the old file" "unchanged file" "changed"; fi
 run sign --json --force -i "$SIGN_DOC" -o "$TMP/s.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key anon
 expect_json "sign --json: one object per input" \
-  "d['status'] == 'ok' and d['aggregation_time'] == 1500030847 and d['signature'].endswith('s.ksig') and d['document_hash'] == '$SIGN_DOC'"
+  "d['status'] == 'signed' and d['aggregation_time'] == 1500030847 and d['signature'].endswith('s.ksig') and d['document_hash'] == '$SIGN_DOC'"
 run sign -i "SHA-256:$WRONG_HEX" -o "$TMP/w.ksig" -S "$SIGN_RESP" --aggr-user anon --aggr-key anon
 expect "sign: a response for another document is refused (exit 4)" 4 "GEN-01"
 if [ -e "$TMP/w.ksig" ]; then fail "sign: nothing written for a refused response" "no file" "$TMP/w.ksig"
@@ -484,7 +488,7 @@ EOF
 then
   mkdir -p "$TMP/sigs"
   run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/sigs" --json -S "file://$TMP/tree-resp.tlv" --aggr-user anon --aggr-key k
-  expect "sign: two files in one request (local tree)" 0 'out:"path":"'"$TMP"'/b.txt"' 'out:"status":"ok"'
+  expect "sign: two files in one request (local tree)" 0 'out:"file":"'"$TMP"'/b.txt"' 'out:"status":"signed"'
   for f in a b; do
     run verify -i "$TMP/sigs/$f.txt.ksig" -f "$TMP/$f.txt" --policy internal
     expect "sign: local-tree signature of $f.txt verifies with $f.txt" 0 "OK"
@@ -492,8 +496,8 @@ then
   run verify -i "$TMP/sigs/a.txt.ksig" -f "$TMP/b.txt" --policy internal
   expect "sign: a.txt's signature does not verify b.txt" 6 "GEN-01"
   run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/sigs" --max-lvl 0 --json --force -S "file://$TMP/tree-resp.tlv" --aggr-user anon --aggr-key k
-  if expect "sign --max-lvl 0: one request per file, stops at the first failure" 4 "GEN-01"; then
-    expect_eq "sign --max-lvl 0: statuses per file" "error skipped" "$(printf '%s\n' "$OUT" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' | tr '\n' ' ' | sed 's/ $//')"
+  if expect "sign --max-lvl 0: one request per file, each failure reported, the batch goes on" 4 "GEN-01"; then
+    expect_eq "sign --max-lvl 0: statuses per file" "failed failed" "$(printf '%s\n' "$OUT" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' | tr '\n' ' ' | sed 's/ $//')"
   fi
   run sign --dump-conf --json -S "file://$TMP/tree-resp.tlv.conf" --aggr-user anon --aggr-key k
   expect_json "sign --dump-conf: the gateway's configuration" \
@@ -503,16 +507,16 @@ then
 else
   fail "sign: local tree response" "python3 to make it" "no python3"
 fi
-run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -S "$NOWHERE"
-expect "sign: FILE.ksig exists: refused before sending" 3 "a.txt.ksig already exists" "nothing was sent"
+run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -S "$NOWHERE" --retry-for 0
+expect "sign: FILE.ksig exists but is not a signature: reported, the rest goes on (exit 6)" 6 "a.txt.ksig exists but is not a signature" "b.txt" "2 not signed"
 run sign -i "$TMP/a.txt" -i "$TMP/b.txt" -o "$TMP/b.txt" -S "$NOWHERE" --force
 expect "sign: several inputs want -o DIR" 3 "existing directory"
 run sign -i "$TMP/a.txt" "$TMP/a.txt" -o "$TMP" -S "$NOWHERE" --force
 expect "sign: the same output twice is refused" 3 "would both be signed into"
 run sign -i "$TMP/missing.txt" -S "$NOWHERE"
 expect "sign: a missing input is exit 9, nothing sent" 9 "missing.txt" "nothing was sent"
-run sign -i "$TMP/b.txt" -S "$NOWHERE"
-expect "sign: connection refused is exit 5" 5 "127.0.0.1:1"
+run sign -i "$TMP/b.txt" -S "$NOWHERE" --retry-for 1s
+expect "sign: connection refused is exit 5, after retries within --retry-for" 5 "127.0.0.1:1" "attempts"
 if [ -e "$TMP/b.txt.ksig" ]; then fail "sign: nothing written when the gateway is unreachable" "no file" "$TMP/b.txt.ksig"
 else pass "sign: nothing written when the gateway is unreachable"; fi
 run sign -i "$TMP/b.txt" -S ksi+tcp://127.0.0.1:1
@@ -535,9 +539,9 @@ expect "sign --help" 0 "out:--max-lvl" "out:--aggr-key" "out:--force" "out:--jso
 # error. (The handshakes themselves are tested in unit/test_netclient_tls.)
 run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --ca "$TMP/missing-ca.pem" --force
 expect "sign: --ca naming a missing file is exit 3" 3 "CA file" "missing-ca.pem"
-KL_CA="$TMP/missing-ca.pem" run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force
+KL_CA="$TMP/missing-ca.pem" run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force --retry-for 0
 expect "sign: \$KL_CA naming a missing file is exit 3, naming the variable" 3 "\$KL_CA" "missing-ca.pem"
-run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force
+run sign -i "$TMP/b.txt" -S https://anon:anon@127.0.0.1:1/ --force --retry-for 0
 expect "sign: https connection refused is exit 5" 5 "127.0.0.1:1"
 run pubfile -P https://127.0.0.1:1/publications.bin --publications-file-no-verify
 expect "pubfile: an https URL is fetched (refused: exit 5)" 5 "publications file https://127.0.0.1:1/publications.bin"

@@ -103,6 +103,19 @@ typedef struct kl_aggr_config {
  * range (max_level above 255, an unknown algorithm). */
 KL_API int kl_aggr_resp_config(const kl_aggr_resp_t *r, kl_aggr_config_t *out, kl_err_t *e);
 
+/* The gateway status an error from kl_aggr_resp_open, kl_aggr_resp_signature,
+ * kl_sign_batch_signature or kl_aggr_exchange was made of (KL_ESERVICE, KL_EAUTH: "aggregator
+ * error 0x300: ..." or "aggregator status 0x300 for request id ..."); 0 when it carries none. */
+KL_API uint64_t kl_aggr_err_status(const kl_err_t *e);
+
+/* Whether asking again (later, or another gateway) may succeed where status failed: 0x106 too
+ * many requests (the gateway asks the client to slow down), 0x200 internal error (this
+ * gateway's trouble, e.g. out of memory), 0x300 upstream error and 0x301 upstream timeout (its
+ * parents are down or electing a leader). Not: invalid request, payload or input (0x101, 0x103,
+ * 0x104, 0x107), authentication (0x102), and 0x105 over quota (an account limit that does not
+ * clear in seconds: asking again only adds load). */
+KL_API bool kl_aggr_status_retryable(uint64_t status);
+
 /* ---- local aggregation ---- */
 
 typedef struct kl_sign_batch kl_sign_batch_t;
