@@ -34,11 +34,51 @@ static double g_lag(void *arg) {
   return last > 0 ? (double)(core_now_ms() / 1000) - last : -1;
 }
 
+/* Healthy: this node can do its part of the job now. It is running and in step with the log
+ * (FSM ok), it has a leader (or leads with a majority of voters heard from within an election
+ * timeout), and the calendar advances: its last second is at most CALENDAR_STALL_S behind the
+ * clock. Otherwise the reason, for /healthz's body. */
+#define CALENDAR_STALL_S 10
 static const char *health(void *arg) {
+  static char why[200]; /* the loop thread's only */
   core_t *c = arg;
   int st = raft_state(&c->raft);
-  bool ok = !c->stopping && c->fsm.state == KL_FSM_OK && (st == RAFT_LEADER || st == RAFT_FOLLOWER);
-  return ok ? NULL : "not ready";
+  if (c->stopping) return "stopping";
+  if (c->fsm.state != KL_FSM_OK)
+    return c->fsm.state == KL_FSM_CATCHING_UP ? "catching up with the cluster's log" : "the state machine failed";
+  if (st == RAFT_CANDIDATE) return "no leader: this node is a candidate (an election is running)";
+  if (st != RAFT_LEADER && st != RAFT_FOLLOWER) return "raft is not running";
+  if (st == RAFT_FOLLOWER) {
+    raft_id leader;
+    const char *addr;
+    raft_leader(&c->raft, &leader, &addr);
+    if (leader == 0) return "no leader known";
+  } else {
+    const struct raft_configuration *conf = &c->raft.configuration;
+    unsigned voters = 0, heard = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+      if (conf->servers[i].role != RAFT_VOTER) continue;
+      voters++;
+      if (conf->servers[i].id == (raft_id)c->cfg->id ||
+          (c->raft.leader_state.progress != NULL && c->raft.leader_state.progress[i].recent_recv))
+        heard++;
+    }
+    if (heard * 2 <= voters) {
+      snprintf(why, sizeof why, "leader without a quorum: %u of %u voters heard from", heard, voters);
+      return why;
+    }
+  }
+  kl_cal_info_t info;
+  uint64_t now = core_now_ms() / 1000;
+  if (kl_cal_info(c->cal, &info, NULL) == 0 && now > info.genesis + CALENDAR_STALL_S) {
+    uint64_t last = info.empty ? info.genesis : info.last;
+    if (now > last + CALENDAR_STALL_S) {
+      snprintf(why, sizeof why, "the calendar does not advance: its last second %llu is %llu s behind the clock",
+               (unsigned long long)last, (unsigned long long)(now - last));
+      return why;
+    }
+  }
+  return NULL;
 }
 
 /* JSON string value (addresses and ids are plain ASCII; anything else is replaced). */

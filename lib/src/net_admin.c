@@ -1,22 +1,34 @@
 /* The admin port's two routes, /healthz and /metrics (keyless/net.h). */
+#include <stdio.h>
 #include <string.h>
 
 #include "keyless/metrics.h"
 #include "keyless/net.h"
 
+/* 200 {"status":"ok"} or 503 {"status":"unhealthy","reason":"..."}: the daemon's own words for
+ * why it cannot do its job now. */
 static void on_healthz(kl_http_req_t *req, void *arg) {
   const kl_admin_t *a = arg;
   const char *why = a->health ? a->health(a->arg) : NULL;
   if (why == NULL) {
-    kl_http_respond(req, 200, "text/plain", "ok\n", 3);
+    kl_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
     return;
   }
-  size_t n = strlen(why);
-  char body[256];
-  if (n > sizeof body - 2) n = sizeof body - 2;
-  memcpy(body, why, n);
-  body[n++] = '\n';
-  kl_http_respond(req, 503, "text/plain", body, n);
+  char body[600];
+  size_t n = (size_t)snprintf(body, sizeof body, "{\"status\":\"unhealthy\",\"reason\":\"");
+  for (const char *p = why; *p && n + 12 < sizeof body; p++) { /* room for an escape and the end */
+    unsigned char ch = (unsigned char)*p;
+    if (ch == '"' || ch == '\\') {
+      body[n++] = '\\';
+      body[n++] = (char)ch;
+    } else if (ch < 0x20) {
+      n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
+    } else {
+      body[n++] = (char)ch;
+    }
+  }
+  n += (size_t)snprintf(body + n, sizeof body - n, "\"}\n");
+  kl_http_respond(req, 503, "application/json", body, n < sizeof body ? n : sizeof body - 1);
 }
 
 static void on_metrics(kl_http_req_t *req, void *arg) {

@@ -242,6 +242,21 @@ check "and stored nothing" "[ \"\$(ext_metric 5 keyless_calendar_last_second)\" 
 kill -TERM "${PID[y]}"; wait "${PID[y]}"; rc=$?; PID[y]=""
 check "it stops cleanly too (exit $rc)" "[ $rc -eq 0 ]"
 
+# Health that tells the truth: a node that cannot do its job answers /healthz 503 with the reason.
+core_health() { curl -s -m 2 "${ADMIN_TLS[@]}" -o "$T/core-health.body" -w '%{http_code}' "https://$(admin "$1")/healthz"; }
+L=$(wait_leader)
+check "the leader's /healthz: 200 {\"status\":\"ok\"} ($(core_health "$L") $(cat "$T/core-health.body"))" \
+  "[ \"\$(core_health $L)\" = 200 ] && grep -q '\"status\":\"ok\"' '$T/core-health.body'"
+F1=$(( L % 3 + 1 )) F2=$(( (L + 1) % 3 + 1 ))
+kill -STOP "${PID[$F1]}" "${PID[$F2]}"
+code=""
+for _ in $(seq 1 50); do code=$(core_health "$L"); [ "$code" = 503 ] && break; sleep 0.2; done
+check "with both followers stopped, node $L's /healthz is 503 with a reason ($code $(cat "$T/core-health.body"))" \
+  "[ '$code' = 503 ] && grep -q '\"reason\":\"' '$T/core-health.body'"
+kill -CONT "${PID[$F1]}" "${PID[$F2]}"
+for _ in $(seq 1 100); do l=$(leader); [ -n "$l" ] && [ "$(core_health "$l")" = 200 ] && break; sleep 0.2; done
+check "once they are back, a leader is healthy again" "[ -n \"\$(leader)\" ] && [ \"\$(core_health \$(leader))\" = 200 ]"
+
 for i in 1 2 3; do kill -TERM "${PID[$i]}"; done
 for i in 1 2 3; do wait "${PID[$i]}"; rc=$?; check "node $i stops cleanly on SIGTERM (exit $rc)" "[ $rc -eq 0 ]"; PID[$i]=""; done
 forks=0 holes=0
