@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "extender.h"
+#include "keyless/hash.h"
 
 static void shutdown_pool(ext_pool_t *p);
 
@@ -62,6 +63,7 @@ static void *worker(void *arg) {
     if (wake) uv_async_send(&p->async);
   }
   pthread_mutex_unlock(&p->mu);
+  kl_hash_thread_end(); /* this thread's hashing contexts and HMAC keys (keyless/hash.h) */
   return NULL;
 }
 

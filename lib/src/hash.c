@@ -259,6 +259,16 @@ static _Thread_local struct {
   uint8_t key[HMAC_KEY_CACHE];
 } tls_mac_key[KL_HASH_SM3 + 1];
 
+void kl_hash_thread_end(void) {
+  for (size_t a = 0; a < sizeof tls_mac / sizeof tls_mac[0]; a++) {
+    EVP_MAC_CTX_free(tls_mac[a]);
+    tls_mac[a] = NULL;
+  }
+  OPENSSL_cleanse(tls_mac_key, sizeof tls_mac_key);
+  kl_hasher_close(&tls_hasher);
+  memset(&tls_hasher, 0, sizeof tls_hasher);
+}
+
 int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n, kl_imprint_t *out,
             kl_err_t *e) {
   if (md_for(alg) == NULL || hmac_mac == NULL)

@@ -89,6 +89,10 @@ KL_API int kl_hash(int alg, const void *p, size_t n, kl_imprint_t *out, kl_err_t
 /* HMAC with the algorithm's digest; out gets the digest bytes (no algorithm byte). */
 KL_API int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n,
                    kl_imprint_t *out, kl_err_t *e);
+/* Frees the calling thread's hashing and HMAC contexts and forgets its cached HMAC keys (kl_hash
+ * and kl_hmac keep them per thread). Call it before a thread that used them ends; the thread may
+ * use them again after. */
+KL_API void kl_hash_thread_end(void);
 
 /* Hex helpers: decode returns the byte count or -1 on a bad digit / odd length / overflow. */
 KL_API long kl_hex_decode(const char *s, uint8_t *out, size_t cap);
