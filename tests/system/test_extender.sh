@@ -256,7 +256,7 @@ check "... with the new calendar last time" $((L + 1)) "$(field resp cal_last)"
 
 # ---- admin ----
 A="http://127.0.0.1:$ADMIN"
-check "healthz: 200 ok" "200 ok" "$("${CURL[@]}" -w '%{http_code}' -o h.body "$A/healthz") $(cat h.body)"
+check "healthz: 200 ok" '200 {"status":"ok"}' "$("${CURL[@]}" -w '%{http_code}' -o h.body "$A/healthz") $(cat h.body)"
 M=$("${CURL[@]}" "$A/metrics")
 check_has "metrics: requests by status" 'keyless_extender_requests_total{status="0x0000"}' "$M"
 check_has "metrics: refused requests by status" 'keyless_extender_requests_total{status="0x0106"}' "$M"

@@ -212,7 +212,7 @@ check "after SIGHUP: the new login is served" "resp id=1 status=0x0000" \
 n0=$(grep -c 'event=extend transport=tcp' ext.log)
 "$CLIENT" tcp "127.0.0.1:$TCP" one/s "${files[@]}" >term.out &
 BG+=($!)
-for _ in $(seq 1 200); do
+for _ in $(seq 1 1000); do # bounded (20 s): a sanitizer build is slow to take the first PDU
   [ "$(grep -c 'event=extend transport=tcp' ext.log)" -gt "$n0" ] && break
   sleep 0.02
 done
