@@ -40,6 +40,11 @@ int cmd_devpki(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
 int cmd_core(int argc, char **argv);
 
+/* keyless verify --manifest (verify_manifest.c): each of files[0..n) (relative to base, NULL:
+ * the current directory) must be listed in the manifest with its hash under alg. Prints one
+ * line (or JSON object) per file; returns 0, KL_EXIT_VERIFY, or KL_EXIT_IO. */
+int cli_verify_manifest(const char *manifest, const char *base, int alg, char *const *files, size_t n, bool json);
+
 /* Maps a library error code to an exit status. */
 int cli_exit_for(int kl_code);
 

@@ -16,6 +16,10 @@ static void usage(FILE *f) {
           "         [-P PUBFILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
           "         [--publications-file-no-verify] [--pub-str STRING]\n"
           "         [-X URL [--ext-user USER] [--ext-key KEY]] [-x] [--json] [--ca FILE]\n"
+          "       keyless verify --manifest MANIFEST -i MANIFEST.ksig [--base DIR] [options] FILE...\n"
+          "  --manifest: the signature is of MANIFEST (lines \"HEX  PATH\", as keyless sign --manifest\n"
+          "      writes); each FILE (its PATH in the manifest; read under --base DIR, default .) must\n"
+          "      have the hash its line gives\n"
           "  POLICY: auto (default), internal, key, calendar, publication\n"
           "          (ksi-tool's --ver-int, --ver-key, --ver-cal, --ver-pub also work)\n"
           "  -P: a file, or an http:// or https:// URL\n"
@@ -64,6 +68,9 @@ typedef struct vargs {
   uint64_t level, timeout;
   cli_trust_t trust;
   cli_tls_t tls;
+  const char *manifest, *base; /* --manifest, --base */
+  char **files;                /* the FILEs checked against the manifest */
+  size_t n_files;
 } vargs_t;
 
 static int parse_policy(const char *s) {
@@ -77,7 +84,7 @@ static int parse_policy(const char *s) {
 
 static int parse_args(int argc, char **argv, vargs_t *a) {
   enum { O_POLICY = 256, O_CNSTR, O_PUBSTR, O_AT, O_NOVERIFY, O_JSON, O_EXTKEY, O_EXTUSER,
-         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA, O_CONF, O_HMAC };
+         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA, O_CONF, O_HMAC, O_MANIFEST, O_BASE };
   static const char shorts[] = "i:f:d:P:V:X:C:c:xh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'},  {"file", required_argument, NULL, 'f'},
@@ -91,6 +98,7 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       {"ver-cal", no_argument, NULL, O_VERCAL}, {"ver-pub", no_argument, NULL, O_VERPUB},
       {"input-level", required_argument, NULL, O_LEVEL}, {"ca", required_argument, NULL, O_CA},
       {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
+      {"manifest", required_argument, NULL, O_MANIFEST}, {"base", required_argument, NULL, O_BASE},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c, v_src = -1, cnstr_src = -1;
@@ -154,6 +162,8 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       case O_JSON: a->json = true; break;
       case O_CA: a->tls.ca = optarg; break;
       case O_CONF: break; /* read by cli_conf_args */
+      case O_MANIFEST: a->manifest = optarg; break;
+      case O_BASE: a->base = optarg; break;
       case 'C':
       case 'c':
         if (!cli_parse_u64(optarg, &a->timeout) || a->timeout == 0 || a->timeout > 3600) {
@@ -176,6 +186,16 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       case 'h': usage(stdout); return -1;
       default: usage(stderr); return KL_EXIT_USAGE;
     }
+  }
+  if (a->manifest) {
+    if (a->file || a->digest || optind == argc) {
+      fprintf(stderr, "keyless verify: --manifest takes FILE... to check, and no -f or -d (the document is the manifest)\n");
+      return KL_EXIT_USAGE;
+    }
+    a->file = a->manifest;
+    a->files = argv + optind;
+    a->n_files = (size_t)(argc - optind);
+    optind = argc;
   }
   if (a->sig == NULL || optind != argc) {
     fprintf(stderr, "keyless verify: %s\n", a->sig ? "unexpected argument" : "give the signature with -i SIG");
@@ -316,6 +336,8 @@ int cmd_verify(int argc, char **argv) {
   kl_verify_result_t res;
   kl_verify(sig, (kl_policy_t)a.policy, &o, &res);
   st = report(&a, sig, &res);
+  if (st == KL_EXIT_OK && a.manifest)
+    st = cli_verify_manifest(a.manifest, a.base, kl_sig_document_hash(sig)->alg, a.files, a.n_files, a.json);
 out:
   free(canned.pdu);
   kl_pubfile_free(pf);
