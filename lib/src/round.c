@@ -16,8 +16,7 @@
 typedef struct req {
   kl_imprint_t hash;
   unsigned level;
-  uint8_t *meta;
-  size_t meta_len;
+  uint32_t meta_off, meta_len; /* in the round's metas */
 } req_t;
 
 /* Requests per client id in this round (open addressing, grown at half full): the per-client
@@ -31,6 +30,7 @@ struct kl_round {
   kl_round_config_t cfg;
   req_t *reqs;
   size_t n, cap;
+  kl_buf_t metas; /* every request's metadata value, back to back (one allocation, not one each) */
   client_count_t *clients;
   size_t n_clients, cap_clients; /* cap: a power of two */
   /* The parent's answer as last accepted (a copy of its parts, back to back) and its first
@@ -46,23 +46,27 @@ struct kl_round {
 };
 
 int kl_metadata_encode(const kl_round_identity_t *id, kl_buf_t *out, kl_err_t *e) {
-  kl_buf_t kids = KL_BUF_INIT;
   if (id == NULL || id->client_id == NULL || id->client_id[0] == '\0')
     return kl_err_set(e, KL_EINVAL, "metadata needs a client id");
-  kl_tlv_put_str(&kids, 0x01, 0, id->client_id);
-  if (id->machine_id) kl_tlv_put_str(&kids, 0x02, 0, id->machine_id);
-  if (id->has_seq) kl_tlv_put_uint(&kids, 0x03, 0, id->seq);
-  if (id->has_req_time) kl_tlv_put_uint(&kids, 0x04, 0, id->req_time_us);
-  int r = kl_buf_check(&kids, e);
+  /* 7E 01 01 (3 bytes) or 7E 02 01 01 (4 bytes): whichever makes the whole value even. The
+   * children are written after room for the longer padding, then moved down a byte if the
+   * shorter one is due (no temporary buffer). */
+  static const uint8_t pad1[] = {0x7E, 0x01, 0x01}, pad2[] = {0x7E, 0x02, 0x01, 0x01};
+  size_t start = out->len;
+  kl_buf_put(out, pad2, 4);
+  kl_tlv_put_str(out, 0x01, 0, id->client_id);
+  if (id->machine_id) kl_tlv_put_str(out, 0x02, 0, id->machine_id);
+  if (id->has_seq) kl_tlv_put_uint(out, 0x03, 0, id->seq);
+  if (id->has_req_time) kl_tlv_put_uint(out, 0x04, 0, id->req_time_us);
+  int r = kl_buf_check(out, e);
   if (r == 0) {
-    /* 7E 01 01 (3 bytes) or 7E 02 01 01 (4 bytes): whichever makes the whole value even. */
-    static const uint8_t pad1[] = {0x7E, 0x01, 0x01}, pad2[] = {0x7E, 0x02, 0x01, 0x01};
-    if ((kids.len + 3) % 2 == 0) kl_buf_put(out, pad1, 3);
-    else kl_buf_put(out, pad2, 4);
-    kl_buf_put(out, kids.p, kids.len);
-    r = kl_buf_check(out, e);
+    size_t kids = out->len - start - 4;
+    if ((kids + 3) % 2 == 0) {
+      memcpy(out->p + start, pad1, 3);
+      memmove(out->p + start + 3, out->p + start + 4, kids);
+      out->len--;
+    }
   }
-  kl_buf_free(&kids);
   return r;
 }
 
@@ -87,7 +91,7 @@ int kl_round_create(const kl_round_config_t *cfg, kl_round_t **out, kl_err_t *e)
 
 void kl_round_free(kl_round_t *r) {
   if (r == NULL) return;
-  for (size_t i = 0; i < r->n; i++) free(r->reqs[i].meta);
+  kl_buf_free(&r->metas);
   free(r->reqs);
   free(r->clients);
   free(r->top_raw);
@@ -167,17 +171,20 @@ int kl_round_add(kl_round_t *r, const kl_imprint_t *hash, unsigned level, const 
     r->reqs = n;
     r->cap = cap;
   }
-  kl_buf_t meta = KL_BUF_INIT;
-  int rc = kl_metadata_encode(who, &meta, e);
-  if (rc) {
-    kl_buf_free(&meta);
+  size_t mark = r->metas.len;
+  int rc = mark > UINT32_MAX / 2 ? kl_err_set(e, KL_ERANGE, "the round's metadata is too large")
+                                 : kl_metadata_encode(who, &r->metas, e);
+  if (rc) { /* this request's metadata only (an id over 65,535 bytes): the round's buffer goes on */
+    r->metas.len = mark;
+    r->metas.oom = false;
     return rc;
   }
   req_t *q = &r->reqs[r->n];
   memset(q, 0, sizeof *q);
   q->hash = *hash;
   q->level = level;
-  q->meta = kl_buf_steal(&meta, &q->meta_len);
+  q->meta_off = (uint32_t)mark;
+  q->meta_len = (uint32_t)(r->metas.len - mark);
   if (cc) cc->n++;
   *slot = r->n++;
   *status = 0;
@@ -191,13 +198,22 @@ int kl_round_close(kl_round_t *r, kl_imprint_t *root, unsigned *level, kl_err_t 
   for (size_t i = 0; i < r->n; i++) {
     leaves[i].hash = r->reqs[i].hash;
     leaves[i].level = (uint8_t)r->reqs[i].level;
-    leaves[i].meta = r->reqs[i].meta;
+    leaves[i].meta = r->metas.p + r->reqs[i].meta_off;
     leaves[i].meta_len = r->reqs[i].meta_len;
   }
   int rc = kl_tree_build(leaves, r->n, r->cfg.algorithm, r->cfg.max_level, &r->tree, e);
   free(leaves);
   if (rc) return rc;
   r->closed = true;
+  /* The tree holds its own copies: the requests as added are not needed while the round waits
+   * for its parent (most of a request's time in flight). */
+  free(r->reqs);
+  r->reqs = NULL;
+  r->cap = 0;
+  kl_buf_free(&r->metas);
+  free(r->clients);
+  r->clients = NULL;
+  r->n_clients = r->cap_clients = 0;
   *root = *kl_tree_root(r->tree);
   *level = kl_tree_root_level(r->tree);
   return 0;

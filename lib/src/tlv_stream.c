@@ -56,15 +56,15 @@ struct kl_tlv_req {
   uint8_t *resp;
   size_t resp_len;
   char peer[64];
-  bool authed;
-  kl_peer_t who;
+  kl_peer_t *who; /* TLS: the authenticated peer (a copy: the request may outlive its connection) */
 };
 
 const char *kl_tlv_req_peer(const kl_tlv_req_t *r) { return r->peer; }
-const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r) { return r->authed && r->who.role ? &r->who : NULL; }
+const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r) { return r->who && r->who->role ? r->who : NULL; }
 bool kl_tlv_req_connected(const kl_tlv_req_t *r) { return r->tc != NULL; }
 
 static void req_free(kl_tlv_req_t *r) {
+  free(r->who);
   free(r->frame);
   free(r->resp);
   free(r);
@@ -197,8 +197,7 @@ static void deliver(tconn_t *tc) {
   r->frame = tc->frame;
   r->frame_len = tc->frame_len;
   memcpy(r->peer, c->peer, sizeof r->peer);
-  r->authed = c->tls != NULL && c->authed;
-  if (r->authed) r->who = c->who;
+  if (c->tls != NULL && c->authed && (r->who = malloc(sizeof *r->who)) != NULL) *r->who = c->who;
   tc->frame = NULL;
   tc->hdr_have = tc->frame_have = tc->frame_len = 0;
   if (tc->tail) tc->tail->next = r;

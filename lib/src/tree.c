@@ -20,7 +20,8 @@ struct kl_tree {
   int alg;
   size_t n_leaves, n_alloc, n_nodes; /* n_alloc: leaves built (a blank one included) */
   node_t *nodes;      /* leaves first (after their metadata step), then parents */
-  uint8_t **meta;     /* per leaf, copies */
+  uint8_t **meta;     /* per leaf, into metablock (NULL: no metadata) */
+  uint8_t *metablock; /* the copies of every leaf's metadata, back to back: one allocation */
   size_t *meta_len;
   kl_imprint_t *input; /* per leaf: the hash the client gave */
   unsigned *in_level;
@@ -29,7 +30,7 @@ struct kl_tree {
 
 void kl_tree_free(kl_tree_t *t) {
   if (t == NULL) return;
-  for (size_t i = 0; t->meta && i < t->n_alloc; i++) free(t->meta[i]);
+  free(t->metablock);
   free(t->meta);
   free(t->meta_len);
   free(t->input);
@@ -72,6 +73,10 @@ static int build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_l
   t->input = calloc(n, sizeof *t->input);
   t->in_level = calloc(n, sizeof *t->in_level);
   if (!t->nodes || !t->meta || !t->meta_len || !t->input || !t->in_level) goto oom;
+  size_t metas = 0, off = 0;
+  for (size_t i = 0; i < n; i++)
+    if (leaves[i].meta != NULL) metas += leaves[i].meta_len;
+  if ((t->metablock = malloc(metas ? metas : 1)) == NULL) goto oom;
   if ((r = kl_hasher_init(&h, e))) {
     kl_tree_free(t);
     return r;
@@ -85,8 +90,9 @@ static int build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_l
     nd->level = leaves[i].level;
     nd->parent = SIZE_MAX;
     if (leaves[i].meta != NULL) {
-      if ((t->meta[i] = malloc(leaves[i].meta_len ? leaves[i].meta_len : 1)) == NULL) goto oom_h;
-      memcpy(t->meta[i], leaves[i].meta, leaves[i].meta_len);
+      t->meta[i] = t->metablock + off;
+      if (leaves[i].meta_len) memcpy(t->meta[i], leaves[i].meta, leaves[i].meta_len);
+      off += leaves[i].meta_len;
       t->meta_len[i] = leaves[i].meta_len;
       if (nd->level + 1 > max_level) goto range;
       nd->level++;
@@ -132,8 +138,6 @@ static int build(const kl_tree_leaf_t *leaves, size_t n, int alg, unsigned max_l
 range:
   r = kl_err_set(e, KL_ERANGE, "the round's tree would exceed level %u", max_level);
   goto fail;
-oom_h:
-  r = kl_err_set(e, KL_ENOMEM, "out of memory");
 fail:
   kl_hasher_close(&h);
   kl_tree_free(t);

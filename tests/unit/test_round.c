@@ -36,6 +36,62 @@ static void test_metadata_padding(void **state) {
   kl_buf_free(&b);
 }
 
+/* Appended after what the buffer holds, byte for byte the padding and the children as KSI
+ * writes them (KSI-FORMAT.md 4.4): 7E 01 01 when the children are odd, 7E 02 01 01 when even. */
+static void test_metadata_append(void **state) {
+  (void)state;
+  for (int len = 1; len < 8; len++) {
+    char client[16];
+    memset(client, 'c', (size_t)len);
+    client[len] = '\0';
+    kl_round_identity_t who = {client, "m", true, len % 2 == 0, 9, 1700000000000001ull};
+    kl_buf_t kids = KL_BUF_INIT, want = KL_BUF_INIT, b = KL_BUF_INIT;
+    kl_tlv_put_str(&kids, 0x01, 0, client);
+    kl_tlv_put_str(&kids, 0x02, 0, "m");
+    kl_tlv_put_uint(&kids, 0x03, 0, 9);
+    if (len % 2 == 0) kl_tlv_put_uint(&kids, 0x04, 0, 1700000000000001ull);
+    static const uint8_t pad1[] = {0x7E, 0x01, 0x01}, pad2[] = {0x7E, 0x02, 0x01, 0x01};
+    if ((kids.len + 3) % 2 == 0) kl_buf_put(&want, pad1, 3);
+    else kl_buf_put(&want, pad2, 4);
+    kl_buf_put(&want, kids.p, kids.len);
+    kl_buf_put(&b, "xyz", 3);
+    assert_int_equal(kl_metadata_encode(&who, &b, NULL), 0);
+    assert_int_equal(b.len, 3 + want.len);
+    assert_memory_equal(b.p, "xyz", 3);
+    assert_memory_equal(b.p + 3, want.p, want.len);
+    kl_buf_free(&kids);
+    kl_buf_free(&want);
+    kl_buf_free(&b);
+  }
+}
+
+/* A request whose metadata cannot be encoded (a client id over 65,535 bytes) is refused alone:
+ * the round's other requests still get their chains. */
+static void test_bad_identity_alone(void **state) {
+  (void)state;
+  kl_round_config_t cfg = {KL_HASH_SHA256, 30, 16, 0};
+  kl_round_t *r;
+  size_t slot;
+  uint64_t st;
+  char *huge = malloc(70000);
+  assert_non_null(huge);
+  memset(huge, 'h', 69999);
+  huge[69999] = '\0';
+  kl_round_identity_t a = {"alice", "gw", true, true, 1, 2}, h = {huge, NULL, false, false, 0, 0};
+  assert_int_equal(kl_round_create(&cfg, &r, NULL), 0);
+  kl_imprint_t d = doc(5);
+  assert_int_equal(kl_round_add(r, &d, 0, &a, &slot, &st, NULL), 0);
+  assert_int_not_equal(kl_round_add(r, &d, 0, &h, &slot, &st, NULL), 0);
+  assert_int_equal(kl_round_add(r, &d, 0, &a, &slot, &st, NULL), 0);
+  assert_int_equal(slot, 1);
+  kl_imprint_t root;
+  unsigned level;
+  assert_int_equal(kl_round_close(r, &root, &level, NULL), 0);
+  assert_int_equal(kl_round_size(r), 2);
+  kl_round_free(r);
+  free(huge);
+}
+
 static void test_limits(void **state) {
   (void)state;
   kl_round_config_t cfg = {KL_HASH_SHA256, 20, 4, 2};
@@ -168,7 +224,8 @@ static void test_two_tiers(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_metadata_padding), cmocka_unit_test(test_limits), cmocka_unit_test(test_many_clients),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_metadata_padding), cmocka_unit_test(test_metadata_append),
+      cmocka_unit_test(test_bad_identity_alone), cmocka_unit_test(test_limits), cmocka_unit_test(test_many_clients),
                                      cmocka_unit_test(test_two_tiers)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
