@@ -54,7 +54,7 @@ for i in $(seq 1 $SIGNERS); do signer "$i" & done
 
 # /status is on the admin port: mutual TLS with the operator's certificate (network.env names it).
 ADMIN_TLS=(--cacert "$KL_CA" --cert "$KL_ADMIN_CERT" --key "$KL_ADMIN_KEY")
-role_of() { curl -sf -m 2 "${ADMIN_TLS[@]}" "${ADMIN[$(($1 - 1))]}/status" 2>/dev/null | sed -n 's/.*"role":"\([a-z]*\)".*/\1/p'; }
+role_of() { curl -sf -m 2 "${ADMIN_TLS[@]}" "${ADMIN[$(($1 - 1))]}/status" 2>/dev/null | grep -o '"role":"[a-z]*"' | head -n 1 | cut -d'"' -f4; } # the node's own: members[] have roles too
 leader() { for i in 1 2 3; do [ "$(role_of $i)" = leader ] && { echo $i; return; }; done; }
 pid_of() { cat "$NET/run/$1.pid"; }
 mark() { echo "$(now_ms) $1" >>events.log; echo "# $1"; }
@@ -161,7 +161,7 @@ member1 = 127.0.0.1:$P 127.0.0.1:$((P + 1)) 127.0.0.1:$((P + 2))
 [server]
 admin_listen = 127.0.0.1:$((P + 3))
 [calendar]
-genesis = $(($(date +%s) - 20000))
+genesis = $(($(date +%s) - 2000000)) # 2e6 empty seconds: about 4.6 MB in storage format 2
 map_size = 1M
 [keys]
 calendar_auth_cert = $NET/pki/calendar-auth.crt
