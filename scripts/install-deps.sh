@@ -13,6 +13,7 @@ PKGS=(
   libinih-dev           # INI configuration files
   libhttp-parser-dev    # HTTP/1.1 request parsing in the daemons
   openssl curl xxd      # development PKI, system tests
+  prometheus            # promtool for the rules test (tests/system/test_monitoring.sh)
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
