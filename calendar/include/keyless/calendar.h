@@ -3,9 +3,11 @@
  * One leaf per UNIX second from 0; the leaves of seconds before the calendar's genesis G are
  * never stored: the perfect subtrees covering [0, G) get deterministic opaque values, and a
  * second with no round gets a deterministic filler leaf, so any two keyless calendars with the
- * same rounds agree byte for byte. Stored: every perfect, aligned subtree node by (height,
- * index), leaves being height 0. root(P) and chain(t, P) then cost O(log P) lookups and
- * O(log P) hashes.
+ * same rounds agree byte for byte. Stored (storage format 2): the leaves packed 256 seconds to
+ * an LMDB value, with the nodes of height 5 and those of height >= 8; root(P) and chain(t, P)
+ * cost O(log P) lookups and O(log P) hashes plus at most about 30 hashes inside a block. A
+ * calendar of format 1 (keyless before issue 12) is read as it is, and converted when opened
+ * for writing; a newer format is refused (docs/formats.md §2).
  *
  * Threads: a kl_cal_t may be used from several threads for reads; appends must come from one
  * thread at a time (LMDB serializes writers; each append is one durable transaction and
