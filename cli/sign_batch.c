@@ -4,7 +4,8 @@
  *    max_level bounds the local trees and max_requests says how many requests fit one PDU.
  * 2. The pending files are cut into jobs, each one local tree of up to 2^k leaves (one request
  *    item); k is the smallest that lets every job go out in one wave of PDUs, at most the
- *    gateway's max_level (or --max-lvl). A PDU carries up to max_requests jobs; --max-in-flight
+ *    gateway's max_level (or --max-lvl). A PDU carries up to 3/4 of max_requests jobs (fewer
+ *    after a refusal for too many: the gateway's bound follows its answers); --max-in-flight
  *    worker threads (default 4) each keep one PDU in flight.
  * 3. A PDU goes to the gateways in failover order (the one that answered last first, then the
  *    next on any failure) or, with --ha all, to every gateway at once: the first answer that
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "keyless/pdu.h"
 #include "keyless/signclient.h"
 #include "sign.h"
 
@@ -482,6 +484,21 @@ static void run_pdu(engine_t *en, job_t **js, size_t k) {
   }
   kl_aggr_resp_t *resp = NULL;
   if (exchange(en, items, k, false, &resp, &x)) {
+    if (k > 1 && (x.status == KL_STATUS_INVALID_REQUEST || x.status == KL_STATUS_AGGR_REQUEST_TOO_LARGE)) {
+      /* The gateway's max_requests follows the answers it gives (gateway/gw_fit.c) and may have
+       * shrunk since we asked: fewer per PDU, and the same jobs again at once. */
+      pthread_mutex_lock(&en->mu);
+      size_t fewer = k * 3 / 4 ? k * 3 / 4 : 1;
+      if (fewer < en->per_pdu) en->per_pdu = fewer;
+      for (size_t i = 0; i < k; i++) {
+        js[i]->attempts--;
+        js[i]->next_try = 0;
+        en->queue[en->nq++] = js[i];
+      }
+      pthread_cond_broadcast(&en->cv);
+      pthread_mutex_unlock(&en->mu);
+      goto out;
+    }
     for (size_t i = 0; i < k; i++) job_failed(en, js[i], &x);
     goto out;
   }
@@ -595,7 +612,9 @@ static bool configure(engine_t *en) {
   outcome_t x;
   if (exchange(en, NULL, 0, true, &resp, &x) == 0 && kl_aggr_resp_config(resp, &c, &x.err) == 0) {
     if (c.has_max_level) ann = (unsigned)c.max_level;
-    if (c.has_max_requests && c.max_requests > 0) en->per_pdu = c.max_requests < MAX_PER_PDU ? (size_t)c.max_requests : MAX_PER_PDU;
+    /* a quarter below what it announces: the bound shrinks as the gateway sees longer answers */
+    uint64_t mr = c.has_max_requests ? c.max_requests - c.max_requests / 4 : 1;
+    if (mr > 0) en->per_pdu = mr < MAX_PER_PDU ? (size_t)mr : MAX_PER_PDU;
   } else if (login_refused(x.code)) {
     job_t j = {0, en->npend, 1, 0, 0};
     fail_job(en, &j, &x, "");
