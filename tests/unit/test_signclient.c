@@ -151,6 +151,8 @@ static void test_error_and_malformed(void **state) {
   assert_int_equal(kl_aggr_resp_signature(r, &it, &sig, &e), KL_ESERVICE);
   assert_non_null(strstr(e.msg, "0x103"));
   assert_non_null(strstr(e.msg, "The request contained invalid payload"));
+  assert_int_equal(kl_aggr_err_status(&e), 0x103); /* what keyless sign classifies by */
+  assert_false(kl_aggr_status_retryable(0x103));
   assert_null(sig);
   kl_aggr_resp_free(r);
   open_vec("pdu/nok_aggr_response_bad_tag.tlv", "anon", 0, KL_ECRITICAL, "unknown critical element 0x99");
@@ -170,6 +172,8 @@ static void test_error_and_malformed(void **state) {
     kl_aggr_auth_t a = auth_of("anon", 0);
     assert_int_equal(kl_aggr_resp_open(p, n, &a, &r, &e), errs[i].want);
     if (!strstr(e.msg, errs[i].needle) || !strstr(e.msg, "from the gateway")) fail_msg("message: %s", e.msg);
+    kl_err_wrap(&e, "aggregator http://gw/"); /* as kl_aggr_exchange wraps it */
+    assert_int_equal(kl_aggr_err_status(&e), errs[i].status);
     free(p);
   }
   /* Not a PDU at all. */
@@ -560,8 +564,21 @@ static void test_exchange(void **state) {
   assert_null(sigs[0]);
 }
 
+/* Which statuses keyless sign retries (docs/client.md): the transient ones only. */
+static void test_retryable(void **state) {
+  (void)state;
+  static const uint64_t yes[] = {0x106, 0x200, 0x300, 0x301}, no[] = {0, 0x101, 0x102, 0x103, 0x104, 0x105, 0x107, 0x201};
+  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) assert_true(kl_aggr_status_retryable(yes[i]));
+  for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) assert_false(kl_aggr_status_retryable(no[i]));
+  kl_err_t e = {0};
+  kl_err_set(&e, KL_EIO, "aggregator error 0x300 in a message of another kind");
+  assert_int_equal(kl_aggr_err_status(&e), 0); /* only service and login errors carry a status */
+  assert_int_equal(kl_aggr_err_status(NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_retryable),
       cmocka_unit_test(test_real_responses),       cmocka_unit_test(test_hmac),
       cmocka_unit_test(test_error_and_malformed),  cmocka_unit_test(test_request),
       cmocka_unit_test(test_config),               cmocka_unit_test(test_roundtrip_plain),
