@@ -151,8 +151,79 @@ const kl_imprint_t *kl_tree_root(const kl_tree_t *t) { return &t->nodes[t->root]
 unsigned kl_tree_root_level(const kl_tree_t *t) { return t->nodes[t->root].level; }
 size_t kl_tree_size(const kl_tree_t *t) { return t->n_leaves; }
 
+/* A TLV8 (type at most 0x1F, value at most 255 bytes) at p; returns the end. */
+static uint8_t *put8(uint8_t *p, uint8_t type, const void *v, size_t n) {
+  p[0] = type;
+  p[1] = (uint8_t)n;
+  memcpy(p + 2, v, n);
+  return p + 2 + n;
+}
+
+static uint8_t *put8_uint(uint8_t *p, uint8_t type, uint64_t v) {
+  uint8_t tmp[8];
+  return put8(p, type, tmp, kl_uint_encode(v, tmp));
+}
+
+/* The chain of leaf i, written straight from the tree: the bytes kl_aggr_chain_encode writes
+ * (test_tree compares them), without building the link structures and without moving every
+ * element down when its header turns out short. This is done for every request of a round.
+ * Returns 1 when the chain does not fit the TLV8 shortcuts (a long metadata value): the caller
+ * takes the general path. */
+#define FAST_BODY (64 + 9 * 64 + 2 + KL_IMPRINT_MAX + 16 + 2 + 255 + KL_MAX_CHAIN_LINKS * (2 + 11 + 2 + KL_IMPRINT_MAX))
+static int chain_fast(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index, size_t n_parent,
+                      kl_buf_t *out) {
+  uint8_t body[FAST_BODY], *p = body;
+  size_t path[KL_MAX_CHAIN_LINKS];
+  size_t n = 0;
+  bool meta = t->meta[i] != NULL;
+  if (meta && t->meta_len[i] > 251) return 1;
+  uint64_t shape = 1; /* built below: the direction bits, top link first, under a leading 1 */
+  for (size_t k = i; t->nodes[k].parent != SIZE_MAX; k = t->nodes[k].parent) {
+    if (t->nodes[k].sibling == SIZE_MAX) continue;
+    if (n == KL_MAX_CHAIN_LINKS - 1) return 1;
+    path[n++] = k;
+  }
+  if (n + meta == 0 || n + meta > 63 || n_parent >= 63) return 1;
+  for (size_t j = n; j-- > 0;) shape = shape << 1 | (t->nodes[path[j]].left ? 1u : 0u);
+  if (meta) shape = shape << 1 | 1u; /* the metadata link is a left link, the first */
+  p = put8_uint(p, 0x02, aggr_time);
+  for (size_t j = 0; j < n_parent; j++) p = put8_uint(p, 0x03, parent_index[j]);
+  p = put8_uint(p, 0x03, shape);
+  uint8_t imp[KL_IMPRINT_MAX];
+  p = put8(p, 0x05, imp, kl_imprint_to_bytes(&t->input[i], imp));
+  p = put8_uint(p, 0x06, (uint64_t)t->alg);
+  unsigned level = t->in_level[i];
+  if (meta) {
+    p[0] = KL_LINK_LEFT;
+    p[1] = (uint8_t)(2 + t->meta_len[i]);
+    p = put8(p + 2, KL_SIB_METADATA, t->meta[i], t->meta_len[i]);
+    level++;
+  }
+  for (size_t j = 0; j < n; j++) {
+    const node_t *nd = &t->nodes[path[j]], *par = &t->nodes[nd->parent];
+    uint8_t *link = p;
+    unsigned corr = par->level - level - 1;
+    p += 2;
+    if (corr) p = put8_uint(p, 0x01, corr);
+    p = put8(p, KL_SIB_IMPRINT, imp, kl_imprint_to_bytes(&t->nodes[nd->sibling].hash, imp));
+    link[0] = nd->left ? KL_LINK_LEFT : KL_LINK_RIGHT;
+    link[1] = (uint8_t)(p - link - 2);
+    level = par->level;
+  }
+  kl_tlv_put_header(out, KL_T_AGGR_CHAIN, 0, (size_t)(p - body));
+  kl_buf_put(out, body, (size_t)(p - body));
+  return 0;
+}
+
 int kl_tree_chain(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index, size_t n_parent,
                   kl_buf_t *out, kl_err_t *e) {
+  if (i >= t->n_leaves) return kl_err_set(e, KL_EINVAL, "leaf %zu of %zu", i, t->n_leaves);
+  if (chain_fast(t, i, aggr_time, parent_index, n_parent, out) == 0) return kl_buf_check(out, e);
+  return kl_tree_chain_general(t, i, aggr_time, parent_index, n_parent, out, e);
+}
+
+int kl_tree_chain_general(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index,
+                          size_t n_parent, kl_buf_t *out, kl_err_t *e) {
   if (i >= t->n_leaves) return kl_err_set(e, KL_EINVAL, "leaf %zu of %zu", i, t->n_leaves);
   kl_aggr_link_t links[KL_MAX_CHAIN_LINKS + 1];
   uint8_t sibs[KL_MAX_CHAIN_LINKS + 1][KL_IMPRINT_MAX];

@@ -47,6 +47,11 @@ KL_API size_t kl_tree_size(const kl_tree_t *t);
  * as the protocol returns it (a client adds its request level, KSI-FORMAT.md §4.3). */
 KL_API int kl_tree_chain(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index,
                          size_t n_parent, kl_buf_t *out, kl_err_t *e);
+/* The same bytes through the general chain encoder (kl_aggr_chain_encode): kl_tree_chain
+ * writes them straight from the tree when every element fits a short TLV, which is every chain
+ * but one with a metadata value over 251 bytes; tests compare the two. */
+KL_API int kl_tree_chain_general(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index,
+                                 size_t n_parent, kl_buf_t *out, kl_err_t *e);
 
 #ifdef __cplusplus
 }
