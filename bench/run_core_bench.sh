@@ -120,7 +120,7 @@ status() {
   if [ "$MODE" = tls ]; then curl -s -m 2 "${ADMIN_TLS[@]}" "https://$(admin "$1")/status"
   else curl -s -m 2 "http://$(admin "$1")/status"; fi
 }
-role_of() { status "$1" | grep -o '"role":"[a-z]*"' | cut -d'"' -f4; }
+role_of() { status "$1" | grep -o '"role":"[a-z]*"' | head -n 1 | cut -d'"' -f4; } # the node's own: members[] have roles too
 leader() { for i in 1 2 3; do [ "$(role_of "$i")" = leader ] && { echo "$i"; return; }; done; }
 last_of() { status "$1" | grep -o '"calendar_last":[0-9-]*' | cut -d: -f2; }
 
