@@ -83,6 +83,7 @@ typedef struct sign_report {
   size_t hashed;     /* inputs hashed so far */
   const char *phase; /* "hashing", "signing" */
   bool line_shown;   /* a progress line is on the terminal */
+  size_t drawn_done; /* what the last progress line said */
 } sign_report_t;
 
 double sign_now(void);

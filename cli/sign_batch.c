@@ -22,6 +22,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,8 @@ static void *fan_thread(void *p) {
   f->pending--;
   pthread_cond_broadcast(&f->cv);
   fan_release(f);
+  kl_hash_thread_end();
+  OPENSSL_thread_stop();
   return NULL;
 }
 
@@ -592,6 +595,8 @@ static void *worker(void *p) {
   pthread_cond_broadcast(&en->cv);
   pthread_mutex_unlock(&en->mu);
   free(mine);
+  kl_hash_thread_end(); /* this thread's hashing and HMAC contexts */
+  OPENSSL_thread_stop(); /* its random generator and error queue */
   return NULL;
 }
 
@@ -701,6 +706,7 @@ int sign_run(sign_file_t *v, size_t n, const sign_opts_t *o, sign_report_t *rep,
   pthread_mutex_unlock(&en->mu);
   for (unsigned i = 0; i < started; i++) pthread_join(th[i], NULL);
   free(th);
+  sign_report_progress(rep, "signing", true);
   /* --ha all: the slower gateways' answers are not needed; wait a little for them to let go */
   for (int i = 0; i < 50; i++) {
     pthread_mutex_lock(&en->mu);

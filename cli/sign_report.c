@@ -101,16 +101,16 @@ void sign_report_progress(sign_report_t *r, const char *phase, bool force) {
   if (!r->progress_on) return;
   pthread_mutex_lock(&r->mu);
   double now = sign_now();
-  if (phase != r->phase) {
-    r->phase = phase;
-    force = true;
-  }
+  bool changed = phase != r->phase, hashing = strcmp(phase, "hashing") == 0;
+  size_t done = hashing ? r->hashed : r->done;
+  r->phase = phase;
+  if (changed) force = true;
+  else if (r->line_shown && done == r->drawn_done && !r->tty) force = false, now = r->last_draw; /* nothing new */
   if (force || now - r->last_draw >= (r->tty ? 0.25 : 1.0)) {
     r->last_draw = now;
     double dt = now - r->t0;
     char by[32], tot[32], eta[32] = "";
-    bool hashing = strcmp(phase, "hashing") == 0;
-    size_t done = hashing ? r->hashed : r->done;
+    r->drawn_done = done;
     human_bytes(r->done_bytes, by, sizeof by);
     human_bytes(r->total_bytes, tot, sizeof tot);
     double rate = dt > 0.001 ? (double)r->signed_n / dt : 0;
@@ -119,7 +119,7 @@ void sign_report_progress(sign_report_t *r, const char *phase, bool force) {
       snprintf(eta, sizeof eta, ", ETA %lu:%02lu", left / 60, left % 60);
     }
     fprintf(stderr, "%s%s %zu/%zu files (%s of %s), %zu signed, %zu already, %zu failed, %.0f signatures/s%s%s",
-            r->tty ? "\r\033[K" : "", phase, done, r->total, by, tot, r->signed_n, r->already, r->failed, rate, eta,
+            r->tty ? "\r\033[K" : "", hashing ? phase : done < r->total ? "signing" : r->failed ? "done" : "signed", done, r->total, by, tot, r->signed_n, r->already, r->failed, rate, eta,
             r->tty ? "" : "\n");
     fflush(stderr);
     r->line_shown = true;
