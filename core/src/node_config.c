@@ -34,7 +34,7 @@ static const kl_cfg_key_t keys[] = {
     K("server", "metrics_listen", KL_CFG_STR, metrics_listen, "", 0, 0, kl_net_cfg_check_listen),
     K("calendar", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("calendar", "map_size", KL_CFG_SIZE, map_size, "256G", 1 << 20, (int64_t)1 << 42, NULL),
-    K("round", "grace", KL_CFG_DURATION, grace_ms, "150ms", 10, 900, NULL),
+    K("round", "grace", KL_CFG_DURATION, grace_ms, "50ms", 10, 900, NULL),
     K("round", "algorithm", KL_CFG_STR, algorithm, "SHA-256", 0, 0, check_nonempty),
     K("round", "max_level", KL_CFG_INT, max_level, "255", 1, 255, NULL),
     K("round", "max_pending", KL_CFG_INT, max_pending, "100000", 1, 10000000, NULL),

@@ -13,6 +13,7 @@
 #include "keyless/pdu.h"
 #include "keyless/sig.h"
 #include "keyless/tlv.h"
+#include "tier_clock.h"
 
 #define MAX_PARENTS 16
 #define MAX_FRAME (1u << 20)
@@ -27,6 +28,7 @@ typedef struct parent {
   kl_frame_client_t *fc;
   char addr[128];
   bool up;
+  uint32_t lead_ms; /* its lead, as its last answer said */
   kl_metric_t *m_up, *m_used, *m_late, *m_error, *m_invalid;
 } parent_t;
 
@@ -75,6 +77,7 @@ struct kl_tier {
   kl_metrics_t *m;
   char kind[32];
   kl_metric_t *m_answered, *m_failed, *m_timeout, *m_size, *m_latency;
+  uint64_t lead_ms; /* rounds close this long before a second's end (tier_clock.h) */
 };
 
 static const double size_buckets[] = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536};
@@ -169,7 +172,7 @@ static size_t fan_out(kl_tier_t *t, flight_t *f, size_t budget) {
   size_t given = 0;
   kl_err_t e = {0};
   for (; f->next_slot < f->n && given < budget; f->next_slot++, given++) {
-    kl_tier_answer_t a = {.second = f->second};
+    kl_tier_answer_t a = {.second = f->second, .lead_ms = t->lead_ms};
     kl_buf_reset(&t->scratch);
     if (kl_round_answer_head(f->round, &parent, f->second, f->next_slot, &t->scratch, &e)) {
       a.status = KL_STATUS_INTERNAL_ERROR;
@@ -266,6 +269,17 @@ static void on_frame(kl_frame_client_t *c, const uint8_t *payload, size_t len, v
     return;
   }
   const Keyless__Aggregation__Response *r = m->response;
+  if (r->status == 0) { /* the parents' leads decide ours (deadline propagation, tier_clock.h) */
+    p->lead_ms = r->has_lead_ms ? r->lead_ms : 0;
+    uint32_t most = 0;
+    for (size_t i = 0; i < t->n_parents; i++)
+      if (t->parents[i].lead_ms > most) most = t->parents[i].lead_ms;
+    uint64_t lead = kl_tier_lead(t->cfg.lead_ms, most);
+    if (lead != t->lead_ms) {
+      kl_log(KL_LOG_INFO, "round_lead", "tier=%s lead_ms=%llu parents_lead_ms=%u", t->kind, (unsigned long long)lead, most);
+      t->lead_ms = lead;
+    }
+  }
   flight_t *f = t->flights;
   while (f && f->id != r->request_id) f = f->next;
   if (f == NULL) {
@@ -331,8 +345,16 @@ static void close_round(kl_tier_t *t) {
   if (!sent) finish_flight(t, f, KL_STATUS_UPSTREAM_ERROR, "no parent is reachable");
 }
 
+static void on_tick(uv_timer_t *h);
+
+/* The next round close on the wall clock (tier_clock.h), one-shot, re-armed at every tick. */
+static void arm_tick(kl_tier_t *t) {
+  uv_timer_start(&t->timer, on_tick, kl_tier_next_close_in(kl_tier_wall_ms(), t->cfg.period_ms, t->lead_ms), 0);
+}
+
 static void on_tick(uv_timer_t *h) {
   kl_tier_t *t = h->data;
+  arm_tick(t);
   if (t->open && kl_round_size(t->open) > 0) close_round(t);
   uint64_t now = uv_now(t->loop);
   flight_t *f = t->flights;
@@ -501,7 +523,8 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
       return rc;
     }
   }
-  uv_timer_start(&t->timer, on_tick, cfg->period_ms, cfg->period_ms);
+  t->lead_ms = kl_tier_lead(cfg->lead_ms, 0);
+  arm_tick(t);
   *out = t;
   return 0;
 }
@@ -548,6 +571,8 @@ int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8
   r.status = (uint32_t)a->status;
   r.error = (char *)(a->status ? a->error : NULL);
   r.second = a->second;
+  r.has_lead_ms = a->lead_ms > 0;
+  r.lead_ms = (uint32_t)a->lead_ms;
   r.chains = chains;
   kl_tlv_iter_t it;
   kl_tlv_t t;

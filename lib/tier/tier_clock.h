@@ -18,6 +18,9 @@
 /* Milliseconds from now_ms (wall clock, ms since the epoch) to the next round close, >= 1. */
 uint64_t kl_tier_next_close_in(uint64_t now_ms, uint64_t period_ms, uint64_t lead_ms);
 
+/* The wall clock, milliseconds since the epoch. */
+uint64_t kl_tier_wall_ms(void);
+
 /* The lead this tier uses: its configured minimum, or its parent's lead plus a hop if more. */
 uint64_t kl_tier_lead(uint64_t configured_ms, uint64_t parent_lead_ms);
 

@@ -44,6 +44,7 @@ void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *out) {
   k[i++] = (kl_cfg_key_t){"round", "name", KL_CFG_STR, OFF(name), "", 0, 0, NULL};
   k[i++] = (kl_cfg_key_t){"round", "algorithm", KL_CFG_STR, OFF(algorithm), "SHA-256", 0, 0, check_alg};
   k[i++] = (kl_cfg_key_t){"round", "period", KL_CFG_DURATION, OFF(period_ms), d->period, 10, 10000, NULL};
+  k[i++] = (kl_cfg_key_t){"round", "lead", KL_CFG_DURATION, OFF(lead_ms), "20ms", 0, 500, NULL};
   k[i++] = (kl_cfg_key_t){"round", "max_level", KL_CFG_INT, OFF(max_level), d->max_level, 2, 255, NULL};
   k[i++] = (kl_cfg_key_t){"round", "max_requests", KL_CFG_INT, OFF(max_requests), d->max_requests, 1, 1 << 20, NULL};
   k[i++] = (kl_cfg_key_t){"round", "per_client", KL_CFG_INT, OFF(per_client), "0", 0, 1 << 20, NULL};
@@ -70,6 +71,7 @@ int kl_tier_settings_apply(const kl_tier_settings_t *s, const char **parents, ch
   tc->round.max_requests = (size_t)s->max_requests;
   tc->round.per_client = (size_t)s->per_client;
   tc->period_ms = s->period_ms;
+  tc->lead_ms = s->lead_ms;
   tc->parents = parents;
   tc->n_parents = n;
   tc->parent_mode = strcmp(s->mode, "failover") == 0 ? KL_TIER_FAILOVER : KL_TIER_ALL;

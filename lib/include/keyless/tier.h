@@ -4,7 +4,11 @@
  * answer fanned out to every request of the round.
  *
  *   submit(hash, level, who, ctx)   the request joins the open round, or is refused at once
- *   every period_ms                 a non-empty open round closes; its root goes to the parents
+ *   every period_ms, on the wall    a non-empty open round closes; its root goes to the parents.
+ *   clock, lead_ms early            Closes fall at k * period - lead and at every second's end
+ *                                   - lead (lib/tier/tier_clock.h): the last round of a second
+ *                                   reaches the core before the second ends. lead is the
+ *                                   configured one or the parents' (Response.lead_ms) plus a hop.
  *   first valid parent answer       done(ctx, answer) for every request of that round (its own
  *                                   chain, and the round's shared tail built once)
  *   no valid answer in time         done(ctx, retryable status) for every request of that round
@@ -48,6 +52,7 @@ enum { KL_TIER_ALL = 0, KL_TIER_FAILOVER = 1 };
 typedef struct kl_tier_config {
   kl_round_config_t round;
   uint64_t period_ms;          /* round length (default 100) */
+  uint64_t lead_ms;            /* at least this much before a second's end its last round closes */
   const char *const *parents;  /* "host:port" of each parent's internal port, 1..16 */
   size_t n_parents;
   int parent_mode;             /* KL_TIER_ALL or KL_TIER_FAILOVER */
@@ -71,6 +76,7 @@ typedef struct kl_tier_answer {
   const uint8_t *tail;
   size_t tail_len;
   uint64_t round; /* with status 0: the round's id; answers with the same id have the same tail */
+  uint64_t lead_ms; /* this tier's lead, told to the children in Response.lead_ms (tier_clock.h) */
 } kl_tier_answer_t;
 
 typedef void (*kl_tier_done_fn)(void *ctx, const kl_tier_answer_t *a, void *arg);
@@ -86,7 +92,7 @@ typedef struct kl_tier kl_tier_t;
 typedef struct kl_tier_settings {
   char *name;        /* [round] name: identity in metadata and upstream; "" = host name */
   char *algorithm;   /* [round] algorithm */
-  uint64_t period_ms;
+  uint64_t period_ms, lead_ms;
   int64_t max_level, max_requests, per_client, max_pending;
   char *parent[KL_TIER_MAX_PARENTS]; /* [parents] parent1..parent8 */
   char *mode;        /* [parents] mode: all | failover */
@@ -97,7 +103,7 @@ typedef struct kl_tier_defaults {
   const char *period, *max_level, *max_requests, *max_pending;
 } kl_tier_defaults_t;
 
-#define KL_TIER_N_KEYS (10 + KL_TIER_MAX_PARENTS)
+#define KL_TIER_N_KEYS (11 + KL_TIER_MAX_PARENTS)
 /* Writes KL_TIER_N_KEYS keys to keys[] for settings at offset `at` of the daemon's struct.
  * The strings in keys are static. */
 KL_API void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *keys);
