@@ -547,6 +547,20 @@ static void test_migration(void **state) {
   assert_int_equal(kl_cal_open(dir, &ro, &cal, &e), 0);
   assert_int_equal(kl_cal_audit(cal, NULL, &rep, &e), KL_EFORMAT);
   kl_cal_close(cal);
+  assert_int_equal(tu_rmrf(dir), 0);
+  /* An empty format-1 calendar (as 'keyless calendar init' left it): converted, then appended to. */
+  tu_mkdtemp("cal", dir, sizeof dir);
+  ref_t none = {G, G - 1, NULL};
+  v1_build(&none, 0);
+  assert_int_equal(kl_cal_open(dir, NULL, &cal, &e), 0);
+  assert_int_equal(meta_version(), 2);
+  assert_int_equal(kl_cal_info(cal, &info, &e), 0);
+  assert_true(info.empty && info.genesis == G);
+  kl_cal_entry_t first = {G + 3, &x};
+  assert_int_equal(kl_cal_append(cal, &first, 1, &e), 0);
+  if (kl_cal_audit(cal, NULL, &rep, &e)) fail_msg("audit of the converted empty calendar: %s", e.msg);
+  assert_int_equal(rep.leaves, 4);
+  kl_cal_close(cal);
   free(rf.leaf);
 }
 
