@@ -242,6 +242,9 @@ static int exchange(engine_t *en, const kl_aggr_item_t *items, size_t k, bool wa
     f->k = k;
     f->want_config = want_config;
     f->refs = 1;
+    pthread_mutex_lock(&en->mu);
+    en->fans++; /* one per fan: its last release counts it down */
+    pthread_mutex_unlock(&en->mu);
     for (size_t g = 0; f->gws && g < n; g++) {
       fan_arg_t *a = malloc(sizeof *a);
       pthread_t t;
@@ -252,9 +255,6 @@ static int exchange(engine_t *en, const kl_aggr_item_t *items, size_t k, bool wa
       f->refs++;
       f->pending++;
       pthread_mutex_unlock(&f->mu);
-      pthread_mutex_lock(&en->mu);
-      en->fans++;
-      pthread_mutex_unlock(&en->mu);
       pthread_attr_init(&at);
       pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
       if (pthread_create(&t, &at, fan_thread, a) != 0) { /* ask this one ourselves */
@@ -263,9 +263,6 @@ static int exchange(engine_t *en, const kl_aggr_item_t *items, size_t k, bool wa
         f->refs--;
         f->pending--;
         pthread_mutex_unlock(&f->mu);
-        pthread_mutex_lock(&en->mu);
-        en->fans--;
-        pthread_mutex_unlock(&en->mu);
         f->outs[g].gw = (int)g;
         classify(kl_err_set(&f->outs[g].err, KL_EIO, "cannot start a thread"), &f->outs[g]);
         f->outs[g].retryable = true;
@@ -707,8 +704,9 @@ int sign_run(sign_file_t *v, size_t n, const sign_opts_t *o, sign_report_t *rep,
   for (unsigned i = 0; i < started; i++) pthread_join(th[i], NULL);
   free(th);
   sign_report_progress(rep, "signing", true);
+out:
   /* --ha all: the slower gateways' answers are not needed; wait a little for them to let go */
-  for (int i = 0; i < 50; i++) {
+  for (int i = 0; i < 100; i++) {
     pthread_mutex_lock(&en->mu);
     int left = en->fans;
     pthread_mutex_unlock(&en->mu);
@@ -716,12 +714,14 @@ int sign_run(sign_file_t *v, size_t n, const sign_opts_t *o, sign_report_t *rep,
     struct timespec ts = {0, 20000000L};
     nanosleep(&ts, NULL);
   }
-out:
   *sent = en->sent;
   free(en->pend);
   free(en->jobs);
   free(en->queue);
-  if (en->fans == 0) { /* else a slow gateway's thread still holds it: left to the exit */
+  pthread_mutex_lock(&en->mu);
+  int left = en->fans;
+  pthread_mutex_unlock(&en->mu);
+  if (left == 0) { /* else a slow gateway's thread still holds it: left to the exit */
     pthread_mutex_destroy(&en->mu);
     pthread_cond_destroy(&en->cv);
     free(en);
