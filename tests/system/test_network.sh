@@ -161,7 +161,8 @@ member1 = 127.0.0.1:$P 127.0.0.1:$((P + 1)) 127.0.0.1:$((P + 2))
 [server]
 admin_listen = 127.0.0.1:$((P + 3))
 [calendar]
-genesis = $(($(date +%s) - 2000000)) # 2e6 empty seconds: about 4.6 MB in storage format 2
+# 2e6 empty seconds: about 4.6 MB in storage format 2 (1 byte and some hashes each)
+genesis = $(($(date +%s) - 2000000))
 map_size = 1M
 [keys]
 calendar_auth_cert = $NET/pki/calendar-auth.crt
