@@ -1,7 +1,8 @@
 /* The LMDB calendar against a reference tree: roots and chains for every (t, P) on small
  * calendars, realistic genesis times, fillers, persistence; storage format 2 (blocks of 256
  * seconds: every chain of a few thousand seconds, block boundaries, reopen, the audit finding
- * each kind of damage, the conversion of format 1, a newer format refused, bytes per second);
+ * each kind of damage, the conversion of format 1 (also killed midway), a newer format refused,
+ * bytes per second);
  * a full map, and appends killed with SIGKILL at random moments. */
 #include <lmdb.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 
 #include "keyless/calendar.h"
 #include "keyless/chains.h"
+#include "keyless/log.h"
 #include "keyless/sig.h"
 #include "testutil.h"
 
@@ -564,6 +566,58 @@ static void test_migration(void **state) {
   free(rf.leaf);
 }
 
+/* A conversion killed with SIGKILL at a random moment leaves format 1 or format 2, whole: the
+ * audit passes, the roots are the reference's, and the next open for writing finishes the job.
+ * Bounded: 4 rounds. */
+static void test_kill_during_conversion(void **state) {
+  (void)state;
+  const uint64_t G = 1700000000 + 5;
+  ref_t rf;
+  kl_err_t e = {0};
+  kl_cal_audit_t rep;
+  kl_cal_t *cal;
+  ref_init(&rf, G, 12000);
+  kl_imprint_t want = ref_root(&rf, 0, rf.last + 1), root;
+  uint64_t seen[3] = {0};
+  srand(11);
+  for (int round = 0; round < 4; round++) {
+    if (round) {
+      assert_int_equal(tu_rmrf(dir), 0);
+      tu_mkdtemp("cal", dir, sizeof dir);
+    }
+    v1_build(&rf, 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      kl_log_set_level(KL_LOG_OFF);
+      _exit(kl_cal_open(dir, NULL, &cal, NULL) ? 3 : 0);
+    }
+    usleep((useconds_t)(rand() % 40000));
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+    uint64_t v = meta_version();
+    assert_true(v == 1 || v == 2);
+    seen[v]++;
+    kl_cal_opts_t ro = {.read_only = true};
+    assert_int_equal(kl_cal_open(dir, &ro, &cal, &e), 0);
+    if (kl_cal_audit(cal, NULL, &rep, &e)) fail_msg("round %d, format %llu: %s", round, (unsigned long long)v, e.msg);
+    assert_int_equal(kl_cal_root(cal, rf.last, &root, &e), 0);
+    assert_true(kl_imprint_eq(&root, &want));
+    kl_cal_close(cal);
+    assert_int_equal(kl_cal_open(dir, NULL, &cal, &e), 0);
+    assert_int_equal(meta_version(), 2);
+    if (kl_cal_audit(cal, NULL, &rep, &e)) fail_msg("round %d after conversion: %s", round, e.msg);
+    assert_int_equal(kl_cal_root(cal, rf.last, &root, &e), 0);
+    assert_true(kl_imprint_eq(&root, &want));
+    kl_cal_close(cal);
+  }
+  fprintf(stderr, "conversions killed: %llu left format 1, %llu finished\n", (unsigned long long)seen[1],
+          (unsigned long long)seen[2]);
+  free(rf.leaf);
+}
+
 /* A calendar of a newer storage format is refused, saying so. */
 static void test_newer_format_refused(void **state) {
   (void)state;
@@ -697,6 +751,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_blocks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_audit_finds_corruption, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migration, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_kill_during_conversion, setup, teardown),
       cmocka_unit_test_setup_teardown(test_newer_format_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bytes_per_second, setup, teardown),
       cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
