@@ -1152,7 +1152,8 @@ static void usage(FILE *f) {
           "  --inflight N        ksi+tcp: PDUs in flight per connection (default 16, at most 4096; the\n"
           "                      gateway's [limits] max_inflight, 64 by default, stops reading beyond it);\n"
           "                      http, https: 1\n"
-          "  --per-pdu K         aggregation requests per PDU (default 1; the gateway's max_requests caps it)\n"
+          "  --per-pdu K|max     aggregation requests per PDU (default 1; the gateway's max_requests caps it;\n"
+          "                      max: the max_requests the gateway announces, what surely fits one response)\n"
           "  --duration S        the measured window (default 20 s; at most 3600)\n"
           "  --count N           stop sending after N requests in all (warm-up included); without\n"
           "                      --duration the window then lasts at most 600 s and there is no warm-up\n"
@@ -1214,7 +1215,7 @@ static bool parse_daemons(char *s, opts_t *o) {
 
 int main(int argc, char **argv) {
   opts_t o = {.transport = T_TCP, .conns = 16, .inflight = 16, .per_pdu = 1, .warmup = 3, .drain = 10, .seed = 1};
-  bool have_duration = false, have_inflight = false, have_warmup = false;
+  bool have_duration = false, have_inflight = false, have_warmup = false, per_pdu_max = false;
   enum { O_TRANSPORT = 256, O_INFLIGHT, O_PER_PDU, O_DURATION, O_COUNT, O_WARMUP, O_DRAIN, O_RATE, O_VERIFY,
          O_SEED, O_USER, O_KEY, O_PROGRESS, O_CA };
   static const struct option longs[] = {
@@ -1242,7 +1243,11 @@ int main(int argc, char **argv) {
         break;
       case O_CA: o.ca = optarg; break;
       case O_INFLIGHT: ok = kb_parse_count(optarg, &v) && v <= 4096, o.inflight = (unsigned)v; have_inflight = true; break;
-      case O_PER_PDU: ok = kb_parse_count(optarg, &v) && v <= MAX_PER_PDU, o.per_pdu = (unsigned)v; break;
+      case O_PER_PDU: /* max: as many as the gateway announces (its max_requests: what surely fits one response) */
+        per_pdu_max = strcmp(optarg, "max") == 0;
+        ok = per_pdu_max || (kb_parse_count(optarg, &v) && v <= MAX_PER_PDU);
+        o.per_pdu = per_pdu_max ? 1 : (unsigned)v;
+        break;
       case O_DURATION: ok = kb_parse_seconds(optarg, &o.duration); have_duration = true; break;
       case O_COUNT: ok = kb_parse_count(optarg, &o.count); break;
       case O_WARMUP: ok = parse_secs0(optarg, &o.warmup); have_warmup = true; break;
@@ -1315,6 +1320,11 @@ int main(int argc, char **argv) {
          transport_name[o.transport], o.addr, o.user, gc.has_max_requests ? "" : "(absent) ",
          (unsigned long long)gc.max_requests, gc.has_aggr_period ? "" : "(absent) ", (unsigned long long)gc.aggr_period,
          gc.has_max_level ? "" : "(absent) ", (unsigned long long)gc.max_level);
+  if (per_pdu_max) {
+    if (!gc.has_max_requests || gc.max_requests == 0) die("--per-pdu max", "the gateway announces no max_requests");
+    o.per_pdu = gc.max_requests < MAX_PER_PDU ? (unsigned)gc.max_requests : MAX_PER_PDU;
+    printf("--per-pdu max: %u requests per PDU\n", o.per_pdu);
+  }
   if (gc.has_max_requests && o.per_pdu > gc.max_requests)
     printf("WARNING: --per-pdu %u is over the gateway's max_requests %llu: every PDU will be refused\n", o.per_pdu,
            (unsigned long long)gc.max_requests);

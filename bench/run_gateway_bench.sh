@@ -27,8 +27,9 @@
 #   after --   extra flags for every bench_gateway run (e.g. --progress, --seed 7)
 # environment:
 #   SHAPES="NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] ..."   the load shapes, in order; TRANSPORT
-#              is tcp, http or https; RATE (requests/s) makes the load open loop, paced, with
-#              CONNS x INFLIGHT as the cap
+#              is tcp, http or https; PER_PDU a number or max (bench_gateway --per-pdu max: the
+#              max_requests the gateway announces); RATE (requests/s) makes the load open loop,
+#              paced, with CONNS x INFLIGHT x PER_PDU as the cap
 #   PASSES=1   times the whole list of SHAPES is run (medians per shape when more than one)
 #   MAIN="NAME:..."  the main shape, run REPEAT more times after the others (default tcp1-32k)
 #   REPEAT=3   runs of MAIN (0: none)
@@ -57,16 +58,19 @@ BENCH=$BUILD/bench/bench_gateway
 for b in "$CORE" "$AGG" "$GW" "$KL" "$BENCH"; do
   [ -x "$b" ] || { echo "$0: $b is not built (cmake --build $BUILD --target keyless-core keyless-aggregator keyless-gateway keyless-cli bench_gateway)" >&2; exit 2; }
 done
-# closed loop: one-request PDUs (one SDK call per document), 32-request PDUs (batching SDKs), HTTP;
-# open loop (paced) around the knees found that way
+# closed loop: one-request PDUs (one SDK call per document), batching SDKs with 16 requests per PDU
+# (32 no longer surely fits one 65,535-byte response, so the gateway refuses it with 0x0101: it
+# announces what fits, gw_fit.c, 24 before its rounds fill, and takes no more than 19 once its
+# rounds hold 10,000 requests; 16 stays under that; PER_PDU "max" takes the number announced when
+# bench_gateway starts, which a fuller round can lower), HTTP; open loop (paced) around the knees
 DEFAULT_SHAPES="tcp1-4k:tcp:64:64:1 tcp1-16k:tcp:256:64:1 tcp1-32k:tcp:512:64:1 tcp1-64k:tcp:1024:64:1
-tcp32-32k:tcp:32:32:32 tcp32-64k:tcp:64:32:32 tcp32-96k:tcp:96:32:32
-http1-4k:http:4096:1:1 http32-32k:http:1024:1:32 http32-64k:http:2048:1:32
-https1-4k:https:4096:1:1 https32-32k:https:1024:1:32 https32-64k:https:2048:1:32
+tcp16-32k:tcp:64:32:16 tcp16-64k:tcp:128:32:16 tcp16-96k:tcp:192:32:16
+http1-4k:http:4096:1:1 http16-32k:http:2048:1:16 http16-64k:http:4096:1:16
+https1-4k:https:4096:1:1 https16-32k:https:2048:1:16 https16-64k:https:4096:1:16
 tcp1-rate10k:tcp:1024:64:1:10000 tcp1-rate20k:tcp:1024:64:1:20000 tcp1-rate25k:tcp:1024:64:1:25000
 tcp1-rate27k:tcp:1024:64:1:27500 tcp1-rate30k:tcp:1024:64:1:30000
-tcp32-rate50k:tcp:256:32:32:50000 tcp32-rate80k:tcp:256:32:32:80000 tcp32-rate100k:tcp:256:32:32:100000
-tcp32-rate120k:tcp:256:32:32:120000 http32-rate60k:http:4096:1:32:60000 https32-rate60k:https:4096:1:32:60000"
+tcp16-rate50k:tcp:512:32:16:50000 tcp16-rate80k:tcp:512:32:16:80000 tcp16-rate100k:tcp:512:32:16:100000
+tcp16-rate120k:tcp:512:32:16:120000 http16-rate60k:http:6144:1:16:60000 https16-rate60k:https:6144:1:16:60000"
 SHAPES=${SHAPES:-$DEFAULT_SHAPES}
 PASSES=${PASSES:-1}
 MODES=""
