@@ -72,7 +72,9 @@ typedef struct gw_service {
   uint64_t max_requests;  /* aggregation requests per PDU, as configured */
   kl_pdu_config_t conf;   /* what a config request gets (max_requests: see gw_fit) */
   size_t answer_raw_max;  /* the largest answer (signature parts) of one request seen so far */
-  size_t answer_bound;    /* what such an answer can grow to (a longer calendar chain); 0: none yet */
+  size_t answer_bound;    /* what an answer's shared part (parents' chains, calendar chain, record)
+                           * can grow to; 0: none yet */
+  size_t own_fixed;       /* this gateway's chain without its round-sized links (metadata, header) */
   size_t chain_slack;     /* how much more this gateway's own chain can take than a seen one */
   size_t overhead;        /* a response PDU's bytes besides its aggr_resps (header, config, HMAC) */
   uint64_t seq;           /* metadata sequence numbers */
