@@ -294,12 +294,16 @@ static int accept_parent(kl_round_t *r, const kl_round_parent_t *p, uint64_t agg
   return 0;
 }
 
-int kl_round_answer_head(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, size_t slot, kl_buf_t *out,
-                         kl_err_t *e) {
-  int rc;
-  if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
+int kl_round_accept(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_time, kl_err_t *e) {
+  if (!r->closed) return kl_err_set(e, KL_ESTATE, "the round is not closed");
   if (p->n == 0) return kl_err_set(e, KL_EFORMAT, "the parent's answer has no aggregation chain");
-  if ((rc = accept_parent(r, p, aggr_time, e))) return rc;
+  return accept_parent(r, p, aggr_time, e);
+}
+
+int kl_round_answer_head(kl_round_t *r, uint64_t aggr_time, size_t slot, kl_buf_t *out, kl_err_t *e) {
+  if (!r->closed || slot >= r->n) return kl_err_set(e, KL_ESTATE, "no such request in a closed round");
+  if (r->top_raw == NULL || r->top_time != aggr_time)
+    return kl_err_set(e, KL_ESTATE, "no parent's answer accepted for second %llu", (unsigned long long)aggr_time);
   return kl_tree_chain(r->tree, slot, aggr_time, r->top_index, r->top_n_index, out, e);
 }
 
@@ -307,7 +311,7 @@ int kl_round_answer(kl_round_t *r, const kl_round_parent_t *p, uint64_t aggr_tim
                     kl_err_t *e) {
   int rc;
   size_t mark = out->len;
-  if ((rc = kl_round_answer_head(r, p, aggr_time, slot, out, e))) return rc;
+  if ((rc = kl_round_accept(r, p, aggr_time, e)) || (rc = kl_round_answer_head(r, aggr_time, slot, out, e))) return rc;
   for (size_t i = 0; i < p->n; i++) kl_buf_put(out, p->parts[i], p->lens[i]);
   if ((rc = kl_buf_check(out, e))) out->len = mark;
   return rc;

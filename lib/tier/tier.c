@@ -168,13 +168,12 @@ static void parent_gave_up(kl_tier_t *t, flight_t *f, int i, uint64_t status, co
 
 /* Hands out up to budget answers of f; returns how many. */
 static size_t fan_out(kl_tier_t *t, flight_t *f, size_t budget) {
-  kl_round_parent_t parent = {f->parts, f->lens, f->n_parts};
   size_t given = 0;
   kl_err_t e = {0};
   for (; f->next_slot < f->n && given < budget; f->next_slot++, given++) {
     kl_tier_answer_t a = {.second = f->second, .lead_ms = t->lead_ms};
     kl_buf_reset(&t->scratch);
-    if (kl_round_answer_head(f->round, &parent, f->second, f->next_slot, &t->scratch, &e)) {
+    if (kl_round_answer_head(f->round, f->second, f->next_slot, &t->scratch, &e)) {
       a.status = KL_STATUS_INTERNAL_ERROR;
       a.error = "cannot build the aggregation chain";
     } else { /* the request's own chain; the parent's parts are one copy for the whole round */
@@ -223,9 +222,7 @@ static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless_
     lens[n++] = r->auth_record.len;
   }
   kl_round_parent_t parent = {parts, lens, n};
-  kl_buf_reset(&t->scratch);
-  if (r->n_chains == 0 || r->n_chains > MAX_PARTS - 2 ||
-      kl_round_answer(f->round, &parent, r->second, 0, &t->scratch, &e)) {
+  if (r->n_chains == 0 || r->n_chains > MAX_PARTS - 2 || kl_round_accept(f->round, &parent, r->second, &e)) {
     char q[300];
     kl_metric_inc(p->m_invalid);
     kl_log(KL_LOG_ERROR, "parent_answer_invalid", "tier=%s parent=%s round=%llu error=%s", t->kind, p->addr,

@@ -215,6 +215,11 @@ static void test_two_tiers(void **state) {
   assert_int_equal(b.len, 0);
   /* The good answer is still taken afterwards. */
   assert_int_equal(kl_round_answer(gw, &parent, T, slots[0], &b, NULL), 0);
+  /* Per-request chains come only under an accepted answer of that second. */
+  b.len = 0;
+  assert_int_equal(kl_round_answer_head(gw, T, slots[1], &b, NULL), 0);
+  assert_true(b.len > 0);
+  assert_int_equal(kl_round_answer_head(gw, T + 1, slots[1], &b, NULL), KL_ESTATE);
   kl_buf_free(&ochain);
   kl_tree_free(ot);
   kl_buf_free(&b);

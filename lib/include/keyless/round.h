@@ -79,13 +79,16 @@ typedef struct kl_round_parent {
 
 KL_API int kl_round_answer(kl_round_t *r, const kl_round_parent_t *parent, uint64_t aggr_time, size_t slot,
                            kl_buf_t *out, kl_err_t *e);
-/* The same checks, but only this tier's 0x801 for request `slot` is appended: the rest of the
- * answer is the parent's parts, the same bytes for every request of the round, which a caller
- * that builds many answers can copy once (kl_tier hands them out that way). The parent's answer
- * is checked (internal policy) once per round either way: a repeat of the answer last accepted
- * is recognised by its bytes. */
-KL_API int kl_round_answer_head(kl_round_t *r, const kl_round_parent_t *parent, uint64_t aggr_time, size_t slot,
-                                kl_buf_t *out, kl_err_t *e);
+/* The parent's answer for this closed round, checked once (its first chain starts from this
+ * round's root, and the whole answer passes the internal policy above it) and kept: the answer
+ * a caller then builds per request with kl_round_answer_head. A repeat of the answer last
+ * accepted is recognised by its bytes. */
+KL_API int kl_round_accept(kl_round_t *r, const kl_round_parent_t *parent, uint64_t aggr_time, kl_err_t *e);
+/* Only this tier's 0x801 for request `slot`, under the parent's answer accepted for aggr_time
+ * (KL_ESTATE if none was): the rest of the answer is the parent's parts, the same bytes for
+ * every request of the round, which a caller that builds many answers copies once (kl_tier
+ * hands them out that way). No per-request look at the parent's bytes. */
+KL_API int kl_round_answer_head(kl_round_t *r, uint64_t aggr_time, size_t slot, kl_buf_t *out, kl_err_t *e);
 
 #ifdef __cplusplus
 }
