@@ -121,12 +121,6 @@ uint64_t ext_wait_bound(uint64_t replica_wait_ms) {
   return replica_wait_ms == 0 ? 0 : (replica_wait_ms + 999) / 1000 + 1;
 }
 
-static bool looks_like_pdu(const uint8_t *p, size_t n) {
-  if (n < 4 || !(p[0] & 0x80)) return false;
-  unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
-  return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
-}
-
 int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len,
                ext_outcome_t *out, ext_status_fn count, void *count_arg) {
   kl_pdu_t *pdu = NULL;
@@ -138,7 +132,7 @@ int ext_handle(const ext_ctx_t *ctx, const uint8_t *req, size_t len, uint8_t **r
   *resp_len = 0;
   kl_err_clear(&e);
   if (kl_pdu_parse(req, len, &pdu, &e)) {
-    out->not_a_pdu = !looks_like_pdu(req, len);
+    out->not_a_pdu = !kl_pdu_looks_like(req, len);
     out->foreign = true;
     snprintf(msg, sizeof msg, "malformed request PDU: %.200s", e.msg);
     return error_pdu(KL_STATUS_INVALID_PAYLOAD, msg, resp, resp_len, out);

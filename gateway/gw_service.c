@@ -68,12 +68,6 @@ static uint8_t *error_pdu(uint64_t status, const char *msg, size_t *len, gw_outc
   return resp;
 }
 
-static bool looks_like_pdu(const uint8_t *p, size_t n) {
-  if (n < 4 || !(p[0] & 0x80)) return false;
-  unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
-  return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
-}
-
 static void count(gw_service_t *s, uint64_t status) {
   if (status == 0) {
     kl_metric_inc(s->m_ok);
@@ -223,7 +217,7 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
   uint64_t t0 = uv_hrtime();
   memset(&out, 0, sizeof out);
   if (kl_pdu_parse(p, n, &pdu, &e)) {
-    out.not_a_pdu = !looks_like_pdu(p, n);
+    out.not_a_pdu = !kl_pdu_looks_like(p, n);
     out.wrong_service = true;
     snprintf(msg, sizeof msg, "malformed request PDU: %.200s", e.msg);
     refuse(s, gw, transport, req, respond, t0, &out, KL_STATUS_INVALID_PAYLOAD, msg);

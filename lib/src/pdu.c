@@ -11,6 +11,12 @@
 /* kl_err_wrap that returns the failing call's own code, whatever e holds. */
 #define WRAP(rc, e, ...) (kl_err_wrap((e), __VA_ARGS__), (rc))
 
+bool kl_pdu_looks_like(const uint8_t *p, size_t n) {
+  if (n < 4 || !(p[0] & 0x80)) return false;
+  unsigned type = (unsigned)(p[0] & 0x1F) << 8 | p[1];
+  return type == 0x200 || type == 0x220 || type == 0x221 || type == 0x300 || type == 0x320 || type == 0x321;
+}
+
 int kl_pdu_service(uint16_t pdu_type) {
   switch (pdu_type) {
     case KL_PDU_AGGR_REQ:

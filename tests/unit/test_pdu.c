@@ -558,6 +558,19 @@ static void check_refused(uint16_t type, const uint8_t *c, size_t n, uint64_t st
   } while (0)
 
 /* Levels are kept as sent, whatever their size: the service answers 0x104 for that request. */
+static void test_looks_like(void **state) {
+  (void)state;
+  static const uint8_t aggr[] = {0x82, 0x20, 0x00, 0x00}, ext[] = {0x83, 0x21, 0x00, 0x10}, v1[] = {0x82, 0x00, 0, 0},
+                       tlv8[] = {0x07, 0x02, 0x61, 0x62}, other[] = {0x88, 0x01, 0x00, 0x00}, text[] = "POST / HTTP/1.1";
+  assert_true(kl_pdu_looks_like(aggr, sizeof aggr));
+  assert_true(kl_pdu_looks_like(ext, sizeof ext));
+  assert_true(kl_pdu_looks_like(v1, sizeof v1));
+  assert_false(kl_pdu_looks_like(aggr, 3));
+  assert_false(kl_pdu_looks_like(tlv8, sizeof tlv8));
+  assert_false(kl_pdu_looks_like(other, sizeof other));
+  assert_false(kl_pdu_looks_like(text, sizeof text - 1));
+}
+
 static void test_request_levels(void **state) {
   (void)state;
   static const struct { uint8_t bytes[10]; size_t n; uint64_t want; } lv[] = {
@@ -792,6 +805,7 @@ int main(void) {
       cmocka_unit_test(test_roundtrip_aggr_resp), cmocka_unit_test(test_roundtrip_ext),
       cmocka_unit_test(test_error_only),       cmocka_unit_test(test_envelope_rules),
       cmocka_unit_test(test_request_levels),
+      cmocka_unit_test(test_looks_like),
       cmocka_unit_test(test_truncated_and_oversized), cmocka_unit_test(test_size_limit),
       cmocka_unit_test(test_writer_misuse),
   };

@@ -83,6 +83,11 @@ enum {
   KL_STATUS_UPSTREAM_TIMEOUT = 0x0301,
 };
 
+/* Whether p starts like a KSI PDU of any version (a TLV16 header of 0x200, 0x220, 0x221, 0x300,
+ * 0x320 or 0x321), whatever follows: a service that cannot parse it tells garbage (close the
+ * stream) from a broken PDU (answer with an error PDU). */
+KL_API bool kl_pdu_looks_like(const uint8_t *p, size_t n);
+
 /* Which service's meaning a status code has. */
 enum { KL_PDU_SVC_AGGR = 1, KL_PDU_SVC_EXT = 2 };
 
