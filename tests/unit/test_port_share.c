@@ -1,7 +1,8 @@
 /* One port for HTTP and ksi+tcp (kl_http_server_share), over real loopback sockets: a
  * connection that opens with a KSI PDU (first byte with the TLV16 flag) is served by the TLV
  * server, several PDUs on it too; one that opens with HTTP stays with the HTTP server; bytes
- * that are neither stay HTTP and get its 400. Closing the TLV server first leaves the HTTP
+ * that are neither stay HTTP and get its 400. A moved connection counts against the ksi+tcp
+ * server's per-address cap. Closing the TLV server first leaves the HTTP
  * server working (the share is undone): a PDU is then HTTP's 400. */
 #include <pthread.h>
 #include <signal.h>
@@ -90,6 +91,23 @@ static void *client(void *arg) {
   NT_CHECK(read_n(fd, got, sizeof pdu1) && memcmp(got, pdu1, sizeof pdu1) == 0, "first PDU echoed");
   NT_CHECK(read_n(fd, got, sizeof pdu2) && memcmp(got, pdu2, sizeof pdu2) == 0, "second PDU echoed");
   close(fd);
+  /* The ksi+tcp server's per-address cap (1 here) counts connections that came by the shared
+   * port: while one is open, a second from the same address is closed at once, although the
+   * HTTP server (no cap) took it; HTTP connections are not counted against it. */
+  int held = nt_connect(port);
+  NT_CHECK(nt_send(held, pdu1, sizeof pdu1) && read_n(held, got, sizeof pdu1), "first ksi+tcp connection served");
+  int web = nt_connect(port);
+  b->len = 0;
+  nt_sends(web, "POST /x HTTP/1.1\r\nContent-Length: 1\r\n\r\nz");
+  NT_CHECK(nt_read_response(web, b, r) && r->status == 200, "HTTP beside it: served");
+  close(web);
+  fd = nt_connect(port);
+  nt_send(fd, pdu1, sizeof pdu1);
+  b->len = 0;
+  NT_CHECK(nt_closed(fd, b), "a second ksi+tcp connection from the address: closed (per-address cap)");
+  close(fd);
+  close(held);
+  usleep(100000); /* the server sees the close before the next connection */
   /* One byte at a time: the first byte alone decides. */
   fd = nt_connect(port);
   for (size_t i = 0; i < sizeof pdu1; i++) NT_CHECK(nt_send(fd, pdu1 + i, 1), "send byte");
@@ -128,7 +146,10 @@ static void test_port_share(void **state) {
   assert_int_equal(kl_http_server_create(&loop, NULL, "http", &http, &e), 0);
   assert_int_equal(kl_http_route(http, "POST", "*", h_echo, NULL, &e), 0);
   assert_int_equal(kl_http_server_listen(http, "127.0.0.1:0", &e), 0);
-  assert_int_equal(kl_tlv_server_create(&loop, NULL, "tcp", t_echo, NULL, &tlv, &e), 0);
+  kl_net_limits_t tl;
+  kl_net_limits_default(&tl);
+  tl.max_connections_per_ip = 1; /* a connection moved here is held to this server's own limits */
+  assert_int_equal(kl_tlv_server_create(&loop, &tl, "tcp", t_echo, NULL, &tlv, &e), 0);
   kl_http_server_share(http, tlv);
   port = kl_http_server_port(http);
   assert_true(port > 0);
