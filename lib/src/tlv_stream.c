@@ -43,6 +43,7 @@ struct tconn {
   kl_tlv_req_t *head, *tail; /* every request not yet written, in arrival order */
   unsigned inflight;         /* with their handlers */
   bool draining;             /* no more frames are taken */
+  bool cut;                  /* a close_after answer was written: later answers are dropped */
   bool queued;               /* in the server's ready list */
   tconn_t *ready_prev, *ready_next;
 };
@@ -81,15 +82,19 @@ static void flush(tconn_t *tc) {
     kl_tlv_req_t *r = tc->head;
     tc->head = r->next;
     if (tc->head == NULL) tc->tail = NULL;
-    if (r->resp_len && c->state == KL__C_OPEN) {
+    if (r->resp_len && c->state == KL__C_OPEN && !tc->cut) { /* frames taken in before a close_after
+                                                                  * one (handlers in flight) get no answer */
       c->srv->stats.responses[2]++;
       bufs[n] = r->resp;
       lens[n++] = r->resp_len;
       r->resp = NULL;
     }
-    if (r->close_after && !tc->draining) {
-      tc->draining = true;
-      c->end_when_idle = true;
+    if (r->close_after) {
+      tc->cut = true;
+      if (!tc->draining) {
+        tc->draining = true;
+        c->end_when_idle = true;
+      }
     }
     req_free(r);
     if (n == WRITE_BATCH || (n && (tc->head == NULL || !tc->head->done))) {

@@ -20,13 +20,14 @@ static kl_tlv_req_t *held;
 static int got_held;
 
 /* Frame types (TLV8 type field): what the handler does with it. */
-enum { T_ECHO = 1, T_DEFER = 2, T_CLOSE = 3, T_SILENT = 4, T_HOLD = 5 };
+enum { T_ECHO = 1, T_DEFER = 2, T_CLOSE = 3, T_SILENT = 4, T_HOLD = 5, T_DEFER_CLOSE = 6 };
 
 typedef struct later {
   uv_timer_t t;
   kl_tlv_req_t *r;
   uint8_t *copy;
   size_t len;
+  bool close_after;
 } later_t;
 
 static void later_closed(uv_handle_t *h) {
@@ -38,7 +39,7 @@ static void later_closed(uv_handle_t *h) {
 static void later_fire(uv_timer_t *t) {
   later_t *l = t->data;
   inflight--;
-  kl_tlv_respond(l->r, l->copy, l->len, false);
+  kl_tlv_respond(l->r, l->copy, l->len, l->close_after);
   uv_close((uv_handle_t *)t, later_closed);
 }
 
@@ -46,10 +47,12 @@ static void handler(kl_tlv_req_t *r, const uint8_t *frame, size_t len, void *arg
   (void)arg;
   unsigned type = (frame[0] & 0x80) ? ((unsigned)(frame[0] & 0x1F) << 8 | frame[1]) : frame[0] & 0x1F;
   switch (type) {
-    case T_DEFER: {
+    case T_DEFER:
+    case T_DEFER_CLOSE: {
       later_t *l = calloc(1, sizeof *l);
       assert_non_null(l);
       l->r = r;
+      l->close_after = type == T_DEFER_CLOSE;
       l->copy = malloc(len);
       memcpy(l->copy, frame, len);
       l->len = len;
@@ -151,6 +154,15 @@ static void *client(void *arg) {
   nt_send(fd, closing, sizeof closing);
   EXPECT_TLV(fd, T_CLOSE, 1, 'q');
   NT_CHECK(nt_closed(fd, &b), "not closed after close_after");
+  close(fd);
+  /* close_after answered late, after a later frame's handler already answered (handlers on
+   * threads do that): its answer is the last one written, the later frame gets none */
+  fd = conn();
+  b.len = 0;
+  const uint8_t late_close[] = {T_DEFER_CLOSE, 1, 'd', T_ECHO, 1, 'e'};
+  nt_send(fd, late_close, sizeof late_close);
+  EXPECT_TLV(fd, T_DEFER_CLOSE, 1, 'd');
+  NT_CHECK(nt_closed(fd, &b), "an answer after the close_after one was written");
   close(fd);
   /* a frame over max_body (1000): the answer due is written, then the connection closes */
   fd = conn();
