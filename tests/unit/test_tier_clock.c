@@ -2,7 +2,7 @@
  * lead, the last one of each second at its end minus the lead, whatever the period. */
 #include <stdint.h>
 
-#include "../../lib/tier/tier_clock.h"
+#include "../../lib/daemon/tier/tier_clock.h"
 #include "testutil.h"
 
 static void test_aligned(void **state) {

@@ -40,6 +40,11 @@ typedef double (*kl_metric_fn)(void *arg);
 KL_API extern const double kl_metrics_latency_buckets[];
 KL_API extern const size_t kl_metrics_latency_n;
 
+/* The libuv this process runs with (not only built against), for keyless_build_info and the
+ * daemons' --version and start-up line (lib/daemon/src/uvversion.c; the client library's
+ * keyless/version.h has the rest and no libuv). */
+KL_API const char *kl_build_libuv(void);
+
 KL_API int kl_metrics_create(kl_metrics_t **out, kl_err_t *e);
 KL_API void kl_metrics_destroy(kl_metrics_t *m);
 

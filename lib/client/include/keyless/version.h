@@ -15,10 +15,10 @@ KL_API const char *kl_version(void);
 KL_API const char *kl_build_commit(void);
 /* "gcc 12.2.0", "clang 14.0.6" */
 KL_API const char *kl_build_compiler(void);
-/* The OpenSSL and libuv the process runs with (not only built against). */
+/* The OpenSSL the process runs with (not only built against). The libuv version is the daemon
+ * toolkit's (kl_build_libuv in keyless/metrics.h): the client library does not link libuv. */
 KL_API const char *kl_build_openssl(void);
-KL_API const char *kl_build_libuv(void);
-/* One line: "0.1.0 (commit a1b2c3d4e5f6, gcc 12.2.0, OpenSSL 3.0.x, libuv 1.44.2)" */
+/* One line: "0.1.0 (commit a1b2c3d4e5f6, gcc 12.2.0, OpenSSL 3.0.x)" */
 KL_API const char *kl_version_line(void);
 
 #ifdef __cplusplus

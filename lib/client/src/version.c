@@ -4,7 +4,6 @@
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <uv.h>
 
 #include "kl_build.h"
 
@@ -22,14 +21,13 @@ const char *kl_version(void) { return KL_BUILD_VERSION; }
 const char *kl_build_commit(void) { return KL_BUILD_COMMIT; }
 const char *kl_build_compiler(void) { return KL_COMPILER; }
 const char *kl_build_openssl(void) { return OpenSSL_version(OPENSSL_VERSION); }
-const char *kl_build_libuv(void) { return uv_version_string(); }
 
 static char line[256];
 static pthread_once_t line_once = PTHREAD_ONCE_INIT;
 
 static void make_line(void) {
-  snprintf(line, sizeof line, "%s (commit %s, %s, %s, libuv %s)", kl_version(), kl_build_commit(), kl_build_compiler(),
-           kl_build_openssl(), kl_build_libuv());
+  snprintf(line, sizeof line, "%s (commit %s, %s, %s)", kl_version(), kl_build_commit(), kl_build_compiler(),
+           kl_build_openssl());
 }
 
 const char *kl_version_line(void) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "keyless/log.h"
+#include "keyless/metrics.h"
 #include "keyless/version.h"
 
 static void usage(FILE *f, const kl_daemon_ops_t *ops) {
@@ -46,7 +47,11 @@ int kl_daemon_main(int argc, char **argv, const kl_daemon_ops_t *ops) {
         }
         break;
       case 'h': usage(stdout, ops); return 0;
-      case O_VERSION: printf("%s %s\n", ops->prog, kl_version_line()); return 0;
+      case O_VERSION:
+        /* the client library's line has no libuv: the daemons' --version adds it */
+        printf("%s %s (commit %s, %s, %s, libuv %s)\n", ops->prog, kl_version(), kl_build_commit(), kl_build_compiler(),
+               kl_build_openssl(), kl_build_libuv());
+        return 0;
       default: usage(stderr, ops); return 2;
     }
   }
