@@ -29,6 +29,9 @@ enum {
   KL_EXIT_CONFIG = 16,
 };
 
+/* Prints the table of exit statuses above, with one line per status (cli/exit.c). */
+void cli_exit_table(FILE *f);
+
 int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

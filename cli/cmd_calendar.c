@@ -17,6 +17,7 @@ static void usage(FILE *f) {
           "       keyless calendar stat   -D DIR [--json]\n"
           "       keyless calendar audit  -D DIR [-P PUBFILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]...\n"
           "                               [--publications-file-no-verify]]\n");
+  cli_exit_table(f);
 }
 
 typedef struct cargs {

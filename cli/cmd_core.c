@@ -25,8 +25,8 @@ static void usage(FILE *f) {
              CLI_TLS_HELP CLI_ADMIN_TLS_HELP
              "  --timeout MS  connect and read timeout (default 5000)\n"
              "example: keyless core --ca pki/cluster-ca.crt --cert pki/nodes/admin-operator.crt \\\n"
-             "           --key pki/nodes/admin-operator.key status https://127.0.0.1:9104\n"
-             "exit: 0 ok, 1 refused by the node (or no leader), 3 usage, 5 a node unreachable (network or TLS)\n");
+             "           --key pki/nodes/admin-operator.key status https://127.0.0.1:9104\n");
+  cli_exit_table(f);
 }
 
 /* BASE (without its trailing '/') + path into url. */

@@ -56,7 +56,10 @@ static int fail(int r, const kl_err_t *e) {
 
 static int usage(bool help) {
   fputs(usage_text, help ? stdout : stderr);
-  if (help) fputs(help_text, stdout);
+  if (help) {
+    fputs(help_text, stdout);
+    cli_exit_table(stdout);
+  }
   return help ? KL_EXIT_OK : KL_EXIT_USAGE;
 }
 

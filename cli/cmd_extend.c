@@ -28,9 +28,8 @@ static void usage(FILE *f) {
              "  --show-progress: a line on standard error when the signature is extended\n"
              "  --conf FILE: ksi-tool configuration file (-X URL, --ext-user U, --ext-key K, -P URL,\n"
              "      --cnstr, -V ...; one per line); the command line wins over it, it over $KSI_CONF's\n"
-             CLI_TLS_HELP
-             "exit: 0 ok, 3 usage, 4 bad input, 5 network, 6 not verified, 7 extender error, 9 I/O,\n"
-             "      11 HMAC, 14 login, 16 configuration file\n");
+             CLI_TLS_HELP);
+  cli_exit_table(f);
 }
 
 /* The client checks of KSI-FORMAT.md §7.3, with the reason. */

@@ -20,6 +20,7 @@ int cmd_hash(int argc, char **argv) {
         break;
       case 'h':
         printf("usage: keyless hash [-H ALG] FILE|-\n  prints ALG:hex of the file's digest (default SHA-256)\n");
+        cli_exit_table(stdout);
         return KL_EXIT_OK;
       default: return KL_EXIT_USAGE;
     }

@@ -214,7 +214,10 @@ int cmd_inspect(int argc, char **argv) {
     switch (c) {
       case 'i': in = optarg; break;
       case 'j': json = true; break;
-      case 'h': printf("usage: keyless inspect -i SIG [--json]\n"); return KL_EXIT_OK;
+      case 'h':
+        printf("usage: keyless inspect -i SIG [--json]\n");
+        cli_exit_table(stdout);
+        return KL_EXIT_OK;
       default: return KL_EXIT_USAGE;
     }
   }

@@ -89,8 +89,8 @@ static void usage(FILE *f) {
              "  -d, --dump: list the certificates and every publication\n"
              "  -o OUT: save the publications file (once checked) to OUT, replacing it atomically\n"
              "  --conf FILE: ksi-tool configuration file (-P URL, --cnstr, -V ...; one per line); the\n"
-             "      command line wins over it, it over $KSI_CONF's\n" CLI_TLS_HELP
-             "exit: 0 ok, 3 usage, 4 bad format, 5 network, 9 I/O, 10 not trusted, 16 configuration file\n");
+             "      command line wins over it, it over $KSI_CONF's\n" CLI_TLS_HELP);
+  cli_exit_table(f);
 }
 
 int cmd_pubfile(int argc, char **argv) {

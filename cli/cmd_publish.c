@@ -38,6 +38,7 @@ static void usage(FILE *f) {
           "  file (FILE itself, or --previous), which must verify: signed with the key of --cert, or, with\n"
           "  --cnstr, by a certificate of the anchors (-V; default: the system's). FILE is replaced\n"
           "  atomically and a copy kept as DIR/history/NAME-YYYYMMDDTHHMMSSZ.bin.\n");
+  cli_exit_table(f);
 }
 
 /* The previous file: read, parsed, verified, and every publication within the calendar equal

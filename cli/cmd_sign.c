@@ -78,9 +78,8 @@ static void usage(FILE *f) {
           "              --aggr-key K, ...); the command line wins over it, it over $KSI_CONF's file\n"
           CLI_TLS_HELP
           "  --dump-conf print the gateway's configuration and exit\n"
-          "exit: 0 every file signed or already signed; else that of the first failure: 3 usage,\n"
-          "      4 bad response, 5 network, 6 an existing signature does not verify, 8 gateway error,\n"
-          "      9 I/O (unreadable input, cannot write), 11 HMAC, 14 login, 16 configuration file\n");
+          "With several files the status is that of the first failure.\n");
+  cli_exit_table(f);
 }
 
 static int sign_exit(int r) {

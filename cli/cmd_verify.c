@@ -28,9 +28,8 @@ static void usage(FILE *f) {
           "  -C S, -c S: the extender's connect and read timeout in seconds (default 10)\n"
           "  --conf FILE: ksi-tool configuration file (-X URL, --ext-user U, --ext-key K, -P URL,\n"
           "      --cnstr, -V ...; one per line); the command line wins over it, it over $KSI_CONF's\n"
-          CLI_TLS_HELP
-          "exit status: 0 verified, 6 failed or inconclusive, 4 unparseable input, 3 bad usage,\n"
-          "  16 bad configuration file\n");
+          CLI_TLS_HELP);
+  cli_exit_table(f);
 }
 
 /* -X file://PDU: a canned 0x321 response. */

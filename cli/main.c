@@ -27,7 +27,8 @@ static void usage(FILE *f) {
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
   fprintf(f, "\n'keyless COMMAND --help' shows a command's options. sign, extend, verify and pubfile\n"
-             "also read ksi-tool's configuration files: --conf FILE, then the file named by $KSI_CONF.\n");
+             "also read ksi-tool's configuration files: --conf FILE, then the file named by $KSI_CONF.\n\n");
+  cli_exit_table(f);
 }
 
 int main(int argc, char **argv) {
