@@ -22,7 +22,7 @@ static const struct {
 };
 
 void cli_exit_table(FILE *f) {
-  fprintf(f, "exit status (the same for every keyless command):\n");
+  fprintf(f, "\nExit status (the same for every keyless command):\n");
   for (size_t i = 0; i < sizeof exit_table / sizeof exit_table[0]; i++)
     fprintf(f, "  %-3d %s\n", exit_table[i].code, exit_table[i].meaning);
 }

@@ -14,6 +14,7 @@ PKGS=(
   libhttp-parser-dev    # HTTP/1.1 request parsing in the daemons
   openssl curl xxd      # development PKI, system tests
   prometheus            # promtool for the rules test (tests/system/test_monitoring.sh)
+  help2man man-db       # man pages from --help (cmake/manpages.cmake), checked by test_cli_help.sh
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
