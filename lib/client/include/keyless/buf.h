@@ -6,6 +6,9 @@
  *
  * kl_arena_t hands out memory that lives until kl_arena_free; decoders put their parsed
  * objects there so one call frees everything.
+ *
+ * Threads: a buffer or arena belongs to one thread at a time; no global state.
+ * Memory: kl_buf_steal hands the bytes to the caller (free()); arena memory ends with the arena.
  */
 #ifndef KEYLESS_BUF_H
 #define KEYLESS_BUF_H

@@ -1,5 +1,8 @@
 /* keyless: hash chain arithmetic (KSI-FORMAT.md §4, §5). Pure functions: no I/O, no state
- * beyond the caller's hasher. */
+ * beyond the caller's hasher.
+ *
+ * Threads: thread-safe with one kl_hasher_t per thread. Memory: results are values in the
+ * caller's memory; nothing is allocated. */
 #ifndef KEYLESS_CHAINS_H
 #define KEYLESS_CHAINS_H
 

@@ -4,6 +4,9 @@
  * kl_err_t also leave a human-readable message there, wrapped with context by each layer on
  * the way up ("signature: aggregation chain 2: link 3: sibling: imprint too short"). A NULL
  * kl_err_t is allowed everywhere: the code is still returned, the message is dropped.
+ *
+ * Threads: thread-safe. A kl_err_t belongs to its caller; the last code for kl_err_wrap(NULL)
+ * is kept per thread. kl_strerror/kl_errname return static strings (never free them).
  */
 #ifndef KEYLESS_ERR_H
 #define KEYLESS_ERR_H

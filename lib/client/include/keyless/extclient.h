@@ -1,4 +1,8 @@
-/* keyless: the client side of extension (KSI-FORMAT.md §7.3) that verification needs. */
+/* keyless: the client side of extension (KSI-FORMAT.md §7.3) that verification needs.
+ *
+ * Threads: both calls may run in several threads at once (blocking I/O, no global state beyond
+ * netclient.h's TLS defaults). Memory: the chain (and *raw) are allocated in the caller's
+ * arena and live until kl_arena_free. */
 #ifndef KEYLESS_EXTCLIENT_H
 #define KEYLESS_EXTCLIENT_H
 

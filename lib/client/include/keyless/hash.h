@@ -3,6 +3,10 @@
  * An imprint is the algorithm id byte followed by the digest. kl_imprint_t holds one by value
  * (no allocation). kl_hasher_t wraps one reusable OpenSSL digest context; the EVP_MD objects
  * are fetched once per process, so hashing many small inputs costs no lookups.
+ *
+ * Threads: kl_hash, kl_hmac and the table queries are thread-safe (per-thread contexts: call
+ * kl_hash_thread_end before a thread ends); a kl_hasher_t belongs to one thread at a time.
+ * Memory: imprints are values; kl_imprint_hex writes into the caller's buffer.
  */
 #ifndef KEYLESS_HASH_H
 #define KEYLESS_HASH_H

@@ -13,7 +13,11 @@
  * certificate is presented when the caller gives one and the server asks (the core's admin port
  * requires an admin-role certificate of the cluster CA). Errors say what failed: "certificate
  * verify failed: unable to get local issuer certificate (trusting the system CA store)", "host
- * name mismatch: ...", "the server asked for a client certificate (use --cert/--key)". */
+ * name mismatch: ...", "the server asked for a client certificate (use --cert/--key)".
+ *
+ * Threads: requests may run in several threads at once (SIGPIPE is masked per thread while
+ * writing; nothing process-wide changes); the TLS defaults are behind a lock. Memory: the
+ * response body goes into the caller's kl_buf_t (kl_buf_free); kl_url_t is a value. */
 #ifndef KEYLESS_NETCLIENT_H
 #define KEYLESS_NETCLIENT_H
 

@@ -23,6 +23,9 @@
  * kl_pdu_writer_free() releases a writer that is abandoned (harmless after finish). The writer
  * refuses to build what the parser would reject (wrong payload for the PDU type, an unsigned
  * PDU that is not error-only, more than 65,539 bytes).
+ *
+ * Threads: no global state; a kl_pdu_t may be read from several threads, a writer belongs to
+ * one. Memory: as above; bytes from kl_pdu_writer_finish are the caller's (free()).
  */
 #ifndef KEYLESS_PDU_H
 #define KEYLESS_PDU_H

@@ -4,7 +4,11 @@
  * TLS between nodes (DESIGN.md §3a).
  *
  * Long-term trust never depends on these keys: once a signature is extended to a publication,
- * verification is hashing plus a comparison with the published string. */
+ * verification is hashing plus a comparison with the published string.
+ *
+ * Threads: a kl_calauth_t belongs to one thread at a time; the kl_devpki_* calls lock the PKI
+ * directory (flock) and may run in several processes. Memory: kl_calauth_free releases the
+ * signer and its certificate DER; signatures go into the caller's kl_buf_t. */
 #ifndef KEYLESS_PKI_H
 #define KEYLESS_PKI_H
 

@@ -3,6 +3,10 @@
  * kl_pubfile_parse() copies the input; every pointer in the parsed object is valid until
  * kl_pubfile_free(). Parsing does not establish trust: kl_pubfile_verify() checks the CMS
  * signature against the caller's trust anchors and subject constraints at a given time.
+ *
+ * Threads: a parsed file is immutable and may be read (looked up, verified) from several threads
+ * at once; kl_pubfile_parse/free/verify keep no global state. Memory: the caller frees the
+ * object with kl_pubfile_free; kl_pubfile_write's output is the caller's kl_buf_t.
  */
 #ifndef KEYLESS_PUBFILE_H
 #define KEYLESS_PUBFILE_H

@@ -6,6 +6,9 @@
  * build new bytes and parse them into a new object, so the parsed view and the bytes never
  * disagree, and kl_sig_bytes() of a parsed signature is byte-identical to its input
  * (unknown non-critical elements and non-canonical encodings included).
+ *
+ * Threads: a parsed signature is immutable and may be read and verified from several threads
+ * at once; nothing here keeps global state. Memory: the caller frees it with kl_sig_free.
  */
 #ifndef KEYLESS_SIG_H
 #define KEYLESS_SIG_H

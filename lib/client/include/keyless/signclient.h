@@ -24,6 +24,9 @@
  * objects owned by the caller (kl_aggr_resp_free, kl_sign_batch_free); signatures are
  * kl_sig_t owned by the caller (kl_sig_free). Inputs are copied; nothing keeps pointers to
  * the caller's memory after a call returns, except where noted (kl_aggr_config_t).
+ *
+ * Threads: every function may run in several threads at once on different objects (the round
+ * trips are blocking; SIGPIPE is masked per thread while writing, nothing process-wide changes).
  */
 #ifndef KEYLESS_SIGNCLIENT_H
 #define KEYLESS_SIGNCLIENT_H

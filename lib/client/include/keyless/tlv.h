@@ -8,6 +8,8 @@
  * Writer: canonical encoding only (TLV16 only when type > 0x1F or length > 255; minimal
  * integers; NUL-terminated strings). kl_tlv_open()/kl_tlv_close() wrap whatever was written
  * in between into one element, so composites nest without precomputing lengths.
+ *
+ * Threads: no global state; an iterator or writer buffer belongs to one thread at a time.
  */
 #ifndef KEYLESS_TLV_H
 #define KEYLESS_TLV_H

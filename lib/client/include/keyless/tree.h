@@ -8,7 +8,10 @@
  * difference. A leaf may carry a metadata value (its identity): its chain then starts with a
  * left link whose sibling is that metadata, as Guardtime's gateways do.
  *
- * The tree owns its memory; kl_tree_free releases it. */
+ * The tree owns its memory; kl_tree_free releases it.
+ *
+ * Threads: a tree belongs to one thread at a time; no global state.
+ */
 #ifndef KEYLESS_TREE_H
 #define KEYLESS_TREE_H
 

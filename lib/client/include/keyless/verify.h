@@ -6,6 +6,10 @@
  * as NA with GEN-02 and the cause in the message, since the signature could not be judged.
  * Nothing here reads files or the network; the caller supplies the publications file, the
  * user publication and an extender callback.
+ *
+ * Threads: kl_verify is thread-safe (it hashes with per-thread contexts); a kl_verifier_t
+ * belongs to one thread at a time. The result is a value in the caller's memory; the verifier
+ * keeps no pointer to the signature or the options after the call.
  */
 #ifndef KEYLESS_VERIFY_H
 #define KEYLESS_VERIFY_H

@@ -1,5 +1,7 @@
 /* keyless: the version of this library and of the build (for --version, the start-up log line
- * and the keyless_build_info metric). Strings are static; thread-safe. */
+ * and the keyless_build_info metric).
+ *
+ * Threads: thread-safe. Memory: every string is static (never free it). */
 #ifndef KEYLESS_VERSION_H
 #define KEYLESS_VERSION_H
 
