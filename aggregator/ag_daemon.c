@@ -1,5 +1,6 @@
 /* The aggregator daemon on a libuv loop: the children's port (proto/aggregation.proto Request
- * and Response, 4-byte length framing, many requests in flight per connection), the tier
+ * and Response, Ping and Pong, 4-byte length framing, many requests in flight per connection),
+ * the tier
  * (rounds and parents), the admin port (/healthz, /metrics), SIGTERM/SIGINT for a graceful stop.
  *
  * A child's root is a request like any other: it joins the open round at the child's level,
@@ -75,9 +76,28 @@ static uint64_t now_us(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static const char *health(void *arg);
+
+/* A child's heartbeat: answered at once, ready when this aggregator's /healthz is green (its
+ * parents are up and answering), so a child prefers a sibling that can reach the core. */
+static void on_ping(aggregator_t *a, kl_tlv_req_t *req, uint64_t id) {
+  uint8_t *buf;
+  size_t len;
+  if (kl_tier_pong_frame(id, a->stopping ? "stopping" : health(a), &buf, &len, NULL)) {
+    kl_tlv_respond(req, NULL, 0, true);
+    return;
+  }
+  kl_tlv_respond_take(req, buf, len, false);
+}
+
 static void on_frame(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
   aggregator_t *a = arg;
   Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
+  if (m && m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PING) {
+    on_ping(a, req, m->ping->id);
+    keyless__aggregation__message__free_unpacked(m, NULL);
+    return;
+  }
   if (m == NULL || m->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST) {
     kl_metric_inc(a->m_bad);
     kl_log(KL_LOG_WARN, "bad_frame", "peer=%s bytes=%zu", kl_tlv_req_peer(req), len);
@@ -108,9 +128,11 @@ static void on_frame(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *
   keyless__aggregation__message__free_unpacked(m, NULL);
 }
 
+/* Green while a parent is up and rounds are answered (kl_tier_health); the loop thread's. */
 static const char *health(void *arg) {
+  static char why[512];
   aggregator_t *a = arg;
-  return a->tier && kl_tier_parents_up(a->tier) > 0 ? NULL : "no parent connected";
+  return a->tier ? kl_tier_health(a->tier, why, sizeof why) : "stopping";
 }
 
 static int metrics_init(aggregator_t *a, kl_err_t *e) {

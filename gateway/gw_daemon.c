@@ -79,9 +79,11 @@ static void on_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *ar
   gw_handle(&gw->svc, gw, GW_TCP, req, frame, len, respond);
 }
 
+/* Green while a parent is up and rounds are answered (kl_tier_health); the loop thread's. */
 static const char *health(void *arg) {
+  static char why[512];
   gateway_t *gw = arg;
-  return gw->tier && kl_tier_parents_up(gw->tier) > 0 ? NULL : "no parent connected";
+  return gw->tier ? kl_tier_health(gw->tier, why, sizeof why) : "stopping";
 }
 
 static double m_users(void *arg) { return (double)kl_users_count(((gateway_t *)arg)->users); }

@@ -10,9 +10,14 @@
  *             from the member it names, for a second near the leader's clock, and there is room
  *             (rounds.h); refusals are counted by reason.
  *   Heartbeat from a member: its clock (no answer frame), counted only from the member it names.
+ *   Ping      from the tier below on a quiet link: a Pong at once (in order with the link's other
+ *             answers) saying whether this node would take a round now (a leader is known and the
+ *             state machine is in step); nothing else changes. It keeps the link from idling out
+ *             and lets the child notice a silent core (proto/aggregation.proto).
  * Replication port: Subscribe{after} → Entries for the seconds after `after` (at most 1000), or,
- * when there are none yet, the request waits (long poll) until a second commits or 25 s pass
- * (then an empty Entries). */
+ * when there are none yet, the request waits (long poll) until a second commits or 1 s passes
+ * (then an empty Entries: the heartbeat by which an extender tells a live core from a silent
+ * one, proto/replication.proto). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +29,7 @@
 #include "node.h"
 #include "replication.pb-c.h"
 
-#define WAIT_MS 25000
+#define WAIT_MS 1000
 #define BATCH 1000
 
 static void respond_msg(kl_tlv_req_t *req, const Keyless__Aggregation__Message *m) {
@@ -281,6 +286,21 @@ static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregatio
   p->heard = true;
 }
 
+/* A child's heartbeat: ready exactly when on_request would not refuse with "retry" at once. */
+static void on_ping(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Ping *p) {
+  Keyless__Aggregation__Pong pong = KEYLESS__AGGREGATION__PONG__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  raft_id leader;
+  const char *addr;
+  raft_leader(&c->raft, &leader, &addr);
+  pong.id = p->id;
+  pong.ready = !c->stopping && leader != 0 && c->fsm.state == KL_FSM_OK;
+  if (!pong.ready) pong.reason = c->stopping ? "stopping" : leader == 0 ? "no leader right now" : "catching up";
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_PONG;
+  m.pong = &pong;
+  respond_msg(req, &m);
+}
+
 void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
   core_t *c = arg;
   Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
@@ -298,6 +318,7 @@ void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void 
       on_heartbeat(c, req, m->heartbeat);
       kl_tlv_respond(req, NULL, 0, false);
       break;
+    case KEYLESS__AGGREGATION__MESSAGE__BODY_PING: on_ping(c, req, m->ping); break;
     default: kl_tlv_respond(req, NULL, 0, true);
   }
   keyless__aggregation__message__free_unpacked(m, NULL);

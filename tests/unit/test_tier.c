@@ -46,6 +46,20 @@ static void parent_handler(kl_tlv_req_t *req, const uint8_t *frame, size_t len, 
   parent_t *p = arg;
   Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
   assert_non_null(m);
+  if (m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PING) { /* a heartbeat: ready */
+    uint8_t *out;
+    size_t n;
+    assert_int_equal(kl_tier_pong_frame(m->ping->id, NULL, &out, &n, NULL), 0);
+    keyless__aggregation__message__free_unpacked(m, NULL);
+    if (p->mode == SILENT && p->n_held > 0) { /* in order: behind the requests it holds */
+      assert_true(p->n_held < 8);
+      p->held[p->n_held++] = req;
+      free(out);
+      return;
+    }
+    kl_tlv_respond_take(req, out, n, false);
+    return;
+  }
   assert_int_equal(m->body_case, KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST);
   p->requests++;
   if (p->mode == SILENT) {

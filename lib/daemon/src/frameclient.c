@@ -3,7 +3,12 @@
  * Happy path: connect → read frames (length-checked before allocating) → on_frame; sends are
  * written in order. Failure modes: connect refused or timed out, peer closes, read error, a
  * frame over max_frame (the connection is dropped: the peer is broken or hostile) → the
- * connection's handle is closed, on_state(false), and a timer reconnects after the backoff. */
+ * connection's handle is closed, on_state(false), and a timer reconnects after the backoff.
+ * A host name is resolved (uv_getaddrinfo, off the loop thread) before every attempt, so a
+ * moved host is found again on reconnect; a failed resolution is logged and retried after the
+ * backoff like a refused connect. kl_frame_client_reset drops a connection its owner found
+ * silent: the backoff then keeps growing until the peer sends a frame, so a peer that accepts
+ * and says nothing is re-dialled at most every max_backoff. */
 #include "keyless/frameclient.h"
 
 #include <netdb.h>
@@ -43,8 +48,12 @@ struct kl_frame_client {
   void *arg;
   struct sockaddr_storage addr;
   bool have_addr, closing;
+  char host[256], port[8]; /* by name: resolved before every attempt */
+  bool by_name, resolving, hold_backoff;
+  unsigned attempt; /* by name: which of the resolved addresses to try (rotates on failure) */
+  uv_getaddrinfo_t gai;
   conn_t *conn;
-  uint64_t backoff_ms;
+  uint64_t backoff_ms, max_backoff_ms;
   size_t queued;
   int pending; /* handles and writes still to call back */
   void (*close_cb)(void *);
@@ -136,6 +145,7 @@ static void parse(kl_frame_client_t *c, conn_t *k, const uint8_t *p, size_t len)
       size_t fl = k->frame_len;
       k->frame = NULL;
       k->hdr_have = 0;
+      if (c->hold_backoff) c->hold_backoff = false, c->backoff_ms = 100; /* it talks again */
       c->cbs.on_frame(c, f, fl, c->arg);
       free(f);
     }
@@ -152,7 +162,7 @@ static void tls_flush(kl_frame_client_t *c, conn_t *k) {
 
 static void up(kl_frame_client_t *c, conn_t *k) {
   k->connected = true;
-  c->backoff_ms = 100;
+  if (!c->hold_backoff) c->backoff_ms = 100;
   kl_log(KL_LOG_INFO, "link_up", "link=%s", c->name);
   if (c->cbs.on_state) c->cbs.on_state(c, true, c->arg);
 }
@@ -218,7 +228,51 @@ static void on_connect(uv_connect_t *req, int status) {
   tls_flush(c, k);
 }
 
+static void dial(kl_frame_client_t *c);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  kl_frame_client_t *c = req->data;
+  c->resolving = false;
+  c->pending--;
+  if (c->closing || status < 0 || res == NULL) {
+    if (!c->closing) {
+      kl_log(KL_LOG_WARN, "link_resolve", "link=%s host=%s error=\"%s\"", c->name, c->host,
+             status < 0 ? uv_strerror(status) : "no address");
+      schedule(c);
+    }
+    if (res) uv_freeaddrinfo(res);
+    maybe_free(c);
+    return;
+  }
+  unsigned n = 0;
+  for (struct addrinfo *a = res; a; a = a->ai_next) n++;
+  struct addrinfo *a = res;
+  for (unsigned i = c->attempt % n; i > 0; i--) a = a->ai_next;
+  memset(&c->addr, 0, sizeof c->addr);
+  memcpy(&c->addr, a->ai_addr, a->ai_addrlen <= sizeof c->addr ? a->ai_addrlen : sizeof c->addr);
+  uv_freeaddrinfo(res);
+  dial(c);
+}
+
 static void start_connect(kl_frame_client_t *c) {
+  if (c->by_name) {
+    if (c->resolving) return;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    c->gai.data = c;
+    int r = uv_getaddrinfo(c->loop, &c->gai, on_resolved, c->host, c->port, &hints);
+    if (r < 0) {
+      kl_log(KL_LOG_WARN, "link_resolve", "link=%s host=%s error=\"%s\"", c->name, c->host, uv_strerror(r));
+      schedule(c);
+      return;
+    }
+    c->resolving = true;
+    c->pending++;
+    return;
+  }
+  dial(c);
+}
+
+static void dial(kl_frame_client_t *c) {
   conn_t *k = calloc(1, sizeof *k);
   if (k == NULL) {
     schedule(c);
@@ -241,8 +295,20 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void schedule(kl_frame_client_t *c) {
+  c->attempt++; /* by name: the next attempt takes the next address */
   uv_timer_start(&c->timer, on_timer, c->backoff_ms, 0);
-  c->backoff_ms = c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2;
+  c->backoff_ms = c->backoff_ms * 2 > c->max_backoff_ms ? c->max_backoff_ms : c->backoff_ms * 2;
+}
+
+void kl_frame_client_set_max_backoff(kl_frame_client_t *c, uint64_t ms) {
+  c->max_backoff_ms = ms < 100 ? 100 : ms;
+  if (c->backoff_ms > c->max_backoff_ms) c->backoff_ms = c->max_backoff_ms;
+}
+
+void kl_frame_client_reset(kl_frame_client_t *c, const char *why) {
+  if (c->closing || c->conn == NULL) return; /* waiting for the backoff or the resolver already */
+  c->hold_backoff = true;
+  drop(c, why);
 }
 
 int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, const kl_frame_client_cbs_t *cbs, void *arg,
@@ -256,6 +322,7 @@ int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, 
   c->cbs = *cbs;
   c->arg = arg;
   c->backoff_ms = 100;
+  c->max_backoff_ms = 5000;
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   c->pending = 1; /* the timer */
@@ -263,9 +330,55 @@ int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_frame, 
   return 0;
 }
 
+int kl_frame_addr_split(const char *addr, char *host, size_t host_n, char *port, size_t port_n, kl_err_t *e) {
+  const char *h = addr, *colon;
+  size_t hl;
+  if (addr == NULL || addr[0] == '\0') return kl_err_set(e, KL_EINVAL, "empty address: expected host:port");
+  if (addr[0] == '[') {
+    const char *close = strchr(addr, ']');
+    if (close == NULL || close[1] != ':')
+      return kl_err_set(e, KL_EINVAL, "address '%s': expected [IPv6]:port", addr);
+    h = addr + 1;
+    hl = (size_t)(close - h);
+    colon = close + 1;
+    struct sockaddr_in6 sa6;
+    char tmp[64];
+    if (hl == 0 || hl >= sizeof tmp) return kl_err_set(e, KL_EINVAL, "address '%s': not an IPv6 address", addr);
+    memcpy(tmp, h, hl);
+    tmp[hl] = '\0';
+    if (uv_ip6_addr(tmp, 0, &sa6) != 0) return kl_err_set(e, KL_EINVAL, "address '%s': '%s' is not an IPv6 address", addr, tmp);
+  } else {
+    colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr)
+      return kl_err_set(e, KL_EINVAL, "address '%s': expected host:port, IPv4:port or [IPv6]:port", addr);
+    hl = (size_t)(colon - addr);
+    if (memchr(addr, ':', hl) != NULL)
+      return kl_err_set(e, KL_EINVAL, "address '%s': an IPv6 address goes in brackets, [IPv6]:port", addr);
+    for (size_t i = 0; i < hl; i++) {
+      char ch = addr[i];
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+            ch == '_'))
+        return kl_err_set(e, KL_EINVAL, "address '%s': '%c' cannot be in a host name", addr, ch);
+    }
+  }
+  const char *p = colon + 1;
+  char *end;
+  long pn = strtol(p, &end, 10);
+  if (p[0] < '0' || p[0] > '9' || *end != '\0' || pn < 1 || pn > 65535 || end - p > 5)
+    return kl_err_set(e, KL_EINVAL, "address '%s': the port must be 1..65535", addr);
+  if (hl >= host_n || hl >= 254) return kl_err_set(e, KL_EINVAL, "address '%s': the host name is too long", addr);
+  memcpy(host, h, hl);
+  host[hl] = '\0';
+  snprintf(port, port_n, "%ld", pn);
+  return 0;
+}
+
 int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e) {
-  int r = kl_net_parse_addr(addr, &c->addr, e);
-  if (r) return kl_err_wrap(e, "link %s", c->name);
+  if (kl_net_parse_addr(addr, &c->addr, NULL) != 0) { /* not numeric: a host name, resolved per attempt */
+    if (kl_frame_addr_split(addr, c->host, sizeof c->host, c->port, sizeof c->port, e))
+      return kl_err_wrap(e, "link %s", c->name);
+    c->by_name = true;
+  }
   c->have_addr = true;
   start_connect(c);
   return 0;
@@ -368,5 +481,6 @@ void kl_frame_client_close(kl_frame_client_t *c, void (*cb)(void *), void *arg) 
     c->conn = NULL;
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
   }
+  if (c->resolving) uv_cancel((uv_req_t *)&c->gai); /* on_resolved still runs (and frees nothing twice) */
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }

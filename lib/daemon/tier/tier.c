@@ -1,5 +1,6 @@
 /* One tier of the aggregation hierarchy on libuv: rounds on a timer, parents over framed
- * protobuf, answers fanned out (keyless/tier.h). The pure parts live in lib/src/round.c. */
+ * protobuf, answers fanned out (keyless/tier.h). The pure parts live in round.c (the round),
+ * tier_link.c (a parent's liveness), tier_clock.c; the frames a parent sends in tier_frames.c. */
 #include "keyless/tier.h"
 
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include "keyless/sig.h"
 #include "keyless/tlv.h"
 #include "tier_clock.h"
+#include "tier_link.h"
 
 #define MAX_PARENTS 16
 #define MAX_FRAME (1u << 20)
@@ -27,9 +29,11 @@ typedef struct parent {
   int index;
   kl_frame_client_t *fc;
   char addr[128];
-  bool up;
+  kl_link_t link;   /* liveness and readiness (tier_link.h) */
+  bool up;          /* kl_link_usable as last reported (metric, log) */
+  char why[96];     /* its last Pong's reason when not ready */
   uint32_t lead_ms; /* its lead, as its last answer said */
-  kl_metric_t *m_up, *m_used, *m_late, *m_error, *m_invalid;
+  kl_metric_t *m_up, *m_used, *m_late, *m_error, *m_invalid, *m_silent;
 } parent_t;
 
 /* A closed round waiting for its parents. */
@@ -66,7 +70,10 @@ struct kl_tier {
   bool in_fanout; /* on_fanout is running: a done callback may close the tier meanwhile */
   size_t held;
   uint64_t next_id;
-  uv_timer_t timer;
+  uv_timer_t timer, link_timer;
+  uint64_t ping_id;
+  uint64_t last_ok, last_fail, last_parent_up; /* loop ms: a round answered, failed; a parent came up */
+  char last_why[120];                          /* the last failed round's reason */
   kl_tier_done_fn done;
   void *arg;
   kl_buf_t scratch;
@@ -103,6 +110,10 @@ static void finish_flight(kl_tier_t *t, flight_t *f, uint64_t status, const char
   while (*pp && *pp != f) pp = &(*pp)->next;
   if (*pp) *pp = f->next;
   t->held -= f->n;
+  if (!t->closing) {
+    t->last_fail = uv_now(t->loop);
+    snprintf(t->last_why, sizeof t->last_why, "%s", why);
+  }
   kl_tier_answer_t a = {.status = status, .error = why};
   for (size_t i = 0; i < f->n; i++) t->done(f->ctx[i], &a, t->arg);
   kl_metric_inc(status == KL_STATUS_UPSTREAM_TIMEOUT ? t->m_timeout : t->m_failed);
@@ -126,7 +137,7 @@ static bool send_to(kl_tier_t *t, flight_t *f, int i) {
   m.request = &rq;
   f->tried |= 1u << i;
   size_t n = keyless__aggregation__message__get_packed_size(&m);
-  if (!p->up || n > sizeof buf) {
+  if (!kl_link_usable(&p->link) || n > sizeof buf) {
     f->failed |= 1u << i;
     return false;
   }
@@ -135,7 +146,35 @@ static bool send_to(kl_tier_t *t, flight_t *f, int i) {
     f->failed |= 1u << i;
     return false;
   }
+  kl_link_sent(&p->link, uv_now(t->loop), false);
   return true;
+}
+
+/* The metric and the log follow kl_link_usable; a warning only when an up parent goes down. */
+static void report(kl_tier_t *t, parent_t *p) {
+  bool up = kl_link_usable(&p->link);
+  if (up == p->up) return;
+  p->up = up;
+  kl_metric_set(p->m_up, up ? 1 : 0);
+  if (up) {
+    t->last_parent_up = uv_now(t->loop);
+    kl_log(KL_LOG_INFO, "parent_up", "tier=%s parent=%s", t->kind, p->addr);
+    return;
+  }
+  char q[200];
+  kl_log(KL_LOG_WARN, "parent_down", "tier=%s parent=%s state=\"%s\" reason=%s", t->kind, p->addr,
+         kl_link_state(&p->link), kl_log_q(q, sizeof q, p->link.connected && !p->link.ready ? p->why : ""));
+}
+
+static void send_ping(kl_tier_t *t, parent_t *p) {
+  Keyless__Aggregation__Ping pg = KEYLESS__AGGREGATION__PING__INIT;
+  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
+  uint8_t buf[32];
+  pg.id = ++t->ping_id;
+  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_PING;
+  m.ping = &pg;
+  size_t n = keyless__aggregation__message__pack(&m, buf);
+  if (kl_frame_client_send(p->fc, buf, n, NULL) == 0) kl_link_sent(&p->link, uv_now(t->loop), true);
 }
 
 /* Failover: asks the next connected parent not tried yet. false when none is left. */
@@ -246,6 +285,7 @@ static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless_
   kl_metric_inc(p->m_used);
   kl_metric_observe(t->m_latency, (double)(uv_now(t->loop) - f->closed_at) / 1e3);
   kl_metric_inc(t->m_answered);
+  t->last_ok = uv_now(t->loop);
   flight_t **pp = &t->flights;
   while (*pp != f) pp = &(*pp)->next;
   *pp = f->next;
@@ -260,12 +300,24 @@ static void on_frame(kl_frame_client_t *c, const uint8_t *payload, size_t len, v
   parent_t *p = arg;
   kl_tier_t *t = p->t;
   Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len, payload);
+  uint64_t now = uv_now(t->loop);
+  if (m && m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PONG) { /* a heartbeat's answer */
+    snprintf(p->why, sizeof p->why, "%s", m->pong->ready ? "" : m->pong->reason ? m->pong->reason : "not ready");
+    kl_link_heard(&p->link, now, m->pong->ready);
+    report(t, p);
+    keyless__aggregation__message__free_unpacked(m, NULL);
+    return;
+  }
   if (m == NULL || m->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE) {
     kl_metric_inc(p->m_invalid);
+    kl_link_heard(&p->link, now, p->link.ready); /* an answer all the same (they come in order) */
+    report(t, p);
     if (m) keyless__aggregation__message__free_unpacked(m, NULL);
     return;
   }
   const Keyless__Aggregation__Response *r = m->response;
+  kl_link_heard(&p->link, now, r->status == 0 ? true : p->link.ready);
+  report(t, p);
   if (r->status == 0) { /* the parents' leads decide ours (deadline propagation, tier_clock.h) */
     p->lead_ms = r->has_lead_ms ? r->lead_ms : 0;
     uint32_t most = 0;
@@ -298,11 +350,13 @@ static void on_state(kl_frame_client_t *c, bool connected, void *arg) {
   (void)c;
   parent_t *p = arg;
   kl_tier_t *t = p->t;
-  p->up = connected;
-  kl_metric_set(p->m_up, connected ? 1 : 0);
-  kl_log(connected ? KL_LOG_INFO : KL_LOG_WARN, connected ? "parent_up" : "parent_down", "tier=%s parent=%s", t->kind,
-         p->addr);
-  if (connected) return;
+  if (connected) { /* up once it answers: a Ping now */
+    kl_link_connected(&p->link, uv_now(t->loop));
+    send_ping(t, p);
+    return;
+  }
+  kl_link_disconnected(&p->link, uv_now(t->loop));
+  report(t, p);
   flight_t *f = t->flights;
   while (f) {
     flight_t *next = f->next;
@@ -363,6 +417,10 @@ static void on_tick(uv_timer_t *h) {
       finish_flight(t, f, KL_STATUS_UPSTREAM_TIMEOUT, why);
     } else if (t->cfg.parent_mode == KL_TIER_FAILOVER && now >= f->next_try) {
       f->next_try = UINT64_MAX; /* one failover per silence; the silent parent may still answer */
+      if (f->current >= 0) { /* skipped by later rounds until it is heard again */
+        kl_link_suspect(&t->parents[f->current].link);
+        report(t, &t->parents[f->current]);
+      }
       try_next(t, f);
     }
     f = next;
@@ -411,8 +469,55 @@ unsigned kl_tier_max_request_level(const kl_tier_t *t) { return kl_round_max_req
 
 size_t kl_tier_parents_up(const kl_tier_t *t) {
   size_t n = 0;
-  for (size_t i = 0; i < t->n_parents; i++) n += t->parents[i].up;
+  for (size_t i = 0; i < t->n_parents; i++) n += kl_link_usable(&t->parents[i].link);
   return n;
+}
+
+const char *kl_tier_health(const kl_tier_t *t, char *buf, size_t n) {
+  uint64_t now = uv_now(t->loop), bound = t->cfg.unhealthy_after_ms;
+  if (kl_tier_parents_up(t) == 0) {
+    size_t off = (size_t)snprintf(buf, n, "no parent is up:");
+    for (size_t i = 0; i < t->n_parents && off < n; i++) {
+      const parent_t *p = &t->parents[i];
+      bool why = p->link.connected && p->link.verified && !p->link.ready && p->why[0];
+      off += (size_t)snprintf(buf + off, n - off, "%s %s (%s%s%s)", i ? "," : "", p->addr, kl_link_state(&p->link),
+                              why ? ": " : "", why ? p->why : "");
+    }
+    return buf;
+  }
+  if (t->flights && now - t->flights->closed_at >= bound) {
+    snprintf(buf, n, "a round has waited %llu ms for its parents", (unsigned long long)(now - t->flights->closed_at));
+    return buf;
+  }
+  if (t->last_fail > t->last_ok && now - t->last_ok >= bound && t->last_parent_up <= t->last_fail) {
+    snprintf(buf, n, "no round answered for %llu ms; the last failed: %s", (unsigned long long)(now - t->last_ok),
+             t->last_why);
+    return buf;
+  }
+  return NULL;
+}
+
+/* Heartbeats and silence, for every parent (tier_link.h). */
+static void on_link_timer(uv_timer_t *h) {
+  kl_tier_t *t = h->data;
+  uint64_t now = uv_now(t->loop);
+  for (size_t i = 0; i < t->n_parents; i++) {
+    parent_t *p = &t->parents[i];
+    switch (kl_link_poll(&p->link, now)) {
+      case KL_LINK_PING: send_ping(t, p); break;
+      case KL_LINK_SILENT:
+        if (p->link.connected) {
+          kl_metric_inc(p->m_silent);
+          kl_log(p->up ? KL_LOG_WARN : KL_LOG_INFO, "parent_silent", "tier=%s parent=%s waiting=%u silent_ms=%llu", t->kind,
+                 p->addr, p->link.outstanding, (unsigned long long)(now - p->link.heard_at));
+        }
+        p->link.down_since = now; /* a hung attempt gets a fresh allowance after the reset */
+        kl_frame_client_reset(p->fc, "no answer within heartbeat_timeout"); /* on_state(false) fails its rounds over */
+        break;
+      default: break;
+    }
+    report(t, p);
+  }
 }
 
 size_t kl_tier_pending(const kl_tier_t *t) { return t->held; }
@@ -442,8 +547,13 @@ static int metrics_init(kl_tier_t *t) {
     parent_t *p = &t->parents[i];
     const char *h = "Parent answers: used (first valid), late (after another or after the round failed), error "
                     "(a KSI status), invalid (does not fit the round).";
-    ok &= (p->m_up = kl_metrics_gauge(m, "keyless_tier_parent_up", "1 while the link to the parent is connected.",
+    ok &= (p->m_up = kl_metrics_gauge(m, "keyless_tier_parent_up",
+                                      "1 while the parent is usable: connected, answering heartbeats, ready for rounds.",
                                       (const char *[]){"tier", k, "parent", p->addr, NULL})) != NULL;
+    ok &= (p->m_silent = kl_metrics_counter(m, "keyless_tier_parent_silences_total",
+                                            "Connections to the parent closed because it answered nothing within "
+                                            "heartbeat_timeout.",
+                                            (const char *[]){"tier", k, "parent", p->addr, NULL})) != NULL;
     ok &= (p->m_used = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
                                           (const char *[]){"tier", k, "parent", p->addr, "outcome", "used", NULL})) != NULL;
     ok &= (p->m_late = kl_metrics_counter(m, "keyless_tier_parent_answers_total", h,
@@ -491,11 +601,16 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   t->m = metrics;
   t->next_id = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 40); /* ids never repeat across restarts */
   if (t->next_id == 0) t->next_id = 1;
+  if (t->cfg.heartbeat_interval_ms == 0) t->cfg.heartbeat_interval_ms = 500;
+  if (t->cfg.heartbeat_timeout_ms == 0) t->cfg.heartbeat_timeout_ms = 1500;
+  if (t->cfg.unhealthy_after_ms == 0) t->cfg.unhealthy_after_ms = 5000;
+  t->last_ok = uv_now(loop);
   t->n_parents = cfg->n_parents;
   for (size_t i = 0; i < t->n_parents; i++) {
     t->parents[i].t = t;
     t->parents[i].index = (int)i;
     snprintf(t->parents[i].addr, sizeof t->parents[i].addr, "%s", cfg->parents[i]);
+    kl_link_init(&t->parents[i].link, t->cfg.heartbeat_interval_ms, t->cfg.heartbeat_timeout_ms, uv_now(loop));
   }
   if (metrics && metrics_init(t)) {
     free(t);
@@ -503,16 +618,20 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   }
   uv_timer_init(loop, &t->timer);
   t->timer.data = t;
+  uv_timer_init(loop, &t->link_timer);
+  t->link_timer.data = t;
   uv_idle_init(loop, &t->fanout);
   t->fanout.data = t;
   t->answering_tail = &t->answering;
-  t->closes_pending = 2;
+  t->closes_pending = 3;
   static const kl_frame_client_cbs_t cbs = {on_frame, on_state};
   for (size_t i = 0; i < t->n_parents; i++) {
     parent_t *p = &t->parents[i];
     char name[160];
     snprintf(name, sizeof name, "parent %s", p->addr);
     if (kl_frame_client_create(loop, name, MAX_FRAME, &cbs, p, &p->fc, e) ||
+        (kl_frame_client_set_max_backoff(p->fc, t->cfg.heartbeat_timeout_ms < 1000 ? t->cfg.heartbeat_timeout_ms : 1000),
+         0) ||
         (cfg->tls && (kl_frame_client_set_tls(p->fc, cfg->tls, KL_ROLE_CORE | KL_ROLE_AGGREGATOR, NULL), 0)) ||
         kl_frame_client_connect(p->fc, p->addr, e)) {
       int rc = kl_err_wrap(e, "parent %s", p->addr);
@@ -522,6 +641,9 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   }
   t->lead_ms = kl_tier_lead(cfg->lead_ms, 0);
   arm_tick(t);
+  uint64_t every = (t->cfg.heartbeat_interval_ms < t->cfg.heartbeat_timeout_ms ? t->cfg.heartbeat_interval_ms
+                                                                               : t->cfg.heartbeat_timeout_ms) / 4;
+  uv_timer_start(&t->link_timer, on_link_timer, every < 10 ? 10 : every, every < 10 ? 10 : every);
   *out = t;
   return 0;
 }
@@ -551,52 +673,12 @@ void kl_tier_close(kl_tier_t *t, void (*cb)(void *arg), void *arg) {
   uv_idle_stop(&t->fanout);
   uv_close((uv_handle_t *)&t->fanout, on_timer_closed);
   uv_timer_stop(&t->timer);
+  uv_timer_stop(&t->link_timer);
+  uv_close((uv_handle_t *)&t->link_timer, on_timer_closed);
   for (size_t i = 0; i < t->n_parents; i++)
     if (t->parents[i].fc) {
       t->closes_pending++;
       kl_frame_client_close(t->parents[i].fc, on_client_closed, t);
     }
   uv_close((uv_handle_t *)&t->timer, on_timer_closed);
-}
-
-int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8_t **out, size_t *len, kl_err_t *e) {
-  Keyless__Aggregation__Response r = KEYLESS__AGGREGATION__RESPONSE__INIT;
-  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
-  ProtobufCBinaryData chains[64];
-  *out = NULL;
-  r.request_id = request_id;
-  r.status = (uint32_t)a->status;
-  r.error = (char *)(a->status ? a->error : NULL);
-  r.second = a->second;
-  r.has_lead_ms = a->lead_ms > 0;
-  r.lead_ms = (uint32_t)a->lead_ms;
-  r.chains = chains;
-  kl_tlv_iter_t it;
-  kl_tlv_t t;
-  int rc = 0;
-  for (int half = 0; half < 2 && rc >= 0; half++) { /* the request's own chain, then the round's tail */
-    const uint8_t *p = half ? a->tail : a->tlvs;
-    size_t n = a->status != 0 || p == NULL ? 0 : half ? a->tail_len : a->len;
-    kl_tlv_iter_init(&it, p, p, n);
-    while ((rc = kl_tlv_next(&it, &t, e)) == 1) {
-      ProtobufCBinaryData d = {t.raw_len, (uint8_t *)t.raw};
-      if (t.type == KL_T_AGGR_CHAIN && r.n_chains < 64) chains[r.n_chains++] = d;
-      else if (t.type == KL_T_CAL_CHAIN) r.has_calendar_chain = 1, r.calendar_chain = d;
-      else if (t.type == KL_T_CAL_AUTH) r.has_auth_record = 1, r.auth_record = d;
-    }
-  }
-  if (rc < 0) return kl_err_wrap(e, "answer");
-  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE;
-  m.response = &r;
-  size_t n = keyless__aggregation__message__get_packed_size(&m);
-  uint8_t *buf = malloc(n + 4);
-  if (buf == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
-  buf[0] = (uint8_t)(n >> 24);
-  buf[1] = (uint8_t)(n >> 16);
-  buf[2] = (uint8_t)(n >> 8);
-  buf[3] = (uint8_t)n;
-  keyless__aggregation__message__pack(&m, buf + 4);
-  *out = buf;
-  *len = n + 4;
-  return 0;
 }

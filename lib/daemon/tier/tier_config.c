@@ -1,22 +1,37 @@
 /* The [round] and [parents] keys of the daemons that run a tier (keyless/tier.h). */
+#include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "keyless/config.h"
+#include "keyless/frameclient.h"
+#include "keyless/log.h"
 #include "keyless/hash.h"
 #include "keyless/net.h"
 #include "keyless/tier.h"
 
+/* A malformed address is an error; a host name that does not resolve now is only a warning
+ * (DNS may come up after the daemon: the link resolves the name again on every attempt). */
 static int check_parent(const void *f, char *msg, size_t n) {
   const char *s = *(char *const *)f;
+  char host[256], port[8];
+  kl_err_t e = {0};
   if (s[0] == '\0') return 0;
-  const char *colon = strrchr(s, ':');
-  if (colon == NULL || colon == s || colon[1] == '\0') {
-    snprintf(msg, n, "expected host:port");
+  if (kl_frame_addr_split(s, host, sizeof host, port, sizeof port, &e)) {
+    snprintf(msg, n, "%s", e.msg);
     return -1;
   }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0) {
+    char q[300];
+    kl_log(KL_LOG_WARN, "parent_unresolved", "parent=%s error=%s (a warning: the name is resolved again on every connect)",
+           s, kl_log_q(q, sizeof q, gai_strerror(rc)));
+  }
+  if (res) freeaddrinfo(res);
   return 0;
 }
 
@@ -54,6 +69,12 @@ void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *out) {
   k[i++] = (kl_cfg_key_t){"parents", "mode", KL_CFG_STR, OFF(mode), "all", 0, 0, check_mode};
   k[i++] = (kl_cfg_key_t){"parents", "parent_timeout", KL_CFG_DURATION, OFF(parent_timeout_ms), "2s", 10, 600000, NULL};
   k[i++] = (kl_cfg_key_t){"parents", "round_timeout", KL_CFG_DURATION, OFF(round_timeout_ms), "5s", 10, 600000, NULL};
+  k[i++] = (kl_cfg_key_t){"parents", "heartbeat_interval", KL_CFG_DURATION, OFF(heartbeat_interval_ms), "500ms", 10, 60000,
+                          NULL};
+  k[i++] = (kl_cfg_key_t){"parents", "heartbeat_timeout", KL_CFG_DURATION, OFF(heartbeat_timeout_ms), "1500ms", 50,
+                          600000, NULL};
+  k[i++] = (kl_cfg_key_t){"parents", "unhealthy_after", KL_CFG_DURATION, OFF(unhealthy_after_ms), "5s", 100, 3600000,
+                          NULL};
 }
 
 int kl_tier_settings_apply(const kl_tier_settings_t *s, const char **parents, char *name_buf, kl_tier_config_t *tc,
@@ -77,6 +98,14 @@ int kl_tier_settings_apply(const kl_tier_settings_t *s, const char **parents, ch
   tc->parent_mode = strcmp(s->mode, "failover") == 0 ? KL_TIER_FAILOVER : KL_TIER_ALL;
   tc->parent_timeout_ms = s->parent_timeout_ms;
   tc->round_timeout_ms = s->round_timeout_ms;
+  tc->heartbeat_interval_ms = s->heartbeat_interval_ms;
+  tc->heartbeat_timeout_ms = s->heartbeat_timeout_ms;
+  tc->unhealthy_after_ms = s->unhealthy_after_ms;
+  if (s->heartbeat_interval_ms >= s->heartbeat_timeout_ms)
+    return kl_err_set(e, KL_EINVAL,
+                      "[parents] heartbeat_interval (%llu ms) must be shorter than heartbeat_timeout (%llu ms): a quiet "
+                      "parent would be marked down between two heartbeats",
+                      (unsigned long long)s->heartbeat_interval_ms, (unsigned long long)s->heartbeat_timeout_ms);
   tc->name = name_buf;
   tc->max_pending = (size_t)s->max_pending;
   if (kl_round_max_request_level(&tc->round) == 0)

@@ -40,9 +40,19 @@ KL_API int kl_frame_client_create(uv_loop_t *loop, const char *name, size_t max_
  * only once the server is authenticated; a refused server is logged (link_refused) and
  * retried with the usual backoff. */
 KL_API void kl_frame_client_set_tls(kl_frame_client_t *c, kl_tls_ctx_t *ctx, unsigned roles, const char *expect_id);
-/* "host:port" (numeric IPv4/IPv6 or a name resolved once here). Connecting goes on in the
- * background until close. */
+/* "IPv4:port", "[IPv6]:port" or "name:port" (resolved with uv_getaddrinfo before every attempt,
+ * so a reconnect finds a moved host; the addresses of a name are tried in turn). Only a
+ * malformed address fails here; connecting goes on in the background until close. */
 KL_API int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e);
+/* Splits and checks "host:port" / "[IPv6]:port" without resolving (for config checks): 0, or
+ * KL_EINVAL with the reason. host gets the name or address without brackets. */
+KL_API int kl_frame_addr_split(const char *addr, char *host, size_t host_n, char *port, size_t port_n, kl_err_t *e);
+/* Drops the connection (or the attempt in progress) because its owner found the peer silent;
+ * a new one is dialled after the backoff, which keeps growing until the peer sends a frame.
+ * Nothing happens while no connection or attempt exists. */
+KL_API void kl_frame_client_reset(kl_frame_client_t *c, const char *why);
+/* The longest wait between attempts (default 5 s, at least 100 ms). */
+KL_API void kl_frame_client_set_max_backoff(kl_frame_client_t *c, uint64_t ms);
 KL_API bool kl_frame_client_connected(const kl_frame_client_t *c);
 /* Queues one frame (the header is added); copies payload. */
 KL_API int kl_frame_client_send(kl_frame_client_t *c, const uint8_t *payload, size_t len, kl_err_t *e);

@@ -13,10 +13,17 @@
  *                                   chain, and the round's shared tail built once)
  *   no valid answer in time         done(ctx, retryable status) for every request of that round
  *
- * Parents. In KL_TIER_ALL mode the root goes to every connected parent and the first valid
- * answer wins (the others are counted as late). In KL_TIER_FAILOVER mode it goes to the first
- * connected parent in configuration order; if that parent disconnects, answers with an error or
- * an invalid chain, or stays silent for parent_timeout_ms, the round goes to the next one. A
+ * Parents. A parent is up (usable) when its link is connected, it has answered since (a Pong
+ * or a Response), its last Pong said it would take a round, and it has not let a failover round
+ * wait parent_timeout_ms since it was last heard (lib/daemon/tier/tier_link.h). A link with
+ * nothing waiting for an answer carries a Ping every heartbeat_interval_ms; a parent that
+ * answers nothing for heartbeat_timeout_ms (or whose connection attempt hangs for twice that)
+ * is marked down, its connection closed and re-dialled (backoff up to min(1 s, the timeout)).
+ * In KL_TIER_ALL mode the root goes to every up parent and the first valid answer wins (the
+ * others are counted as late). In KL_TIER_FAILOVER mode it goes to the first up parent in
+ * configuration order; if that parent disconnects, answers with an error or an invalid chain,
+ * or stays silent for parent_timeout_ms, the round goes to the next one, and a parent that
+ * stayed silent is skipped by later rounds until it answers again (heartbeats probe it). A
  * round with no valid answer after round_timeout_ms, or with no parent left to try, fails with
  * KSI status 0x0301 (timeout) or 0x0300 (upstream error): retryable, never a wrong chain. An
  * answer is valid when its status is 0 and its first chain starts from this round's root at the
@@ -58,6 +65,9 @@ typedef struct kl_tier_config {
   int parent_mode;             /* KL_TIER_ALL or KL_TIER_FAILOVER */
   uint64_t parent_timeout_ms;  /* failover: silence before the next parent is tried */
   uint64_t round_timeout_ms;   /* from the round's close to its failure */
+  uint64_t heartbeat_interval_ms; /* a quiet link's Ping period (0: 500) */
+  uint64_t heartbeat_timeout_ms;  /* silence that marks a parent down (0: 1500) */
+  uint64_t unhealthy_after_ms;    /* rounds failing with none answered this long: unhealthy (0: 5000) */
   const char *name;            /* this node's identity: sent up as Request.client_id */
   size_t max_pending;          /* requests held at once (0: no limit) */
   struct kl_tls_ctx *tls;      /* mutual TLS to the parents (core or aggregator certificates); NULL: plain */
@@ -97,17 +107,19 @@ typedef struct kl_tier_settings {
   char *parent[KL_TIER_MAX_PARENTS]; /* [parents] parent1..parent8 */
   char *mode;        /* [parents] mode: all | failover */
   uint64_t parent_timeout_ms, round_timeout_ms;
+  uint64_t heartbeat_interval_ms, heartbeat_timeout_ms, unhealthy_after_ms; /* [parents] */
 } kl_tier_settings_t;
 
 typedef struct kl_tier_defaults {
   const char *period, *max_level, *max_requests, *max_pending;
 } kl_tier_defaults_t;
 
-#define KL_TIER_N_KEYS (11 + KL_TIER_MAX_PARENTS)
+#define KL_TIER_N_KEYS (14 + KL_TIER_MAX_PARENTS)
 /* Writes KL_TIER_N_KEYS keys to keys[] for settings at offset `at` of the daemon's struct.
  * The strings in keys are static. */
 KL_API void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *keys);
-/* Checks the settings (at least one parent, a usable algorithm) and fills tc; parents must
+/* Checks the settings (at least one parent, a usable algorithm, heartbeat_interval below
+ * heartbeat_timeout) and fills tc; parents must
  * hold KL_TIER_MAX_PARENTS pointers; name_buf (at least 128 bytes) gets the identity. */
 KL_API int kl_tier_settings_apply(const kl_tier_settings_t *s, const char **parents, char *name_buf,
                                   kl_tier_config_t *tc, kl_err_t *e);
@@ -124,8 +136,12 @@ KL_API int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level
 
 /* The highest request level accepted (what a config response announces). */
 KL_API unsigned kl_tier_max_request_level(const kl_tier_t *t);
-/* Parents connected now. */
+/* Parents up now (connected, answering, ready; see Parents above). */
 KL_API size_t kl_tier_parents_up(const kl_tier_t *t);
+/* NULL while the tier can do its job, else why not (for /healthz; written to buf): no parent is
+ * up, or rounds have failed with none answered for unhealthy_after_ms and no parent has come up
+ * since the last failure, or a round has waited that long for its parents. */
+KL_API const char *kl_tier_health(const kl_tier_t *t, char *buf, size_t n);
 /* Requests held now (open round and rounds waiting for an answer). */
 KL_API size_t kl_tier_pending(const kl_tier_t *t);
 
@@ -134,6 +150,10 @@ KL_API size_t kl_tier_pending(const kl_tier_t *t);
  * *out is malloc'd (caller frees). 0 or KL_ENOMEM / KL_EFORMAT. */
 KL_API int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8_t **out, size_t *len,
                                   kl_err_t *e);
+
+/* A parent's side: the framed Pong answering a child's Ping id; not_ready NULL when this node
+ * would take a round now, else why not. *out is malloc'd. 0 or KL_ENOMEM. */
+KL_API int kl_tier_pong_frame(uint64_t id, const char *not_ready, uint8_t **out, size_t *len, kl_err_t *e);
 
 /* Fails every held request with 0x0300, stops the timers and the parent links; cb (may be
  * NULL) runs once every handle is closed, and t is freed. */
