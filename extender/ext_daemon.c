@@ -35,6 +35,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ext_audit.h"
 #include "extender.h"
 #include "keyless/follow.h"
 #include "keyless/log.h"
@@ -490,6 +491,10 @@ static void on_get(kl_http_req_t *req, void *arg) {
   extender_t *x = arg;
   const char *path = kl_http_req_path(req);
   kl_err_t e;
+  if (ext_audit_path(path)) { /* /calendar/...: for auditors (ext_audit.c) */
+    ext_audit_get(req, &x->pool, cal_get(x), sync_check(x));
+    return;
+  }
   if (strncmp(path, HISTORY, sizeof HISTORY - 1) != 0) {
     kl_http_req_add_header(req, "Allow", "POST");
     kl_http_respond(req, 405, "text/plain", "method not allowed\n", 19);

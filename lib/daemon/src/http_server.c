@@ -77,6 +77,10 @@ static void req_free(kl_http_req_t *r) {
 
 const char *kl_http_req_method(const kl_http_req_t *r) { return r->method; }
 const char *kl_http_req_path(const kl_http_req_t *r) { return r->path ? r->path : "/"; }
+const char *kl_http_req_query(const kl_http_req_t *r) {
+  const char *q = r->url.p ? memchr(r->url.p, '?', r->url.len) : NULL; /* url ends with a NUL */
+  return q ? q + 1 : "";
+}
 const char *kl_http_req_peer(const kl_http_req_t *r) { return r->peer; }
 const kl_peer_t *kl_http_req_peer_id(const kl_http_req_t *r) { return r->authed && r->who.role ? &r->who : NULL; }
 bool kl_http_req_connected(const kl_http_req_t *r) { return r->hc != NULL; }
