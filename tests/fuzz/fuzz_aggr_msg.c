@@ -1,7 +1,9 @@
 /* libFuzzer driver: what a parent (or a hostile peer on the internal network) can send a tier:
- * an aggregation.proto Message. A Response is checked the way lib/tier does it (its chains
- * must continue a fixed closed round at its second, kl_round_answer), every request's answer is
- * built, and the answer goes back through kl_tier_response_frame and must unpack again. */
+ * an aggregation.proto Message. A Ping or Pong goes back through kl_tier_pong_frame. A Response
+ * is checked the way lib/tier does it (its chains must continue a fixed closed round at its
+ * second, kl_round_answer), every request's answer is built, and the answer goes back through
+ * kl_tier_response_frame and must unpack again. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
     }
     kl_buf_free(&out);
+  } else if (m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PING ||
+             m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PONG) {
+    /* a heartbeat: the Pong a parent builds (with any reason a peer sent) must unpack again */
+    bool pong = m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PONG;
+    const char *why = pong && !m->pong->ready ? (m->pong->reason ? m->pong->reason : "not ready") : NULL;
+    uint8_t *frame;
+    size_t len;
+    if (kl_tier_pong_frame(pong ? m->pong->id : m->ping->id, why, &frame, &len, NULL) == 0) {
+      Keyless__Aggregation__Message *back = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
+      if (back == NULL || back->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_PONG || back->pong->ready != (why == NULL))
+        abort();
+      keyless__aggregation__message__free_unpacked(back, NULL);
+      free(frame);
+    }
   }
   keyless__aggregation__message__free_unpacked(m, NULL);
   return 0;
