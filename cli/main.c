@@ -18,6 +18,7 @@ static const struct {
     {"extend", cmd_extend, "extend a signature to a publication through an extender"},
     {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
     {"publish", cmd_publish, "make the publications file from a calendar"},
+    {"audit", cmd_audit, "check through extenders that the calendar is append-only and matches the publications"},
     {"core", cmd_core, "show the core cluster's nodes; add or remove a member"},
     {"devpki", cmd_devpki, "development PKI: publications and calendar-auth keys, cluster CA, node certificates"},
 };
