@@ -1,10 +1,13 @@
 /* The core's configuration keys. deploy/core.conf is the documented sample; keep them in step. */
+#include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keyless/config.h"
+#include "keyless/frameclient.h"
+#include "keyless/log.h"
 #include "keyless/net.h"
 #include "keyless/tls.h"
 #include "node.h"
@@ -60,6 +63,43 @@ static const kl_cfg_key_t *all_keys(void) {
   return all;
 }
 
+/* A member address: host:port, IPv4:port or [IPv6]:port. A name in one the Raft transport dials
+ * or this node listens on (resolve = true) is resolved once, here, into its first address
+ * (they take numeric addresses only); failing that is an error, as start would fail. Names in
+ * the other members' internal and replication addresses are resolved by their links on every
+ * connect, so here a failure is only a warning (DNS may come up later). */
+static int member_addr(const char *path, size_t k, const char *what, char *addr, size_t cap, bool resolve, kl_err_t *e) {
+  char host[256], port[8], q[300];
+  struct sockaddr_storage ss;
+  if (kl_frame_addr_split(addr, host, sizeof host, port, sizeof port, e))
+    return kl_err_wrap(e, "%s: [cluster] member%zu: %s", path, k + 1, what);
+  if (kl_net_parse_addr(addr, &ss, NULL) == 0) return 0; /* numeric already */
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0 || res == NULL) {
+    if (res) freeaddrinfo(res);
+    if (resolve)
+      return kl_err_set(e, KL_EINVAL, "%s: [cluster] member%zu: %s '%s': '%s' does not resolve (%s); Raft addresses and "
+                        "this node's own addresses are resolved once at start", path, k + 1, what, addr, host, gai_strerror(rc));
+    kl_log(KL_LOG_WARN, "member_unresolved", "member=%zu kind=\"%s\" addr=%s error=%s (a warning: resolved again on every connect)",
+           k + 1, what, addr, kl_log_q(q, sizeof q, gai_strerror(rc)));
+    return 0;
+  }
+  if (resolve) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (res->ai_family == AF_INET6) {
+      uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+      snprintf(addr, cap, "[%s]:%s", ip, port);
+    } else {
+      uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+      snprintf(addr, cap, "%s:%s", ip, port);
+    }
+    kl_log(KL_LOG_INFO, "member_resolved", "member=%zu kind=\"%s\" name=%s:%s addr=%s", k + 1, what, host, port, addr);
+  }
+  freeaddrinfo(res);
+  return 0;
+}
+
 /* memberN = RAFT_ADDR INTERNAL_ADDR [REPLICATION_ADDR]: member N has Raft id N. */
 static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
   for (size_t k = 0; k < KL_CORE_MAX_MEMBERS; k++) {
@@ -73,6 +113,12 @@ static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
                         path, k + 1, v);
     if (n == 2) m->replication_addr[0] = '\0';
     m->id = k + 1;
+    bool self = m->id == (uint64_t)cfg->id;
+    int r;
+    if ((r = member_addr(path, k, "raft address", m->raft_addr, sizeof m->raft_addr, true, e)) ||
+        (r = member_addr(path, k, "internal address", m->internal_addr, sizeof m->internal_addr, self, e)) ||
+        (n == 3 && (r = member_addr(path, k, "replication address", m->replication_addr, sizeof m->replication_addr, self, e))))
+      return r;
     cfg->n_members++;
   }
   if (core_member(cfg, (uint64_t)cfg->id) == NULL)
