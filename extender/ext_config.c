@@ -75,6 +75,15 @@ static const kl_cfg_key_t keys[] = {
     K("auth", "users_file", KL_CFG_STR, users_file, NULL, 0, 0, check_users),
     K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_pubfile),
     K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_listen_opt),
+    K("replication", "upstream1", KL_CFG_STR, upstream_list[0], "", 0, 0, check_listen_opt),
+    K("replication", "upstream2", KL_CFG_STR, upstream_list[1], "", 0, 0, check_listen_opt),
+    K("replication", "upstream3", KL_CFG_STR, upstream_list[2], "", 0, 0, check_listen_opt),
+    K("replication", "upstream4", KL_CFG_STR, upstream_list[3], "", 0, 0, check_listen_opt),
+    K("replication", "upstream5", KL_CFG_STR, upstream_list[4], "", 0, 0, check_listen_opt),
+    K("replication", "upstream6", KL_CFG_STR, upstream_list[5], "", 0, 0, check_listen_opt),
+    K("replication", "upstream7", KL_CFG_STR, upstream_list[6], "", 0, 0, check_listen_opt),
+    K("replication", "upstream8", KL_CFG_STR, upstream_list[7], "", 0, 0, check_listen_opt),
+    K("replication", "silence_timeout", KL_CFG_DURATION, silence_timeout_ms, "3s", 500, 3600000, NULL),
     K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("replication", "calendar_auth_cert", KL_CFG_STR, calendar_auth_cert, "", 0, 0, check_readable),
     K("replication", "insecure", KL_CFG_BOOL, insecure, "no", 0, 0, NULL),
@@ -149,6 +158,24 @@ static int load_certs(const char *path, ext_config_t *cfg, kl_err_t *e) {
   return 0;
 }
 
+/* upstream, then upstream1..upstream8, the empty ones left out: the cores in the order they are
+ * tried. A core named twice is a mistake (a typo, or a list edited in a hurry). */
+static int upstream_list(const char *path, ext_config_t *cfg, kl_err_t *e) {
+  const char *all[EXT_MAX_UPSTREAMS + 1];
+  all[0] = cfg->upstream;
+  for (size_t k = 0; k < EXT_MAX_UPSTREAMS; k++) all[k + 1] = cfg->upstream_list[k];
+  cfg->n_upstreams = 0;
+  for (size_t k = 0; k <= EXT_MAX_UPSTREAMS; k++) {
+    if (all[k][0] == '\0') continue;
+    for (size_t j = 0; j < cfg->n_upstreams; j++)
+      if (strcmp(cfg->upstreams[j], all[k]) == 0)
+        return kl_err_set(e, KL_EINVAL, "%s: [replication] names the core '%.100s' twice (upstream, upstream1..8)",
+                          path, all[k]);
+    cfg->upstreams[cfg->n_upstreams++] = all[k];
+  }
+  return 0;
+}
+
 #define N_BASE (sizeof keys / sizeof keys[0])
 #define N_KEYS (N_BASE + KL_TLS_N_KEYS)
 
@@ -166,7 +193,8 @@ int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
   if (r) return r;
   if (cfg->http_listen[0] == '\0' && cfg->tcp_listen[0] == '\0')
     return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
-  if (cfg->upstream[0] != '\0' && cfg->calendar_auth_cert[0] == '\0' && !cfg->insecure)
+  if ((r = upstream_list(path, cfg, e))) return r;
+  if (cfg->n_upstreams > 0 && cfg->calendar_auth_cert[0] == '\0' && !cfg->insecure)
     return kl_err_set(e, KL_EINVAL,
                       "%s: [replication] calendar_auth_cert is required with upstream: the certificate(s) the core's "
                       "batches must be signed with (or [replication] insecure = yes, for tests only)",

@@ -5,6 +5,7 @@
  *   ext_pubfile.c  the publications file, re-read when it changes, and its history directory
  *   ext_wait.c     request PDUs held until the replica holds their second ([server] replica_wait)
  *   ext_pool.c     the worker threads that run ext_handle ([server] workers)
+ *   ext_follow.c   following one of several cores into the replica; switching when it fails
  *   ext_daemon.c   the servers, handlers, metrics and signals on a libuv loop
  *   main.c         arguments and wiring
  */
@@ -23,17 +24,25 @@
 #include "keyless/err.h"
 #include "keyless/metrics.h"
 #include "keyless/net.h"
+#include "keyless/replica.h"
 #include "keyless/tls.h"
 #include "keyless/users.h"
 
 /* ---- configuration (deploy/extender.conf documents every key) ---- */
+
+#define EXT_MAX_UPSTREAMS 8
 
 typedef struct ext_config {
   char *http_listen, *tcp_listen, *admin_listen;
   char *calendar_dir;
   char *users_file;
   char *publications_file;
-  char *upstream;       /* a core node's replication port; "" = fed by another process */
+  char *upstream;       /* [replication] upstream: a core node's replication port ("" = none) */
+  char *upstream_list[EXT_MAX_UPSTREAMS]; /* [replication] upstream1..upstream8 */
+  /* derived: every core named above, in order, without the empty ones; none = fed by another process */
+  const char *upstreams[EXT_MAX_UPSTREAMS + 1];
+  size_t n_upstreams;
+  uint64_t silence_timeout_ms; /* a replication link quiet this long is down */
   int64_t genesis;      /* with upstream: the genesis of a calendar created here (0: none) */
   char *calendar_auth_cert; /* PEM file of the trusted calendar-auth certificates ("" = none) */
   bool insecure;        /* accept batches without an authentication record */
@@ -199,6 +208,31 @@ void ext_pool_submit(ext_pool_t *p, ext_job_t *j);
 /* Loop thread: once every job submitted is done, the threads end and the async handle closes
  * (run the loop to finish closing). */
 void ext_pool_close(ext_pool_t *p);
+
+/* ---- following the cores (ext_follow.c) ---- */
+
+typedef struct ext_follow ext_follow_t;
+typedef struct ext_follow_cbs {
+  void (*on_progress)(void *arg, uint64_t last);                /* the replica grew to last */
+  void (*on_error)(void *arg, const char *why, bool refused); /* replication stopped for good */
+} ext_follow_cbs_t;
+
+/* Probes every core of cfg->upstreams and registers the upstream metrics in m; follows once a
+ * calendar is attached. trust and tls must outlive it. On failure *out is set all the same:
+ * close and free it. */
+int ext_follow_start(uv_loop_t *loop, const ext_config_t *cfg, const kl_repl_trust_t *trust, kl_tls_ctx_t *tls,
+                     kl_metrics_t *m, const ext_follow_cbs_t *cbs, void *arg, ext_follow_t **out, kl_err_t *e);
+/* The replica is open (read-write): follow into it. */
+void ext_follow_attach(ext_follow_t *fo, kl_cal_t *cal);
+/* The highest committed second known from the followed core and the cores that are up; false
+ * when none is known. */
+bool ext_follow_upstream_last(const ext_follow_t *fo, uint64_t *last);
+/* The followed core's address (NULL: none now), and how many cores are up. */
+const char *ext_follow_current(const ext_follow_t *fo);
+size_t ext_follow_n_up(const ext_follow_t *fo);
+/* Closes the links and the timer (run the loop to finish), then ext_follow_free. NULL is fine. */
+void ext_follow_close(ext_follow_t *fo);
+void ext_follow_free(ext_follow_t *fo);
 
 /* ---- the daemon ---- */
 

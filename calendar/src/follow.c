@@ -13,6 +13,7 @@
 #include "keyless/log.h"
 
 struct kl_follow {
+  uv_loop_t *loop;
   kl_cal_t *cal;
   kl_frame_client_t *link; /* NULL once closed */
   bool link_closing;
@@ -23,6 +24,9 @@ struct kl_follow {
   uint64_t applied, refused;
   bool failed, have_upstream;
   uint64_t upstream_last;
+  uint64_t heard_ms; /* loop time of the last frame (0: none yet) */
+  uint64_t drops;    /* times the link went down after being up */
+  bool up;
   bool stopping;
   void (*stop_cb)(void *);
   void *stop_arg;
@@ -39,8 +43,11 @@ static void subscribe(kl_follow_t *f) {
 }
 
 static void on_state(kl_frame_client_t *c, bool up, void *arg) {
+  kl_follow_t *f = arg;
   (void)c;
-  if (up) subscribe(arg);
+  if (!up && f->up) f->drops++;
+  f->up = up;
+  if (up) subscribe(f);
 }
 
 static void finish(kl_follow_t *f) {
@@ -83,6 +90,7 @@ static void on_frame(kl_frame_client_t *c, const uint8_t *p, size_t len, void *a
   kl_err_t e = {0};
   (void)c;
   if (f->failed || f->stopping) return;
+  f->heard_ms = uv_now(f->loop);
   int r = kl_repl_receive(p, len, f->cal, f->checked ? &f->trust : NULL, &res, &e);
   if (r == 0 && res.is_subscribe) r = kl_err_set(&e, KL_EFORMAT, "the upstream sent a Subscribe");
   if (res.is_entries) {
@@ -111,6 +119,7 @@ int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, co
   static const kl_frame_client_cbs_t fcbs = {on_frame, on_state};
   kl_follow_t *f = calloc(1, sizeof *f);
   if (f == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  f->loop = loop;
   f->cal = cal;
   if (cbs) f->cbs = *cbs;
   f->arg = arg;
@@ -156,3 +165,7 @@ bool kl_follow_upstream_last(const kl_follow_t *f, uint64_t *committed_last) {
   if (f->have_upstream) *committed_last = f->upstream_last;
   return f->have_upstream;
 }
+
+uint64_t kl_follow_heard_ms(const kl_follow_t *f) { return f->heard_ms; }
+uint64_t kl_follow_drops(const kl_follow_t *f) { return f->drops; }
+bool kl_follow_connected(const kl_follow_t *f) { return f->up && !f->link_closing; }

@@ -285,6 +285,40 @@ int kl_repl_receive(const uint8_t *payload, size_t len, kl_cal_t *replica, const
   return r;
 }
 
+int kl_repl_peek(const uint8_t *payload, size_t len, kl_repl_result_t *res, kl_err_t *e) {
+  memset(res, 0, sizeof *res);
+  Keyless__Replication__ReplicationMessage *m = keyless__replication__replication_message__unpack(NULL, len, payload);
+  if (m == NULL) return kl_err_set(e, KL_EFORMAT, "replication: undecodable message of %zu bytes", len);
+  int r = 0;
+  switch (m->body_case) {
+    case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_SUBSCRIBE:
+      res->sub.after = m->subscribe->after;
+      res->sub.from_genesis = m->subscribe->has_from_genesis && m->subscribe->from_genesis;
+      res->is_subscribe = 1;
+      break;
+    case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ENTRIES: {
+      const Keyless__Replication__Entries *en = m->entries;
+      res->is_entries = true;
+      res->genesis = en->genesis;
+      res->committed_last = en->committed_last;
+      if (en->n_entries > 0) {
+        res->first = en->entries[0]->time;
+        res->last = en->entries[en->n_entries - 1]->time;
+      } else {
+        res->first = en->committed_last + 1;
+        res->last = en->committed_last;
+      }
+      break;
+    }
+    case KEYLESS__REPLICATION__REPLICATION_MESSAGE__BODY_ERROR:
+      r = kl_err_set(e, KL_ESERVICE, "replication: the core says: %s", m->error->message ? m->error->message : "error");
+      break;
+    default: r = kl_err_set(e, KL_EFORMAT, "replication: empty message");
+  }
+  keyless__replication__replication_message__free_unpacked(m, NULL);
+  return r;
+}
+
 int kl_repl_handle(const uint8_t *payload, size_t len, kl_cal_t *replica, kl_repl_subscribe_t *sub,
                    int *is_subscribe, size_t *applied, kl_err_t *e) {
   kl_repl_result_t res;

@@ -41,6 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t applied = 0;
   kl_cal_info_t before, after;
   if (kl_cal_info(cal, &before, NULL)) abort();
+  kl_repl_result_t peek;
+  if (kl_repl_peek(payload, len, &peek, &e) == 0 && !peek.is_entries && !peek.is_subscribe) abort(); /* one or the other */
   r = kl_repl_handle(payload, len, cal, &sub, &is_sub, &applied, &e);
   if (kl_cal_info(cal, &after, NULL)) abort();
   uint64_t b = before.empty ? 0 : before.last - before.genesis + 1, a = after.empty ? 0 : after.last - after.genesis + 1;

@@ -52,6 +52,12 @@ KL_API bool kl_follow_failed(const kl_follow_t *f);
 KL_API uint64_t kl_follow_refused(const kl_follow_t *f);
 /* The upstream's committed_last from its latest Entries message, and whether one has arrived. */
 KL_API bool kl_follow_upstream_last(const kl_follow_t *f, uint64_t *committed_last);
+/* Failure detection for an owner that follows one of several cores (the extender): the loop
+ * time (uv_now, ms) of the last frame received (0: none yet), the times the link went down after
+ * being up, and whether it is up now. */
+KL_API uint64_t kl_follow_heard_ms(const kl_follow_t *f);
+KL_API uint64_t kl_follow_drops(const kl_follow_t *f);
+KL_API bool kl_follow_connected(const kl_follow_t *f);
 
 #ifdef __cplusplus
 }

@@ -89,6 +89,12 @@ typedef struct kl_repl_result {
 KL_API int kl_repl_receive(const uint8_t *payload, size_t len, kl_cal_t *replica, const kl_repl_trust_t *trust,
                            kl_repl_result_t *res, kl_err_t *e);
 
+/* Decodes one frame's payload without applying anything (an extender probing a core it does
+ * not follow): res->is_entries with genesis, committed_last and first..last as the sender wrote
+ * them (no entries: last = first - 1), or res->is_subscribe. An Error message becomes
+ * KL_ESERVICE, anything undecodable KL_EFORMAT. */
+KL_API int kl_repl_peek(const uint8_t *payload, size_t len, kl_repl_result_t *res, kl_err_t *e);
+
 /* kl_repl_receive with trust NULL (no record needed; one that is present is checked for its
  * time and root, not its signature): for the core, which only decodes Subscribe with it, and
  * for a core node catching up from its own members. Exactly one of *sub, *applied is set. */
