@@ -63,16 +63,21 @@ check "no symbol of the daemon toolkit (libkeyless_daemon.a) exported" "" \
   "$(comm -12 <(printf '%s\n' "$SYMS" | sort -u) <(printf '%s\n' "$DSYMS"))"
 
 # ---- 3. the examples, built as an outsider would ----
+# A sanitizer build (KL_SANITIZE) installs a library that needs the ASan/UBSan runtimes: the
+# programs linking it must then be built with them too (the runtime has to come first).
+SAN=""
+case "$NEEDED" in *libasan*|*libubsan*) SAN="-fsanitize=address,undefined" ;; esac
 export PKG_CONFIG_PATH="$PCDIR"
 check "pkg-config --modversion keyless" "$(sed -n 's/^project(keyless VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")" \
   "$(pkg-config --modversion keyless 2>&1)"
 mkdir -p ex
 # shellcheck disable=SC2046
-cc -std=c11 -Wall -Wextra -Werror -o ex/sign_file "$SRC/examples/sign_file.c" $(pkg-config --cflags --libs keyless) \
+cc -std=c11 -Wall -Wextra -Werror $SAN -o ex/sign_file "$SRC/examples/sign_file.c" $(pkg-config --cflags --libs keyless) \
   >cc.log 2>&1
 check "sign_file.c builds with cc \$(pkg-config --cflags --libs keyless)" 0 "$?"
 [ -x ex/sign_file ] || { cat cc.log; bail "sign_file built"; }
-(timeout 120 cmake -S "$P/share/doc/keyless/examples" -B exb -DCMAKE_PREFIX_PATH="$P" -DCMAKE_C_FLAGS=-Werror &&
+(timeout 120 cmake -S "$P/share/doc/keyless/examples" -B exb -DCMAKE_PREFIX_PATH="$P" \
+  -DCMAKE_C_FLAGS="-Werror $SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" &&
   timeout 240 cmake --build exb) >cmake.log 2>&1
 check "the installed examples' CMake project (find_package(keyless)) builds" 0 "$?"
 [ -x exb/verify_file ] || { tail -n 20 cmake.log; bail "verify_file built"; }
