@@ -386,7 +386,7 @@ static void test_addresses(void **state) {
   assert_string_equal(port, "9101");
   assert_int_equal(kl_frame_addr_split("[::1]:8090", host, sizeof host, port, sizeof port, &e), 0);
   assert_string_equal(host, "::1");
-  static const char *bad[] = {"", "core1", "core1:", ":80", "core1:0", "core1:65536", "core1:80x", "::1:80",
+  static const char *bad[] = {"", "core1", "core1:", ":80", "core1:-1", "core1:65536", "core1:80x", "::1:80",
                               "[::1]80", "[nothost]:80", "co re:80", "a/b:80"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     e.msg[0] = '\0';
@@ -404,6 +404,10 @@ static void test_addresses(void **state) {
   memset(&c, 0, sizeof c);
   assert_int_not_equal(kl_cfg_load_string("t.conf", "[parents]\nparent1 = ::1:8090\n", keys, KL_TIER_N_KEYS, &c, &e), 0);
   assert_non_null(strstr(e.msg, "brackets"));
+  kl_cfg_free(keys, KL_TIER_N_KEYS, &c);
+  memset(&c, 0, sizeof c);
+  assert_int_not_equal(kl_cfg_load_string("t.conf", "[parents]\nparent1 = core1:0\n", keys, KL_TIER_N_KEYS, &c, &e), 0);
+  assert_non_null(strstr(e.msg, "cannot be 0"));
   kl_cfg_free(keys, KL_TIER_N_KEYS, &c);
   memset(&c, 0, sizeof c);
   assert_int_equal(kl_cfg_load_string("t.conf", "[parents]\nparent1 = [::1]:8090\nheartbeat_interval = 2s\n", keys,

@@ -364,8 +364,8 @@ int kl_frame_addr_split(const char *addr, char *host, size_t host_n, char *port,
   const char *p = colon + 1;
   char *end;
   long pn = strtol(p, &end, 10);
-  if (p[0] < '0' || p[0] > '9' || *end != '\0' || pn < 1 || pn > 65535 || end - p > 5)
-    return kl_err_set(e, KL_EINVAL, "address '%s': the port must be 1..65535", addr);
+  if (p[0] < '0' || p[0] > '9' || *end != '\0' || pn < 0 || pn > 65535 || end - p > 5)
+    return kl_err_set(e, KL_EINVAL, "address '%s': the port must be 0..65535", addr);
   if (hl >= host_n || hl >= 254) return kl_err_set(e, KL_EINVAL, "address '%s': the host name is too long", addr);
   memcpy(host, h, hl);
   host[hl] = '\0';

@@ -23,6 +23,10 @@ static int check_parent(const void *f, char *msg, size_t n) {
     snprintf(msg, n, "%s", e.msg);
     return -1;
   }
+  if (strcmp(port, "0") == 0) {
+    snprintf(msg, n, "address '%s': a parent's port cannot be 0", s);
+    return -1;
+  }
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(host, port, &hints, &res);

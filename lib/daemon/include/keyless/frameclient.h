@@ -44,7 +44,8 @@ KL_API void kl_frame_client_set_tls(kl_frame_client_t *c, kl_tls_ctx_t *ctx, uns
  * so a reconnect finds a moved host; the addresses of a name are tried in turn). Only a
  * malformed address fails here; connecting goes on in the background until close. */
 KL_API int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_err_t *e);
-/* Splits and checks "host:port" / "[IPv6]:port" without resolving (for config checks): 0, or
+/* Splits and checks "host:port" / "[IPv6]:port" (port 0..65535: 0 is for a listener) without
+ * resolving (for config checks): 0, or
  * KL_EINVAL with the reason. host gets the name or address without brackets. */
 KL_API int kl_frame_addr_split(const char *addr, char *host, size_t host_n, char *port, size_t port_n, kl_err_t *e);
 /* Drops the connection (or the attempt in progress) because its owner found the peer silent;
