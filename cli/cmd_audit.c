@@ -195,6 +195,13 @@ static int state_save(const char *path, const kl_calhead_t *h, kl_err_t *e) {
   return KL_EXIT_OK;
 }
 
+static bool same_forest(const kl_calforest_t *a, const kl_calforest_t *b) {
+  if (a->n != b->n || a->m != b->m) return false;
+  for (size_t j = 0; j < a->m; j++)
+    if (!kl_imprint_eq(&a->tree[j], &b->tree[j])) return false;
+  return true;
+}
+
 /* --rehash FROM:TO on x: the forest before FROM and the leaves, root(FROM - 1) and root(TO) tied
  * to x's head by proofs, every publication in between compared. */
 static int rehash(audit_t *a, aud_ext_t *x, uint64_t from, uint64_t to, kl_err_t *e) {
@@ -235,8 +242,7 @@ static int rehash(audit_t *a, aud_ext_t *x, uint64_t from, uint64_t to, kl_err_t
       } else if ((st = kl_calforest_root(&f, &hs, &root, e) ? KL_EXIT_GENERAL : KL_EXIT_OK) == KL_EXIT_OK) {
         st = check_span(a, x, from - 1, &root, "the root recomputed from the forest", hd->last, &hd->root, "the head", e);
       }
-    } else if (r->before.n != f.n || r->before.m != f.m ||
-               memcmp(r->before.tree, f.tree, f.m * sizeof f.tree[0]) != 0) {
+    } else if (!same_forest(&r->before, &f)) {
       st = inconsistent(a, x, lo, lo, NULL, NULL, "extender %s: the forest before %llu differs from the leaves before it",
                         x->url, (unsigned long long)lo);
     }

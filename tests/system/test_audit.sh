@@ -147,6 +147,11 @@ check "monitor: the forked head does not extend the head checked before: exit 6"
 check_has "monitor: names the second" "second $((HEAD + 5)): extender $B's calendar root is" "$OUT"
 if cmp -s mon.state healthy.state; then pass "monitor: the state is left as it was"; else
   fail "monitor: the state is left as it was" same changed; fi
+# The fork is consistent with itself: re-hashed over two ranges of 512 seconds.
+append fork $((G + 590)) "$(root $((G + 590)))"
+run "$KL" audit -X "$B" --rehash "$G:$((G + 590))"
+check "the fork alone, re-hashed in two ranges: exit 0" 0 "$RC"
+check_has "the fork alone: says so" "ok - rehashed $G..$((G + 590))" "$OUT"
 run "$KL" audit -X "$A" -X "$A/other/path"
 check "the same extender twice: exit 0" 0 "$RC"
 
