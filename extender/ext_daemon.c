@@ -1,10 +1,3 @@
-/* NOTE FOR THE ENGINEER WORKING ON REPLICATION FROM SEVERAL CORES (from the audit helper, 22:31 UTC):
- * I truncated this file by accident while adding the /calendar/ hunk in on_get, and your
- * uncommitted changes to it (ext_follow.c integration: on_follow_error(void *, const char *, bool),
- * cal_get with cfg->n_upstreams, sync_check with ext_follow_upstream_last, ...) were lost; no copy
- * existed on disk. This is HEAD's version plus my hunk (the include of ext_audit.h and the
- * ext_audit_path branch at the top of on_get). I am sorry: please re-apply your changes from your
- * session, and delete this note. */
 /* The extender daemon on a libuv loop: the service port (HTTP POST of PDUs on any path, GET
  * /publications.bin and /publications/history/[NAME]), ksi+tcp, the admin port (/healthz,
  * /metrics), SIGTERM/SIGINT for a graceful stop and SIGHUP to reload the users file.
@@ -25,14 +18,15 @@
  * yet, not replicated yet) the daemon still starts, answers 0x201 and /healthz 503, and tries
  * again at most once a second.
  *
- * With [replication] upstream the daemon follows a core node (keyless/follow.h) and appends
- * only batches whose signed root it computes itself (calendar_auth_cert). It stops serving
+ * With [replication] upstream (and upstream1..8) the daemon follows one of the cores
+ * (ext_follow.c: it switches when the followed one is down, silent or behind) and appends only
+ * batches whose signed root it computes itself (calendar_auth_cert). It stops serving
  * (/healthz 503, extension requests answered 0x200 "extender not synchronized") while
- *   - replication refused a batch: the core and the replica diverged, or the core's record is
- *     not trusted; the follower has stopped, and this lasts until the daemon is restarted;
- *   - the replica lags by more than max_lag: behind the core's committed_last, or its last
- *     second behind the wall clock (a stopped or unreachable core); it serves again once caught
- *     up.
+ *   - replication refused a batch: a core and the replica diverged, or a core's record is
+ *     not trusted; following has stopped, and this lasts until the daemon is restarted;
+ *   - the replica lags by more than max_lag: behind the highest committed_last of the cores
+ *     that are up, or its last second behind the wall clock (every core stopped, unreachable
+ *     or without quorum); it serves again once caught up.
  * Each change of that state is logged once (event=replication_state, WARN; ERROR for a
  * divergence), checked every second and on every request, health check and scrape.
  */
@@ -44,7 +38,6 @@
 
 #include "ext_audit.h"
 #include "extender.h"
-#include "keyless/follow.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
@@ -72,7 +65,7 @@ struct extender {
   uv_loop_t *loop;
   const ext_config_t *cfg;
   kl_cal_t *cal;
-  kl_follow_t *follow;   /* with [replication] upstream */
+  ext_follow_t *follow;  /* with [replication] upstream */
   kl_repl_trust_t trust; /* what the follower checks batches against */
   bool diverged;         /* replication refused a batch (or stopped on an error): for good */
   char diverged_why[400];
@@ -109,28 +102,24 @@ static const char *const transport_name[2] = {"http", "tcp"};
 static const char *sync_check(extender_t *x);
 
 /* The follower refused a batch (or stopped on an error): the replica can no longer be trusted
- * to follow the core, and the daemon stops serving until it is restarted. */
-static void on_follow_error(kl_follow_t *f, const kl_err_t *e, void *arg) {
+ * to follow the cores, and the daemon stops serving until it is restarted. */
+static void on_follow_error(void *arg, const char *why, bool refused) {
   extender_t *x = arg;
-  if (kl_follow_refused(f) > 0) kl_metric_inc(x->m_refused);
-  const char *msg = strncmp(e->msg, "replication: ", 13) == 0 ? e->msg + 13 : e->msg;
+  if (refused) kl_metric_inc(x->m_refused);
   x->diverged = true;
-  snprintf(x->diverged_why, sizeof x->diverged_why, "replication stopped: %.370s", msg);
+  snprintf(x->diverged_why, sizeof x->diverged_why, "%s", why);
   sync_check(x); /* log the change now, not at the next tick */
 }
 
 /* The replica grew: answer the PDUs waiting for it now rather than at the next poll. */
-static void on_follow_progress(kl_follow_t *f, uint64_t last, void *arg) {
-  (void)f;
-  ext_waitq_progress(&((extender_t *)arg)->waitq, last);
-}
+static void on_follow_progress(void *arg, uint64_t last) { ext_waitq_progress(&((extender_t *)arg)->waitq, last); }
 
 static kl_cal_t *cal_get(extender_t *x) {
   if (x->cal) return x->cal;
   uint64_t now = uv_now(x->loop);
   if (now < x->cal_next_try) return NULL;
   x->cal_next_try = now + 1000;
-  bool follows = x->cfg->upstream[0] != '\0';
+  bool follows = x->cfg->n_upstreams > 0;
   kl_cal_opts_t o = {.read_only = !follows};
   kl_err_t e;
   char q[300];
@@ -144,12 +133,7 @@ static kl_cal_t *cal_get(extender_t *x) {
   if (r == 0) {
     kl_log(KL_LOG_INFO, "calendar_open", "dir=%s", kl_log_q(q, sizeof q, x->cfg->calendar_dir));
     x->cal_failed_logged = false;
-    static const kl_follow_cbs_t fcbs = {on_follow_progress, on_follow_error};
-    if (follows && x->follow == NULL && !x->diverged &&
-        kl_follow_start_trusted(x->loop, x->cal, x->cfg->upstream, &x->trust, x->tls, &fcbs, x, &x->follow, &e)) {
-      char m[300];
-      kl_log(KL_LOG_ERROR, "follow_start", "error=%s", kl_log_q(m, sizeof m, e.msg));
-    }
+    ext_follow_attach(x->follow, x->cal);
     return x->cal;
   }
   if (!x->cal_failed_logged) {
@@ -171,24 +155,26 @@ static const char *sync_check(extender_t *x) {
   const size_t bufsz = sizeof x->lag_why;
   kl_cal_info_t ci;
   x->lag = -1;
-  if (c->upstream[0] == '\0') return NULL; /* fed by another process: nothing to be in step with */
+  if (c->n_upstreams == 0) return NULL; /* fed by another process: nothing to be in step with */
   kl_cal_t *cal = cal_get(x);
   if (cal != NULL && kl_cal_info(cal, &ci, NULL) == 0) {
     uint64_t last = ci.empty ? (ci.genesis ? ci.genesis - 1 : 0) : ci.last, now = (uint64_t)time(NULL), core = 0;
-    bool have_core = x->follow != NULL && kl_follow_upstream_last(x->follow, &core);
+    bool have_core = ext_follow_upstream_last(x->follow, &core);
     uint64_t lag_wall = now > last ? now - last : 0, lag_core = have_core && core > last ? core - last : 0;
     uint64_t lag = lag_wall > lag_core ? lag_wall : lag_core;
     x->lag = (int64_t)lag;
     if (c->max_lag_ms > 0 && lag * 1000 > c->max_lag_ms) {
       if (lag_core * 1000 > c->max_lag_ms)
-        snprintf(buf, bufsz, "the replica's last second %llu is %llu s behind the core's %llu (max_lag %llu ms)",
+        snprintf(buf, bufsz, "the replica's last second %llu is %llu s behind the cores' %llu (max_lag %llu ms)",
                  (unsigned long long)last, (unsigned long long)lag_core, (unsigned long long)core,
                  (unsigned long long)c->max_lag_ms);
       else
         snprintf(buf, bufsz,
-                 "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; is the core "
-                 "%s reachable and committing?)",
-                 (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms, c->upstream);
+                 "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; %zu of %zu cores "
+                 "answer, following %s: are they reachable and committing?)",
+                 (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms,
+                 ext_follow_n_up(x->follow), c->n_upstreams,
+                 ext_follow_current(x->follow) ? ext_follow_current(x->follow) : "none");
       why = buf;
     }
   }
@@ -235,6 +221,15 @@ static double m_lag(void *arg) {
   sync_check(x);
   return (double)x->lag;
 }
+/* now - the replica's last second: what a client asking for a fresh second waits on. */
+static double m_replica_lag(void *arg) {
+  extender_t *x = arg;
+  kl_cal_info_t ci;
+  kl_cal_t *cal = cal_get(x);
+  uint64_t now = (uint64_t)time(NULL);
+  if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return -1;
+  return now > ci.last ? (double)(now - ci.last) : 0;
+}
 static double m_waiting(void *arg) { return (double)((extender_t *)arg)->waitq.n; }
 static double m_diverged(void *arg) { return ((extender_t *)arg)->diverged ? 1 : 0; }
 static double m_serving(void *arg) {
@@ -265,6 +260,9 @@ static int metrics_init(extender_t *x, kl_err_t *e) {
                             "Seconds the replica's last second is behind the later of the clock and the core's "
                             "committed last second (-1: not following, or no calendar).",
                             NULL, m_lag, x) != NULL;
+  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replica_lag_seconds",
+                            "Seconds from the replica's last second to now (-1: no calendar, or empty).", NULL,
+                            m_replica_lag, x) != NULL;
   ok &= (x->m_refused = kl_metrics_counter(m, "keyless_extender_replication_refused_total",
                                            "Replication batches refused (untrusted, or a root other than the core "
                                            "signed): each one stops the follower.",
@@ -595,8 +593,7 @@ void extender_stop(extender_t *x) {
   kl_http_server_close(https, on_http_closed, x);
   kl_http_server_close(admin, on_http_closed, x);
   kl_tlv_server_close(tcp, on_tcp_closed, x);
-  kl_follow_stop(x->follow, NULL, NULL);
-  x->follow = NULL;
+  ext_follow_close(x->follow); /* freed with the daemon: the metrics point into it */
   if (x->sync_timer_on) uv_close((uv_handle_t *)&x->sync_timer, NULL);
   x->sync_timer_on = false;
   for (int i = 0; i < x->n_sig; i++) uv_close((uv_handle_t *)&x->sig[i], NULL);
@@ -660,15 +657,17 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
   x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
   x->lag = -1;
-  if (cfg->upstream[0] != '\0' && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
+  if (cfg->n_upstreams > 0 && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
     return r;
   if ((r = kl_tls_https_open(cfg->https_listen, cfg->https_cert, cfg->https_key, &cfg->tls, cfg->path, &x->https_tls, e)))
     return r;
 
-  if (cfg->upstream[0] != '\0') {
+  if (cfg->n_upstreams > 0) {
+    static const ext_follow_cbs_t fcbs = {on_follow_progress, on_follow_error};
     if (cfg->insecure)
       kl_log(KL_LOG_WARN, "replication_insecure", "certificates=%zu (batches without a signed record are accepted)",
              cfg->n_auth);
+    if ((r = ext_follow_start(loop, cfg, &x->trust, x->tls, x->m, &fcbs, x, &x->follow, e))) return r;
     uv_timer_init(loop, &x->sync_timer);
     x->sync_timer.data = x;
     x->sync_timer_on = true;
@@ -702,6 +701,7 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
 
 void extender_free(extender_t *x) {
   if (x == NULL) return;
+  ext_follow_free(x->follow);
   kl_cal_close(x->cal);
   users_unref(x->users);
   ext_pubfile_free(&x->pub);
