@@ -28,6 +28,16 @@ uint64_t core_now_ms(void) {
   return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
+uint64_t core_mono_ms(void) {
+  return uv_hrtime() / 1000000u;
+}
+
+uint64_t core_quorum_now_ms(const core_t *c) {
+  kl_qtime_reading_t r[KL_CORE_MAX_MEMBERS];
+  for (size_t i = 0; i < c->n_peers; i++) r[i] = c->peers[i].clock;
+  return kl_qtime_quorum_ms(core_now_ms(), r, c->n_peers, core_mono_ms(), CORE_CLOCK_MAX_AGE_MS);
+}
+
 static void on_barrier(struct raft_barrier *req, int status) {
   core_t *c = req->data;
   c->barrier_pending = false;
@@ -94,36 +104,23 @@ static void propose(core_t *c, uint64_t second, bool always) {
   kl_metric_observe(c->m_round_leaves, (double)n);
 }
 
-static void sort_i64(int64_t *v, size_t n) {
-  for (size_t i = 1; i < n; i++)
-    for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
-      int64_t t = v[j];
-      v[j] = v[j - 1];
-      v[j - 1] = t;
-    }
-}
-
-/* Each peer's offset is the median of its samples (one wild sample cannot decide), and this
- * node's skew is the median of those and of its own 0; a leader with a skewed clock hands over. */
+/* This node's clock against the quorum time (qtime.h): off by more than [clock] max_skew, it
+ * neither leads (a leader hands over) nor takes requests, and says so at error level every
+ * 10 s until it agrees again. A node that hears no majority cannot tell: it keeps its state. */
 static void check_clock(core_t *c) {
-  int64_t off[KL_CORE_MAX_MEMBERS + 1];
-  size_t n = 0;
   bool lagging = c->max_lag_ms > 200; /* our own loop was late: receipt times say nothing */
   c->max_lag_ms = 0;
-  if (lagging) return;
-  off[n++] = 0;
-  for (size_t i = 0; i < c->n_peers; i++) {
-    const core_peer_t *p = &c->peers[i];
-    int64_t s[CORE_SKEW_SAMPLES];
-    if (!p->heard || p->n_samples == 0) continue;
-    memcpy(s, p->samples, p->n_samples * sizeof s[0]);
-    sort_i64(s, p->n_samples);
-    off[n++] = s[p->n_samples / 2];
+  uint64_t own = core_now_ms(), q = core_quorum_now_ms(c);
+  if (lagging || q == 0) return;
+  int64_t skew = own >= q ? (int64_t)(own - q) : -(int64_t)(q - own);
+  c->clock_skew_ms = skew;
+  bool ok = (uint64_t)(skew < 0 ? -skew : skew) <= c->cfg->max_skew_ms;
+  if (ok != c->clock_ok || (!ok && own - c->clock_said_ms >= 10000)) {
+    kl_log(ok ? KL_LOG_INFO : KL_LOG_ERROR, "clock", "ok=%d skew_ms=%lld max_skew_ms=%llu%s", ok, (long long)skew,
+           (unsigned long long)c->cfg->max_skew_ms,
+           ok ? "" : " action=\"requests refused and leadership handed over until this clock agrees with the cluster\"");
+    c->clock_said_ms = own;
   }
-  sort_i64(off, n);
-  int64_t med = off[n / 2];
-  bool ok = (uint64_t)(med < 0 ? -med : med) <= c->cfg->max_skew_ms;
-  if (ok != c->clock_ok) kl_log(ok ? KL_LOG_INFO : KL_LOG_ERROR, "clock", "ok=%d skew_ms=%lld", ok, (long long)-med);
   c->clock_ok = ok;
 }
 
@@ -207,7 +204,11 @@ static void on_tick(uv_timer_t *t) {
     }
     return;
   }
-  uint64_t closable = (now - c->cfg->grace_ms) / 1000u; /* seconds before this one are closed */
+  /* Seconds close on the quorum time: never before a majority of the members' clocks have passed
+   * their end, whatever this node's own clock says. */
+  uint64_t qnow = core_quorum_now_ms(c);
+  if (qnow < c->cfg->grace_ms) return;
+  uint64_t closable = (qnow - c->cfg->grace_ms) / 1000u; /* seconds before this one are closed */
   if (closable == 0) return;
   uint64_t target = closable - 1;
   kl_cal_info_t info;

@@ -16,6 +16,7 @@
 #include "keyless/pki.h"
 #include "keyless/tls.h"
 #include "raft_guard.h"
+#include "qtime.h"
 #include "rounds.h"
 
 #define KL_CORE_MAX_MEMBERS 7
@@ -57,19 +58,18 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e);
 void core_config_free(core_config_t *cfg);
 const core_member_t *core_member(const core_config_t *cfg, uint64_t id);
 
-#define CORE_SKEW_SAMPLES 8
-
 typedef struct core_peer {
   uint64_t id;
   kl_frame_client_t *link;
-  /* Their clock minus ours at receipt, last few heartbeats, recorded only from a heartbeat that
-   * came from this member itself (its `node` is the member the connection authenticated as).
-   * check_clock takes the median of these: one wild sample (a late receipt, a hiccup, a bad
-   * reading) cannot move it, where the largest would let a single sample decide. */
-  int64_t samples[CORE_SKEW_SAMPLES];
-  unsigned n_samples, next_sample;
-  bool heard;
+  /* Its last clock reading and our monotonic time at receipt (qtime.h), recorded only from a
+   * heartbeat that came from this member itself (its `node` is the member the connection
+   * authenticated as). */
+  kl_qtime_reading_t clock;
 } core_peer_t;
+
+/* A peer's clock reading older than this is not counted in the quorum time: heartbeats come
+ * every 500 ms, so this is several missed in a row. */
+#define CORE_CLOCK_MAX_AGE_MS 3000
 
 /* Why a forward was refused: keyless_core_forwards_refused_total{reason=...}. */
 enum { CORE_FWD_NOT_LEADER, CORE_FWD_ORIGIN, CORE_FWD_SECOND, CORE_FWD_LEVEL, CORE_FWD_LIMIT, CORE_FWD_MALFORMED, CORE_FWD_N };
@@ -102,6 +102,8 @@ typedef struct core {
   uint64_t proposed;      /* last second proposed in ready_term */
   unsigned inflight;      /* proposals not yet applied */
   bool clock_ok, transferring;
+  int64_t clock_skew_ms;   /* this clock minus the quorum time, at the last check */
+  uint64_t clock_said_ms;  /* when check_clock last logged */
   struct raft_transfer transfer;
   uint64_t last_heartbeat_ms, last_tick_ms, max_lag_ms; /* loop lag since the last clock check */
   /* round cache for answers */
@@ -144,6 +146,10 @@ void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, voi
 void core_release_waiters(core_t *c, bool all);
 /* node_admin.c */
 int core_admin_start(core_t *c, kl_err_t *e);
+/* node.c: this node's wall clock; its monotonic clock; the cluster's quorum time (qtime.h), 0
+ * when fewer than a majority of the members' clocks are known. */
 uint64_t core_now_ms(void);
+uint64_t core_mono_ms(void);
+uint64_t core_quorum_now_ms(const core_t *c);
 
 #endif

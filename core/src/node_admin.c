@@ -13,6 +13,7 @@ static double g_commit(void *arg) { return (double)((core_t *)arg)->raft.commit_
 static double g_applied(void *arg) { return (double)raft_last_applied(&((core_t *)arg)->raft); }
 static double g_pending(void *arg) { return (double)kl_core_rounds_pending(((core_t *)arg)->rounds); }
 static double g_clock(void *arg) { return ((core_t *)arg)->clock_ok ? 1 : 0; }
+static double g_skew(void *arg) { return (double)((core_t *)arg)->clock_skew_ms / 1000.0; }
 static double g_dropped(void *arg) { return (double)kl_core_rounds_dropped(((core_t *)arg)->rounds); }
 static double g_fsm(void *arg) { return (double)((core_t *)arg)->fsm.state; }
 #include "raft_tls.h"
@@ -46,6 +47,12 @@ static const char *health(void *arg) {
   if (c->stopping) return "stopping";
   if (c->fsm.state != KL_FSM_OK)
     return c->fsm.state == KL_FSM_CATCHING_UP ? "catching up with the cluster's log" : "the state machine failed";
+  if (!c->clock_ok) {
+    snprintf(why, sizeof why,
+             "this node's clock is %lld ms off the cluster's quorum time (max_skew %llu ms): requests refused",
+             (long long)c->clock_skew_ms, (unsigned long long)c->cfg->max_skew_ms);
+    return why;
+  }
   if (st == RAFT_CANDIDATE) return "no leader: this node is a candidate (an election is running)";
   if (st != RAFT_LEADER && st != RAFT_FOLLOWER) return "raft is not running";
   if (st == RAFT_FOLLOWER) {
@@ -249,7 +256,10 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   kl_metrics_gauge_fn(m, "keyless_core_calendar_last", "last committed second", NULL, g_last, c);
   kl_metrics_gauge_fn(m, "keyless_core_commit_lag_seconds", "now minus the last committed second", NULL, g_lag, c);
   kl_metrics_gauge_fn(m, "keyless_core_requests_pending", "requests held for rounds", NULL, g_pending, c);
-  kl_metrics_gauge_fn(m, "keyless_core_clock_ok", "1 when this node's clock agrees with its peers'", NULL, g_clock, c);
+  kl_metrics_gauge_fn(m, "keyless_core_clock_ok", "1 when this node's clock agrees with the cluster's quorum time",
+                      NULL, g_clock, c);
+  kl_metrics_gauge_fn(m, "keyless_core_clock_skew_seconds", "this node's clock minus the cluster's quorum time", NULL,
+                      g_skew, c);
   kl_metrics_gauge_fn(m, "keyless_core_fsm_state", "0 ok, 1 catching up, 2 failed", NULL, g_fsm, c);
   kl_metrics_counter_fn(m, "keyless_core_raft_peers_refused_total",
                         "Raft connections refused: no or a bad certificate, not a core, not the member it claims, "

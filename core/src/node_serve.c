@@ -182,7 +182,7 @@ static bool log_now(const kl_metric_t *counter) {
 static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Request *rq) {
   kl_imprint_t imp;
   kl_err_t e = {0};
-  uint64_t id, now_s = core_now_ms() / 1000;
+  uint64_t id, now_s = core_quorum_now_ms(c) / 1000; /* the cluster's second, not this node's */
   kl_core_rounds_t *r = rounds(c);
   int top = kl_core_rounds_max_request_level(r);
   kl_metric_inc(c->m_requests);
@@ -210,6 +210,14 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
   if (c->stopping || leader == 0 || c->fsm.state != KL_FSM_OK) {
     kl_metric_inc(c->m_rejected);
     respond_error(req, rq->request_id, KL_STATUS_UPSTREAM_ERROR, "no leader right now; retry", 0);
+    return;
+  }
+  if (!c->clock_ok || now_s == 0) { /* node.c check_clock: a wrong clock must not date a signature */
+    kl_metric_inc(c->m_rejected);
+    respond_error(req, rq->request_id, KL_STATUS_UPSTREAM_ERROR,
+                  now_s == 0 ? "this core node hears no majority of clocks; retry"
+                             : "this core node's clock disagrees with the cluster's; retry",
+                  0);
     return;
   }
   int rc = kl_core_rounds_add(r, now_s, &imp, rq->level, req, rq->request_id, &id, &e);
@@ -246,7 +254,7 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
   } else if (kl_imprint_from_bytes(&imp, f->imprint.data, f->imprint.len, &e)) {
     why = CORE_FWD_MALFORMED;
   } else {
-    switch (kl_core_rounds_add_forward(rounds(c), sender, core_now_ms() / 1000, f->second, f->origin, f->request_id,
+    switch (kl_core_rounds_add_forward(rounds(c), sender, core_quorum_now_ms(c) / 1000, f->second, f->origin, f->request_id,
                                        &imp, f->level, &e)) {
       case 0: return;
       case KL_EAUTH: why = CORE_FWD_ORIGIN; break;
@@ -262,11 +270,9 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
            (unsigned long long)f->second, kl_metric_value(c->m_fwd_refused[why]), e.msg);
 }
 
-/* A member's clock reading, kept as their clock minus ours (clamped to a day: a wild value
- * must not overflow the arithmetic in check_clock). */
+/* A member's clock reading, with our monotonic time at receipt (qtime.h). */
 static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Heartbeat *h) {
-  const int64_t day_ms = 86400000;
-  uint64_t sender = peer_member_id(c, req, h->node), now = core_now_ms();
+  uint64_t sender = peer_member_id(c, req, h->node);
   core_peer_t *p = NULL;
   for (size_t i = 0; i < c->n_peers && sender == h->node; i++)
     if (c->peers[i].id == sender) p = &c->peers[i];
@@ -277,13 +283,7 @@ static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregatio
              (unsigned long long)sender, (unsigned long long)h->node, kl_metric_value(c->m_heartbeats_refused));
     return;
   }
-  int64_t off;
-  if (h->wall_ms >= now) off = h->wall_ms - now > (uint64_t)day_ms ? day_ms : (int64_t)(h->wall_ms - now);
-  else off = now - h->wall_ms > (uint64_t)day_ms ? -day_ms : -(int64_t)(now - h->wall_ms);
-  p->samples[p->next_sample] = off;
-  p->next_sample = (p->next_sample + 1) % CORE_SKEW_SAMPLES;
-  if (p->n_samples < CORE_SKEW_SAMPLES) p->n_samples++;
-  p->heard = true;
+  p->clock = (kl_qtime_reading_t){h->wall_ms, core_mono_ms()};
 }
 
 /* A child's heartbeat: ready exactly when on_request would not refuse with "retry" at once. */
@@ -294,8 +294,12 @@ static void on_ping(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Pi
   const char *addr;
   raft_leader(&c->raft, &leader, &addr);
   pong.id = p->id;
-  pong.ready = !c->stopping && leader != 0 && c->fsm.state == KL_FSM_OK;
-  if (!pong.ready) pong.reason = c->stopping ? "stopping" : leader == 0 ? "no leader right now" : "catching up";
+  pong.ready = !c->stopping && leader != 0 && c->fsm.state == KL_FSM_OK && c->clock_ok;
+  if (!pong.ready)
+    pong.reason = c->stopping                   ? "stopping"
+                  : leader == 0                 ? "no leader right now"
+                  : c->fsm.state != KL_FSM_OK ? "catching up"
+                                                : "this node's clock disagrees with the cluster's";
   m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_PONG;
   m.pong = &pong;
   respond_msg(req, &m);

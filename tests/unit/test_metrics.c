@@ -51,7 +51,11 @@ static void test_render(void **state) {
            "keyless_build_info{version=\"%s\",commit=\"%s\",openssl=\"%s\",libuv=\"%s\"} 1\n",
            kl_version(), kl_build_commit(), kl_build_openssl(), kl_build_libuv());
   assert_int_equal(strncmp(full, head, strlen(head)), 0);
-  char *text = full + strlen(head);
+  /* then the host clock's discipline (the values are the host's) */
+  assert_non_null(strstr(full, "# TYPE keyless_clock_synchronized gauge\nkeyless_clock_synchronized "));
+  assert_non_null(strstr(full, "# TYPE keyless_clock_max_error_seconds gauge\nkeyless_clock_max_error_seconds "));
+  char *text = strstr(full, "# HELP req_total");
+  assert_non_null(text);
   const char *want =
       "# HELP req_total Requests.\n"
       "# TYPE req_total counter\n"

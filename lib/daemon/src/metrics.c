@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timex.h>
 
 enum kind { K_COUNTER, K_GAUGE, K_HISTOGRAM };
 
@@ -43,6 +44,20 @@ const double kl_metrics_latency_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
                                              0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 const size_t kl_metrics_latency_n = sizeof kl_metrics_latency_buckets / sizeof kl_metrics_latency_buckets[0];
 
+/* The host's clock discipline as the kernel knows it (NTP, chrony: adjtimex(2) read-only). */
+static double g_clock_synced(void *arg) {
+  struct timex tx = {.modes = 0};
+  (void)arg;
+  return ntp_adjtime(&tx) == TIME_ERROR ? 0 : 1;
+}
+
+static double g_clock_maxerror(void *arg) {
+  struct timex tx = {.modes = 0};
+  (void)arg;
+  ntp_adjtime(&tx);
+  return (double)tx.maxerror / 1e6;
+}
+
 int kl_metrics_create(kl_metrics_t **out, kl_err_t *e) {
   if (out == NULL) return kl_err_set(e, KL_EINVAL, "kl_metrics_create: NULL argument");
   if ((*out = calloc(1, sizeof **out)) == NULL) return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
@@ -57,6 +72,17 @@ int kl_metrics_create(kl_metrics_t **out, kl_err_t *e) {
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   }
   kl_metric_set(b, 1);
+  /* Every process's clock dates signatures or checks them: whether the host keeps it in time. */
+  if (kl_metrics_gauge_fn(*out, "keyless_clock_synchronized",
+                          "1 when the kernel reports the host clock synchronized (NTP/chrony), else 0", NULL,
+                          g_clock_synced, NULL) == NULL ||
+      kl_metrics_gauge_fn(*out, "keyless_clock_max_error_seconds",
+                          "the kernel's maximum error estimate of the host clock (adjtimex maxerror)", NULL,
+                          g_clock_maxerror, NULL) == NULL) {
+    kl_metrics_destroy(*out);
+    *out = NULL;
+    return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
+  }
   return 0;
 }
 
