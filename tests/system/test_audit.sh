@@ -58,9 +58,11 @@ for s in $((G + 3)) $((G + 11)) "$P1"; do append cal "$s" "$(root "$s")"; done
 mkdir out
 run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
 [ "$RC" -eq 0 ] || bail "publish 1: $(short "$OUT")"
+PUB1=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')
 for s in $((G + 25)) "$FORK" $((G + 37)) "$P2"; do append cal "$s" "$(root "$s")"; done
 run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
 check_has "publish 2: both publications" "wrote out/pubs.bin: 2 publications" "$OUT"
+PUB2=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')
 append cal "$HEAD" "$(root "$HEAD")"
 
 # start_ext NAME DIR: an extender on DIR; sets URL
@@ -139,6 +141,16 @@ check_has "fork: and the published hash" ", publication $P2 is 01" "$OUT"
 run "$KL" audit -X "$B" -P out/pubs.bin "${TRUST[@]}" --json
 check_has "fork --json: inconsistent, from P1 to P2" "\"result\":\"inconsistent\"" "$OUT"
 check_has "fork --json: the seconds" "\"from\":$P1,\"to\":$P2" "$OUT"
+run "$KL" audit -X "$B" --pub-str "$PUB1"
+check "fork: the first publication string alone still holds there: exit 0" 0 "$RC"
+run "$KL" audit -X "$B" --pub-str "$PUB1" --pub-str "$PUB2"
+check "fork: with the second publication string: exit 6" 6 "$RC"
+check_has "fork: names P2 against the publication string" "second $P2: extender $B's calendar root is" "$OUT"
+run "$KL" audit -X "$A" --pub-str "$PUB2" --pub-str "$PUB1"
+check "the first calendar with both publication strings: exit 0" 0 "$RC"
+run "$KL" audit -X "$A" --pub-str "NOT-A-PUBLICATION"
+check "a bad publication string: exit 3" 3 "$RC"
+check_has "a bad publication string: named" "--pub-str NOT-A-PUBLICATION" "$OUT"
 run "$KL" audit -X "$A" -X "$B"
 check "two extenders serving different calendars: exit 6" 6 "$RC"
 check_has "two extenders: A's head second named" "second $((HEAD + 5)): extender $B's calendar root is" "$OUT"
