@@ -489,7 +489,10 @@ const char *kl_tier_health(const kl_tier_t *t, char *buf, size_t n) {
     snprintf(buf, n, "a round has waited %llu ms for its parents", (unsigned long long)(now - t->flights->closed_at));
     return buf;
   }
-  if (t->last_fail > t->last_ok && now - t->last_ok >= bound && t->last_parent_up <= t->last_fail) {
+  /* Failures expire after the bound too: a child that stopped sending because this tier said
+   * "not ready" must not keep it red for ever (the next round tells again). */
+  if (t->last_fail > t->last_ok && now - t->last_ok >= bound && now - t->last_fail < bound &&
+      t->last_parent_up <= t->last_fail) {
     snprintf(buf, n, "no round answered for %llu ms; the last failed: %s", (unsigned long long)(now - t->last_ok),
              t->last_why);
     return buf;

@@ -139,8 +139,8 @@ KL_API unsigned kl_tier_max_request_level(const kl_tier_t *t);
 /* Parents up now (connected, answering, ready; see Parents above). */
 KL_API size_t kl_tier_parents_up(const kl_tier_t *t);
 /* NULL while the tier can do its job, else why not (for /healthz; written to buf): no parent is
- * up, or rounds have failed with none answered for unhealthy_after_ms and no parent has come up
- * since the last failure, or a round has waited that long for its parents. */
+ * up, or rounds have failed with none answered for unhealthy_after_ms, the last failure less
+ * than unhealthy_after_ms ago and no parent come up since, or a round has waited that long. */
 KL_API const char *kl_tier_health(const kl_tier_t *t, char *buf, size_t n);
 /* Requests held now (open round and rounds waiting for an answer). */
 KL_API size_t kl_tier_pending(const kl_tier_t *t);
