@@ -8,21 +8,28 @@
 #   3. a forked calendar (the same genesis and rounds up to between the publications, edited
 #      offline with `keyless calendar` to differ after) served by a second extender: audit with the
 #      publications file exits 6 naming the second publication's second and both hashes; the two
-#      extenders compared exit 6; the monitor state from the first calendar refuses the fork.
+#      extenders compared exit 6; the monitor state from the first calendar refuses the fork;
+#   4. a live network (a core node, an aggregator, a gateway, an extender following the core): a
+#      document signed, two publications made from the extender's replica while it grows, audit
+#      exit 0, and the monitor (--state) twice while the calendar grows; with the node's own
+#      calendar, which a core leader writes, re-hashed.
 #
-# usage: test_audit.sh KEYLESS_EXTENDER KEYLESS
+# usage: test_audit.sh KEYLESS_EXTENDER KEYLESS [KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY]
+# (part 4 runs when the three daemons are given)
 #
 # Each check prints "ok - NAME" or "not ok - NAME: expected X got Y"; the last line is
 # "N passed, M failed" and the exit status is non-zero if any check failed. Needs curl.
 set -u
 
-if [ $# -ne 2 ]; then
-  echo "usage: $0 KEYLESS_EXTENDER KEYLESS" >&2
+if [ $# -ne 2 ] && [ $# -ne 5 ]; then
+  echo "usage: $0 KEYLESS_EXTENDER KEYLESS [KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY]" >&2
   exit 2
 fi
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
-EXT=$(abs "$1") KL=$(abs "$2")
-for b in "$EXT" "$KL"; do
+EXT=$(abs "$1") KL=$(abs "$2") CORE="" AGG="" GW=""
+[ $# -eq 5 ] && CORE=$(abs "$3") AGG=$(abs "$4") GW=$(abs "$5")
+DEPLOY=$(cd "$(dirname "$0")/../../deploy" && pwd)
+for b in "$EXT" "$KL" $CORE $AGG $GW; do
   [ -x "$b" ] || { echo "$0: $b is not an executable" >&2; exit 2; }
 done
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
@@ -166,6 +173,83 @@ check "the fork alone, re-hashed in two ranges: exit 0" 0 "$RC"
 check_has "the fork alone: says so" "ok - rehashed $G..$((G + 590))" "$OUT"
 run "$KL" audit -X "$A" -X "$A/other/path"
 check "the same extender twice: exit 0" 0 "$RC"
+
+# ---- 4. a live network ----
+if [ -n "$CORE" ]; then
+  start() { # NAME BINARY CONF
+    "$2" -c "$3" >>"$1.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 1 200); do
+      grep -q 'event=started' "$1.log" 2>/dev/null && return 0
+      sleep 0.05
+    done
+    return 1
+  }
+  logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  run "$KL" devpki -o npki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw1,extender:1
+  [ "$RC" -eq 0 ] || bail "devpki for the network: $(short "$OUT")"
+  tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/npki/cluster-ca.crt" "$TMP/npki/nodes/$1.crt" \
+    "$TMP/npki/nodes/$1.key" "$TMP/npki/crl.pem"; }
+  tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/npki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/npki/nodes/$1.crt#"
+    -e "s#^key = .*#key = $TMP/npki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/npki/crl.pem#"); }
+  NG=$(($(date +%s) - 2))
+  printf '[node]\nid = 1\ndata_dir = %s\n[cluster]\nmember1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0\n[server]\nadmin_listen = 127.0.0.1:0\n[calendar]\ngenesis = %s\n[keys]\ncalendar_auth_cert = %s\ncalendar_auth_key = %s\n[tls]\n%s\n' \
+    "$TMP/core" "$NG" "$TMP/npki/calendar-auth.crt" "$TMP/npki/calendar-auth.key" "$(tls core-1)" >core.conf
+  start core "$CORE" core.conf || bail "keyless-core started: $(short "$(cat core.log)")"
+  CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
+  for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
+  grep -q 'event=leading' core.log || bail "the core node leads"
+  printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = %s\n[replication]\nupstream = 127.0.0.1:%s\ngenesis = %s\ncalendar_auth_cert = %s\n[tls]\n%s\n' \
+    "$TMP/ncal" "$TMP/users" "$CORE_REPL" "$NG" "$TMP/npki/calendar-auth.crt" "$(tls extender-1)" >next.conf
+  start next "$EXT" next.conf || bail "keyless-extender following the core started: $(short "$(cat next.log)")"
+  N="http://127.0.0.1:$(logged next http_port)"
+  tls_sed aggregator-agg1
+  sed -e 's#^listen = .*#listen = 127.0.0.1:0#' -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
+    -e 's#^name =.*#name = agg1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
+    "$DEPLOY/aggregator.conf" >agg.conf
+  start agg "$AGG" agg.conf || bail "keyless-aggregator started: $(short "$(cat agg.log)")"
+  printf 'alice:alice-key\n' >gw-users
+  tls_sed gateway-gw1
+  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen =#' \
+    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/gw-users#" \
+    -e 's#^name =.*#name = gw1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$(logged agg port)#" "${SEDTLS[@]}" \
+    "$DEPLOY/gateway.conf" >gw.conf
+  start gw "$GW" gw.conf || bail "keyless-gateway started: $(short "$(cat gw.log)")"
+  GW_URL="http://127.0.0.1:$(logged gw http_port)/"
+  # head_of URL: the extender's last second (empty until it serves)
+  head_of() { "$KL" audit -X "$1" --json 2>/dev/null | sed -n 's/.*"head":\([0-9]*\).*/\1/p'; }
+  for _ in $(seq 1 100); do [ -n "$(head_of "$N")" ] && break; sleep 0.1; done
+  [ -n "$(head_of "$N")" ] || bail "the following extender serves its head"
+  printf 'a document on the live network %s\n' "$RANDOM" >live.txt
+  for _ in 1 2 3 4 5; do # the gateway may not be connected to its parent yet
+    "$KL" sign -i live.txt -S "$GW_URL" --aggr-user alice --aggr-key alice-key >/dev/null 2>&1 && break
+    sleep 1
+  done
+  [ -s live.txt.ksig ] && pass "live: a document signed" || fail "live: a document signed" "a signature" "none"
+  mkdir nout
+  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
+    --auth-cert npki/calendar-auth.crt --latest
+  check "live: publish 1 from the replica: exit 0" 0 "$RC"
+  first=$(head_of "$N")
+  for _ in $(seq 1 50); do [ "$(head_of "$N")" -gt $((first + 1)) ] && break; sleep 0.1; done
+  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
+    --auth-cert npki/calendar-auth.crt --latest
+  check_has "live: publish 2 from the replica" "wrote nout/pubs.bin: 2 publications" "$OUT"
+  NTRUST=(-V npki/ca.crt --cnstr "E=$EMAIL")
+  run "$KL" audit -X "$N" -P nout/pubs.bin "${NTRUST[@]}" --state live.state
+  check "live: audit with both publications: exit 0" 0 "$RC"
+  check_has "live: 2 publications, checked up to the head" "checks, 2 publications, 1 extenders)" "$OUT"
+  first=$(grep '^second=' live.state | cut -d= -f2)
+  for _ in $(seq 1 50); do [ "$(head_of "$N")" -gt "$first" ] && break; sleep 0.1; done
+  run "$KL" audit -X "$N" -P nout/pubs.bin "${NTRUST[@]}" --state live.state --rehash "$NG:$first"
+  check "live: the monitor again, the calendar grew, re-hashed from genesis: exit 0" 0 "$RC"
+  check_has "live: the old head is a prefix of the new one" "the head checked before (state file) ($first) is a prefix" "$OUT"
+  [ "$(grep '^second=' live.state | cut -d= -f2)" -gt "$first" ] && pass "live: the state moved on" ||
+    fail "live: the state moved on" "after $first" "$(grep '^second=' live.state)"
+  run "$KL" audit -X "$N" -X "$A"
+  check "live: another network's extender compared with it: exit 6" 6 "$RC"
+  check_has "live: the calendars start at different seconds" "'s calendar starts at" "$OUT"
+fi
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
