@@ -1,6 +1,7 @@
 /* One tier of the aggregation hierarchy on libuv: rounds on a timer, parents over framed
- * protobuf, answers fanned out (keyless/tier.h). The pure parts live in round.c (the round),
- * tier_link.c (a parent's liveness), tier_clock.c; the frames a parent sends in tier_frames.c. */
+ * protobuf, answers fanned out (keyless/tier.h). Elsewhere: the round (round.c), heartbeats,
+ * silence and health (tier_parents.c on tier_link.c's state machine), the clock (tier_clock.c),
+ * the frames a parent sends (tier_frames.c); the structures in tier_internal.h. */
 #include "keyless/tier.h"
 
 #include <stdint.h>
@@ -15,77 +16,7 @@
 #include "keyless/sig.h"
 #include "keyless/tlv.h"
 #include "tier_clock.h"
-#include "tier_link.h"
-
-#define MAX_PARENTS 16
-#define MAX_FRAME (1u << 20)
-#define MAX_PARTS 64
-/* Answers given per loop iteration: a round of tens of thousands of requests is answered in
- * slices, so the loop keeps reading, writing and closing rounds on time meanwhile. */
-#define FANOUT_SLICE 2048
-
-typedef struct parent {
-  kl_tier_t *t;
-  int index;
-  kl_frame_client_t *fc;
-  char addr[128];
-  kl_link_t link;   /* liveness and readiness (tier_link.h) */
-  bool up;          /* kl_link_usable as last reported (metric, log) */
-  char why[96];     /* its last Pong's reason when not ready */
-  uint32_t lead_ms; /* its lead, as its last answer said */
-  kl_metric_t *m_up, *m_used, *m_late, *m_error, *m_invalid, *m_silent;
-} parent_t;
-
-/* A closed round waiting for its parents. */
-typedef struct flight {
-  uint64_t id;
-  kl_round_t *round;
-  void **ctx;
-  size_t n;
-  kl_imprint_t root;
-  unsigned level;
-  uint64_t closed_at, deadline, next_try; /* loop time, ms */
-  int current;                            /* failover: the parent asked last, -1 none */
-  uint32_t tried, failed;                 /* bit per parent */
-  /* Once a valid answer came: the parent's parts (one copy), being handed out slot by slot. */
-  uint8_t *pbuf;
-  const uint8_t *parts[MAX_PARTS];
-  size_t lens[MAX_PARTS], n_parts, next_slot, ptotal;
-  uint64_t second;
-  struct flight *next;
-} flight_t;
-
-struct kl_tier {
-  uv_loop_t *loop;
-  kl_tier_config_t cfg;
-  char name[128];
-  parent_t parents[MAX_PARENTS];
-  size_t n_parents;
-  kl_round_t *open;
-  void **open_ctx;
-  size_t open_cap;
-  flight_t *flights; /* oldest first */
-  flight_t *answering, **answering_tail; /* answered rounds being fanned out, in order */
-  uv_idle_t fanout;
-  bool in_fanout; /* on_fanout is running: a done callback may close the tier meanwhile */
-  size_t held;
-  uint64_t next_id;
-  uv_timer_t timer, link_timer;
-  uint64_t ping_id;
-  uint64_t last_ok, last_fail, last_parent_up; /* loop ms: a round answered, failed; a parent came up */
-  char last_why[120];                          /* the last failed round's reason */
-  kl_tier_done_fn done;
-  void *arg;
-  kl_buf_t scratch;
-  bool closing;
-  int closes_pending;
-  void (*close_cb)(void *);
-  void *close_arg;
-  kl_metrics_t *m;
-  char kind[32];
-  kl_metric_t *m_answered, *m_failed, *m_timeout, *m_size, *m_latency;
-  uint64_t lead_ms; /* rounds close this long before a second's end (tier_clock.h) */
-};
+#include "tier_internal.h"
 
 static const double size_buckets[] = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536};
 
@@ -148,33 +79,6 @@ static bool send_to(kl_tier_t *t, flight_t *f, int i) {
   }
   kl_link_sent(&p->link, uv_now(t->loop), false);
   return true;
-}
-
-/* The metric and the log follow kl_link_usable; a warning only when an up parent goes down. */
-static void report(kl_tier_t *t, parent_t *p) {
-  bool up = kl_link_usable(&p->link);
-  if (up == p->up) return;
-  p->up = up;
-  kl_metric_set(p->m_up, up ? 1 : 0);
-  if (up) {
-    t->last_parent_up = uv_now(t->loop);
-    kl_log(KL_LOG_INFO, "parent_up", "tier=%s parent=%s", t->kind, p->addr);
-    return;
-  }
-  char q[200];
-  kl_log(KL_LOG_WARN, "parent_down", "tier=%s parent=%s state=\"%s\" reason=%s", t->kind, p->addr,
-         kl_link_state(&p->link), kl_log_q(q, sizeof q, p->link.connected && !p->link.ready ? p->why : ""));
-}
-
-static void send_ping(kl_tier_t *t, parent_t *p) {
-  Keyless__Aggregation__Ping pg = KEYLESS__AGGREGATION__PING__INIT;
-  Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
-  uint8_t buf[32];
-  pg.id = ++t->ping_id;
-  m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_PING;
-  m.ping = &pg;
-  size_t n = keyless__aggregation__message__pack(&m, buf);
-  if (kl_frame_client_send(p->fc, buf, n, NULL) == 0) kl_link_sent(&p->link, uv_now(t->loop), true);
 }
 
 /* Failover: asks the next connected parent not tried yet. false when none is left. */
@@ -304,20 +208,20 @@ static void on_frame(kl_frame_client_t *c, const uint8_t *payload, size_t len, v
   if (m && m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PONG) { /* a heartbeat's answer */
     snprintf(p->why, sizeof p->why, "%s", m->pong->ready ? "" : m->pong->reason ? m->pong->reason : "not ready");
     kl_link_heard(&p->link, now, m->pong->ready);
-    report(t, p);
+    kl__tier_report(t, p);
     keyless__aggregation__message__free_unpacked(m, NULL);
     return;
   }
   if (m == NULL || m->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_RESPONSE) {
     kl_metric_inc(p->m_invalid);
     kl_link_heard(&p->link, now, p->link.ready); /* an answer all the same (they come in order) */
-    report(t, p);
+    kl__tier_report(t, p);
     if (m) keyless__aggregation__message__free_unpacked(m, NULL);
     return;
   }
   const Keyless__Aggregation__Response *r = m->response;
   kl_link_heard(&p->link, now, r->status == 0 ? true : p->link.ready);
-  report(t, p);
+  kl__tier_report(t, p);
   if (r->status == 0) { /* the parents' leads decide ours (deadline propagation, tier_clock.h) */
     p->lead_ms = r->has_lead_ms ? r->lead_ms : 0;
     uint32_t most = 0;
@@ -352,11 +256,11 @@ static void on_state(kl_frame_client_t *c, bool connected, void *arg) {
   kl_tier_t *t = p->t;
   if (connected) { /* up once it answers: a Ping now */
     kl_link_connected(&p->link, uv_now(t->loop));
-    send_ping(t, p);
+    kl__tier_send_ping(t, p);
     return;
   }
   kl_link_disconnected(&p->link, uv_now(t->loop));
-  report(t, p);
+  kl__tier_report(t, p);
   flight_t *f = t->flights;
   while (f) {
     flight_t *next = f->next;
@@ -419,7 +323,7 @@ static void on_tick(uv_timer_t *h) {
       f->next_try = UINT64_MAX; /* one failover per silence; the silent parent may still answer */
       if (f->current >= 0) { /* skipped by later rounds until it is heard again */
         kl_link_suspect(&t->parents[f->current].link);
-        report(t, &t->parents[f->current]);
+        kl__tier_report(t, &t->parents[f->current]);
       }
       try_next(t, f);
     }
@@ -466,62 +370,6 @@ int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level, const
 }
 
 unsigned kl_tier_max_request_level(const kl_tier_t *t) { return kl_round_max_request_level(&t->cfg.round); }
-
-size_t kl_tier_parents_up(const kl_tier_t *t) {
-  size_t n = 0;
-  for (size_t i = 0; i < t->n_parents; i++) n += kl_link_usable(&t->parents[i].link);
-  return n;
-}
-
-const char *kl_tier_health(const kl_tier_t *t, char *buf, size_t n) {
-  uint64_t now = uv_now(t->loop), bound = t->cfg.unhealthy_after_ms;
-  if (kl_tier_parents_up(t) == 0) {
-    size_t off = (size_t)snprintf(buf, n, "no parent is up:");
-    for (size_t i = 0; i < t->n_parents && off < n; i++) {
-      const parent_t *p = &t->parents[i];
-      bool why = p->link.connected && p->link.verified && !p->link.ready && p->why[0];
-      off += (size_t)snprintf(buf + off, n - off, "%s %s (%s%s%s)", i ? "," : "", p->addr, kl_link_state(&p->link),
-                              why ? ": " : "", why ? p->why : "");
-    }
-    return buf;
-  }
-  if (t->flights && now - t->flights->closed_at >= bound) {
-    snprintf(buf, n, "a round has waited %llu ms for its parents", (unsigned long long)(now - t->flights->closed_at));
-    return buf;
-  }
-  /* Failures expire after the bound too: a child that stopped sending because this tier said
-   * "not ready" must not keep it red for ever (the next round tells again). */
-  if (t->last_fail > t->last_ok && now - t->last_ok >= bound && now - t->last_fail < bound &&
-      t->last_parent_up <= t->last_fail) {
-    snprintf(buf, n, "no round answered for %llu ms; the last failed: %s", (unsigned long long)(now - t->last_ok),
-             t->last_why);
-    return buf;
-  }
-  return NULL;
-}
-
-/* Heartbeats and silence, for every parent (tier_link.h). */
-static void on_link_timer(uv_timer_t *h) {
-  kl_tier_t *t = h->data;
-  uint64_t now = uv_now(t->loop);
-  for (size_t i = 0; i < t->n_parents; i++) {
-    parent_t *p = &t->parents[i];
-    switch (kl_link_poll(&p->link, now)) {
-      case KL_LINK_PING: send_ping(t, p); break;
-      case KL_LINK_SILENT:
-        if (p->link.connected) {
-          kl_metric_inc(p->m_silent);
-          kl_log(p->up ? KL_LOG_WARN : KL_LOG_INFO, "parent_silent", "tier=%s parent=%s waiting=%u silent_ms=%llu", t->kind,
-                 p->addr, p->link.outstanding, (unsigned long long)(now - p->link.heard_at));
-        }
-        p->link.down_since = now; /* a hung attempt gets a fresh allowance after the reset */
-        kl_frame_client_reset(p->fc, "no answer within heartbeat_timeout"); /* on_state(false) fails its rounds over */
-        break;
-      default: break;
-    }
-    report(t, p);
-  }
-}
 
 size_t kl_tier_pending(const kl_tier_t *t) { return t->held; }
 
@@ -646,7 +494,7 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   arm_tick(t);
   uint64_t every = (t->cfg.heartbeat_interval_ms < t->cfg.heartbeat_timeout_ms ? t->cfg.heartbeat_interval_ms
                                                                                : t->cfg.heartbeat_timeout_ms) / 4;
-  uv_timer_start(&t->link_timer, on_link_timer, every < 10 ? 10 : every, every < 10 ? 10 : every);
+  uv_timer_start(&t->link_timer, kl__tier_on_link_timer, every < 10 ? 10 : every, every < 10 ? 10 : every);
   *out = t;
   return 0;
 }

@@ -1,6 +1,6 @@
 /* keyless: what a tier knows about one parent link, as a pure state machine (no I/O, times are
- * the caller's loop milliseconds); lib/daemon/tier/tier.c feeds it events and acts on its
- * verdicts. Owned by the tier; tests/unit/test_tier_links.c drives it directly.
+ * the caller's loop milliseconds); lib/daemon/tier/tier.c and tier_parents.c feed it events
+ * and act on its verdicts. Owned by the tier; tests/unit/test_tier_links.c drives it directly.
  *
  * A parent is usable for a round when its transport is connected, it has answered something
  * since (a Pong or a Response: an accepted TCP connection alone proves nothing, a stopped
