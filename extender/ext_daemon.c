@@ -67,15 +67,9 @@ struct extender {
   kl_cal_t *cal;
   ext_follow_t *follow;  /* with [replication] upstream */
   kl_repl_trust_t trust; /* what the follower checks batches against */
-  bool diverged;         /* replication refused a batch (or stopped on an error): for good */
-  char diverged_why[400];
   kl_metric_t *m_refused;
   uv_timer_t sync_timer;
   bool sync_timer_on;
-  bool unsynced;         /* the state last logged */
-  char unsynced_why[400];
-  char lag_why[400];     /* scratch for sync_check's lag message */
-  int64_t lag;           /* seconds, as last computed; -1 unknown */
   uint64_t cal_next_try; /* loop time, ms */
   bool cal_failed_logged;
   users_ref_t *users;   /* the current users file */
@@ -105,9 +99,8 @@ static const char *sync_check(extender_t *x);
  * to follow the cores, and the daemon stops serving until it is restarted. */
 static void on_follow_error(void *arg, const char *why, bool refused) {
   extender_t *x = arg;
+  (void)why; /* ext_follow_sync says it from now on */
   if (refused) kl_metric_inc(x->m_refused);
-  x->diverged = true;
-  snprintf(x->diverged_why, sizeof x->diverged_why, "%s", why);
   sync_check(x); /* log the change now, not at the next tick */
 }
 
@@ -145,56 +138,12 @@ static kl_cal_t *cal_get(extender_t *x) {
   return NULL;
 }
 
-/* ---- in step with the core ---- */
+/* ---- in step with the cores (ext_follow.c) ---- */
 
-/* NULL when the replica may be served; else why not. Also updates x->lag and logs a change. */
+/* NULL when the replica may be served; else why not (ext_follow_sync: logs a change). */
 static const char *sync_check(extender_t *x) {
-  const ext_config_t *c = x->cfg;
-  const char *why = NULL;
-  char *buf = x->lag_why;
-  const size_t bufsz = sizeof x->lag_why;
-  kl_cal_info_t ci;
-  x->lag = -1;
-  if (c->n_upstreams == 0) return NULL; /* fed by another process: nothing to be in step with */
-  kl_cal_t *cal = cal_get(x);
-  if (cal != NULL && kl_cal_info(cal, &ci, NULL) == 0) {
-    uint64_t last = ci.empty ? (ci.genesis ? ci.genesis - 1 : 0) : ci.last, now = (uint64_t)time(NULL), core = 0;
-    bool have_core = ext_follow_upstream_last(x->follow, &core);
-    uint64_t lag_wall = now > last ? now - last : 0, lag_core = have_core && core > last ? core - last : 0;
-    uint64_t lag = lag_wall > lag_core ? lag_wall : lag_core;
-    x->lag = (int64_t)lag;
-    if (c->max_lag_ms > 0 && lag * 1000 > c->max_lag_ms) {
-      if (lag_core * 1000 > c->max_lag_ms)
-        snprintf(buf, bufsz, "the replica's last second %llu is %llu s behind the cores' %llu (max_lag %llu ms)",
-                 (unsigned long long)last, (unsigned long long)lag_core, (unsigned long long)core,
-                 (unsigned long long)c->max_lag_ms);
-      else
-        snprintf(buf, bufsz,
-                 "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; %zu of %zu cores "
-                 "answer, following %s: are they reachable and committing?)",
-                 (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms,
-                 ext_follow_n_up(x->follow), c->n_upstreams,
-                 ext_follow_current(x->follow) ? ext_follow_current(x->follow) : "none");
-      why = buf;
-    }
-  }
-  if (x->diverged) why = x->diverged_why; /* it outranks lag */
-  bool unsynced = why != NULL;
-  if (unsynced != x->unsynced) {
-    char q[500];
-    if (unsynced)
-      kl_log(x->diverged ? KL_LOG_ERROR : KL_LOG_WARN, "replication_state", "serving=0 lag=%lld reason=%s",
-             (long long)x->lag, kl_log_q(q, sizeof q, why));
-    else
-      kl_log(KL_LOG_WARN, "replication_state", "serving=1 lag=%lld reason=caught_up", (long long)x->lag);
-  } else if (unsynced && x->diverged && strcmp(why, x->unsynced_why) != 0) { /* lag turned into divergence */
-    char q[500];
-    kl_log(KL_LOG_ERROR, "replication_state", "serving=0 lag=%lld reason=%s", (long long)x->lag,
-           kl_log_q(q, sizeof q, why));
-  }
-  x->unsynced = unsynced;
-  if (unsynced && why != x->unsynced_why) snprintf(x->unsynced_why, sizeof x->unsynced_why, "%s", why);
-  return unsynced ? x->unsynced_why : NULL;
+  if (x->cfg->n_upstreams == 0) return NULL; /* fed by another process: nothing to be in step with */
+  return ext_follow_sync(x->follow, cal_get(x));
 }
 
 static void on_sync_timer(uv_timer_t *t) { sync_check(t->data); }
@@ -219,7 +168,7 @@ static double m_queued(void *arg) { return (double)((extender_t *)arg)->pool.pen
 static double m_lag(void *arg) {
   extender_t *x = arg;
   sync_check(x);
-  return (double)x->lag;
+  return x->follow ? (double)ext_follow_lag(x->follow) : -1;
 }
 /* now - the replica's last second: what a client asking for a fresh second waits on. */
 static double m_replica_lag(void *arg) {
@@ -231,7 +180,7 @@ static double m_replica_lag(void *arg) {
   return now > ci.last ? (double)(now - ci.last) : 0;
 }
 static double m_waiting(void *arg) { return (double)((extender_t *)arg)->waitq.n; }
-static double m_diverged(void *arg) { return ((extender_t *)arg)->diverged ? 1 : 0; }
+static double m_diverged(void *arg) { return ext_follow_diverged(((extender_t *)arg)->follow) ? 1 : 0; }
 static double m_serving(void *arg) {
   extender_t *x = arg;
   kl_cal_info_t ci;
@@ -656,7 +605,6 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
   if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
   x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
-  x->lag = -1;
   if (cfg->n_upstreams > 0 && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
     return r;
   if ((r = kl_tls_https_open(cfg->https_listen, cfg->https_cert, cfg->https_key, &cfg->tls, cfg->path, &x->https_tls, e)))

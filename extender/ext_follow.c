@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "extender.h"
 #include "keyless/follow.h"
@@ -69,6 +70,12 @@ struct ext_follow {
   uv_timer_t timer;
   bool timer_on;
   kl_metric_t *switches[3];
+  /* in step (ext_follow_sync) */
+  char diverged_why[400];   /* set with failed */
+  bool unsynced;            /* the state last logged */
+  char unsynced_why[400];
+  char lag_why[400];        /* scratch */
+  int64_t lag;              /* seconds, as last computed; -1 unknown */
 };
 
 /* ---- probes ---- */
@@ -155,9 +162,9 @@ static void on_error(kl_follow_t *f, const kl_err_t *e, void *arg) {
   ext_follow_t *fo = arg;
   fo->failed = true; /* for good: never fetch the same refused batch from another core */
   const char *msg = strncmp(e->msg, "replication: ", 13) == 0 ? e->msg + 13 : e->msg;
-  char why[400];
-  snprintf(why, sizeof why, "replication stopped: %.300s (from %.60s)", msg, fo->cur >= 0 ? fo->up[fo->cur].addr : "?");
-  if (fo->cbs.on_error) fo->cbs.on_error(fo->arg, why, kl_follow_refused(f) > 0);
+  snprintf(fo->diverged_why, sizeof fo->diverged_why, "replication stopped: %.300s (from %.60s)", msg,
+           fo->cur >= 0 ? fo->up[fo->cur].addr : "?");
+  if (fo->cbs.on_error) fo->cbs.on_error(fo->arg, fo->diverged_why, kl_follow_refused(f) > 0);
 }
 
 static void follow(ext_follow_t *fo, int k) {
@@ -286,7 +293,8 @@ int ext_follow_start(uv_loop_t *loop, const ext_config_t *cfg, const kl_repl_tru
   ext_follow_t *fo = calloc(1, sizeof *fo);
   if (fo == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   *out = fo;
-  *fo = (ext_follow_t){.loop = loop, .cfg = cfg, .trust = trust, .tls = tls, .arg = arg, .cur = -1, .last_cur = -1};
+  *fo = (ext_follow_t){.loop = loop, .cfg = cfg, .trust = trust, .tls = tls, .arg = arg, .cur = -1, .last_cur = -1,
+                       .lag = -1};
   if (cbs) fo->cbs = *cbs;
   fo->n = cfg->n_upstreams;
   for (size_t k = 0; k < fo->n; k++) fo->up[k] = (ext_up_t){.fo = fo, .addr = cfg->upstreams[k], .backoff_ms = BACKOFF_MIN_MS};
@@ -327,6 +335,58 @@ size_t ext_follow_n_up(const ext_follow_t *fo) {
   for (size_t k = 0; fo != NULL && k < fo->n; k++) n += m_up((void *)&fo->up[k]) > 0;
   return n;
 }
+
+/* ---- in step ---- */
+
+const char *ext_follow_sync(ext_follow_t *fo, kl_cal_t *cal) {
+  if (fo == NULL) return NULL;
+  const ext_config_t *c = fo->cfg;
+  const char *why = NULL, *cur = ext_follow_current(fo);
+  char *buf = fo->lag_why;
+  const size_t bufsz = sizeof fo->lag_why;
+  kl_cal_info_t ci;
+  fo->lag = -1;
+  if (cal != NULL && kl_cal_info(cal, &ci, NULL) == 0) {
+    uint64_t last = ci.empty ? (ci.genesis ? ci.genesis - 1 : 0) : ci.last, now = (uint64_t)time(NULL), core = 0;
+    bool have_core = ext_follow_upstream_last(fo, &core);
+    uint64_t lag_wall = now > last ? now - last : 0, lag_core = have_core && core > last ? core - last : 0;
+    uint64_t lag = lag_wall > lag_core ? lag_wall : lag_core;
+    fo->lag = (int64_t)lag;
+    if (c->max_lag_ms > 0 && lag * 1000 > c->max_lag_ms) {
+      if (lag_core * 1000 > c->max_lag_ms)
+        snprintf(buf, bufsz, "the replica's last second %llu is %llu s behind the cores' %llu (max_lag %llu ms)",
+                 (unsigned long long)last, (unsigned long long)lag_core, (unsigned long long)core,
+                 (unsigned long long)c->max_lag_ms);
+      else
+        snprintf(buf, bufsz,
+                 "the replica's last second %llu is %llu s behind the clock (max_lag %llu ms; %zu of %zu cores "
+                 "answer, %s %s: are they reachable and committing?)",
+                 (unsigned long long)last, (unsigned long long)lag_wall, (unsigned long long)c->max_lag_ms,
+                 ext_follow_n_up(fo), fo->n, fo->f && kl_follow_connected(fo->f) ? "following" : "trying",
+                 cur ? cur : "none");
+      why = buf;
+    }
+  }
+  if (fo->failed) why = fo->diverged_why; /* it outranks lag */
+  bool unsynced = why != NULL;
+  char q[500];
+  if (unsynced != fo->unsynced) {
+    if (unsynced)
+      kl_log(fo->failed ? KL_LOG_ERROR : KL_LOG_WARN, "replication_state", "serving=0 lag=%lld reason=%s",
+             (long long)fo->lag, kl_log_q(q, sizeof q, why));
+    else
+      kl_log(KL_LOG_WARN, "replication_state", "serving=1 lag=%lld reason=caught_up", (long long)fo->lag);
+  } else if (unsynced && fo->failed && strcmp(why, fo->unsynced_why) != 0) { /* lag turned into divergence */
+    kl_log(KL_LOG_ERROR, "replication_state", "serving=0 lag=%lld reason=%s", (long long)fo->lag,
+           kl_log_q(q, sizeof q, why));
+  }
+  fo->unsynced = unsynced;
+  if (unsynced && why != fo->unsynced_why) snprintf(fo->unsynced_why, sizeof fo->unsynced_why, "%s", why);
+  return unsynced ? fo->unsynced_why : NULL;
+}
+
+int64_t ext_follow_lag(const ext_follow_t *fo) { return fo ? fo->lag : -1; }
+bool ext_follow_diverged(const ext_follow_t *fo) { return fo != NULL && fo->failed; }
 
 void ext_follow_close(ext_follow_t *fo) {
   if (fo == NULL || fo->closing) return;

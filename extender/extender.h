@@ -230,6 +230,14 @@ bool ext_follow_upstream_last(const ext_follow_t *fo, uint64_t *last);
 /* The followed core's address (NULL: none now), and how many cores are up. */
 const char *ext_follow_current(const ext_follow_t *fo);
 size_t ext_follow_n_up(const ext_follow_t *fo);
+/* NULL when the replica in cal (NULL: not open) may be served; else why not: a refused batch
+ * (for good), or a lag over [replication] max_lag behind the highest committed second of the
+ * cores that answer or the clock. Logs each change (event=replication_state). NULL fo: NULL. */
+const char *ext_follow_sync(ext_follow_t *fo, kl_cal_t *cal);
+/* The lag in seconds as the last ext_follow_sync found it (-1: unknown); whether a batch was
+ * refused (replication stopped until restart). */
+int64_t ext_follow_lag(const ext_follow_t *fo);
+bool ext_follow_diverged(const ext_follow_t *fo);
 /* Closes the links and the timer (run the loop to finish), then ext_follow_free. NULL is fine. */
 void ext_follow_close(ext_follow_t *fo);
 void ext_follow_free(ext_follow_t *fo);
