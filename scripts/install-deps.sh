@@ -14,6 +14,7 @@ PKGS=(
   libhttp-parser-dev    # HTTP/1.1 request parsing in the daemons
   openssl curl xxd      # development PKI, system tests
   prometheus            # promtool for the rules test (tests/system/test_monitoring.sh)
+  faketime              # clock offsets for test_clock.sh (deploy/local-network KL_CLOCK_OFFSET_*)
   help2man man-db       # man pages from --help (cmake/manpages.cmake), checked by test_cli_help.sh
 )
 SUDO=""
