@@ -14,7 +14,8 @@
  *     connection is closed, never left to TCP's retransmission backoff),
  *   - another core that is up has committed more than max(2 s, silence_timeout) beyond it
  *     (reason "behind": a core cut off from its quorum);
- * it is then avoided for a backoff (1 s doubling to 16 s, reset once it delivers a batch) and
+ * it is then avoided for a backoff (1 s doubling to 16 s, reset once it delivers a batch; a core
+ * dropped as down is no longer avoided once its probe hears from it again) and
  * the next is chosen: the up core (by its probe) with the highest committed second, else the
  * next one in the configured order that is not being avoided. The new follower subscribes after
  * the replica's last second, so no second is lost or applied twice whatever the switch.
@@ -51,6 +52,7 @@ typedef struct ext_up {
   bool have_last;
   uint64_t committed_last;                 /* from its latest empty or full batch */
   uint64_t avoid_until_ms, backoff_ms;
+  bool avoid_down;                         /* avoided because its link was down: a probe back up ends it */
 } ext_up_t;
 
 struct ext_follow {
@@ -103,6 +105,8 @@ static void probe_frame(kl_frame_client_t *c, const uint8_t *p, size_t len, void
   (void)c;
   if (kl_repl_peek(p, len, &res, &e) == 0 && res.is_entries) {
     u->probe_heard_ms = uv_now(u->fo->loop);
+    if (u->avoid_down) u->avoid_until_ms = 0; /* it answers again: no need to sit out a long backoff */
+    u->avoid_down = false;
     u->have_last = true;
     u->committed_last = res.committed_last;
   } else {
@@ -140,8 +144,11 @@ static bool fresh(const ext_follow_t *fo, uint64_t now, uint64_t since, uint64_t
   return now - t <= fo->cfg->silence_timeout_ms;
 }
 
+/* Up: a heartbeat on this connection within silence_timeout (a connection alone is not enough:
+ * the kernel accepts connections for a stopped process). */
 static bool probe_ok(const ext_follow_t *fo, const ext_up_t *u, uint64_t now) {
-  return u->probe_up && fresh(fo, now, u->probe_since_ms, u->probe_heard_ms);
+  return u->probe_up && u->probe_heard_ms > 0 && u->probe_heard_ms >= u->probe_since_ms &&
+         now - u->probe_heard_ms <= fo->cfg->silence_timeout_ms;
 }
 
 /* ---- the follower ---- */
@@ -207,6 +214,7 @@ static void drop(ext_follow_t *fo, int why, uint64_t now, uint64_t best) {
          reason_name[why], (unsigned long long)mine, (unsigned long long)best, (unsigned long long)u->backoff_ms);
   kl_metric_inc(fo->switches[why]);
   u->avoid_until_ms = now + u->backoff_ms;
+  u->avoid_down = why == 0;
   u->backoff_ms = u->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : u->backoff_ms * 2;
   kl_follow_stop(fo->f, NULL, NULL); /* a frame still in flight on it is ignored */
   fo->f = NULL;
@@ -236,7 +244,7 @@ static void on_tick(uv_timer_t *t) {
   for (size_t k = 0; k < fo->n; k++) {
     ext_up_t *u = &fo->up[k];
     if (u->probe == NULL) probe_dial(u);
-    else if (u->probe_up && !probe_ok(fo, u, now)) { /* silent: close it rather than wait for TCP */
+    else if (u->probe_up && !fresh(fo, now, u->probe_since_ms, u->probe_heard_ms)) { /* silent: close, redial */
       kl_log(KL_LOG_INFO, "upstream_probe", "upstream=%s silent_ms=%llu redial=1", u->addr,
              (unsigned long long)(now - (u->probe_heard_ms > u->probe_since_ms ? u->probe_heard_ms : u->probe_since_ms)));
       probe_close(u);
@@ -259,7 +267,8 @@ static double m_up(void *arg) {
   ext_follow_t *fo = u->fo;
   uint64_t now = uv_now(fo->loop);
   bool followed = fo->cur >= 0 && &fo->up[fo->cur] == u;
-  return probe_ok(fo, u, now) || (followed && follower_ok(fo, now)) ? 1 : 0;
+  uint64_t heard = followed ? kl_follow_heard_ms(fo->f) : 0;
+  return probe_ok(fo, u, now) || (followed && follower_ok(fo, now) && heard > 0 && heard >= fo->f_started_ms) ? 1 : 0;
 }
 
 static double m_following(void *arg) {

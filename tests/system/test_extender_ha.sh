@@ -3,6 +3,8 @@
 # an extender of its own with all three as upstreams ([replication] upstream1..3):
 #   - a core named twice is a configuration error;
 #   - it follows one core and sees all three up (keyless_extender_upstream_up);
+#   - its followed core SIGSTOPped (a silent link, as a cut would be): it switches within about
+#     silence_timeout (reason "silent"), that core shows down, and up again after SIGCONT;
 #   - its followed core killed (-9): it switches to another (upstream_switches_total), the dead
 #     one shows down, the lag is back under the bound, and every second's root equals a live
 #     core's (no second lost or different);
@@ -124,7 +126,32 @@ check "exactly one core is followed (keyless_extender_upstream_following)" 1 "$(
 [ -n "$F" ] || bail "no core followed"
 check "the lag is under max_lag" 0 "$(lag_under 3; echo $?)"
 
+# ---- its followed core stopped (silent, its connections still open): a switch ----
+held() { [ "$(replica_last)" -ge $((GENESIS + 8)) ]; }
+until_ok 20 held || bail "the replica never held 8 seconds"
+STOPPED=$F
+silent_sw() { metric 'keyless_extender_upstream_switches_total{reason="silent"}'; }
+sw0=$(silent_sw)
+kill -STOP "$(cat "$NET/run/core$STOPPED.pid")"
+echo "# SIGSTOP core $STOPPED (followed)"
+moved() { local f; f=$(following); [ -n "$f" ] && [ "$f" != "$STOPPED" ]; }
+until_ok 10 moved
+check "a silent followed core: it follows another within 10 s (silence_timeout 2s)" 0 "$?"
+check "the switch is counted as silent" 1 "$([ "$(silent_sw)" -gt "${sw0:-0}" ] && echo 1)"
+stopped_down() { [ "$(metric "keyless_extender_upstream_up{upstream=\"$(up_addr $STOPPED)\"}")" = 0 ]; }
+until_ok 10 stopped_down
+check "the silent core shows down" 0 "$?"
+until_ok 20 lag_under 3
+check "the lag is under 3 s with the silent core stopped" 0 "$?"
+kill -CONT "$(cat "$NET/run/core$STOPPED.pid")"
+stopped_up() { [ "$(metric "keyless_extender_upstream_up{upstream=\"$(up_addr $STOPPED)\"}")" = 1 ]; }
+until_ok 15 stopped_up
+check "after SIGCONT it shows up again" 0 "$?"
+until_ok 15 all_up
+
 # ---- its followed core killed: a switch, no second lost ----
+F=$(following)
+[ -n "$F" ] || bail "no core followed"
 KILLED=$F
 before=$(replica_last)
 kill -KILL "$(cat "$NET/run/core$KILLED.pid")"
