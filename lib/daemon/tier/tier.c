@@ -453,7 +453,7 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   t->next_id = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 40); /* ids never repeat across restarts */
   if (t->next_id == 0) t->next_id = 1;
   if (t->cfg.heartbeat_interval_ms == 0) t->cfg.heartbeat_interval_ms = 500;
-  if (t->cfg.heartbeat_timeout_ms == 0) t->cfg.heartbeat_timeout_ms = 1500;
+  if (t->cfg.heartbeat_timeout_ms == 0) t->cfg.heartbeat_timeout_ms = 2000;
   if (t->cfg.unhealthy_after_ms == 0) t->cfg.unhealthy_after_ms = 5000;
   t->last_ok = uv_now(loop);
   t->n_parents = cfg->n_parents;

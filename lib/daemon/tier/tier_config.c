@@ -75,7 +75,7 @@ void kl_tier_cfg_keys(size_t at, const kl_tier_defaults_t *d, void *out) {
   k[i++] = (kl_cfg_key_t){"parents", "round_timeout", KL_CFG_DURATION, OFF(round_timeout_ms), "5s", 10, 600000, NULL};
   k[i++] = (kl_cfg_key_t){"parents", "heartbeat_interval", KL_CFG_DURATION, OFF(heartbeat_interval_ms), "500ms", 10, 60000,
                           NULL};
-  k[i++] = (kl_cfg_key_t){"parents", "heartbeat_timeout", KL_CFG_DURATION, OFF(heartbeat_timeout_ms), "1500ms", 50,
+  k[i++] = (kl_cfg_key_t){"parents", "heartbeat_timeout", KL_CFG_DURATION, OFF(heartbeat_timeout_ms), "2s", 50,
                           600000, NULL};
   k[i++] = (kl_cfg_key_t){"parents", "unhealthy_after", KL_CFG_DURATION, OFF(unhealthy_after_ms), "5s", 100, 3600000,
                           NULL};

@@ -66,7 +66,7 @@ typedef struct kl_tier_config {
   uint64_t parent_timeout_ms;  /* failover: silence before the next parent is tried */
   uint64_t round_timeout_ms;   /* from the round's close to its failure */
   uint64_t heartbeat_interval_ms; /* a quiet link's Ping period (0: 500) */
-  uint64_t heartbeat_timeout_ms;  /* silence that marks a parent down (0: 1500) */
+  uint64_t heartbeat_timeout_ms;  /* silence that marks a parent down (0: 2000) */
   uint64_t unhealthy_after_ms;    /* rounds failing with none answered this long: unhealthy (0: 5000) */
   const char *name;            /* this node's identity: sent up as Request.client_id */
   size_t max_pending;          /* requests held at once (0: no limit) */
