@@ -2,8 +2,9 @@
  * (docs/operations.md "Auditing the calendar", docs/formats.md "Calendar auditing").
  *
  * For each extender (-X, repeatable): its head; every publication (-P file or URL, --pub-str)
- * within its calendar is linked to the next one and the last to the head by a consistency proof
- * whose roots must be the published hashes, verified here (transitivity covers every pair);
+ * up to its head is linked to the next one and the last to the head by a consistency proof
+ * whose roots must be the published hashes, verified here (transitivity covers every pair); one
+ * before its genesis is an inconsistency, those after its head are counted as not checked;
  * several extenders: each head is a prefix of the longest one's calendar; --state FILE: the head
  * checked last time is a prefix of every head now (then the file moves to the newest head,
  * atomically); --rehash FROM:TO: the roots of FROM..TO recomputed from the leaves, both ends tied
@@ -33,6 +34,7 @@ typedef struct audit {
   size_t n_pubs;
   bool json;
   uint64_t checks;
+  uint64_t unchecked; /* publications after a (lagging) extender's head */
   /* the first inconsistency */
   char why[1400];
   const char *where;
@@ -115,7 +117,10 @@ static int check_pubs(audit_t *a, aud_ext_t *x, kl_err_t *e) {
   int st;
   for (size_t i = 0; i < a->n_pubs; i++) {
     const pub_t *p = &a->pubs[i];
-    if (p->t < hd->genesis) continue; /* before this calendar: nothing to check */
+    if (p->t < hd->genesis) /* not of this calendar, or an extender hiding them behind its genesis */
+      return inconsistent(a, x, p->t, hd->genesis, NULL, NULL,
+                          "publication %llu is before extender %s's calendar genesis %llu: not this calendar",
+                          (unsigned long long)p->t, x->url, (unsigned long long)hd->genesis);
     if (p->t > hd->last) {
       later++;
       continue;
@@ -131,6 +136,7 @@ static int check_pubs(audit_t *a, aud_ext_t *x, kl_err_t *e) {
     snprintf(w1, sizeof w1, "publication %llu", (unsigned long long)prev->t);
     if ((st = check_span(a, x, prev->t, &prev->h, w1, hd->last, &hd->root, "the head", e))) return st;
   }
+  a->unchecked += later;
   if (later && !a->json)
     fprintf(stderr, "keyless audit: warning: %zu publications are after extender %s's head %llu (not checked there)\n",
             later, x->url, (unsigned long long)hd->last);
@@ -322,6 +328,7 @@ static void report_json(const audit_t *a, int st, const char *err) {
   json_u64(&j, "exit", (uint64_t)st);
   json_u64(&j, "checks", a->checks);
   json_u64(&j, "publications", a->n_pubs);
+  json_u64(&j, "publications_after_head", a->unchecked);
   json_arr(&j, "extenders");
   for (size_t i = 0; i < a->n_ext; i++) {
     json_obj(&j, NULL);
@@ -508,8 +515,10 @@ int cmd_audit(int argc, char **argv) {
   if (a.json) {
     report_json(&a, st, e.msg);
   } else if (st == KL_EXIT_OK) {
-    printf("OK: consistent (%llu checks, %zu publications, %zu extenders)\n", (unsigned long long)a.checks, a.n_pubs,
+    printf("OK: consistent (%llu checks, %zu publications, %zu extenders)", (unsigned long long)a.checks, a.n_pubs,
            a.n_ext);
+    if (a.unchecked) printf("; %llu publications after an extender's head not checked there", (unsigned long long)a.unchecked);
+    putchar('\n');
   } else if (st == KL_EXIT_VERIFY) {
     printf("INCONSISTENT: %s\n", a.why);
   } else {

@@ -246,6 +246,9 @@ if [ -n "$CORE" ]; then
   check_has "live: the old head is a prefix of the new one" "the head checked before (state file) ($first) is a prefix" "$OUT"
   [ "$(grep '^second=' live.state | cut -d= -f2)" -gt "$first" ] && pass "live: the state moved on" ||
     fail "live: the state moved on" "after $first" "$(grep '^second=' live.state)"
+  run "$KL" audit -X "$N" -P out/pubs.bin "${TRUST[@]}"
+  check "live: the other calendar's publications, before this genesis: exit 6" 6 "$RC"
+  check_has "live: says so" "publication $P1 is before extender $N's calendar genesis $NG: not this calendar" "$OUT"
   run "$KL" audit -X "$N" -X "$A"
   check "live: another network's extender compared with it: exit 6" 6 "$RC"
   check_has "live: the calendars start at different seconds" "'s calendar starts at" "$OUT"
