@@ -80,6 +80,7 @@ typedef struct gw_service {
   uint64_t seq;           /* metadata sequence numbers */
   kl_metrics_t *m;
   kl_metric_t *m_ok;      /* requests answered with a chain (the hot series) */
+  kl_metric_t *m_future;  /* answers refused: their second had not begun on this gateway's clock */
 } gw_service_t;
 
 /* Handles one request PDU: answers at once (errors, config only) or once the round of its

@@ -107,6 +107,10 @@ static int metrics_init(gateway_t *gw, kl_err_t *e) {
   ok &= (gw->svc.m_ok = kl_metrics_counter(gw->m, "keyless_gateway_requests_total",
                                            "Aggregation requests answered, by KSI status.",
                                            (const char *[]){"status", "0x0000", NULL})) != NULL;
+  ok &= (gw->svc.m_future = kl_metrics_counter(gw->m, "keyless_gateway_future_signatures_total",
+                                               "Answers withheld because their aggregation second had not begun on "
+                                               "this gateway's clock (a clock is wrong: this one or the core's)",
+                                               NULL)) != NULL;
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_users", "Logins in the users file.", NULL, m_users, gw) != NULL;
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents connected now.", NULL, m_parents_up, gw) !=
         NULL;
@@ -244,7 +248,8 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
   tc.tls = gw->tls;
   if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw_on_answer, gw, &gw->tier, e))) return r;
   gw->svc = (gw_service_t){.tier = gw->tier, .users = gw->users, .machine_id = gw->name,
-                           .max_requests = (uint64_t)cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok};
+                           .max_requests = (uint64_t)cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok,
+                           .m_future = gw->svc.m_future};
   gw->svc.conf = (kl_pdu_config_t){.has_max_level = true, .max_level = kl_tier_max_request_level(gw->tier),
                                    .has_aggr_algo = true, .aggr_algo = (uint64_t)tc.round.algorithm,
                                    .has_aggr_period = true, .aggr_period = tc.period_ms, .has_max_requests = true,

@@ -176,10 +176,29 @@ static void keep(gw_pdu_t *g, gw_item_t *it, const kl_tier_answer_t *a) {
   it->whole = !shared || a->tail == NULL;
 }
 
+/* No signature leaves dated after the moment it is handed out: an answer whose second has not
+ * begun on this clock is withheld (retryable), counted, and logged at error level (1st, 2nd,
+ * 4th, ... time). With the core on quorum time this means a clock is wrong, this one or the
+ * cluster's majority: keyless_clock_synchronized on each says which. */
+static const kl_tier_answer_t *dated_now(gw_service_t *s, const kl_tier_answer_t *a, kl_tier_answer_t *refused) {
+  uint64_t now = (uint64_t)time(NULL);
+  if (a->status != 0 || a->second <= now) return a;
+  kl_metric_inc(s->m_future);
+  uint64_t n = (uint64_t)kl_metric_value(s->m_future);
+  if ((n & (n - 1)) == 0)
+    kl_log(KL_LOG_ERROR, "future_signature", "second=%llu now=%llu count=%llu", (unsigned long long)a->second,
+           (unsigned long long)now, (unsigned long long)n);
+  *refused = (kl_tier_answer_t){.status = KL_STATUS_UPSTREAM_ERROR,
+                                .error = "the signature's second has not begun on the gateway's clock; retry"};
+  return refused;
+}
+
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg) {
   (void)arg;
   gw_item_t *it = ctx;
   gw_pdu_t *g = it->owner;
+  kl_tier_answer_t refused;
+  a = dated_now(g->s, a, &refused);
   it->status = a->status;
   if (a->status == 0 && a->len + a->tail_len > g->s->answer_raw_max)
     gw_fit_observe(g->s, a->tlvs, a->len, a->tail, a->tail_len);

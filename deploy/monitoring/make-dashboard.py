@@ -135,6 +135,9 @@ ROWS = [
         ("Parents up, users", "ts", "none",
          [(f'keyless_gateway_parents_up{{{J}}}', "parents {{instance}}"), (f'keyless_gateway_users{{{J}}}', "users {{instance}}")],
          ""),
+        ("Signatures withheld: dated after now", "ts", "ops",
+         [(f'rate(keyless_gateway_future_signatures_total{{{J}}}[5m])', "{{instance}}")],
+         "Answers whose second had not begun on the gateway's clock (a clock is wrong); always 0 when healthy."),
     ]),
     ("Extenders", [
         ("Requests by status", "ts", "reqps",

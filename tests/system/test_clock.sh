@@ -18,7 +18,7 @@ NETSCRIPT="$SRC/deploy/local-network"
 NET="$TMP/net"
 unset KSI_CONF KL_AGGR_KEY KSI_AGGR_KEY
 export KL_BUILD="$BUILD" KL_BASE_PORT=$((26000 + ($$ % 60) * 100))
-export KL_CLOCK_OFFSET_CORE1=0 KL_CLOCK_OFFSET_CORE2=0 KL_CLOCK_OFFSET_CORE3=3
+export KL_CLOCK_OFFSET_CORE1=0 KL_CLOCK_OFFSET_CORE2=0 KL_CLOCK_OFFSET_CORE3=3 KL_CLOCK_OFFSET_GATEWAY1=0
 trap '"$NETSCRIPT" down "$NET" >/dev/null 2>&1; cleanup' EXIT
 bail() { fail "$1" "success" "failure"; cp -r "$NET/log" /tmp/keyless-clock-logs 2>/dev/null; echo "$PASSED passed, $FAILED failed"; exit 1; }
 
@@ -97,6 +97,27 @@ check "$LN healthy again once its clock agrees" 0 "$?"
 sign_some 4
 
 check "every signature request succeeded ($SIGNED signed)" 0 "$FAILS"
+
+# ---- 4. a gateway whose clock is 3 s behind withholds what would look dated after now ----
+"$NETSCRIPT" clock gateway1 -3 "$NET" >/dev/null 2>&1
+sleep 2
+echo "late gateway" >late.txt
+timeout 30 "$KL" sign -S "${GWS[0]}" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" --retry-for 0 \
+  -i late.txt -o late.txt.ksig >late.log 2>&1
+check "gateway1 3 s behind: the request fails with the gateway's status (exit 8)" 8 "$?"
+check_has "  ... a retryable 0x300 saying why" "has not begun on the gateway's clock" "$(cat late.log)"
+[ ! -e late.txt.ksig ]
+check "  ... and no signature file" 0 "$?"
+GM=$(echo "$KL_GATEWAY_ADMIN_URLS" | cut -d' ' -f1)
+n=$(curl -s -m 2 "${GM%/}/metrics" | awk '$1 == "keyless_gateway_future_signatures_total" {print $2}')
+check "gateway1 counts it (keyless_gateway_future_signatures_total > 0, got $n)" 0 "$([ "${n:-0}" -gt 0 ] && echo 0 || echo 1)"
+grep -q 'event=future_signature' "$NET/log/gateway1.log"
+check "gateway1 logs event=future_signature" 0 "$?"
+"$NETSCRIPT" clock gateway1 0 "$NET" >/dev/null 2>&1
+sleep 2
+timeout 30 "$KL" sign -S "${GWS[0]}" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" --retry-for 10s \
+  -i late.txt -o late.txt.ksig >late2.log 2>&1
+check "gateway1 with its clock put right signs again" 0 "$?"
 check "no signature dated after its delivery" 0 "$FUTURE"
 
 # ---- 4. the calendars: one root, no hole, nothing in the future ----
