@@ -131,6 +131,12 @@ check "monitor, the calendar grew: exit 0" 0 "$RC"
 check_has "monitor: the old head is a prefix" "the head checked before (state file) ($HEAD) is a prefix of the head ($((HEAD + 5)))" "$OUT"
 check "monitor: the state moved on" "second=$((HEAD + 5))" "$(grep '^second=' mon.state)"
 cp mon.state healthy.state
+sed "s/^second=.*/second=$((HEAD + 100))/" healthy.state >ahead.state
+run "$KL" audit -X "$A" --state ahead.state
+check "monitor: a head behind the state: exit 7" 7 "$RC"
+check_has "monitor: says so" "extender $A's head $((HEAD + 5)) is behind the head checked before ($((HEAD + 100)))" "$OUT"
+run "$KL" audit -X "$A" --pub-str "$PUB1"
+check "a publication within the head: exit 0" 0 "$RC"
 
 # ---- 3. a fork: the same genesis and rounds up to FORK - 1, another round at FORK ----
 "$KL" calendar init -D fork --genesis "$G" >/dev/null || bail "calendar init fork"
@@ -230,6 +236,10 @@ if [ -n "$CORE" ]; then
   run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
     --auth-cert npki/calendar-auth.crt --latest
   check "live: publish 1 from the replica: exit 0" 0 "$RC"
+  LPUB=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')
+  run "$KL" audit -X "$A" --pub-str "$LPUB"
+  check "a publication after the extender's head: exit 7" 7 "$RC"
+  check_has "after the head: says so" "extender $A's head $((HEAD + 5)) is before 1 publications" "$OUT"
   first=$(head_of "$N")
   for _ in $(seq 1 50); do [ "$(head_of "$N")" -gt $((first + 1)) ] && break; sleep 0.1; done
   run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
