@@ -213,6 +213,7 @@ end=$((SECONDS + 10))
 while kill -0 "$HA" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
 wait "$HA"
 check "the extender stops cleanly on SIGTERM" 0 "$?"
+if grep -q "Sanitizer" "$TMP/ha.log"; then fail "no sanitizer reports" "none" "$(grep -m1 Sanitizer "$TMP/ha.log")"; else pass "no sanitizer reports"; fi
 if ! grep -q "event=upstream_switch" "$TMP/ha.log"; then fail "the switch is logged" "event=upstream_switch" "none"; else pass "the switch is logged"; fi
 [ "$FAILED" -eq 0 ] || logs
 echo "$PASSED passed, $FAILED failed"
