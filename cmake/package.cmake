@@ -22,6 +22,7 @@ install(CODE "
 install(FILES deploy/systemd/keyless.sysusers DESTINATION lib/sysusers.d RENAME keyless.conf COMPONENT runtime)
 install(FILES deploy/systemd/keyless.tmpfiles DESTINATION lib/tmpfiles.d RENAME keyless.conf COMPONENT runtime)
 install(PROGRAMS deploy/local-network DESTINATION ${CMAKE_INSTALL_DATADIR}/keyless COMPONENT runtime)
+install(FILES deploy/local-network-hosts.sh DESTINATION ${CMAKE_INSTALL_DATADIR}/keyless COMPONENT runtime)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME keyless)

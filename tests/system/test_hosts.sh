@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Real networks (issue 17), in deploy/local-network's hosts mode: every daemon on a host of its
+# own (a network namespace on a private bridge), links cut silently (a bridge port down: no RST,
+# no ICMP) while clients in their own namespace keep signing.
+#   1. a follower core cut for 15 s: no request fails;
+#   2. the leader cut: another core leads, requests still succeed (retries are allowed: only
+#      retryable errors), the old leader rejoins after heal;
+#   3. an aggregator cut: its /healthz turns red (seen from its own host), the gateways go on
+#      through the other aggregator, and it turns green after heal;
+#   4. every signature verifies; the three core calendars and the extender's replica hold one
+#      root (hence the same every second before it) and audit clean.
+# Latencies and recovery times are printed, never asserted (shared machines are noisy).
+# Usage: test_hosts.sh BUILD_DIR SOURCE_DIR. Needs root and iproute2: skipped (77) otherwise.
+set -u
+BUILD=$(cd "$1" && pwd)
+SRC="$2"
+[ "$(id -u)" = 0 ] || { echo "skipped: network namespaces need root"; exit 77; }
+command -v ip >/dev/null && ip netns list >/dev/null 2>&1 || { echo "skipped: no ip netns"; exit 77; }
+. "$(dirname "$0")/harness.sh" hosts
+KL="$BUILD/cli/keyless"
+LN="$SRC/deploy/local-network"
+NET="$TMP/net"
+unset KSI_CONF KL_AGGR_KEY KSI_AGGR_KEY
+export KL_BUILD="$BUILD" KL_HOSTS=1 KL_BASE_PORT=$((30000 + ($$ % 300) * 100))
+trap '[ -f "$TMP/stop" ] || touch "$TMP/stop"; "$LN" down "$NET" >/dev/null 2>&1; cleanup' EXIT
+bail() { fail "$1" "success" "failure"; cp -r "$NET/log" /tmp/keyless-hosts-logs 2>/dev/null; echo "$PASSED passed, $FAILED failed"; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.2f", a - b }'; }
+
+timeout 240 "$LN" up "$NET" >up.log 2>&1 || { tail -n 20 up.log; bail "local-network up in hosts mode"; }
+pass "local-network up in hosts mode"
+. "$NET/network.env"
+CX=(ip netns exec "$KL_CLIENT_NETNS")
+read -r -a GWS <<<"$KL_GATEWAY_URLS"
+read -r -a CORE_METRICS <<<"$KL_CORE_METRICS_URLS"
+check_has "network.env names the client namespace" "-client" "$KL_CLIENT_NETNS"
+"${CX[@]}" curl -sf -m 2 -o /dev/null "${KL_EXTENDER_URL}publications.bin"
+check "the client namespace reaches the extender at $KL_EXTENDER_URL" 0 "$?"
+
+role() { "${CX[@]}" curl -s -m 2 "${CORE_METRICS[$1]%/}/metrics" 2>/dev/null | awk '$1 == "keyless_core_raft_role" {print $2}'; }
+leader() { local i; for i in 0 1 2; do [ "$(role $i)" = 3 ] && { echo $i; return; }; done; echo none; }
+core_green() { "${CX[@]}" curl -sf -m 2 "${CORE_METRICS[$1]%/}/healthz" >/dev/null 2>&1; }
+wait_until() { # SECONDS COMMAND...: 0 once COMMAND succeeds, 1 after SECONDS
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
+}
+
+# ---- the load: one client signing in turn through both gateways until told to stop ----
+mkdir docs
+load() {
+  local i=0 s st
+  while [ ! -f "$TMP/stop" ] && [ $i -lt 2000 ]; do
+    i=$((i + 1)); echo "document $i $RANDOM" >"docs/d$i"
+    s=$(now)
+    timeout 40 "${CX[@]}" "$KL" sign -S "${GWS[$((i % 2))]}" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" \
+      --retry-for 30s -i "docs/d$i" -o "docs/d$i.ksig" >"docs/d$i.log" 2>&1
+    st=$?
+    echo "$i $st $(since "$s") $(cat "$TMP/phase" 2>/dev/null)" >>results
+    sleep 0.1
+  done
+}
+echo before >phase
+load &
+LOADER=$!
+sleep 6
+
+# ---- 1. a follower cut for 15 s ----
+L=$(leader)
+[ "$L" != none ] || bail "a leader"
+F=$(( (L + 1) % 3 ))
+FN="core$((F + 1))"
+echo "follower-cut" >phase
+"$LN" cut "$FN" "$NET" >/dev/null
+check "cut $FN (a follower)" 0 "$?"
+sleep 15
+"$LN" heal "$FN" "$NET" >/dev/null
+t=$(now)
+echo "after-follower" >phase
+wait_until 30 core_green "$F"
+check "$FN healthy again after heal" 0 "$?"
+echo "# $FN back $(since "$t") s after heal"
+
+# ---- 2. the leader cut ----
+L=$(leader)
+[ "$L" != none ] || bail "a leader before the leader cut"
+LNAME="core$((L + 1))"
+echo "leader-cut" >phase
+t=$(now)
+"$LN" cut "$LNAME" "$NET" >/dev/null
+check "cut $LNAME (the leader)" 0 "$?"
+other_leads() { local l; l=$(leader); [ "$l" != none ] && [ "$l" != "$L" ]; }
+wait_until 20 other_leads
+check "another core leads while $LNAME is cut" 0 "$?"
+echo "# new leader core$(( $(leader) + 1 )) after $(since "$t") s"
+sleep 5
+"$LN" heal "$LNAME" "$NET" >/dev/null
+t=$(now)
+echo "after-leader" >phase
+wait_until 30 core_green "$L"
+check "$LNAME healthy again after heal (a follower now)" 0 "$?"
+echo "# $LNAME back $(since "$t") s after heal"
+
+# ---- 3. an aggregator cut ----
+AG_ADMIN=$(echo "$KL_AGGREGATOR_ADMIN_URLS" | cut -d' ' -f1)
+AX=(ip netns exec "${KL_NETNS_PREFIX}aggregator1")
+ag_red() { ! "${AX[@]}" curl -sf -m 2 "${AG_ADMIN%/}/healthz" >/dev/null 2>&1; }
+ag_green() { "${AX[@]}" curl -sf -m 2 "${AG_ADMIN%/}/healthz" >/dev/null 2>&1; }
+ag_green
+check "aggregator1 healthy before its cut" 0 "$?"
+echo "aggregator-cut" >phase
+t=$(now)
+"$LN" cut aggregator1 "$NET" >/dev/null
+wait_until 20 ag_red
+check "aggregator1, cut from its parents, turns its /healthz red" 0 "$?"
+echo "# aggregator1 red $(since "$t") s after the cut: $("${AX[@]}" curl -s -m 2 "${AG_ADMIN%/}/healthz" | head -c 200)"
+sleep 3
+"$LN" heal aggregator1 "$NET" >/dev/null
+t=$(now)
+echo "after-aggregator" >phase
+wait_until 20 ag_green
+check "aggregator1 green again after heal" 0 "$?"
+echo "# aggregator1 green $(since "$t") s after heal"
+sleep 3
+touch stop
+wait "$LOADER"
+
+# ---- 4. what the clients got ----
+total=$(wc -l <results)
+failed=$(awk '$2 != 0' results | wc -l)
+[ "$total" -ge 20 ] && pass "the load ran ($total requests)" || fail "the load ran" ">= 20 requests" "$total"
+check "no request failed through the cuts" 0 "$failed"
+awk '$2 != 0 {print "# failed: request " $1 " in " $4 ": " $2}' results | head -5
+for ph in before follower-cut leader-cut aggregator-cut; do
+  awk -v p="$ph" '$4 == p {print $3}' results | sort -n |
+    awk -v p="$ph" '{v[NR] = $1} END {if (NR) printf "# %-15s %3d requests, p50 %.2f s, max %.2f s\n", p, NR, v[int((NR + 1) / 2)], v[NR]}'
+done
+bad=0
+for f in docs/*.ksig; do "$KL" verify -i "$f" -f "${f%.ksig}" --policy internal >/dev/null 2>&1 || bad=$((bad + 1)); done
+check "every signature verifies ($(ls docs/*.ksig | wc -l))" 0 "$bad"
+
+"$LN" down "$NET" >down.log 2>&1
+check "local-network down removes the namespaces" "" "$(ip netns list | grep "^${KL_NETNS_PREFIX}" || true)"
+read -r -a DIRS <<<"$KL_CORE_DIRS $KL_EXTENDER_DIR"
+min=""
+for d in "${DIRS[@]}"; do
+  last=$("$KL" calendar stat -D "$d" --json | sed -n 's/.*"last":\([0-9]*\).*/\1/p')
+  [ -z "$min" ] || [ "$last" -lt "$min" ] && min=$last
+  check "calendar $d audits clean (no hole)" 0 "$("$KL" calendar audit -D "$d" >/dev/null 2>&1; echo $?)"
+done
+roots=$(for d in "${DIRS[@]}"; do "$KL" calendar root -D "$d" --time "$min"; done | sort -u | wc -l)
+check "3 core calendars and the extender's replica: one root at second $min" 1 "$roots"
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
