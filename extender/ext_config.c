@@ -83,7 +83,7 @@ static const kl_cfg_key_t keys[] = {
     K("replication", "upstream6", KL_CFG_STR, upstream_list[5], "", 0, 0, check_listen_opt),
     K("replication", "upstream7", KL_CFG_STR, upstream_list[6], "", 0, 0, check_listen_opt),
     K("replication", "upstream8", KL_CFG_STR, upstream_list[7], "", 0, 0, check_listen_opt),
-    K("replication", "silence_timeout", KL_CFG_DURATION, silence_timeout_ms, "3s", 500, 3600000, NULL),
+    K("replication", "silence_timeout", KL_CFG_DURATION, silence_timeout_ms, "3s", 2000, 3600000, NULL),
     K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("replication", "calendar_auth_cert", KL_CFG_STR, calendar_auth_cert, "", 0, 0, check_readable),
     K("replication", "insecure", KL_CFG_BOOL, insecure, "no", 0, 0, NULL),

@@ -22,7 +22,8 @@
  *
  * A refused batch (divergence, an untrusted record) stops all following for good, as before:
  * the owner's on_error, and nothing is followed until the daemon restarts. A probe that hears
- * nothing for silence_timeout is closed and dialled again.
+ * nothing for silence_timeout (connected or not) is dropped (kl_frame_client_reset) and dialled
+ * again, its backoff growing to 5 s until the core talks again.
  *
  * Loop thread only. ext_follow_close closes the links and the timer; free the memory with
  * ext_follow_free after the loop has run their close callbacks. */
@@ -49,6 +50,7 @@ typedef struct ext_up {
   kl_frame_client_t *probe; /* NULL while being re-dialled */
   bool probe_up;
   uint64_t probe_since_ms, probe_heard_ms; /* connected at; last frame (loop time) */
+  uint64_t probe_checked_ms;               /* dialled or reset at */
   bool have_last;
   uint64_t committed_last;                 /* from its latest empty or full batch */
   uint64_t avoid_until_ms, backoff_ms;
@@ -120,6 +122,7 @@ static void probe_dial(ext_up_t *u) {
   static const kl_frame_client_cbs_t cbs = {probe_frame, probe_state};
   kl_err_t e;
   u->probe_up = false;
+  u->probe_checked_ms = uv_now(u->fo->loop);
   if (kl_frame_client_create(u->fo->loop, "replication-probe", KL_REPL_MAX_FRAME, &cbs, u, &u->probe, &e)) {
     u->probe = NULL; /* out of memory: the next tick tries again */
     return;
@@ -243,12 +246,16 @@ static void on_tick(uv_timer_t *t) {
   uint64_t now = uv_now(fo->loop), best = 0;
   for (size_t k = 0; k < fo->n; k++) {
     ext_up_t *u = &fo->up[k];
-    if (u->probe == NULL) probe_dial(u);
-    else if (u->probe_up && !fresh(fo, now, u->probe_since_ms, u->probe_heard_ms)) { /* silent: close, redial */
-      kl_log(KL_LOG_INFO, "upstream_probe", "upstream=%s silent_ms=%llu redial=1", u->addr,
-             (unsigned long long)(now - (u->probe_heard_ms > u->probe_since_ms ? u->probe_heard_ms : u->probe_since_ms)));
-      probe_close(u);
+    uint64_t quiet_since = u->probe_heard_ms > u->probe_since_ms ? u->probe_heard_ms : u->probe_since_ms;
+    if (u->probe_checked_ms > quiet_since) quiet_since = u->probe_checked_ms;
+    if (u->probe == NULL) {
       probe_dial(u);
+    } else if (now - quiet_since > fo->cfg->silence_timeout_ms) { /* silent, or not connected yet: drop, redial */
+      kl_log(u->probe_up ? KL_LOG_INFO : KL_LOG_DEBUG, "upstream_probe", "upstream=%s silent_ms=%llu redial=1",
+             u->addr, (unsigned long long)(now - quiet_since));
+      u->probe_checked_ms = now;
+      kl_frame_client_reset(u->probe, "silent"); /* its backoff grows until the core talks again */
+      u->probe_up = false;
     }
   }
   if (fo->failed || fo->cal == NULL) return;
