@@ -112,7 +112,7 @@ static int metrics_init(gateway_t *gw, kl_err_t *e) {
                                                "this gateway's clock (a clock is wrong: this one or the core's)",
                                                NULL)) != NULL;
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_users", "Logins in the users file.", NULL, m_users, gw) != NULL;
-  ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents connected now.", NULL, m_parents_up, gw) !=
+  ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents up now (keyless_tier_parent_up).", NULL, m_parents_up, gw) !=
         NULL;
   ok &= kl_net_metrics_register(gw->m, &gw->nm_http, "http", true) == 0;
   ok &= kl_net_metrics_register(gw->m, &gw->nm_https, "https", true) == 0;
