@@ -146,7 +146,8 @@ static void setup_world(int mode, uint64_t idle_ms, const kl_tier_config_t *base
   for (int i = 0; i < 2; i++) {
     assert_int_equal(kl_tlv_server_create(&W.loop, &lim, "parent", fake_handler, &W.p[i], &W.p[i].srv, NULL), 0);
     kl_tlv_server_set_framing(W.p[i].srv, KL_FRAMING_U32);
-    assert_int_equal(kl_tlv_server_listen(W.p[i].srv, "127.0.0.1:0", NULL), 0);
+    bool v6 = i == 1 && host2 && host2[0] == '[';
+    assert_int_equal(kl_tlv_server_listen(W.p[i].srv, v6 ? "[::1]:0" : "127.0.0.1:0", NULL), 0);
     snprintf(addr[i], sizeof addr[i], "%s:%d", i == 1 && host2 ? host2 : "127.0.0.1", kl_tlv_server_port(W.p[i].srv));
   }
   kl_tier_config_t tc = *base;
@@ -334,6 +335,48 @@ static void test_not_ready_parent_skipped(void **state) {
   run_world();
 }
 
+/* ---- a parent at an IPv6 literal ---- */
+
+static void v6_step(uv_timer_t *h) {
+  (void)h;
+  switch (W.phase) {
+    case 0:
+      if (kl_tier_parents_up(W.tier) < 2) {
+        if (in_phase() > 3000) fail_msg("the parents did not come up");
+        return;
+      }
+      submit(1);
+      next_phase();
+      return;
+    case 1:
+      if (W.answered < 1) return;
+      assert_int_equal(W.ok, 1);
+      assert_int_equal(W.p[1].requests, 1); /* mode all: the [::1] parent was asked too */
+      finish();
+      return;
+  }
+}
+
+static void test_ipv6_parent(void **state) {
+  (void)state;
+  uv_tcp_t probe;
+  struct sockaddr_in6 sa;
+  uv_loop_t l;
+  uv_loop_init(&l);
+  uv_tcp_init(&l, &probe);
+  uv_ip6_addr("::1", 0, &sa);
+  int r = uv_tcp_bind(&probe, (const struct sockaddr *)&sa, 0);
+  uv_close((uv_handle_t *)&probe, NULL);
+  uv_run(&l, UV_RUN_DEFAULT);
+  uv_loop_close(&l);
+  if (r != 0) {
+    print_message("no IPv6 loopback here (%s): skipped\n", uv_strerror(r));
+    skip();
+  }
+  setup_world(KL_TIER_ALL, 0, &silent_cfg, "[::1]", v6_step);
+  run_world();
+}
+
 /* ---- the link state machine alone ---- */
 
 static void test_link_machine(void **state) {
@@ -428,6 +471,7 @@ int main(void) {
       cmocka_unit_test(test_silent_parent_marked_down_and_skipped),
       cmocka_unit_test(test_idle_link_stays_up),
       cmocka_unit_test(test_not_ready_parent_skipped),
+      cmocka_unit_test(test_ipv6_parent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
