@@ -215,6 +215,78 @@ wait "$HA"
 check "the extender stops cleanly on SIGTERM" 0 "$?"
 if grep -q "Sanitizer" "$TMP/ha.log"; then fail "no sanitizer reports" "none" "$(grep -m1 Sanitizer "$TMP/ha.log")"; else pass "no sanitizer reports"; fi
 if ! grep -q "event=upstream_switch" "$TMP/ha.log"; then fail "the switch is logged" "event=upstream_switch" "none"; else pass "the switch is logged"; fi
-[ "$FAILED" -eq 0 ] || logs
+
+# ---- divergence: a rogue core with another history is refused, for good ----
+# port_of LOG SERVER: the port a daemon logged for its listener (they listen on port 0 here)
+port_of() {
+  local end=$((SECONDS + 15)) p=""
+  while [ -z "$p" ] && [ $SECONDS -lt $end ]; do
+    p=$(sed -n "s/.*event=listen server=$2 .* port=\([0-9]*\).*/\1/p" "$1" | head -n 1)
+    [ -n "$p" ] || sleep 0.2
+  done
+  echo "$p"
+}
+read -r -a GWS <<<"$KL_GATEWAY_URLS"
+echo "a document signed before the rogue core exists" >doc.txt
+"$KL" sign -i doc.txt -S "${GWS[0]}" --aggr-user anon --aggr-key anon --timeout 8000 >sign.log 2>&1
+check "a document is signed on the network (a real round in its calendar)" 0 "$?"
+SIGNED=$(date +%s)
+sed -e "s|^data_dir = .*|data_dir = $TMP/rogue|" -e '/^member[23] = /d' \
+  -e 's|^member1 = .*|member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0|' \
+  -e 's|^admin_listen = .*|admin_listen =|' -e 's|^metrics_listen = .*|metrics_listen = 127.0.0.1:0|' \
+  "$NET/conf/core1.conf" >rogue.conf
+"$BUILD/core/keyless-core" -c rogue.conf >rogue.log 2>&1 &
+ROGUE=$!
+PIDS+=("$ROGUE")
+RPORT=$(port_of rogue.log replication)
+rogue_current() { local l; l=$(core_last "$TMP/rogue/calendar"); [ -n "$l" ] && [ "$l" -ge "$SIGNED" ]; }
+until_ok 30 rogue_current || bail "the rogue core (another cluster, same key and genesis) never reached second $SIGNED"
+pass "a rogue core with the same key and genesis runs (replication port $RPORT)"
+differ=0
+for ((t = SIGNED - 6; t <= SIGNED; t++)); do
+  [ "$("$KL" calendar root -D "$TMP/rogue/calendar" --time $t)" = "$("$KL" calendar root -D "${DIRS[0]}" --time $t)" ] ||
+    differ=1
+done
+check "its roots around the signed second differ from the network's" 1 "$differ"
+write_conf div.conf "upstream1 = $(up_addr 2)
+upstream2 = 127.0.0.1:$RPORT"
+sed -i -e "s|^dir = .*|dir = $TMP/div-cal|" -e 's|^http_listen = .*|http_listen = 127.0.0.1:0|' \
+  -e 's|^tcp_listen = .*|tcp_listen =|' -e 's|^admin_listen = .*|admin_listen = 127.0.0.1:0|' div.conf
+"$EXT" -c div.conf >div.log 2>&1 &
+DIV=$!
+PIDS+=("$DIV")
+ADMIN="http://127.0.0.1:$(port_of div.log admin)"
+until_ok 30 healthy || bail "the second extender never became healthy ($(cat health.body 2>/dev/null))"
+div_last() { "$KL" calendar stat -D "$TMP/div-cal" --json 2>/dev/null | sed -n 's/.*"last":\([0-9]*\).*/\1/p'; }
+past_signed() { local l; l=$(div_last); [ -n "$l" ] && [ "$l" -ge "$SIGNED" ]; }
+until_ok 15 past_signed
+rc=$?
+check "it follows core 2 past the signed second" "2 0" "$(following) $rc"
+kill -STOP "$(cat "$NET/run/core2.pid")"
+until_ok 15 unhealthy
+check "core 2 silent, the rogue core's batch refused: /healthz 503" 0 "$?"
+check_has "the reason: replication stopped" '"reason":"replication stopped: ' "$(cat health.body)"
+check_has "... naming the rogue core" "127.0.0.1:$RPORT" "$(cat health.body)"
+check "keyless_extender_replication_diverged 1" 1 "$(metric keyless_extender_replication_diverged)"
+check "keyless_extender_replication_refused_total 1" 1 "$(metric keyless_extender_replication_refused_total)"
+check "one ERROR line names the refused batch" 1 "$(grep -c 'level=error .*event=replication_refused' div.log)"
+held_last=$(div_last)
+kill -CONT "$(cat "$NET/run/core2.pid")"
+sleep 4 # time in which a follower that had not stopped would append again
+check "nothing appended after the refusal, with core 2 back ($held_last)" "$held_last" "$(div_last)"
+check "still 503 with core 2 back: divergence lasts until a restart" 503 "$(health)"
+n=0 bad=0
+for ((t = GENESIS; t <= held_last; t++)); do
+  n=$((n + 1))
+  [ "$("$KL" calendar root -D "$TMP/div-cal" --time $t 2>&1)" = "$("$KL" calendar root -D "${DIRS[0]}" --time $t 2>&1)" ] ||
+    bad=$((bad + 1))
+done
+check "its $n seconds are the network's, none the rogue's" 0 "$bad"
+kill -TERM "$DIV" "$ROGUE"
+wait "$DIV"
+check "the diverged extender stops cleanly" 0 "$?"
+if grep -q "Sanitizer" div.log; then fail "no sanitizer reports (second extender)" "none" "$(grep -m1 Sanitizer div.log)"; else pass "no sanitizer reports (second extender)"; fi
+
+[ "$FAILED" -eq 0 ] || { logs; tail -n 20 div.log rogue.log; }
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
