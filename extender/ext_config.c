@@ -1,5 +1,6 @@
 /* The extender's configuration keys. deploy/extender.conf is the documented sample; keep the
  * two in step. */
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -10,6 +11,8 @@
 #include <unistd.h>
 
 #include "extender.h"
+#include "keyless/frameclient.h"
+#include "keyless/log.h"
 
 static int check_addr(const void *f, char *msg, size_t n, bool may_be_empty) {
   const char *s = *(char *const *)f;
@@ -26,6 +29,35 @@ static int check_addr(const void *f, char *msg, size_t n, bool may_be_empty) {
 }
 
 static int check_listen_opt(const void *f, char *msg, size_t n) { return check_addr(f, msg, n, true); }
+
+/* A core's replication port: "host:port" with a numeric address or a host name. A malformed
+ * address or port 0 is an error; a name that does not resolve now only a warning (the link
+ * resolves it again on every connect, and DNS may come up after the daemon). */
+static int check_upstream(const void *f, char *msg, size_t n) {
+  const char *s = *(char *const *)f;
+  char host[256], port[8];
+  kl_err_t e = {0};
+  if (s[0] == '\0') return 0;
+  if (kl_frame_addr_split(s, host, sizeof host, port, sizeof port, &e)) {
+    snprintf(msg, n, "%s", e.msg);
+    return -1;
+  }
+  if (strcmp(port, "0") == 0) {
+    snprintf(msg, n, "address '%s': a core's replication port cannot be 0", s);
+    return -1;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0) {
+    char q[300];
+    kl_log(KL_LOG_WARN, "upstream_unresolved", "upstream=%s error=%s (a warning: the name is resolved again on every connect)",
+           kl_log_q(q, sizeof q, s), gai_strerror(rc));
+    return 0;
+  }
+  freeaddrinfo(res);
+  return 0;
+}
 
 static int check_nonempty(const void *f, char *msg, size_t n) {
   if ((*(char *const *)f)[0] != '\0') return 0;
@@ -74,15 +106,15 @@ static const kl_cfg_key_t keys[] = {
     K("calendar", "dir", KL_CFG_STR, calendar_dir, NULL, 0, 0, check_nonempty),
     K("auth", "users_file", KL_CFG_STR, users_file, NULL, 0, 0, check_users),
     K("publications", "file", KL_CFG_STR, publications_file, "", 0, 0, check_pubfile),
-    K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_listen_opt),
-    K("replication", "upstream1", KL_CFG_STR, upstream_list[0], "", 0, 0, check_listen_opt),
-    K("replication", "upstream2", KL_CFG_STR, upstream_list[1], "", 0, 0, check_listen_opt),
-    K("replication", "upstream3", KL_CFG_STR, upstream_list[2], "", 0, 0, check_listen_opt),
-    K("replication", "upstream4", KL_CFG_STR, upstream_list[3], "", 0, 0, check_listen_opt),
-    K("replication", "upstream5", KL_CFG_STR, upstream_list[4], "", 0, 0, check_listen_opt),
-    K("replication", "upstream6", KL_CFG_STR, upstream_list[5], "", 0, 0, check_listen_opt),
-    K("replication", "upstream7", KL_CFG_STR, upstream_list[6], "", 0, 0, check_listen_opt),
-    K("replication", "upstream8", KL_CFG_STR, upstream_list[7], "", 0, 0, check_listen_opt),
+    K("replication", "upstream", KL_CFG_STR, upstream, "", 0, 0, check_upstream),
+    K("replication", "upstream1", KL_CFG_STR, upstream_list[0], "", 0, 0, check_upstream),
+    K("replication", "upstream2", KL_CFG_STR, upstream_list[1], "", 0, 0, check_upstream),
+    K("replication", "upstream3", KL_CFG_STR, upstream_list[2], "", 0, 0, check_upstream),
+    K("replication", "upstream4", KL_CFG_STR, upstream_list[3], "", 0, 0, check_upstream),
+    K("replication", "upstream5", KL_CFG_STR, upstream_list[4], "", 0, 0, check_upstream),
+    K("replication", "upstream6", KL_CFG_STR, upstream_list[5], "", 0, 0, check_upstream),
+    K("replication", "upstream7", KL_CFG_STR, upstream_list[6], "", 0, 0, check_upstream),
+    K("replication", "upstream8", KL_CFG_STR, upstream_list[7], "", 0, 0, check_upstream),
     K("replication", "silence_timeout", KL_CFG_DURATION, silence_timeout_ms, "3s", 2000, 3600000, NULL),
     K("replication", "genesis", KL_CFG_INT, genesis, "0", 0, (int64_t)1 << 40, NULL),
     K("replication", "calendar_auth_cert", KL_CFG_STR, calendar_auth_cert, "", 0, 0, check_readable),
