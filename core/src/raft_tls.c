@@ -382,6 +382,7 @@ static void on_deadline(uv_timer_t *t) {
 static void start(bridge_t *b) {
   rt_t *rt = b->rt;
   uv_tcp_nodelay(&b->tcp, 1);
+  kl_net_link_liveness(&b->tcp, KL_NET_LINK_TIMEOUT_MS); /* a silent peer fails the link: libraft redials */
   uv_read_start((uv_stream_t *)&b->tcp, on_alloc, on_tcp_read);
   if (rt->tls == NULL) {
     if (b->outbound) {
@@ -451,6 +452,7 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
   snprintf(b->where, sizeof b->where, "%s", address);
   b->creq.data = b;
   int rc = uv_tcp_connect(&b->creq, &b->tcp, (const struct sockaddr *)&ss, on_connected);
+  if (rc == 0) kl_net_link_liveness(&b->tcp, KL_NET_LINK_TIMEOUT_MS); /* bounds the connect too */
   if (rc) {
     b->cb = NULL; /* failing synchronously: libraft gets the return code, not the callback */
     bridge_close(b, uv_strerror(rc), false);

@@ -287,6 +287,7 @@ static void dial(kl_frame_client_t *c) {
   uv_tcp_nodelay(&k->tcp, 1);
   int r = uv_tcp_connect(&k->req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
   if (r < 0) drop(c, uv_strerror(r));
+  else kl_net_link_liveness(&k->tcp, KL_NET_LINK_TIMEOUT_MS); /* a silent parent or peer fails the link */
 }
 
 static void on_timer(uv_timer_t *t) {

@@ -69,6 +69,14 @@ KL_API void kl_net_limits_default(kl_net_limits_t *l);
  * 0 or KL_EINVAL with a message. */
 KL_API int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err_t *e);
 
+/* Links between nodes (Raft, tier to parent, core to core, replication): data sent that the peer
+ * has not acknowledged for timeout_ms fails the connection (TCP_USER_TIMEOUT; it also bounds a
+ * connect). Without it a silently cut peer keeps the connection in retransmission backoff, and
+ * after the cut heals nothing is sent on it for up to a minute. Call once the socket exists
+ * (after uv_tcp_connect, or on accept); best effort. */
+#define KL_NET_LINK_TIMEOUT_MS 3000
+KL_API void kl_net_link_liveness(uv_tcp_t *t, unsigned timeout_ms);
+
 /* Counters for metrics; read them at any time from the loop thread. */
 typedef struct kl_net_stats {
   uint64_t accepted;    /* connections accepted and kept */
