@@ -31,7 +31,6 @@ timeout 240 "$LN" up "$NET" >up.log 2>&1 || { tail -n 20 up.log; bail "local-net
 pass "local-network up in hosts mode"
 . "$NET/network.env"
 CX=(ip netns exec "$KL_CLIENT_NETNS")
-read -r -a GWS <<<"$KL_GATEWAY_URLS"
 read -r -a CORE_METRICS <<<"$KL_CORE_METRICS_URLS"
 check_has "network.env names the client namespace" "-client" "$KL_CLIENT_NETNS"
 "${CX[@]}" curl -sf -m 2 -o /dev/null "${KL_EXTENDER_URL}publications.bin"
@@ -45,22 +44,8 @@ wait_until() { # SECONDS COMMAND...: 0 once COMMAND succeeds, 1 after SECONDS
   until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
 }
 
-# ---- the load: one client signing in turn through both gateways until told to stop ----
-mkdir docs
-load() {
-  local i=0 s st
-  while [ ! -f "$TMP/stop" ] && [ $i -lt 2000 ]; do
-    i=$((i + 1)); echo "document $i $RANDOM" >"docs/d$i"
-    s=$(now)
-    timeout 40 "${CX[@]}" "$KL" sign -S "${GWS[$((i % 2))]}" --aggr-user "$KL_USER" --aggr-key "$KL_KEY" \
-      --retry-for 30s -i "docs/d$i" -o "docs/d$i.ksig" >"docs/d$i.log" 2>&1
-    st=$?
-    echo "$i $st $(since "$s") $(cat "$TMP/phase" 2>/dev/null)" >>results
-    sleep 0.1
-  done
-}
 echo before >phase
-load &
+sign_load "$KL" docs "${CX[@]}" &
 LOADER=$!
 sleep 6
 
@@ -124,31 +109,12 @@ sleep 3
 touch stop
 wait "$LOADER"
 
-# ---- 4. what the clients got ----
-total=$(wc -l <results)
-failed=$(awk '$2 != 0' results | wc -l)
-[ "$total" -ge 20 ] && pass "the load ran ($total requests)" || fail "the load ran" ">= 20 requests" "$total"
-check "no request failed through the cuts" 0 "$failed"
-awk '$2 != 0 {print "# failed: request " $1 " in " $4 ": " $2}' results | head -5
-for ph in before follower-cut leader-cut aggregator-cut; do
-  awk -v p="$ph" '$4 == p {print $3}' results | sort -n |
-    awk -v p="$ph" '{v[NR] = $1} END {if (NR) printf "# %-15s %3d requests, p50 %.2f s, max %.2f s\n", p, NR, v[int((NR + 1) / 2)], v[NR]}'
-done
-bad=0
-for f in docs/*.ksig; do "$KL" verify -i "$f" -f "${f%.ksig}" --policy internal >/dev/null 2>&1 || bad=$((bad + 1)); done
-check "every signature verifies ($(ls docs/*.ksig | wc -l))" 0 "$bad"
-
+# ---- 4. what the clients got, and the calendars ----
+load_report docs "$KL"
 "$LN" down "$NET" >down.log 2>&1
 check "local-network down removes the namespaces" "" "$(ip netns list | grep "^${KL_NETNS_PREFIX}" || true)"
 read -r -a DIRS <<<"$KL_CORE_DIRS $KL_EXTENDER_DIR"
-min=""
-for d in "${DIRS[@]}"; do
-  last=$("$KL" calendar stat -D "$d" --json | sed -n 's/.*"last":\([0-9]*\).*/\1/p')
-  [ -z "$min" ] || [ "$last" -lt "$min" ] && min=$last
-  check "calendar $d audits clean (no hole)" 0 "$("$KL" calendar audit -D "$d" >/dev/null 2>&1; echo $?)"
-done
-roots=$(for d in "${DIRS[@]}"; do "$KL" calendar root -D "$d" --time "$min"; done | sort -u | wc -l)
-check "3 core calendars and the extender's replica: one root at second $min" 1 "$roots"
+same_calendars "$KL" "${DIRS[@]}"
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
