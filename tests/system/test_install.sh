@@ -3,8 +3,9 @@
 # a scratch prefix, then
 #   1. the install: libkeyless.so.* with its SONAME, client headers only (none of the daemon
 #      toolkit's, none that include libuv, inih or http-parser), keyless.pc, the CMake package;
-#   2. libkeyless.so needs no libuv, inih or http-parser (readelf -d) and exports no internal
-#      (kl__) symbol and none of the daemon toolkit's (nm -D);
+#   2. libkeyless.so needs no libuv, inih or http-parser (readelf -d), exports every KL_API
+#      function of the installed headers, no internal (kl__) symbol and none of the daemon
+#      toolkit's (nm -D); each installed header compiles on its own;
 #   3. examples/sign_file.c built with cc $(pkg-config --cflags --libs keyless), and
 #      examples/verify_file.c with a tiny CMake project using find_package(keyless);
 #   4. against a small deploy/local-network (one core node, a gateway, an extender): a file
@@ -44,6 +45,12 @@ done
 check "no daemon toolkit header installed" "" "$leaked"
 check "no installed header includes uv.h, ini.h or http_parser.h" "" \
   "$(grep -lE '#[[:space:]]*include[[:space:]]*[<"](uv|ini|http_parser)\.h' "$P"/include/keyless/*.h)"
+bad=""
+for h in "$P"/include/keyless/*.h; do
+  printf '#include <keyless/%s>\n' "${h##*/}" | cc -std=c11 -Wall -Werror -fsyntax-only -x c - -I"$P/include" \
+    >/dev/null 2>&1 || bad="$bad ${h##*/}"
+done
+check "each installed header compiles on its own with only the prefix's include/" "" "$bad"
 PCDIR=$(dirname "$(find "$P" -name keyless.pc | head -n 1)")
 [ -f "$PCDIR/keyless.pc" ] || bail "keyless.pc installed"
 [ -f "$LIBDIR/cmake/keyless/keylessConfig.cmake" ] && [ -f "$LIBDIR/cmake/keyless/keylessConfigVersion.cmake" ]
@@ -57,6 +64,9 @@ case "$NEEDED" in *uv*|*inih*|*http_parser*) fail "libkeyless.so needs no libuv/
 SYMS=$(nm -D --defined-only "$LIBDIR/libkeyless.so" | awk '{print $3}')
 check_has "kl_sign_hashes exported" $'\nkl_sign_hashes\n' $'\n'"$SYMS"$'\n'
 check "no internal (kl__) symbol exported" "" "$(printf '%s\n' "$SYMS" | grep '^kl__')"
+missing=$(grep -ho 'KL_API[^(]*(' "$P"/include/keyless/*.h | grep -o 'kl_[a-z0-9_]*($' | tr -d '(' | sort -u |
+  comm -23 - <(printf '%s\n' "$SYMS" | sort -u) | tr '\n' ' ')
+check "every KL_API function of the installed headers is exported" "" "$missing"
 DSYMS=$(nm --defined-only "$BUILD/lib/daemon/libkeyless_daemon.a" 2>/dev/null | awk '$2 ~ /^[TDRB]$/ {print $3}' | sort -u)
 [ -n "$DSYMS" ] || bail "the daemon toolkit's symbols listed (nm of libkeyless_daemon.a)"
 check "no symbol of the daemon toolkit (libkeyless_daemon.a) exported" "" \
