@@ -3,6 +3,7 @@
  *   gw_config.c   the configuration keys and their checks (deploy/gateway.conf documents them)
  *   gw_service.c  one request PDU: parse, authenticate, submit to the tier, build the answer
  *   gw_fit.c      how many requests one response PDU surely holds (the announced max_requests)
+ *   gw_json.c     the JSON API (POST /v1/sign) for systems that cannot speak KSI PDUs
  *   gw_daemon.c   the servers, the tier, metrics and signals on a libuv loop
  *   main.c        arguments and wiring
  *
@@ -35,6 +36,7 @@ typedef struct gw_config {
   kl_tier_settings_t tier; /* [round], [parents] */
   char *users_file;      /* [auth] */
   kl_tls_settings_t tls; /* [tls]: this gateway's certificate towards its parents */
+  char *json_api;             /* [clients]: where POST /v1/sign is served: off, https or any (gw_json.c) */
   int64_t announce_max_level; /* [clients]: the max level a configuration response announces */
   bool announce_parents;      /* [clients]: whether it lists the parents' addresses */
   char *path;
@@ -64,6 +66,8 @@ typedef struct gw_outcome {
 /* The daemon's side of a PDU: where the response goes. */
 typedef void (*gw_respond_fn)(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len,
                               const gw_outcome_t *out, uint64_t t0);
+/* The daemon's accounting of an answered PDU: duration, PDU status counters, the log line. */
+typedef void (*gw_account_fn)(gateway_t *gw, int transport, const gw_outcome_t *out, uint64_t t0);
 
 typedef struct gw_service {
   kl_tier_t *tier;
@@ -99,6 +103,8 @@ void gw_fit_init(gw_service_t *s, int algorithm, size_t round_max_requests);
 void gw_fit_observe(gw_service_t *s, const uint8_t *head, size_t head_len, const uint8_t *tail, size_t tail_len);
 /* The tier's done callback: ctx is a request slot of a gw_pdu_t. */
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
+/* POST /v1/sign (gw_json.c): answers req with JSON; the PDU it makes is accounted with account. */
+void gw_json_sign(gateway_t *gw, gw_service_t *s, kl_http_req_t *req, gw_account_fn account);
 
 /* ---- the daemon ---- */
 

@@ -15,7 +15,14 @@ static int check_users(const void *f, char *msg, size_t n) {
   return -1;
 }
 
-#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS + 2)
+static int check_json_api(const void *f, char *msg, size_t n) {
+  const char *v = *(char *const *)f;
+  if (strcmp(v, "off") == 0 || strcmp(v, "https") == 0 || strcmp(v, "any") == 0) return 0;
+  snprintf(msg, n, "'%.100s' is none of off, https, any", v);
+  return -1;
+}
+
+#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS + 3)
 
 static kl_cfg_key_t keys[N_KEYS];
 
@@ -32,6 +39,8 @@ static void init_keys(void) {
                         0, 255, NULL};
   c[1] = (kl_cfg_key_t){"clients", "announce_parents", KL_CFG_BOOL, offsetof(gw_config_t, announce_parents), "no",
                         0, 0, NULL};
+  c[2] = (kl_cfg_key_t){"clients", "json_api", KL_CFG_STR, offsetof(gw_config_t, json_api), "https", 0, 0,
+                        check_json_api};
 }
 
 int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {

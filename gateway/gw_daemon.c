@@ -38,24 +38,30 @@ struct gateway {
 static const char *const transport_name[2] = {"http", "tcp"};
 #define PDUS_HELP "Request PDUs answered, by transport and PDU-level status (0: answered per request)."
 
-static void respond(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len, const gw_outcome_t *out,
-                    uint64_t t0) {
+static void account(gateway_t *gw, int transport, const gw_outcome_t *out, uint64_t t0) {
   uint64_t us = (uv_hrtime() - t0) / 1000;
   kl_metric_observe(gw->duration[transport], (double)us / 1e6);
   char s[24], lq[100], mq[300];
-  uint64_t status = resp ? out->status : KL_STATUS_INTERNAL_ERROR;
+  uint64_t status = out->status;
   snprintf(s, sizeof s, "0x%04llX", (unsigned long long)status);
   if (status == 0 && gw->pdus_ok[transport]) /* no lookup by name and labels for every PDU */
     kl_metric_inc(gw->pdus_ok[transport]);
   else
     kl_metric_inc(kl_metrics_counter(gw->m, "keyless_gateway_pdus_total", PDUS_HELP,
                                      (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
-  int level = resp == NULL || out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
+  int level = out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
   if (kl_log_enabled(level))
     kl_log(level, "aggregate", "transport=%s login=%s requests=%zu config=%d status=%s us=%llu%s%s",
            transport_name[transport], kl_log_q(lq, sizeof lq, out->login), out->n_requests, out->config, s,
            (unsigned long long)us, out->message[0] ? " message=" : "",
            out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
+}
+
+static void respond(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len, const gw_outcome_t *out,
+                    uint64_t t0) {
+  gw_outcome_t o = *out;
+  if (resp == NULL) o.status = KL_STATUS_INTERNAL_ERROR;
+  account(gw, transport, &o, t0);
   if (transport == GW_HTTP) {
     /* 200 for every aggregation request PDU, whatever its KSI status; 400 (the error PDU still
      * in the body) for a body that is not one: libksi reads the body of either. */
@@ -72,6 +78,11 @@ static void on_http(kl_http_req_t *req, void *arg) {
   size_t n;
   const uint8_t *body = kl_http_req_body(req, &n);
   gw_handle(&gw->svc, gw, GW_HTTP, req, body, n, respond);
+}
+
+static void on_json(kl_http_req_t *req, void *arg) {
+  gateway_t *gw = arg;
+  gw_json_sign(gw, &gw->svc, req, account);
 }
 
 static void on_tcp(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
@@ -201,12 +212,14 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
   kl_net_settings_limits(c, &lim);
   if (c->http_listen[0]) {
     if (kl_http_server_create(gw->loop, &lim, "http", &gw->http, e) ||
+        (strcmp(gw->cfg->json_api, "any") == 0 && kl_http_route(gw->http, "POST", "/v1/sign", on_json, gw, e)) ||
         kl_http_route(gw->http, "POST", "*", on_http, gw, e) || kl_http_server_listen(gw->http, c->http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
     gw->nm_http.stats = kl_http_server_stats(gw->http);
   }
   if (gw->https_tls) {
     if (kl_http_server_create(gw->loop, &lim, "https", &gw->https, e) ||
+        (strcmp(gw->cfg->json_api, "off") != 0 && kl_http_route(gw->https, "POST", "/v1/sign", on_json, gw, e)) ||
         kl_http_route(gw->https, "POST", "*", on_http, gw, e) ||
         (kl_http_server_set_tls(gw->https, gw->https_tls, 0, NULL, NULL), kl_http_server_listen(gw->https, c->https_listen, e)))
       return kl_err_wrap(e, "[server] https_listen");

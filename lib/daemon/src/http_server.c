@@ -47,6 +47,8 @@ struct kl_http_req {
   char peer[64];
   bool authed;
   kl_peer_t who;
+  char authorization[512]; /* the Authorization header ("" if none or longer than this) */
+  size_t authorization_len;  /* may exceed the buffer: then it is dropped */
 };
 
 struct hconn {
@@ -77,6 +79,10 @@ static void req_free(kl_http_req_t *r) {
 
 const char *kl_http_req_method(const kl_http_req_t *r) { return r->method; }
 const char *kl_http_req_path(const kl_http_req_t *r) { return r->path ? r->path : "/"; }
+const char *kl_http_req_authorization(const kl_http_req_t *r) {
+  return r->authorization_len < sizeof r->authorization ? r->authorization : "";
+}
+
 const char *kl_http_req_query(const kl_http_req_t *r) {
   const char *q = r->url.p ? memchr(r->url.p, '?', r->url.len) : NULL; /* url ends with a NUL */
   return q ? q + 1 : "";
@@ -269,6 +275,12 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   hconn_t *hc = p->data;
   if (limit(hc, n)) return -1;
   hc->in_value = true;
+  if (hc->cur && hc->field_len == 13 && strncasecmp(hc->field, "authorization", 13) == 0) {
+    kl_http_req_t *r = hc->cur; /* kept whole for kl_http_req_authorization, or not at all */
+    if (r->authorization_len + n < sizeof r->authorization) memcpy(r->authorization + r->authorization_len, at, n);
+    r->authorization_len += n;
+    r->authorization[r->authorization_len < sizeof r->authorization ? r->authorization_len : 0] = '\0';
+  }
   size_t k = n < sizeof hc->value - hc->value_len ? n : sizeof hc->value - hc->value_len;
   memcpy(hc->value + hc->value_len, at, k);
   hc->value_len += n;

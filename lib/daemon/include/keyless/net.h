@@ -121,6 +121,8 @@ KL_API void kl_http_server_close(kl_http_server_t *s, kl_http_close_fn cb, void 
 KL_API const char *kl_http_req_method(const kl_http_req_t *r);
 KL_API const char *kl_http_req_path(const kl_http_req_t *r); /* without the query string */
 KL_API const char *kl_http_req_query(const kl_http_req_t *r); /* after the '?', "" if none (not decoded) */
+/* The Authorization header's value, "" if none (or over 511 bytes). */
+KL_API const char *kl_http_req_authorization(const kl_http_req_t *r);
 KL_API const uint8_t *kl_http_req_body(const kl_http_req_t *r, size_t *len);
 KL_API const char *kl_http_req_peer(const kl_http_req_t *r); /* "ip:port" */
 /* The peer's certificate identity on a TLS server with roles; NULL on plain TCP or https. */
