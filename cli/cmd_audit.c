@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "cli.h"
 #include "keyless/calendar.h"
+#include "witness.h"
 
 #define MAX_EXT 16
 
@@ -320,7 +321,7 @@ static void usage(FILE *f) {
              "  -c S: connect and read timeout in seconds (default 10)\n"
              "  exit 0: all consistent; 6: the first inconsistency, named (seconds, hashes); 7: an\n"
              "  extender's head is behind a publication or the state (lagging, or hiding them)\n"
-             CLI_TLS_HELP);
+             CLI_WITNESS_HELP CLI_TLS_HELP);
   cli_exit_table(f);
 }
 
@@ -413,7 +414,7 @@ int cmd_audit(int argc, char **argv) {
       {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
       {"pub-str", required_argument, NULL, O_PUBSTR},  {"rehash", required_argument, NULL, O_REHASH},
       {"state", required_argument, NULL, O_STATE},     {"json", no_argument, NULL, O_JSON},
-      {"ca", required_argument, NULL, O_CA},           {"help", no_argument, NULL, 'h'},
+      {"ca", required_argument, NULL, O_CA},           {"help", no_argument, NULL, 'h'}, CLI_WITNESS_OPTIONS,
       {NULL, 0, NULL, 0}};
   static audit_t a; /* 16 extenders' URLs and heads: not on the stack */
   const char *urls[MAX_EXT], *pubfile = NULL, *state = NULL, *pubstrs[64];
@@ -422,6 +423,7 @@ int cmd_audit(int argc, char **argv) {
   bool rehash_on = false;
   cli_trust_t trust = {0};
   cli_tls_t tls = {0};
+  cli_witness_t wit = {0}; /* --witness: each publication carries k cosignatures (witness_check.c) */
   kl_err_t e = {0};
   int c, st;
   memset(&a, 0, sizeof a);
@@ -477,6 +479,11 @@ int cmd_audit(int argc, char **argv) {
           return KL_EXIT_USAGE;
         }
         break;
+      case CLI_O_WITNESS:
+      case CLI_O_WITNESSES_REQUIRED:
+      case CLI_O_WITNESS_FILE:
+        if ((st = cli_witness_opt(&wit, "audit", c, optarg))) return st;
+        break;
       case 'h': usage(stdout); return KL_EXIT_OK;
       default: usage(stderr); return KL_EXIT_USAGE;
     }
@@ -520,6 +527,12 @@ int cmd_audit(int argc, char **argv) {
     a.n_pubs++;
   }
   st = run(&a, state, rehash_on, rh_from, rh_to, &e);
+  for (size_t i = 0; st == KL_EXIT_OK && wit.n && i < a.n_pubs; i++)
+    if ((st = cli_witness_check_pub(&wit, pubfile, a.pubs[i].t, &a.pubs[i].h, a.why, sizeof a.why)) != KL_EXIT_OK) {
+      a.t1 = a.t2 = a.pubs[i].t;
+      snprintf(e.msg, sizeof e.msg, "%.500s", a.why);
+    }
+  cli_witness_free(&wit);
   if (a.json) {
     report_json(&a, st, e.msg);
   } else if (st == KL_EXIT_OK) {

@@ -9,6 +9,7 @@
 #include "keyless/extclient.h"
 #include "keyless/sig.h"
 #include "keyless/verify.h"
+#include "witness.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
           "  -C S, -c S: the extender's connect and read timeout in seconds (default 10)\n"
           "  --conf FILE: ksi-tool configuration file (-X URL, --ext-user U, --ext-key K, -P URL,\n"
           "      --cnstr, -V ...; one per line); the command line wins over it, it over $KSI_CONF's\n"
-          CLI_TLS_HELP);
+          CLI_WITNESS_HELP CLI_TLS_HELP);
   cli_exit_table(f);
 }
 
@@ -70,6 +71,7 @@ typedef struct vargs {
   const char *manifest, *base; /* --manifest, --base */
   char **files;                /* the FILEs checked against the manifest */
   size_t n_files;
+  cli_witness_t wit;           /* --witness, --witnesses-required, --witness-file */
 } vargs_t;
 
 static int parse_policy(const char *s) {
@@ -98,7 +100,7 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       {"input-level", required_argument, NULL, O_LEVEL}, {"ca", required_argument, NULL, O_CA},
       {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
       {"manifest", required_argument, NULL, O_MANIFEST}, {"base", required_argument, NULL, O_BASE},
-      {"help", no_argument, NULL, 'h'},
+      CLI_WITNESS_OPTIONS, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c, v_src = -1, cnstr_src = -1;
   uint64_t at;
@@ -181,6 +183,11 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
           fprintf(stderr, "keyless verify: --input-level wants 0..255\n");
           return KL_EXIT_USAGE;
         }
+        break;
+      case CLI_O_WITNESS:
+      case CLI_O_WITNESSES_REQUIRED:
+      case CLI_O_WITNESS_FILE:
+        if ((st = cli_witness_opt(&a->wit, "verify", c, optarg))) return st;
         break;
       case 'h': usage(stdout); return -1;
       default: usage(stderr); return KL_EXIT_USAGE;
@@ -334,11 +341,15 @@ int cmd_verify(int argc, char **argv) {
   }
   kl_verify_result_t res;
   kl_verify(sig, (kl_policy_t)a.policy, &o, &res);
+  if (res.verdict == KL_VER_OK && a.wit.n &&
+      (st = cli_witness_check_sig(&a.wit, sig, pf, &o, a.pubfile, a.json)) != KL_EXIT_OK)
+    goto out;
   st = report(&a, sig, &res);
   if (st == KL_EXIT_OK && a.manifest)
     st = cli_verify_manifest(a.manifest, a.base, kl_sig_document_hash(sig)->alg, a.files, a.n_files, a.json);
 out:
   free(canned.pdu);
+  cli_witness_free(&a.wit);
   kl_pubfile_free(pf);
   kl_sig_free(sig);
   free(buf);
