@@ -63,11 +63,11 @@ static const kl_cfg_key_t *all_keys(void) {
   return all;
 }
 
-/* A member address: host:port, IPv4:port or [IPv6]:port. A name in one the Raft transport dials
- * or this node listens on (resolve = true) is resolved once, here, into its first address
- * (they take numeric addresses only); failing that is an error, as start would fail. Names in
- * the other members' internal and replication addresses are resolved by their links on every
- * connect, so here a failure is only a warning (DNS may come up later). */
+/* A member address: host:port, IPv4:port or [IPv6]:port. A name in an address this node listens
+ * on (resolve = true) is resolved once, here, into its first address (listeners take numeric
+ * addresses only); failing that is an error, as start would fail. Names in the other members'
+ * addresses (Raft, internal, replication) are resolved by their links on every connect
+ * (raft_tls.c, frameclient.c), so here a failure is only a warning (DNS may come up later). */
 static int member_addr(const char *path, size_t k, const char *what, char *addr, size_t cap, bool resolve, kl_err_t *e) {
   char host[256], port[8], q[300];
   struct sockaddr_storage ss;
@@ -115,7 +115,7 @@ static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
     m->id = k + 1;
     bool self = m->id == (uint64_t)cfg->id;
     int r;
-    if ((r = member_addr(path, k, "raft address", m->raft_addr, sizeof m->raft_addr, true, e)) ||
+    if ((r = member_addr(path, k, "raft address", m->raft_addr, sizeof m->raft_addr, self, e)) ||
         (r = member_addr(path, k, "internal address", m->internal_addr, sizeof m->internal_addr, self, e)) ||
         (n == 3 && (r = member_addr(path, k, "replication address", m->replication_addr, sizeof m->replication_addr, self, e))))
       return r;

@@ -12,12 +12,14 @@
 #include "raft_tls.h"
 
 #include <inttypes.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "keyless/frameclient.h" /* kl_frame_addr_split */
 #include "keyless/log.h"
 #include "keyless/net.h"
 #include "raft_guard.h"
@@ -58,6 +60,8 @@ struct bridge {
   uv_connect_t creq;
   uv_timer_t timer;
   uv_pipe_t pipe; /* our end of the pair */
+  uv_getaddrinfo_t gai; /* an outbound bridge to a member named by host name: resolving */
+  bool resolving;
   kl_tls_session_t *tls;
   raft_id peer_id;
   char peer_addr[256];
@@ -85,8 +89,8 @@ static void maybe_done(rt_t *rt) {
   }
 }
 
-static void on_bridge_closed(uv_handle_t *h) {
-  bridge_t *b = h->data;
+/* A handle closed or the name resolution finished: the bridge goes with the last of them. */
+static void bridge_release(bridge_t *b) {
   if (--b->handles > 0) return;
   rt_t *rt = b->rt;
   if (b->prev) b->prev->next = b->next;
@@ -96,6 +100,10 @@ static void on_bridge_closed(uv_handle_t *h) {
   kl_tls_session_free(b->tls);
   free(b);
   maybe_done(rt);
+}
+
+static void on_bridge_closed(uv_handle_t *h) {
+  bridge_release(h->data);
 }
 
 static void report(bridge_t *b, struct uv_stream_s *stream, int status) {
@@ -114,6 +122,7 @@ static void bridge_close(bridge_t *b, const char *why, bool refused) {
            why);
   }
   b->state = B_DEAD;
+  if (b->resolving) uv_cancel((uv_req_t *)&b->gai); /* on_resolved still runs, with UV_ECANCELED */
   report(b, NULL, b->rt->closing ? RAFT_CANCELED : RAFT_NOCONNECTION);
   uv_close((uv_handle_t *)&b->tcp, on_bridge_closed);
   uv_close((uv_handle_t *)&b->timer, on_bridge_closed);
@@ -438,21 +447,53 @@ static void on_connected(uv_connect_t *req, int status) {
   start(b);
 }
 
+static int dial(bridge_t *b, const struct sockaddr *sa) {
+  b->creq.data = b;
+  int rc = uv_tcp_connect(&b->creq, &b->tcp, sa, on_connected);
+  if (rc == 0) kl_net_link_liveness(&b->tcp, KL_NET_LINK_TIMEOUT_MS); /* bounds the connect too */
+  return rc;
+}
+
+/* A member named by host name: resolved again on every connection, so that a member that moved
+ * is found at its new address (the name lives in the Raft configuration, not the number). */
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
+  bridge_t *b = g->data;
+  b->resolving = false;
+  if (b->state != B_DEAD) {
+    int rc = status < 0 || res == NULL ? (status < 0 ? status : UV_EAI_NONAME) : dial(b, res->ai_addr);
+    if (rc) {
+      char why[160];
+      snprintf(why, sizeof why, "%s: %s", status < 0 ? "cannot resolve" : "cannot connect", uv_strerror(rc));
+      bridge_close(b, why, false);
+    }
+  }
+  uv_freeaddrinfo(res);
+  bridge_release(b);
+}
+
 static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id, const char *address,
                      raft_uv_connect_cb cb) {
   rt_t *rt = t->impl;
   struct sockaddr_storage ss;
+  char host[256], port[8];
   if (rt->closing) return RAFT_CANCELED;
-  if (kl_net_parse_addr(address, &ss, NULL)) return RAFT_NOCONNECTION;
+  bool numeric = kl_net_parse_addr(address, &ss, NULL) == 0;
+  if (!numeric && kl_frame_addr_split(address, host, sizeof host, port, sizeof port, NULL)) return RAFT_NOCONNECTION;
   bridge_t *b = bridge_new(rt, true);
   if (b == NULL) return RAFT_NOMEM;
   b->req = req;
   b->cb = cb;
   b->peer_id = id;
   snprintf(b->where, sizeof b->where, "%s", address);
-  b->creq.data = b;
-  int rc = uv_tcp_connect(&b->creq, &b->tcp, (const struct sockaddr *)&ss, on_connected);
-  if (rc == 0) kl_net_link_liveness(&b->tcp, KL_NET_LINK_TIMEOUT_MS); /* bounds the connect too */
+  int rc;
+  if (numeric) {
+    rc = dial(b, (const struct sockaddr *)&ss);
+  } else {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    b->gai.data = b;
+    rc = uv_getaddrinfo(rt->loop, &b->gai, on_resolved, host, port, &hints);
+    if (rc == 0) b->resolving = true, b->handles++; /* released by on_resolved */
+  }
   if (rc) {
     b->cb = NULL; /* failing synchronously: libraft gets the return code, not the callback */
     bridge_close(b, uv_strerror(rc), false);

@@ -5,7 +5,8 @@
 # shows which build it runs): the core followers first, the leader last, then the extender,
 # the aggregators and the gateways, each waited for healthy before the next. Checked: every
 # process runs the new build; no request failed (retries allowed: only retryable errors); every
-# signature verifies; the calendars of the three cores and the extender hold one root.
+# signature verifies; the calendars of the three cores and the extender hold one root. The core
+# members name each other's Raft address by host name (localhost), resolved on every connection.
 # Usage: test_upgrade.sh BUILD_DIR SOURCE_DIR
 set -u
 BUILD=$(cd "$1" && pwd)
@@ -15,7 +16,8 @@ KL="$BUILD/cli/keyless"
 LN="$SRC/deploy/local-network"
 NET="$TMP/net"
 unset KSI_CONF KL_AGGR_KEY KSI_AGGR_KEY KL_HOSTS
-export KL_BUILD="$BUILD" KL_BASE_PORT=$((33000 + ($$ % 60) * 100))
+# The cores name each other's Raft address by host name: every restart below redials by name.
+export KL_BUILD="$BUILD" KL_BASE_PORT=$((33000 + ($$ % 60) * 100)) KL_CORE_RAFT_HOST=localhost
 trap 'touch "$TMP/stop"; "$LN" down "$NET" >/dev/null 2>&1; cleanup' EXIT
 bail() { fail "$1" "success" "failure"; cp -r "$NET/log" /tmp/keyless-upgrade-logs 2>/dev/null; echo "$PASSED passed, $FAILED failed"; exit 1; }
 
