@@ -144,6 +144,7 @@ genesis = $genesis
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+allow_clear_key = yes
 $(tls_section "core-$i")
 CONF
     "$CORE" -c "$D/core$i.conf" >>"$D/core$i.log" 2>&1 &

@@ -178,6 +178,7 @@ genesis = $(($(date +%s) - 2))
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+allow_clear_key = yes
 $(tls_section "$m" core-1)
 CONF
   "$CORE" -c "$TMP/core-$m.conf" >>"$TMP/core-$m.log" 2>&1 &

@@ -12,14 +12,14 @@
 #define MAX_NAMES 32
 
 static const char usage_text[] =
-    "usage: keyless devpki -o DIR [--email ADDRESS] [--days N] [--nodes ROLE:ID,...]\n"
+    "usage: keyless devpki -o DIR [--email ADDRESS] [--days N] [--nodes ROLE:ID,...] [--wrap-keys PASSFILE]\n"
     "       keyless devpki issue -o DIR ROLE ID [--days N] [--not-before UNIXTIME] [--not-after UNIXTIME]\n"
     "                            [--dns NAME]... [--ip ADDR]... [--name BASENAME]\n"
     "       keyless devpki revoke -o DIR CERT.pem\n"
     "       keyless devpki crl -o DIR\n";
 
 static const char help_text[] =
-    "\nFor development only: no key is encrypted, and nothing here ever replaces a file.\n"
+    "\nFor development only: no CA or node key is encrypted, and nothing here ever replaces a file.\n"
     "\n"
     "keyless devpki -o DIR   makes a new PKI in DIR:\n"
     "  DIR/ca.crt                   publications trust anchor (-V of verify and pubfile)\n"
@@ -33,6 +33,10 @@ static const char help_text[] =
     "  --days N          validity of the CAs and signing certificates, 1..36500 (default 3650)\n"
     "  --nodes LIST      also issues node certificates (valid as long as the CA), e.g.\n"
     "                    core:1,core:2,core:3,aggregator:1,gateway:1,extender:1,admin:operator\n"
+    "  --wrap-keys PASSFILE  writes the two signing keys wrapped (encrypted PKCS#8) under the passphrase\n"
+    "                    in PASSFILE (an absolute path, away from DIR), made 0600 with a random one if\n"
+    "                    missing; the core loads file:DIR/calendar-auth.key?passphrase-source=file:PASSFILE\n"
+    "                    (docs/keys.md). Without it they are clear (the core needs allow_clear_key = yes)\n"
     "\n"
     "keyless devpki issue -o DIR ROLE ID   writes DIR/nodes/ROLE-ID.{crt,key} (key 0600), signed by\n"
     "  the cluster CA, naming keyless://ROLE/ID in its subjectAltName:\n"
@@ -84,14 +88,15 @@ static bool parse_time(const char *opt, const char *s, int64_t *out) {
 }
 
 static int cmd_create(int argc, char **argv) {
-  enum { O_EMAIL = 256, O_DAYS, O_NODES };
+  enum { O_EMAIL = 256, O_DAYS, O_NODES, O_WRAP };
   static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
                                        {"email", required_argument, NULL, O_EMAIL},
                                        {"days", required_argument, NULL, O_DAYS},
                                        {"nodes", required_argument, NULL, O_NODES},
+                                       {"wrap-keys", required_argument, NULL, O_WRAP},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-  const char *dir = NULL, *email = "publications@keyless.invalid", *nodes = NULL;
+  const char *dir = NULL, *email = "publications@keyless.invalid", *nodes = NULL, *wrap = NULL;
   int days = 3650, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -102,6 +107,7 @@ static int cmd_create(int argc, char **argv) {
         if (!parse_days(optarg, &days)) return KL_EXIT_USAGE;
         break;
       case O_NODES: nodes = optarg; break;
+      case O_WRAP: wrap = optarg; break;
       case 'h': return usage(true);
       default: return KL_EXIT_USAGE;
     }
@@ -110,13 +116,14 @@ static int cmd_create(int argc, char **argv) {
   kl_err_t e = {0};
   int r;
   if (nodes && (r = kl_devpki_check_nodes(nodes, &e))) return fail(r, &e); /* before anything is written */
-  if ((r = kl_devpki_create(dir, email, days, &e)) || (nodes && (r = kl_devpki_issue_nodes(dir, nodes, days, &e))))
+  if ((r = kl_devpki_create_wrapped(dir, email, days, wrap, &e)) || (nodes && (r = kl_devpki_issue_nodes(dir, nodes, days, &e))))
     return fail(r, &e);
   printf("development PKI written to %s (NOT FOR PRODUCTION)\n"
          "  trust anchor: %s/ca.crt   constraint: --cnstr E=%s\n"
          "  cluster CA: %s/cluster-ca.crt   CRL: %s/crl.pem   CA keys: %s/offline/ (never on a node)\n",
          dir, dir, email, dir, dir, dir);
   if (nodes) printf("  node certificates for %s in %s/nodes/\n", nodes, dir);
+  if (wrap) printf("  signing keys wrapped under the passphrase in %s\n", wrap);
   return KL_EXIT_OK;
 }
 

@@ -15,6 +15,7 @@ PKGS=(
   openssl curl xxd      # development PKI, system tests
   prometheus            # promtool for the rules test (tests/system/test_monitoring.sh)
   faketime              # clock offsets for test_clock.sh (deploy/local-network KL_CLOCK_OFFSET_*)
+  libengine-pkcs11-openssl softhsm2  # signing keys in PKCS#11 tokens (docs/keys.md; test_keys.sh)
   help2man man-db       # man pages from --help (cmake/manpages.cmake), checked by test_cli_help.sh
 )
 SUDO=""

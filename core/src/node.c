@@ -254,6 +254,13 @@ static bool is_member(void *arg, raft_id id) {
 }
 
 /* Every node says when the membership it sees changes (the leader also says who asked). */
+bool core_in_configuration(const core_t *c) {
+  const struct raft_configuration *conf = &c->raft.configuration;
+  for (unsigned i = 0; i < conf->n; i++)
+    if (conf->servers[i].id == (raft_id)c->cfg->id) return true;
+  return conf->n == 0; /* a joiner that was never added yet has no configuration */
+}
+
 static void watch_members(core_t *c) {
   const struct raft_configuration *now = &c->raft.configuration;
   bool same = now->n == c->seen_conf.n;
@@ -267,6 +274,9 @@ static void watch_members(core_t *c) {
                             now->servers[i].role == RAFT_VOTER ? "" : "(non-voter)");
   if (c->seen_conf.n) kl_log(KL_LOG_WARN, "membership_changed", "members=%s", list);
   else kl_log(KL_LOG_INFO, "membership", "members=%s", list);
+  if (!core_in_configuration(c))
+    kl_log(KL_LOG_ERROR, "removed", "id=%lld members=%s action=\"this node is no longer a member of the cluster: stop it\"",
+           (long long)c->cfg->id, list);
   raft_configuration_close(&c->seen_conf);
   raft_configuration_init(&c->seen_conf);
   for (unsigned i = 0; i < now->n; i++)
@@ -365,7 +375,7 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   char self_id[24];
   snprintf(self_id, sizeof self_id, "%lld", (long long)cfg->id);
   if ((r = kl_tls_settings_open(&cfg->tls, cfg->path ? cfg->path : "core", KL_ROLE_CORE, self_id, &c->tls, e))) return r;
-  if ((r = open_calendar(c, e)) || (r = kl_calauth_load(cfg->auth_cert, cfg->auth_key, &c->auth, e)) ||
+  if ((r = open_calendar(c, e)) || (r = kl_calauth_open(cfg->auth_cert, cfg->auth_key, cfg->allow_clear_key ? KL_KEY_ALLOW_CLEAR : 0, &c->auth, e)) ||
       (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
       (r = kl_metrics_create(&c->metrics, e)))
     return r;

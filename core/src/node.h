@@ -40,7 +40,8 @@ typedef struct core_config {
   uint64_t grace_ms;
   char *algorithm;
   int64_t max_level;
-  char *auth_cert, *auth_key;
+  char *auth_cert, *auth_key; /* [keys]: auth_key is a key URI (docs/keys.md) */
+  bool allow_clear_key;       /* [keys] allow_clear_key: a clear key file is accepted (development) */
   uint64_t election_ms, heartbeat_ms;
   int64_t snapshot_threshold, snapshot_trailing;
   uint64_t max_skew_ms;
@@ -151,5 +152,7 @@ int core_admin_start(core_t *c, kl_err_t *e);
 uint64_t core_now_ms(void);
 uint64_t core_mono_ms(void);
 uint64_t core_quorum_now_ms(const core_t *c);
+/* Whether this node is in the Raft configuration it knows (false once it applied its removal). */
+bool core_in_configuration(const core_t *c);
 
 #endif

@@ -9,6 +9,7 @@
 #include "keyless/frameclient.h"
 #include "keyless/log.h"
 #include "keyless/net.h"
+#include "keyless/pki.h"
 #include "keyless/tls.h"
 #include "node.h"
 
@@ -46,6 +47,7 @@ static const kl_cfg_key_t keys[] = {
     K("server", "idle_timeout", KL_CFG_DURATION, idle_timeout_ms, "10m", 1000, 86400000, NULL),
     K("keys", "calendar_auth_cert", KL_CFG_STR, auth_cert, NULL, 0, 0, check_nonempty),
     K("keys", "calendar_auth_key", KL_CFG_STR, auth_key, NULL, 0, 0, check_nonempty),
+    K("keys", "allow_clear_key", KL_CFG_BOOL, allow_clear_key, "no", 0, 0, NULL),
     K("raft", "election_timeout", KL_CFG_DURATION, election_ms, "1s", 100, 60000, NULL),
     K("raft", "heartbeat", KL_CFG_DURATION, heartbeat_ms, "100ms", 10, 10000, NULL),
     K("raft", "snapshot_threshold", KL_CFG_INT, snapshot_threshold, "1024", 8, 10000000, NULL),
@@ -126,6 +128,21 @@ static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
   return 0;
 }
 
+/* [keys]: the calendar-auth key is a signing key, never the node's TLS (transport) key: not the
+ * same file or token object, and not the same key in another file. */
+static int check_keys(const char *path, const core_config_t *cfg, kl_err_t *e) {
+  if (cfg->tls.insecure) return 0;
+  bool same = cfg->tls.key && cfg->tls.key[0] && kl_keyuri_same(cfg->auth_key, cfg->tls.key);
+  if (!same && cfg->tls.cert && cfg->tls.cert[0] && kl_cert_same_key(cfg->auth_cert, cfg->tls.cert, &same, e) != 0)
+    same = false; /* an unreadable certificate is reported when it is opened */
+  if (same)
+    return kl_err_set(e, KL_EINVAL,
+                      "%s: [keys] calendar_auth_key = %s and [tls] key = %s are the same key: the calendar-auth (signing) "
+                      "key and the TLS (transport) key must be different keys with different custodians (docs/keys.md)",
+                      path, cfg->auth_key, cfg->tls.key ? cfg->tls.key : "");
+  return 0;
+}
+
 const core_member_t *core_member(const core_config_t *cfg, uint64_t id) {
   for (size_t k = 0; k < cfg->n_members; k++)
     if (cfg->m[k].id == id) return &cfg->m[k];
@@ -149,6 +166,7 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
   if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
   if (cfg->bootstrap && cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
     return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
+  if ((r = check_keys(path, cfg, e))) return r;
   const core_member_t *self = core_member(cfg, (uint64_t)cfg->id);
   if (cfg->replication_listen[0] == '\0' && self->replication_addr[0]) {
     free(cfg->replication_listen);

@@ -199,7 +199,7 @@ if [ -n "$CORE" ]; then
   tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/npki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/npki/nodes/$1.crt#"
     -e "s#^key = .*#key = $TMP/npki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/npki/crl.pem#"); }
   NG=$(($(date +%s) - 2))
-  printf '[node]\nid = 1\ndata_dir = %s\n[cluster]\nmember1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0\n[server]\nadmin_listen = 127.0.0.1:0\n[calendar]\ngenesis = %s\n[keys]\ncalendar_auth_cert = %s\ncalendar_auth_key = %s\n[tls]\n%s\n' \
+  printf '[node]\nid = 1\ndata_dir = %s\n[cluster]\nmember1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0\n[server]\nadmin_listen = 127.0.0.1:0\n[calendar]\ngenesis = %s\n[keys]\ncalendar_auth_cert = %s\ncalendar_auth_key = %s\nallow_clear_key = yes\n[tls]\n%s\n' \
     "$TMP/core" "$NG" "$TMP/npki/calendar-auth.crt" "$TMP/npki/calendar-auth.key" "$(tls core-1)" >core.conf
   start core "$CORE" core.conf || bail "keyless-core started: $(short "$(cat core.log)")"
   CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)

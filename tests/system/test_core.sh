@@ -61,6 +61,7 @@ genesis = $genesis
 [keys]
 calendar_auth_cert = $T/pki/calendar-auth.crt
 calendar_auth_key = $T/pki/calendar-auth.key
+allow_clear_key = yes
 $(tls core-$i)
 [raft]
 election_timeout = 1s

@@ -233,6 +233,7 @@ genesis = $GENESIS
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+allow_clear_key = yes
 [tls]
 $(tls core-1)
 CONF

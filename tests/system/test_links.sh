@@ -109,6 +109,7 @@ genesis = $(($(date +%s) - 2))
 [keys]
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
+allow_clear_key = yes
 [tls]
 $(tls core-1)
 CONF

@@ -169,6 +169,7 @@ map_size = 1M
 [keys]
 calendar_auth_cert = $NET/pki/calendar-auth.crt
 calendar_auth_key = $NET/pki/calendar-auth.key
+allow_clear_key = yes
 [tls]
 ca = $NET/pki/cluster-ca.crt
 cert = $NET/pki/nodes/core-1.crt

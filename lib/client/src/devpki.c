@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 
 #include "ossl.h"
 #include "keyless/pki.h"
+#include "keyuri.h"
 
 #define PATH_CAP 1024
 #define DAY 86400
@@ -159,13 +161,18 @@ static int write_file(const char *path, const void *p, size_t n, mode_t mode, bo
   return 0;
 }
 
-enum { PEM_CERT, PEM_KEY, PEM_CRL };
+enum { PEM_CERT, PEM_KEY, PEM_CRL, PEM_KEY_WRAPPED };
+
+/* The passphrase signing keys are wrapped under (kl_devpki_create_wrapped), NULL: clear. */
+static _Thread_local const char *wrap_pass;
 
 static int write_pem(const char *path, int kind, void *obj, kl_err_t *e) {
   BIO *b = BIO_new(BIO_s_mem());
   bool ok = b != NULL;
   if (ok && kind == PEM_CERT) ok = PEM_write_bio_X509(b, obj) == 1;
   if (ok && kind == PEM_KEY) ok = PEM_write_bio_PrivateKey(b, obj, NULL, NULL, 0, NULL, NULL) == 1;
+  if (ok && kind == PEM_KEY_WRAPPED) /* encrypted PKCS#8: AES-256-CBC under a PBKDF2 key */
+    ok = PEM_write_bio_PKCS8PrivateKey(b, obj, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)wrap_pass) == 1;
   if (ok && kind == PEM_CRL) ok = PEM_write_bio_X509_CRL(b, obj) == 1;
   if (!ok) {
     BIO_free(b);
@@ -173,15 +180,16 @@ static int write_pem(const char *path, int kind, void *obj, kl_err_t *e) {
   }
   char *p;
   long n = BIO_get_mem_data(b, &p);
-  int r = write_file(path, p, (size_t)n, kind == PEM_KEY ? 0600 : 0644, kind == PEM_CRL, e);
-  if (kind == PEM_KEY) OPENSSL_cleanse(p, (size_t)n);
+  bool key = kind == PEM_KEY || kind == PEM_KEY_WRAPPED;
+  int r = write_file(path, p, (size_t)n, key ? 0600 : 0644, kind == PEM_CRL, e);
+  if (key) OPENSSL_cleanse(p, (size_t)n);
   BIO_free(b);
   return r;
 }
 
 /* The key first: a certificate is never on disk without its key. */
 static int write_pair(const char *crt, const char *key, X509 *x, EVP_PKEY *k, kl_err_t *e) {
-  int r = write_pem(key, PEM_KEY, k, e);
+  int r = write_pem(key, wrap_pass ? PEM_KEY_WRAPPED : PEM_KEY, k, e);
   if (r == 0 && (r = write_pem(crt, PEM_CERT, x, e)) != 0) unlink(key);
   return r;
 }
@@ -455,6 +463,39 @@ static int write_crl(const char *dir, const ca_t *ca, kl_err_t *e) {
 }
 
 /* ---- create ---- */
+
+/* The passphrase file: read when it exists (not readable by others), else made (0600) with
+ * 32 random bytes in hex. */
+static int wrap_passphrase(const char *pass_file, char *pass, size_t cap, bool *made, kl_err_t *e) {
+  struct stat st;
+  if (stat(pass_file, &st) == 0) return kl_key_secret_read(pass_file, pass, cap, e) ? kl_err_wrap(e, "devpki") : 0;
+  *made = true;
+  uint8_t rnd[32];
+  char hex[2 * sizeof rnd + 2];
+  if (RAND_bytes(rnd, sizeof rnd) != 1) return kl_err_set(e, KL_ECRYPTO, "no random bytes: %s", kl__ossl_msg());
+  for (size_t i = 0; i < sizeof rnd; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+  hex[2 * sizeof rnd] = '\n';
+  int r = write_file(pass_file, hex, 2 * sizeof rnd + 1, 0600, false, e);
+  if (r == 0) snprintf(pass, cap, "%.*s", (int)(2 * sizeof rnd), hex);
+  OPENSSL_cleanse(rnd, sizeof rnd);
+  OPENSSL_cleanse(hex, sizeof hex);
+  return r;
+}
+
+int kl_devpki_create_wrapped(const char *dir, const char *email, int days, const char *pass_file, kl_err_t *e) {
+  char pass[1024];
+  int r;
+  if (pass_file == NULL) return kl_devpki_create(dir, email, days, e);
+  if (pass_file[0] != '/') return kl_err_set(e, KL_EINVAL, "devpki: the passphrase file %s: want an absolute path", pass_file);
+  bool made = false;
+  if ((r = wrap_passphrase(pass_file, pass, sizeof pass, &made, e))) return r;
+  wrap_pass = pass;
+  r = kl_devpki_create(dir, email, days, e);
+  wrap_pass = NULL;
+  if (r && made) unlink(pass_file); /* nothing half-made is left */
+  OPENSSL_cleanse(pass, sizeof pass);
+  return r;
+}
 
 int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) {
   static const char *const files[] = {"ca.crt", "ca.key", "publications.crt", "publications.key", "calendar-auth.crt",

@@ -1,6 +1,7 @@
 /* Calendar authentication record signing, on OpenSSL 3. The development PKI is in devpki.c. */
 #include "ossl.h"
 #include "keyless/pki.h"
+#include "keyuri.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -36,12 +37,27 @@ static int read_pem(const char *path, const char *what, X509 **cert, EVP_PKEY **
   return 0;
 }
 
+int kl_cert_same_key(const char *cert_a, const char *cert_b, bool *same, kl_err_t *e) {
+  X509 *a = NULL, *b = NULL;
+  int r;
+  if ((r = read_pem(cert_a, "certificate", &a, NULL, e)) == 0 && (r = read_pem(cert_b, "certificate", &b, NULL, e)) == 0)
+    *same = EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1;
+  X509_free(a);
+  X509_free(b);
+  ERR_clear_error();
+  return r;
+}
+
 int kl_calauth_load(const char *cert_pem, const char *key_pem, kl_calauth_t **out, kl_err_t *e) {
+  return kl_calauth_open(cert_pem, key_pem, KL_KEY_ALLOW_CLEAR, out, e);
+}
+
+int kl_calauth_open(const char *cert_pem, const char *key_pem, unsigned flags, kl_calauth_t **out, kl_err_t *e) {
   kl_calauth_t *ca = calloc(1, sizeof *ca);
   int r;
   if (ca == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   if ((r = read_pem(cert_pem, "calendar-auth certificate", &ca->cert, NULL, e)) ||
-      (r = read_pem(key_pem, "calendar-auth key", NULL, &ca->key, e)))
+      (r = kl_key_load(key_pem, "calendar-auth key", flags, &ca->key, NULL, e)))
     goto fail;
   if (X509_check_private_key(ca->cert, ca->key) != 1) {
     r = kl_err_set(e, KL_ECRYPTO, "calendar-auth key %s does not belong to certificate %s", key_pem, cert_pem);

@@ -16,6 +16,7 @@
 
 #include "keyless/pubfile.h"
 #include "keyless/tlv.h"
+#include "keyuri.h"
 
 #define MAGIC_LEN 8
 #define PUBFILE_MAX_SIZE (64u << 20) /* far above any real file (Guardtime's: ~30 kB) */
@@ -637,7 +638,7 @@ int kl_pubfile_write(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e) 
   kl_buf_t b = KL_BUF_INIT;
   ERR_clear_error();
   if ((r = load_pem(spec->signer_cert_pem, "signer certificate", &cert, NULL, NULL, e)) ||
-      (r = load_pem(spec->signer_key_pem, "signer key", NULL, &key, NULL, e)) ||
+      (r = kl_key_load(spec->signer_key_pem, "signer key", KL_KEY_ALLOW_CLEAR, &key, NULL, e)) ||
       (spec->chain_pem && (r = load_pem(spec->chain_pem, "chain file", NULL, NULL, &chain, e))))
     goto done;
   if (X509_check_private_key(cert, key) != 1) {

@@ -28,7 +28,20 @@ extern "C" {
  * its certificate (PEM files). Thread-safe for concurrent kl_calauth_sign calls. */
 typedef struct kl_calauth kl_calauth_t;
 
+/* The signing key is named by URI (docs/keys.md): pkcs11:token=...;object=...?module-path=...&
+ * pin-source=file:PATH (an HSM), file:PATH?passphrase-source=SRC (a wrapped key: encrypted
+ * PKCS#8) or a plain PATH. A clear key file is refused (KL_EPKI) unless flags has
+ * KL_KEY_ALLOW_CLEAR (development). A wrong passphrase is KL_EAUTH; KL_EINVAL names a bad URI. */
+#define KL_KEY_ALLOW_CLEAR 1u
+KL_API int kl_calauth_open(const char *cert_pem, const char *key_uri, unsigned flags, kl_calauth_t **out, kl_err_t *e);
+/* kl_calauth_open with KL_KEY_ALLOW_CLEAR (tests and development tools). */
 KL_API int kl_calauth_load(const char *cert_pem, const char *key_pem, kl_calauth_t **out, kl_err_t *e);
+/* Sets *same when the two certificates (PEM files) hold the same public key: a calendar-auth
+ * key must never be a TLS key. */
+/* True when two key URIs name the same key location: the same file (device and inode, or the
+ * same path when one does not exist) or the same PKCS#11 token object. */
+KL_API bool kl_keyuri_same(const char *a, const char *b);
+KL_API int kl_cert_same_key(const char *cert_a, const char *cert_b, bool *same, kl_err_t *e);
 KL_API void kl_calauth_free(kl_calauth_t *ca);
 /* Appends a whole 0x805 TLV for publication data (time, root): the data element as KSI writes
  * it (0x10 with the F flag, canonical), signed with sha256WithRSAEncryption (or ECDSA-SHA256
@@ -67,7 +80,7 @@ KL_API const uint8_t *kl_calauth_cert_der(const kl_calauth_t *ca, size_t *len);
  *     revoked                               revoked serials, one "HEX UNIXTIME" line each
  * Issue and revoke hold an exclusive lock (flock) on DIR/offline/serial, so concurrent runs
  * on one DIR are serialised. Nothing here ever replaces a certificate or key file (KL_ESTATE).
- * Development only: the keys are not encrypted. */
+ * Development only: the keys are not encrypted (but see kl_devpki_create_wrapped). */
 
 /* Writes a new development PKI into dir (created if missing): every file above except
  * DIR/nodes/ contents, an empty CRL, serial 2 (1 is the cluster CA's). CAs and signing
@@ -75,6 +88,12 @@ KL_API const uint8_t *kl_calauth_cert_der(const kl_calauth_t *ca, size_t *len);
  * file of the layout (or a DIR/ca.key of the older layout) already exists; nothing is written
  * then. */
 KL_API int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e);
+/* kl_devpki_create, but the two signing keys (publications.key, calendar-auth.key) are written
+ * wrapped: encrypted PKCS#8 (AES-256-CBC, PBKDF2) under the passphrase in pass_file (an
+ * absolute path), which is read if it exists (it must not be readable by others) or else made
+ * (0600, 64 random hex digits). Load them as file:KEY?passphrase-source=file:PASS_FILE
+ * (docs/keys.md). Keep pass_file away from DIR: the secret never sits next to the key. */
+KL_API int kl_devpki_create_wrapped(const char *dir, const char *email, int days, const char *pass_file, kl_err_t *e);
 
 /* Options of kl_devpki_issue; all zero gives the defaults. Strings are only read during the
  * call. */
