@@ -152,7 +152,5 @@ int core_admin_start(core_t *c, kl_err_t *e);
 uint64_t core_now_ms(void);
 uint64_t core_mono_ms(void);
 uint64_t core_quorum_now_ms(const core_t *c);
-/* Whether this node is in the Raft configuration it knows (false once it applied its removal). */
-bool core_in_configuration(const core_t *c);
 
 #endif
