@@ -76,16 +76,16 @@ int kl_witkey_generate(int alg, kl_witkey_t **out, kl_err_t *e) {
   return wrap(pkey, "new key", out, e);
 }
 
-static FILE *open_pem(const char *path, kl_err_t *e) {
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    kl_err_set(e, errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "cannot open %s: %s", path, strerror(errno));
-  return f;
+static int open_pem(const char *path, FILE **f, kl_err_t *e) {
+  if ((*f = fopen(path, "r")) == NULL)
+    return kl_err_set(e, errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "cannot open %s: %s", path, strerror(errno));
+  return 0;
 }
 
 int kl_witkey_load_private(const char *path, kl_witkey_t **out, kl_err_t *e) {
-  FILE *f = open_pem(path, e);
-  if (f == NULL) return KL_EIO;
+  FILE *f;
+  int r = open_pem(path, &f, e);
+  if (r) return r;
   EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
   fclose(f);
   if (pkey == NULL) return kl_err_set(e, KL_EFORMAT, "%s: not a PEM private key: %s", path, kl__ossl_msg());
@@ -93,8 +93,9 @@ int kl_witkey_load_private(const char *path, kl_witkey_t **out, kl_err_t *e) {
 }
 
 int kl_witkey_load_public(const char *path, kl_witkey_t **out, kl_err_t *e) {
-  FILE *f = open_pem(path, e);
-  if (f == NULL) return KL_EIO;
+  FILE *f;
+  int r = open_pem(path, &f, e);
+  if (r) return r;
   EVP_PKEY *pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
   if (pkey == NULL) {
     rewind(f);
