@@ -30,14 +30,16 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: keyless publish -D CALDIR -o FILE --cert PUB.crt --key PUB.key [--chain CA.pem]\n"
+          "usage: keyless publish -D CALDIR -o FILE --cert PUB.crt --key KEY [--chain CA.pem]\n"
           "         [--auth-cert CALENDAR-AUTH.crt]... [--interval SECONDS] [--latest] [--repo-uri URI]\n"
           "         [--previous FILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]...\n"
           "  publications at every multiple of --interval (default 86400: daily at 00:00:00 UTC) within the\n"
           "  calendar, and with --latest also at its last second, plus every publication of the previous\n"
           "  file (FILE itself, or --previous), which must verify: signed with the key of --cert, or, with\n"
           "  --cnstr, by a certificate of the anchors (-V; default: the system's). FILE is replaced\n"
-          "  atomically and a copy kept as DIR/history/NAME-YYYYMMDDTHHMMSSZ.bin.\n");
+          "  atomically and a copy kept as DIR/history/NAME-YYYYMMDDTHHMMSSZ.bin.\n"
+          "  KEY: a key file, file:PATH?passphrase-source=file:PASSFILE (a wrapped key) or\n"
+          "  pkcs11:token=T;object=O?pin-source=file:PINFILE (an HSM); docs/keys.md.\n");
   cli_exit_table(f);
 }
 

@@ -60,7 +60,7 @@ static void test_parse(void **state) {
   assert_int_equal(k.kind, KL_KEYURI_PKCS11);
   assert_string_equal(k.token, "my hsm");
   assert_string_equal(k.object, "cal");
-  assert_int_equal(k.id[0], 1);
+  assert_string_equal(k.id, "%01");
   assert_string_equal(k.module, "/m.so");
   assert_string_equal(k.secret, "file:/p");
   assert_string_equal(k.engine_uri, "pkcs11:token=my%20hsm;object=cal;id=%01;type=private");

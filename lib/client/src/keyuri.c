@@ -63,7 +63,7 @@ static int parse_pkcs11(const char *uri, kl_keyuri_t *k, kl_err_t *e) {
     int r = 0;
     if (nl == 5 && memcmp(a, "token", 5) == 0) r = pct_decode(k->token, sizeof k->token, v, vl, "token", e);
     else if (nl == 6 && memcmp(a, "object", 6) == 0) r = pct_decode(k->object, sizeof k->object, v, vl, "object", e);
-    else if (nl == 2 && memcmp(a, "id", 2) == 0) r = pct_decode(k->id, sizeof k->id, v, vl, "id", e);
+    else if (nl == 2 && memcmp(a, "id", 2) == 0) r = copy(k->id, sizeof k->id, v, vl, "id", e); /* kept encoded: may hold %00 */
     else if (nl == 4 && memcmp(a, "type", 4) == 0) {
       if (vl != 7 || memcmp(v, "private", 7) != 0)
         return kl_err_set(e, KL_EINVAL, "key URI %s: type=%.*s: a signing key is type=private", uri, (int)vl, v);

@@ -32,7 +32,8 @@ typedef struct kl_keyuri {
   char path[1024];   /* FILE: the key file */
   char secret[1024]; /* FILE: passphrase-source; PKCS11: pin-source; "" when none given */
   char module[1024]; /* PKCS11: module-path ("" when none given) */
-  char token[256], object[256], id[256]; /* PKCS11, percent-decoded ("" when absent) */
+  char token[256], object[256]; /* PKCS11, percent-decoded ("" when absent) */
+  char id[256];                  /* PKCS11, as written (percent-encoded: an id may hold 0x00) */
   char engine_uri[1024]; /* PKCS11: the path part as libp11 takes it, with type=private */
 } kl_keyuri_t;
 
