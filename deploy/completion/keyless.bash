@@ -19,18 +19,19 @@ _keyless() {
   fi
   cmd="${COMP_WORDS[1]}"
   case "$prev" in
-    -i|-o|-P|-V|-D|--conf|--ca|--cert|--key|--manifest|--aggr-key-file|--ext-key-file|--state|-c|--config)
+    -i|-o|-P|-V|-D|--conf|--ca|--cert|--key|--manifest|--aggr-key-file|--ext-key-file|--state|-c|--config|--witness|--witness-file)
       mapfile -t COMPREPLY < <(compgen -f -- "$cur")
       return ;;
   esac
   case "$cmd" in
-    calendar|devpki|core)
+    calendar|devpki|core|witness)
       if [ "$COMP_CWORD" -eq 2 ] && [[ "$cur" != -* ]]; then
         local subs
         case "$cmd" in
           calendar) subs="init append root chain stat audit" ;;
           devpki) subs="issue revoke crl" ;;
           core) subs="status add remove" ;;
+          witness) subs="init sign add show" ;;
         esac
         mapfile -t COMPREPLY < <(compgen -W "$subs" -- "$cur")
         return

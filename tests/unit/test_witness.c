@@ -32,6 +32,13 @@ static void test_message(void **state) {
   assert_memory_equal(msg + 19, t, 8);
   assert_int_equal(msg[27], 0x01);
   for (size_t i = 28; i < n; i++) assert_int_equal(msg[i], 0xAB);
+  /* the example of docs/formats.md §8.1 */
+  kl_imprint_t r11 = imp(KL_HASH_SHA256, 0x11);
+  size_t hl;
+  uint8_t *want = tu_hex("6b65796c657373207769746e65737320763100000000006553f10001", &hl);
+  assert_int_equal(kl_witness_message(1700000000, &r11, msg), hl + 32);
+  assert_memory_equal(msg, want, hl);
+  free(want);
   kl_imprint_t r512 = imp(KL_HASH_SHA512, 1);
   assert_int_equal(kl_witness_message(0, &r512, msg), 19 + 8 + 65);
 }
