@@ -254,6 +254,13 @@ static bool is_member(void *arg, raft_id id) {
 }
 
 /* Every node says when the membership it sees changes (the leader also says who asked). */
+bool core_in_configuration(const core_t *c) {
+  const struct raft_configuration *conf = &c->raft.configuration;
+  for (unsigned i = 0; i < conf->n; i++)
+    if (conf->servers[i].id == (raft_id)c->cfg->id) return true;
+  return conf->n == 0; /* a joiner that was never added yet has no configuration */
+}
+
 static void watch_members(core_t *c) {
   const struct raft_configuration *now = &c->raft.configuration;
   bool same = now->n == c->seen_conf.n;
@@ -267,6 +274,9 @@ static void watch_members(core_t *c) {
                             now->servers[i].role == RAFT_VOTER ? "" : "(non-voter)");
   if (c->seen_conf.n) kl_log(KL_LOG_WARN, "membership_changed", "members=%s", list);
   else kl_log(KL_LOG_INFO, "membership", "members=%s", list);
+  if (!core_in_configuration(c))
+    kl_log(KL_LOG_ERROR, "removed", "id=%lld members=%s action=\"this node is no longer a member of the cluster: stop it\"",
+           (long long)c->cfg->id, list);
   raft_configuration_close(&c->seen_conf);
   raft_configuration_init(&c->seen_conf);
   for (unsigned i = 0; i < now->n; i++)

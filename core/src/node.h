@@ -68,6 +68,9 @@ typedef struct core_peer {
   kl_qtime_reading_t clock;
 } core_peer_t;
 
+/* The reason in the Pong a member answers a non-member's heartbeat with (node_serve.c). */
+#define CORE_NOT_MEMBER "not a member of this cluster's configuration"
+
 /* A peer's clock reading older than this is not counted in the quorum time: heartbeats come
  * every 500 ms, so this is several missed in a row. */
 #define CORE_CLOCK_MAX_AGE_MS 3000
@@ -104,6 +107,7 @@ typedef struct core {
   unsigned inflight;      /* proposals not yet applied */
   bool clock_ok, transferring;
   int64_t clock_skew_ms;   /* this clock minus the quorum time, at the last check */
+  uint64_t not_member_ms, not_member_said_ms; /* monotonic: a member last said we are none; logged */
   uint64_t clock_said_ms;  /* when check_clock last logged */
   struct raft_transfer transfer;
   uint64_t last_heartbeat_ms, last_tick_ms, max_lag_ms; /* loop lag since the last clock check */
@@ -152,5 +156,7 @@ int core_admin_start(core_t *c, kl_err_t *e);
 uint64_t core_now_ms(void);
 uint64_t core_mono_ms(void);
 uint64_t core_quorum_now_ms(const core_t *c);
+/* Whether this node is in the Raft configuration it knows (false once it applied its removal). */
+bool core_in_configuration(const core_t *c);
 
 #endif

@@ -47,6 +47,9 @@ static const char *health(void *arg) {
   if (c->stopping) return "stopping";
   if (c->fsm.state != KL_FSM_OK)
     return c->fsm.state == KL_FSM_CATCHING_UP ? "catching up with the cluster's log" : "the state machine failed";
+  if (!core_in_configuration(c)) return "removed: this node is not in the cluster's configuration (stop it)";
+  if (c->not_member_ms && core_mono_ms() - c->not_member_ms < 5000)
+    return "the cluster's members say this node is not in their configuration (removed, or not added yet)";
   if (!c->clock_ok) {
     snprintf(why, sizeof why,
              "this node's clock is %lld ms off the cluster's quorum time (max_skew %llu ms): requests refused",

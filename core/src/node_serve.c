@@ -270,8 +270,11 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
            (unsigned long long)f->second, kl_metric_value(c->m_fwd_refused[why]), e.msg);
 }
 
-/* A member's clock reading, with our monotonic time at receipt (qtime.h). */
-static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Heartbeat *h) {
+/* A member's clock reading, with our monotonic time at receipt (qtime.h). A core that proves its
+ * id (its certificate) but is not in the configuration this node knows is told so with a
+ * not-ready Pong (id 0), so that a removed node learns it even though nobody replicates to it
+ * any more (core_on_peer_frame); true then. */
+static bool on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation__Heartbeat *h) {
   uint64_t sender = peer_member_id(c, req, h->node);
   core_peer_t *p = NULL;
   for (size_t i = 0; i < c->n_peers && sender == h->node; i++)
@@ -281,9 +284,10 @@ static void on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregatio
     if (log_now(c->m_heartbeats_refused))
       kl_log(KL_LOG_WARN, "heartbeat_refused", "peer=%s sender=%llu node=%llu count=%.0f", kl_tlv_req_peer(req),
              (unsigned long long)sender, (unsigned long long)h->node, kl_metric_value(c->m_heartbeats_refused));
-    return;
+    return sender != 0 && sender == h->node && sender != (uint64_t)c->cfg->id && !is_member(c, sender);
   }
   p->clock = (kl_qtime_reading_t){h->wall_ms, core_mono_ms()};
+  return false;
 }
 
 /* A child's heartbeat: ready exactly when on_request would not refuse with "retry" at once. */
@@ -319,8 +323,16 @@ void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void 
       kl_tlv_respond(req, NULL, 0, false);
       break;
     case KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT:
-      on_heartbeat(c, req, m->heartbeat);
-      kl_tlv_respond(req, NULL, 0, false);
+      if (on_heartbeat(c, req, m->heartbeat)) {
+        Keyless__Aggregation__Pong pong = KEYLESS__AGGREGATION__PONG__INIT;
+        Keyless__Aggregation__Message out = KEYLESS__AGGREGATION__MESSAGE__INIT;
+        pong.reason = CORE_NOT_MEMBER;
+        out.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_PONG;
+        out.pong = &pong;
+        respond_msg(req, &out);
+      } else {
+        kl_tlv_respond(req, NULL, 0, false);
+      }
       break;
     case KEYLESS__AGGREGATION__MESSAGE__BODY_PING: on_ping(c, req, m->ping); break;
     default: kl_tlv_respond(req, NULL, 0, true);
@@ -328,11 +340,24 @@ void core_on_internal(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void 
   keyless__aggregation__message__free_unpacked(m, NULL);
 }
 
+/* Members answer a heartbeat only to say this node is not in their configuration. */
 void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg) {
-  (void)fc; /* members send nothing back on these links */
-  (void)p;
-  (void)len;
-  (void)arg;
+  core_t *c = arg;
+  (void)fc;
+  Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len, p);
+  if (m == NULL) return;
+  if (m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PONG && !m->pong->ready && m->pong->reason &&
+      strcmp(m->pong->reason, CORE_NOT_MEMBER) == 0) {
+    uint64_t now = core_mono_ms();
+    if (c->not_member_ms == 0 || now - c->not_member_said_ms >= 60000) {
+      kl_log(KL_LOG_ERROR, "not_a_member", "id=%lld action=\"the cluster's members say this node is not in their "
+             "configuration (removed, or not added yet): stop it, or add it with keyless core add\"",
+             (long long)c->cfg->id);
+      c->not_member_said_ms = now;
+    }
+    c->not_member_ms = now;
+  }
+  keyless__aggregation__message__free_unpacked(m, NULL);
 }
 
 void core_send_heartbeats(core_t *c) {

@@ -212,8 +212,15 @@ PIDS+=($!)
 L=$(leader)
 out=$("$KL" core add "${ADMIN[$((L - 1))]}" 4 "127.0.0.1:$P4" --timeout 20000 2>&1)
 check_has "the operator adds member 4 with an admin certificate" "ok" "$out"
+h4() { curl -s -m 2 "http://127.0.0.1:$((P4 + 4))/healthz"; }
+told=yes; for _ in $(seq 1 100); do case "$(h4)" in *"not in their configuration"*) sleep 0.2 ;; *) told=no; break ;; esac; done
+check "member 4, once added, is no longer told it is none" no "$told"
 out=$("$KL" core remove "${ADMIN[$(($(leader) - 1))]}" 4 --timeout 20000 2>&1)
 check_has "and removes it again" "ok" "$out"
+told=no; for _ in $(seq 1 100); do case "$(h4)" in *"not in their configuration"*) told=yes; break ;; esac; sleep 0.2; done
+check "the removed member 4 learns from the members that it is none (/healthz)" yes "$told"
+grep -q 'event=not_a_member' core4.log
+check "  ... and logs it (event=not_a_member)" 0 "$?"
 sleep 2
 for i in 1 2 3; do
   log=$(grep 'event=admin_request' "$KL_NETWORK_DIR/log/core$i.log")
