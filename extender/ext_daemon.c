@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "ext_audit.h"
+#include "ext_www.h"
 #include "extender.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
@@ -445,6 +446,10 @@ static void on_get(kl_http_req_t *req, void *arg) {
   extender_t *x = arg;
   const char *path = kl_http_req_path(req);
   kl_err_t e;
+  if (ext_www_path(path)) { /* /verify: the verification page (ext_www.c) */
+    ext_www_get(req, path);
+    return;
+  }
   if (ext_audit_path(path)) { /* /calendar/...: for auditors (ext_audit.c) */
     ext_audit_get(req, &x->pool, cal_get(x), sync_check(x));
     return;

@@ -17,6 +17,7 @@ PKGS=(
   faketime              # clock offsets for test_clock.sh (deploy/local-network KL_CLOCK_OFFSET_*)
   libengine-pkcs11-openssl softhsm2  # signing keys in PKCS#11 tokens (docs/keys.md; test_keys.sh)
   help2man man-db       # man pages from --help (cmake/manpages.cmake), checked by test_cli_help.sh
+  chromium nodejs       # the verification page in headless Chromium; its JS against the vectors (test_verify_page.sh)
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

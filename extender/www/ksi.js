@@ -313,7 +313,7 @@
   /* The internal policy (KSI-FORMAT.md §8; verify_internal.c's order), then a user publication.
    * opts.docHash: an imprint or null. Returns {verdict: OK|FAIL|NA, code, message, ...drawing}. */
   async function verify(s, opts) {
-    const res = { verdict: 'OK', code: '', message: '', chains: [], cal: null, root: null };
+    const res = { verdict: 'OK', code: '', message: '', chains: [], cal: null, root: null, docHash: opts.docHash || null };
     const fail = (code, msg) => Object.assign(res, { verdict: code === 'GEN-02' ? 'NA' : 'FAIL', code, message: msg });
     const d = opts.docHash;
     if (d && d[0] !== s.docHash[0]) return fail('GEN-04', 'the document hash uses ' + algName(d[0]) + ', the signature ' + algName(s.docHash[0]));
