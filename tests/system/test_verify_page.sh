@@ -8,7 +8,10 @@
 #      document hash pasted instead of the document: OK;
 #   3. the signature with one byte changed in a sibling hash: FAIL with an INT code, and
 #      `keyless verify` refuses it too; another document: FAIL with GEN-01;
-#   4. with node present, ksi.js against the KSI vectors' expected results (verify_page_vectors.js).
+#   4. the signature extended to a publication (a publication record): OK with its publication
+#      string, FAIL for the string mistyped (CRC-32) or the record's hash changed (INT-09),
+#      INCONCLUSIVE for a publication the signature is not extended to;
+#   5. with node present, ksi.js against the KSI vectors' expected results (verify_page_vectors.js).
 # KL_SCREENSHOTS=DIR saves verify-ok.png and verify-fail.png there (docs/img).
 # Usage: test_verify_page.sh BUILD_DIR SOURCE_DIR. Exits 77 without chromium.
 set -u
@@ -75,7 +78,7 @@ done
 check "keyless verify: the signature is OK (exit 0)" 0 "$?"
 
 b64() { base64 -w0 <"$1" | tr '+/' '-_' | tr -d '='; }
-# page FRAGMENT [SCREENSHOT]: the page's DOM after it ran (page.dom), the verdict in VERDICT and
+# page FRAGMENT [SCREENSHOT [HEIGHT]]: the page's DOM after it ran (page.dom), the verdict in VERDICT and
 # the reason in REASON.
 page() {
   rm -rf prof
@@ -86,11 +89,11 @@ page() {
   if [ -n "${2:-}" ] && [ -n "${KL_SCREENSHOTS:-}" ]; then
     rm -rf prof
     timeout 60 "$CHROME" --headless --disable-gpu --no-sandbox --no-first-run --user-data-dir="$TMP/prof" \
-      --hide-scrollbars --window-size=1100,1500 --virtual-time-budget=10000 \
+      --hide-scrollbars --window-size=1100,${3:-1500} --virtual-time-budget=10000 \
       --screenshot="$KL_SCREENSHOTS/$2" "$EXT/verify#$1" >/dev/null 2>>chrome.log
   fi
 }
-page "sig=$(b64 doc.txt.ksig)&doc=$(b64 doc.txt)" verify-ok.png
+page "sig=$(b64 doc.txt.ksig)&doc=$(b64 doc.txt)"
 check "the page: OK for the signature and its document" OK "$VERDICT"
 check_has "  ... naming the signing time" "The document was signed at" "$REASON"
 check_has "  ... the aggregation chain drawn" "Aggregation chain 1 of" "$(cat page.dom)"
@@ -100,7 +103,9 @@ check "the page: OK with the document hash pasted" OK "$VERDICT"
 
 # 3. A tampered signature: the last byte of the first sibling imprint (an aggregation link's
 # 0x02, else a calendar link) changed.
-python3 - doc.txt.ksig tampered.ksig <<'EOF' || bail "tampering"
+cat >tamper.py <<'EOF'
+# tamper.py IN OUT sibling|pub: one bit flipped in the last byte of the first sibling imprint (an
+# aggregation link's 0x02, else a calendar link), or of the publication record's hash.
 import sys
 b = bytearray(open(sys.argv[1], "rb").read())
 def tlvs(o, end):
@@ -113,7 +118,10 @@ _, v, n = next(tlvs(0, len(b)))
 spots = []
 for t, cv, cn in tlvs(v, v + n):
     for lt, lv, ln in tlvs(cv, cv + cn):
-        if t == 0x801 and lt in (7, 8):
+        if sys.argv[3] == "pub":
+            if t == 0x803 and lt == 0x10:
+                spots += [(sv, sn, 0) for st, sv, sn in tlvs(lv, lv + ln) if st == 4]
+        elif t == 0x801 and lt in (7, 8):
             spots += [(sv, sn, 0) for st, sv, sn in tlvs(lv, lv + ln) if st == 2]
         elif t == 0x802 and lt in (7, 8):
             spots.append((lv, ln, 1))
@@ -121,6 +129,7 @@ sv, sn, _ = sorted(spots, key=lambda s: s[2])[0]
 b[sv + sn - 1] ^= 0x01
 open(sys.argv[2], "wb").write(b)
 EOF
+python3 tamper.py doc.txt.ksig tampered.ksig sibling || bail "tampering"
 "$KL" verify -i tampered.ksig -f doc.txt --policy internal >/dev/null 2>&1
 check "keyless verify refuses the tampered signature (exit 6)" 6 "$?"
 page "sig=$(b64 tampered.ksig)&doc=$(b64 doc.txt)" verify-fail.png
@@ -135,6 +144,32 @@ printf 'not a signature' >junk.ksig
 page "sig=$(b64 junk.ksig)&doc=$(b64 doc.txt)"
 check "the page: FAIL for a file that is no signature" FAIL "$VERDICT"
 check_has "  ... saying it is malformed" "malformed" "$REASON"
+
+# 4. Publications: the signature extended to the extender's head with that publication's string
+# (keyless inspect prints it), so that it carries a publication record.
+for i in 1 2 3 4 5; do
+  "$KL" extend -i doc.txt.ksig -o head.ksig -X "$KL_EXTENDER_URL" --ext-user "$KL_USER" --ext-key "$KL_KEY" --to-head >ext.log 2>&1 &&
+    PS=$("$KL" inspect -i head.ksig | sed -n 's/.*as publication string: //p' | head -n 1) &&
+    "$KL" extend -i doc.txt.ksig -o pub.ksig -X "$KL_EXTENDER_URL" --ext-user "$KL_USER" --ext-key "$KL_KEY" --pub-str "$PS" >>ext.log 2>&1 && break
+  sleep 1
+done
+[ -s pub.ksig ] && [ -n "$PS" ] || bail "keyless extend: $(short "$(cat ext.log)")"
+page "sig=$(b64 pub.ksig)&doc=$(b64 doc.txt)&pub=$PS" verify-ok.png 3400
+check "the page: OK for the extended signature and its publication string" OK "$VERDICT"
+check_has "  ... anchored to it" "equals the publication string" "$REASON"
+check_has "  ... the publication record drawn" "Publication record" "$(cat page.dom)"
+# One character changed (the 8th): CRC-32 catches any change of up to 32 bits in a row.
+c=${PS:7:1}; [ "$c" = Z ] && r=A || r=Z
+bad_ps="${PS:0:7}$r${PS:8}"
+page "sig=$(b64 pub.ksig)&doc=$(b64 doc.txt)&pub=$bad_ps"
+check "the page: FAIL for a mistyped publication string" FAIL "$VERDICT"
+check_has "  ... its CRC-32" "CRC-32" "$REASON"
+page "sig=$(b64 doc.txt.ksig)&doc=$(b64 doc.txt)&pub=$PS"
+check "the page: INCONCLUSIVE for a publication the signature is not extended to" INCONCLUSIVE "$VERDICT"
+python3 tamper.py pub.ksig pub-tampered.ksig pub || bail "tampering the publication"
+page "sig=$(b64 pub-tampered.ksig)&doc=$(b64 doc.txt)"
+check "the page: FAIL for a publication record whose hash was changed" FAIL "$VERDICT"
+check_has "  ... INT-09" "INT-09" "$REASON"
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
