@@ -28,11 +28,11 @@ export KL_BUILD="$BUILD" KL_TOPOLOGY=small KL_BASE_PORT=$((42000 + ($$ % 60) * 1
 trap '"$LN" down "$NET" >/dev/null 2>&1; cleanup' EXIT
 bail() { echo "not ok - $1"; echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1; }
 
-if command -v node >/dev/null; then
+if command -v node >/dev/null && [ -d "$SRC/../shared/ksi-vectors" ]; then
   out=$(node "$SRC/tests/system/verify_page_vectors.js" "$SRC" "$SRC/../shared/ksi-vectors" 2>&1)
   check "ksi.js agrees with the KSI vectors' expected results (node)" "0 failed" "$(echo "$out" | tail -n 1 | grep -o '0 failed$')"
 else
-  echo "# node not installed: ksi.js vector check skipped"
+  echo "# node or shared/ksi-vectors missing: ksi.js vector check skipped"
 fi
 
 # A second try on other ports if the first start fails (a port taken by another test meanwhile).

@@ -5,6 +5,7 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
+if (!globalThis.crypto) globalThis.crypto = require('crypto').webcrypto; // node 18 (Debian 12)
 const KSI = require(path.resolve(process.argv[2], 'extender/www/ksi.js'));
 const VEC = process.argv[3];
 let passed = 0, failed = 0, skipped = 0;
