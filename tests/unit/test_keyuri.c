@@ -178,12 +178,38 @@ static void test_calauth_wrapped(void **state) {
   assert_true(kl_keyuri_same(cal_key, uri));
 }
 
+static void test_devpki_wrap(void **state) {
+  (void)state;
+  char p2[700];
+  kl_err_t e = {0};
+  struct stat st;
+  /* A PKI that exists is not replaced, and the passphrase file made for it is not left behind. */
+  snprintf(p2, sizeof p2, "%s/other.pass", dir);
+  assert_int_equal(kl_devpki_create_wrapped(pki, "k@keyless.test", 30, p2, &e), KL_ESTATE);
+  assert_int_not_equal(stat(p2, &st), 0);
+  assert_int_equal(kl_devpki_create_wrapped(pki, "k@keyless.test", 30, "relative.pass", &e), KL_EINVAL);
+  assert_non_null(strstr(e.msg, "absolute path"));
+  /* An existing passphrase file is used, if only its owner may read it. */
+  char pki2[700], key2[800], uri[2048];
+  snprintf(pki2, sizeof pki2, "%s/pki2", dir);
+  chmod(pass, 0644);
+  assert_int_equal(kl_devpki_create_wrapped(pki2, "k@keyless.test", 30, pass, &e), KL_EPKI);
+  chmod(pass, 0600);
+  if (kl_devpki_create_wrapped(pki2, "k@keyless.test", 30, pass, &e)) fail_msg("%s", e.msg);
+  snprintf(key2, sizeof key2, "%s/publications.key", pki2);
+  snprintf(uri, sizeof uri, "file:%s?passphrase-source=file:%s", key2, pass);
+  EVP_PKEY *k = NULL;
+  assert_int_equal(kl_key_load(uri, "publications key", 0, &k, NULL, &e), 0);
+  EVP_PKEY_free(k);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse),
       cmocka_unit_test(test_secret_sources),
       cmocka_unit_test(test_wrapped_and_clear),
       cmocka_unit_test(test_calauth_wrapped),
+      cmocka_unit_test(test_devpki_wrap),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
