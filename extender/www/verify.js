@@ -7,7 +7,7 @@
 'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
-  const st = { sig: null, sigName: '', doc: null, docName: '' };
+  const st = { sig: null, sigName: '', doc: null, docName: '', gen: 0 };
 
   function el(tag, cls, text, ...kids) {
     const e = document.createElement(tag);
@@ -36,6 +36,7 @@
 
   function show(verdict, reason, facts, res, sig) {
     $('result').hidden = false;
+    $('result').dataset.doc = st.doc ? st.docName : ''; /* what this verdict covers (for tests) */
     const v = $('verdict');
     v.textContent = verdict;
     v.className = verdict.toLowerCase();
@@ -114,11 +115,13 @@
   }
 
   async function run() {
-    if (!st.sig) { show('FAIL', 'no signature file given', [], null, null); return; }
+    const gen = ++st.gen; /* a later run wins over a slower earlier one */
+    const out = (...a) => { if (gen === st.gen) show(...a); };
+    if (!st.sig) { out('FAIL', 'no signature file given', [], null, null); return; }
     let sig, res, doc = null, pub = null;
     const facts = [['Signature', st.sigName + ' (' + st.sig.length + ' bytes)']];
     try { sig = KSI.parseSignature(st.sig); } catch (e) {
-      show('FAIL', 'the signature file is malformed: ' + e.message, facts, null, null);
+      out('FAIL', 'the signature file is malformed: ' + e.message, facts, null, null);
       return;
     }
     try {
@@ -132,7 +135,7 @@
       res = await KSI.verify(sig, { docHash: doc, pub });
     } catch (e) {
       const verdict = e.kind === 'UNSUPPORTED' ? 'UNSUPPORTED' : 'FAIL';
-      show(verdict, e.message, facts, null, null);
+      out(verdict, e.message, facts, null, null);
       return;
     }
     facts.push(['Signed at', when(sig.time)]);
@@ -149,7 +152,7 @@
         : res.message || 'The chains are consistent.';
       reason = what + anchor;
     }
-    show(res.verdict === 'NA' ? 'INCONCLUSIVE' : res.verdict, reason, facts, res, sig);
+    out(res.verdict === 'NA' ? 'INCONCLUSIVE' : res.verdict, reason, facts, res, sig);
   }
 
   async function take(which, file) {
@@ -188,6 +191,7 @@
   wire('sig');
   wire('doc');
   $('run').addEventListener('click', run);
+  for (const id of ['doc-hash', 'pub-str']) $(id).addEventListener('change', () => st.sig && run());
   document.addEventListener('dragover', (e) => e.preventDefault()); /* a file dropped beside a zone is not opened */
   document.addEventListener('drop', (e) => e.preventDefault());
   fromFragment();

@@ -5,7 +5,8 @@
 #      another /verify/ path is 404;
 #   2. a document signed through the network: the page (driven by its test fragment
 #      #sig=...&doc=..., read from the DOM's #verdict) says OK, as `keyless verify` does; with the
-#      document hash pasted instead of the document: OK;
+#      document hash pasted instead of the document: OK; and as a person does it, the signature
+#      dropped and the document chosen (verify_page_cdp.py): OK, FAIL for another document;
 #   3. the signature with one byte changed in a sibling hash: FAIL with an INT code, and
 #      `keyless verify` refuses it too; another document: FAIL with GEN-01;
 #   4. the signature extended to a publication (a publication record): OK with its publication
@@ -101,6 +102,18 @@ check_has "  ... the calendar chain drawn, to its root" "calendar root" "$(cat p
 page "sig=$(b64 doc.txt.ksig)&hash=SHA-256:$(sha256sum doc.txt | cut -c1-64)"
 check "the page: OK with the document hash pasted" OK "$VERDICT"
 
+# The production path, as a person uses it: the signature dropped on its zone, the document
+# chosen with the file input (verify_page_cdp.py, through the DevTools protocol).
+cdp() { rm -rf "$TMP/prof"; timeout 60 python3 "$SRC/tests/system/verify_page_cdp.py" "$CHROME" "$EXT/verify" "$1" "$2" "$TMP/prof" 2>&1; }
+out=$(cdp doc.txt.ksig doc.txt)
+check_has "dropped signature and chosen document: OK" "verdict: OK" "$out"
+check_has "  ... the dropped file read" "signature: doc.txt.ksig (" "$out"
+check_has "  ... the verdict covers the chosen document" "verdict covers: doc.txt" "$out"
+printf 'another document\n' >other.txt
+out=$(cdp doc.txt.ksig other.txt)
+check_has "dropped signature and another chosen document: FAIL" "verdict: FAIL" "$out"
+check_has "  ... GEN-01" "GEN-01" "$out"
+
 # 3. A tampered signature: the last byte of the first sibling imprint (an aggregation link's
 # 0x02, else a calendar link) changed.
 cat >tamper.py <<'EOF'
@@ -136,7 +149,6 @@ page "sig=$(b64 tampered.ksig)&doc=$(b64 doc.txt)" verify-fail.png
 check "the page: FAIL for the tampered signature" FAIL "$VERDICT"
 check_has "  ... with an internal rule's code" "INT-0" "$REASON"
 check_has "  ... the failing part marked" 'class="box' "$(grep -o 'class="box [a-z]* bad"' page.dom)"
-printf 'another document\n' >other.txt
 page "sig=$(b64 doc.txt.ksig)&doc=$(b64 other.txt)"
 check "the page: FAIL for another document" FAIL "$VERDICT"
 check_has "  ... wrong document (GEN-01)" "GEN-01" "$REASON"
