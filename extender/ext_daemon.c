@@ -446,6 +446,15 @@ static void on_get(kl_http_req_t *req, void *arg) {
   extender_t *x = arg;
   const char *path = kl_http_req_path(req);
   kl_err_t e;
+  if (strcmp(path, "/publications.bin.witness") == 0) { /* witnesses' cosignatures (ext_pubfile.c) */
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int r = ext_pubfile_witness_get(&x->pub, &data, &len, &e);
+    if (r == 0) kl_http_respond_take(req, 200, "application/octet-stream", data, len);
+    else if (r == KL_ENOTFOUND) kl_http_respond(req, 404, "text/plain", "no cosignature file\n", 20);
+    else kl_http_respond(req, 503, "text/plain", "cosignature file unavailable\n", 29);
+    return;
+  }
   if (ext_www_path(path)) { /* /verify: the verification page (ext_www.c) */
     ext_www_get(req, path);
     return;

@@ -41,8 +41,9 @@ static bool same(const ext_pubfile_t *pf, const struct stat *st) {
          pf->mtime.tv_sec == st->st_mtim.tv_sec && pf->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
-/* Reads the file; 0 and a new buffer, or a code with a message. */
-static int load(const char *path, const struct stat *st, uint8_t **data, size_t *len, kl_err_t *e) {
+/* Reads the file, which must start with magic; 0 and a new buffer, or a code with a message. */
+static int load(const char *path, const struct stat *st, const char *magic, uint8_t **data, size_t *len,
+                kl_err_t *e) {
   if (!S_ISREG(st->st_mode)) return kl_err_set(e, KL_EIO, "not a regular file");
   if (st->st_size > (off_t)MAX_PUBFILE) return kl_err_set(e, KL_ETOOBIG, "larger than %u bytes", MAX_PUBFILE);
   FILE *f = fopen(path, "rb");
@@ -59,8 +60,9 @@ static int load(const char *path, const struct stat *st, uint8_t **data, size_t 
   int r = 0;
   if (err) r = kl_err_set(e, KL_EIO, "read error");
   else if (n != (size_t)st->st_size) r = kl_err_set(e, KL_EIO, "changed while being read");
-  else if (n < sizeof MAGIC - 1 || memcmp(buf, MAGIC, sizeof MAGIC - 1) != 0)
-    r = kl_err_set(e, KL_EFORMAT, "does not start with %s: not a publications file", MAGIC);
+  else if (n < strlen(magic) || memcmp(buf, magic, strlen(magic)) != 0)
+    r = kl_err_set(e, KL_EFORMAT, "does not start with %s: not a %s file", magic,
+                   strcmp(magic, MAGIC) == 0 ? "publications" : "cosignature");
   if (r) {
     free(buf);
     return r;
@@ -82,7 +84,7 @@ int ext_pubfile_get(ext_pubfile_t *pf, const uint8_t **data, size_t *len, kl_err
   } else {
     uint8_t *buf = NULL;
     size_t n = 0;
-    r = load(pf->path, &st, &buf, &n, e);
+    r = load(pf->path, &st, MAGIC, &buf, &n, e);
     if (r == 0) {
       free(pf->data);
       pf->data = buf;
@@ -176,5 +178,18 @@ int ext_pubfile_history_get(const ext_pubfile_t *pf, const char *name, uint8_t *
   snprintf(path, sizeof path, "%s/%s", dir, name);
   struct stat st;
   if (lstat(path, &st) != 0) return kl_err_set(e, KL_ENOTFOUND, "%s: %s", path, strerror(errno));
-  return load(path, &st, data, len, e);
+  return load(path, &st, MAGIC, data, len, e);
+}
+
+/* ---- the witnesses' cosignatures next to the file (docs/formats.md §8) ---- */
+
+int ext_pubfile_witness_get(const ext_pubfile_t *pf, uint8_t **data, size_t *len, kl_err_t *e) {
+  char path[4200];
+  struct stat st;
+  if (pf->path == NULL) return kl_err_set(e, KL_ENOTFOUND, "no publications file is configured");
+  snprintf(path, sizeof path, "%s.witness", pf->path);
+  if (stat(path, &st) != 0)
+    return kl_err_set(e, errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
+  int r = load(path, &st, "KLWITNS1", data, len, e);
+  return r ? kl_err_wrap(e, "%s", path) : 0;
 }

@@ -134,6 +134,9 @@ int ext_pubfile_get(ext_pubfile_t *pf, const uint8_t **data, size_t *len, kl_err
  * is not served), in a new buffer. */
 int ext_pubfile_history_list(const ext_pubfile_t *pf, kl_buf_t *out, kl_err_t *e);
 int ext_pubfile_history_get(const ext_pubfile_t *pf, const char *name, uint8_t **data, size_t *len, kl_err_t *e);
+/* The witnesses' cosignature file next to it (PATH.witness, docs/formats.md §8), read on every
+ * request, in a new buffer: KL_ENOTFOUND when there is none; its magic is checked, not more. */
+int ext_pubfile_witness_get(const ext_pubfile_t *pf, uint8_t **data, size_t *len, kl_err_t *e);
 
 /* ---- PDUs waiting for the replica (ext_wait.c) ---- */
 

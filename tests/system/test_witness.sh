@@ -12,10 +12,12 @@
 #      witness that countersigned the true branch refuses it (exit 6, naming the second and both
 #      hashes), writes no cosignature and keeps its state; it also refuses the fork's extender for
 #      the true publications (its head does not extend them).
+# The extender serves the cosignature file next to the publications file (GET
+# /publications.bin.witness: 404 before there is one), which verify and audit find from -P URL.
 #
 # usage: test_witness.sh KEYLESS_EXTENDER KEYLESS MKSIG
 # Each check prints "ok - NAME" or "not ok - NAME: expected X got Y"; the last line is
-# "N passed, M failed" and the exit status is non-zero if any check failed.
+# "N passed, M failed" and the exit status is non-zero if any check failed. Needs curl.
 set -u
 
 if [ $# -ne 3 ]; then
@@ -27,6 +29,7 @@ EXT=$(abs "$1") KL=$(abs "$2") MKSIG=$(abs "$3")
 for b in "$EXT" "$KL" "$MKSIG"; do
   [ -x "$b" ] || { echo "$0: $b is not an executable" >&2; exit 2; }
 done
+command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" witness
 bail() {
@@ -70,9 +73,10 @@ run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
 check_has "publish 2: both publications" "wrote out/pubs.bin: 2 publications" "$OUT"
 append cal "$HEAD" "$(root "$HEAD")"
 
-start_ext() { # NAME DIR: an extender on DIR; sets URL
+start_ext() { # NAME DIR [PUBFILE]: an extender on DIR (serving PUBFILE); sets URL
   printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = users\n' \
     "$2" >"$1.conf"
+  [ -n "${3:-}" ] && printf '[publications]\nfile = %s\n' "$3" >>"$1.conf"
   "$EXT" -c "$1.conf" 2>"$1.log" &
   PIDS+=("$!")
   for _ in $(seq 1 200); do grep -q 'event=started' "$1.log" && break; sleep 0.05; done
@@ -83,8 +87,10 @@ start_ext() { # NAME DIR: an extender on DIR; sets URL
 }
 printf 'wit:wit-key\n' >users
 chmod 600 users
-start_ext a cal
+start_ext a cal "$TMP/out/pubs.bin"
 A=$URL
+code() { curl -s -m 10 -o "$2" -w '%{http_code}' "$1"; }
+check "the extender serves no cosignature file yet: 404" 404 "$(code "$A/publications.bin.witness" /dev/null)"
 
 # ---- 1. two witnesses, two publications ----
 run "$KL" witness init -d w1
@@ -130,6 +136,13 @@ run "$KL" verify -i sigs/doc.txt.ksig -f doc.txt -P out/pubs.bin "${TRUST[@]}" -
 check "verify, extended on the fly to the publications file, all witnesses: exit 0" 0 "$RC"
 run "$KL" audit -X "$A" -P out/pubs.bin "${TRUST[@]}" "${W[@]}" --witnesses-required 2
 check "audit, 2 of 2 witnesses: exit 0" 0 "$RC"
+check "the extender serves the cosignature file next to the publications file" 200 \
+  "$(code "$A/publications.bin.witness" served.witness)"
+cmp -s served.witness out/pubs.bin.witness && pass "as it is on disk" || fail "as it is on disk" same differs
+run "$KL" audit -X "$A" -P "$A/publications.bin" "${TRUST[@]}" "${W[@]}"
+check "audit with -P URL: the cosignatures from URL.witness, 2 of 2: exit 0" 0 "$RC"
+run "$KL" verify -i doc.ext -f doc.txt -P "$A/publications.bin" "${TRUST[@]}" "${W[@]}"
+check "verify with -P URL: 2 of 2: exit 0" 0 "$RC"
 
 run "$KL" witness add -o one.witness --witness w1/witness.pub out/pubs.bin.witness
 check "add: only w1's cosignatures: exit 0" 0 "$RC"
@@ -174,6 +187,9 @@ run "$KL" publish -D fork -o fout/pubs.bin "${SIGN[@]}" --latest
 append fork $((HEAD + 20)) "$(root $((HEAD + 20)))"
 start_ext b fork
 B=$URL
+run "$KL" verify -i doc.ext -f doc.txt -P out/pubs.bin "${TRUST[@]}" "${W[@]}" --witness-file "$B/publications.bin.witness"
+check "a cosignature file URL that is 404: exit 6" 6 "$RC"
+check_has "a missing file: said" "no cosignature file $B/publications.bin.witness" "$OUT"
 cp w1/state w1.state.before
 run "$KL" witness sign -d w1 -X "$B" -P fout/pubs.bin "${TRUST[@]}"
 check "the fork's publication: refused, exit 6" 6 "$RC"
