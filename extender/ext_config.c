@@ -30,33 +30,9 @@ static int check_addr(const void *f, char *msg, size_t n, bool may_be_empty) {
 
 static int check_listen_opt(const void *f, char *msg, size_t n) { return check_addr(f, msg, n, true); }
 
-/* A core's replication port: "host:port" with a numeric address or a host name. A malformed
- * address or port 0 is an error; a name that does not resolve now only a warning (the link
- * resolves it again on every connect, and DNS may come up after the daemon). */
+/* A core's replication port, by number or host name (kl_frame_check_dial). */
 static int check_upstream(const void *f, char *msg, size_t n) {
-  const char *s = *(char *const *)f;
-  char host[256], port[8];
-  kl_err_t e = {0};
-  if (s[0] == '\0') return 0;
-  if (kl_frame_addr_split(s, host, sizeof host, port, sizeof port, &e)) {
-    snprintf(msg, n, "%s", e.msg);
-    return -1;
-  }
-  if (strcmp(port, "0") == 0) {
-    snprintf(msg, n, "address '%s': a core's replication port cannot be 0", s);
-    return -1;
-  }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res = NULL;
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0) {
-    char q[300];
-    kl_log(KL_LOG_WARN, "upstream_unresolved", "upstream=%s error=%s (a warning: the name is resolved again on every connect)",
-           kl_log_q(q, sizeof q, s), gai_strerror(rc));
-    return 0;
-  }
-  freeaddrinfo(res);
-  return 0;
+  return kl_frame_check_dial(*(char *const *)f, "a core's replication", "upstream_unresolved", "upstream", msg, n);
 }
 
 static int check_nonempty(const void *f, char *msg, size_t n) {

@@ -485,3 +485,25 @@ void kl_frame_client_close(kl_frame_client_t *c, void (*cb)(void *), void *arg) 
   if (c->resolving) uv_cancel((uv_req_t *)&c->gai); /* on_resolved still runs (and frees nothing twice) */
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
+
+int kl_frame_check_dial(const char *addr, const char *what, const char *event, const char *key, char *msg, size_t n) {
+  char host[256], port[8], q[300], qa[300];
+  kl_err_t e = {0};
+  if (addr[0] == '\0') return 0;
+  if (kl_frame_addr_split(addr, host, sizeof host, port, sizeof port, &e)) {
+    snprintf(msg, n, "%s", e.msg);
+    return -1;
+  }
+  if (strcmp(port, "0") == 0) {
+    snprintf(msg, n, "address '%s': %s port cannot be 0", addr, what);
+    return -1;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0)
+    kl_log(KL_LOG_WARN, event, "%s=%s error=%s (a warning: the name is resolved again on every connect)", key,
+           kl_log_q(qa, sizeof qa, addr), kl_log_q(q, sizeof q, gai_strerror(rc)));
+  if (res) freeaddrinfo(res);
+  return 0;
+}

@@ -12,31 +12,9 @@
 #include "keyless/net.h"
 #include "keyless/tier.h"
 
-/* A malformed address is an error; a host name that does not resolve now is only a warning
- * (DNS may come up after the daemon: the link resolves the name again on every attempt). */
+/* A parent's address (kl_frame_check_dial). */
 static int check_parent(const void *f, char *msg, size_t n) {
-  const char *s = *(char *const *)f;
-  char host[256], port[8];
-  kl_err_t e = {0};
-  if (s[0] == '\0') return 0;
-  if (kl_frame_addr_split(s, host, sizeof host, port, sizeof port, &e)) {
-    snprintf(msg, n, "%s", e.msg);
-    return -1;
-  }
-  if (strcmp(port, "0") == 0) {
-    snprintf(msg, n, "address '%s': a parent's port cannot be 0", s);
-    return -1;
-  }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res = NULL;
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0) {
-    char q[300];
-    kl_log(KL_LOG_WARN, "parent_unresolved", "parent=%s error=%s (a warning: the name is resolved again on every connect)",
-           s, kl_log_q(q, sizeof q, gai_strerror(rc)));
-  }
-  if (res) freeaddrinfo(res);
-  return 0;
+  return kl_frame_check_dial(*(char *const *)f, "a parent's", "parent_unresolved", "parent", msg, n);
 }
 
 static int check_mode(const void *f, char *msg, size_t n) {

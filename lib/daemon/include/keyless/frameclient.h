@@ -48,6 +48,12 @@ KL_API int kl_frame_client_connect(kl_frame_client_t *c, const char *addr, kl_er
  * resolving (for config checks): 0, or
  * KL_EINVAL with the reason. host gets the name or address without brackets. */
 KL_API int kl_frame_addr_split(const char *addr, char *host, size_t host_n, char *port, size_t port_n, kl_err_t *e);
+/* A configuration check for an address a link dials ("" is allowed: not configured): a malformed
+ * address or port 0 is an error, written to msg; a host name that does not resolve now is only
+ * a warning, logged as event=EVENT with KEY=the address (DNS may come up after the daemon, and
+ * the link resolves the name again on every attempt). 0 or -1, as a kl_cfg_check_fn. */
+KL_API int kl_frame_check_dial(const char *addr, const char *what, const char *event, const char *key, char *msg,
+                               size_t n);
 /* Drops the connection (or the attempt in progress) because its owner found the peer silent;
  * a new one is dialled after the backoff, which keeps growing until the peer sends a frame.
  * Nothing happens while no connection or attempt exists. */
