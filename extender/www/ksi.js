@@ -45,7 +45,8 @@
         len = buf[off + 1];
         hdr = 2;
       }
-      if (len > end - off - hdr) bad('TLV 0x' + type.toString(16) + ' at offset ' + off + ' claims ' + len + ' bytes, ' + (end - off - hdr) + ' remain');
+      if (len > end - off - hdr)
+        bad('TLV 0x' + type.toString(16) + ' at offset ' + off + ' claims ' + len + ' bytes, ' + (end - off - hdr) + ' remain');
       out.push({ type, tlv16: !!(b0 & 0x80), n: !!(b0 & 0x40), f: !!(b0 & 0x20), offset: off,
         buf, vstart: off + hdr, value: buf.subarray(off + hdr, off + hdr + len) });
       off += hdr + len;
@@ -53,7 +54,9 @@
     return out;
   }
   const kids = (t) => tlvList(t.buf, t.vstart, t.vstart + t.value.length);
-  const unknown = (t, where) => { if (!t.n) bad('unknown critical element 0x' + t.type.toString(16) + ' at offset ' + t.offset + ' in ' + where); };
+  const unknown = (t, where) => {
+    if (!t.n) bad('unknown critical element 0x' + t.type.toString(16) + ' at offset ' + t.offset + ' in ' + where);
+  };
   function uint(t) {
     const v = t.value;
     if (v.length > 8) bad('integer 0x' + t.type.toString(16) + ' at offset ' + t.offset + ' is longer than 8 bytes');
@@ -117,7 +120,8 @@
         else if (c.type === 0x04) l.meta = metadata(c);
         else {
           const v = c.value;
-          if (v.length !== 29 || v[0] !== 3 || v[1] !== 0 || v[2] > 25 || v.subarray(3 + v[2]).some((x) => x) || v.subarray(3, 3 + v[2]).includes(0))
+          if (v.length !== 29 || v[0] !== 3 || v[1] !== 0 || v[2] > 25 || v.subarray(3 + v[2]).some((x) => x) ||
+              v.subarray(3, 3 + v[2]).includes(0))
             bad('legacy id at offset ' + c.offset + ' is malformed');
           l.legacyId = new TextDecoder().decode(v.subarray(3, 3 + v[2]));
         }
@@ -197,7 +201,8 @@
       else if (c.type === 0x04) { once(seen, c, 'signed data'); d.certUri = str(c); }
       else unknown(c, 'signed data');
     }
-    if (d.sigType === undefined || !d.value || !d.value.length || !d.certId) bad('calendar auth record: signed data lacks its type, value or certificate id');
+    if (d.sigType === undefined || !d.value || !d.value.length || !d.certId)
+      bad('calendar auth record: signed data lacks its type, value or certificate id');
     return true;
   }
   function rfc3161(t) {
@@ -243,7 +248,9 @@
   /* ---- hashing ---- */
   async function H(alg, data) {
     const a = ALGS[alg];
-    if (!a || !a[2]) throw new KsiError('UNSUPPORTED', algName(alg) + ' is not available in a browser (WebCrypto has SHA-1 and SHA-2 only): verify this signature with `keyless verify`');
+    if (!a || !a[2])
+      throw new KsiError('UNSUPPORTED', algName(alg) + ' is not available in a browser (WebCrypto has SHA-1 and SHA-2 only): ' +
+        'verify this signature with `keyless verify`');
     return cat([alg], new Uint8Array(await root.crypto.subtle.digest(a[2], data)));
   }
 
@@ -316,39 +323,52 @@
     const res = { verdict: 'OK', code: '', message: '', chains: [], cal: null, root: null, docHash: opts.docHash || null };
     const fail = (code, msg) => Object.assign(res, { verdict: code === 'GEN-02' ? 'NA' : 'FAIL', code, message: msg });
     const d = opts.docHash;
-    if (d && d[0] !== s.docHash[0]) return fail('GEN-04', 'the document hash uses ' + algName(d[0]) + ', the signature ' + algName(s.docHash[0]));
-    if (d && !eq(d, s.docHash)) return fail('GEN-01', 'wrong document: its hash ' + hex(d) + ' is not the signed ' + hex(s.docHash));
-    if (deprecatedAt(s.docHash[0], s.rfc3161 ? s.rfc3161.time : s.time)) return fail('INT-13', 'the document hash algorithm was deprecated at signing time');
+    if (d && d[0] !== s.docHash[0])
+      return fail('GEN-04', 'the document hash uses ' + algName(d[0]) + ', the signature ' + algName(s.docHash[0]));
+    if (d && !eq(d, s.docHash))
+      return fail('GEN-01', 'wrong document: its hash ' + hex(d) + ' is not the signed ' + hex(s.docHash));
+    if (deprecatedAt(s.docHash[0], s.rfc3161 ? s.rfc3161.time : s.time))
+      return fail('INT-13', 'the document hash algorithm was deprecated at signing time');
     const first = s.chains[0];
     if (s.rfc3161) {
       const r = s.rfc3161;
-      if (deprecatedAt(r.tstAlg, r.time) || deprecatedAt(r.sigAlg, r.time)) return fail('INT-14', 'RFC 3161 record algorithms deprecated');
+      if (deprecatedAt(r.tstAlg, r.time) || deprecatedAt(r.sigAlg, r.time))
+        return fail('INT-14', 'RFC 3161 record algorithms deprecated');
       if (deprecatedAt(first.input[0], r.time)) return fail('INT-17', 'RFC 3161 output algorithm deprecated');
       const t = await H(r.tstAlg, cat(r.tstPrefix, r.input.subarray(1), r.tstSuffix));
       const g = await H(r.sigAlg, cat(r.sigPrefix, t.subarray(1), r.sigSuffix));
-      if (!eq(await H(first.input[0], g), first.input)) return fail('INT-01', 'the RFC 3161 record does not lead to the first chain\'s input hash');
+      if (!eq(await H(first.input[0], g), first.input))
+        return fail('INT-01', 'the RFC 3161 record does not lead to the first chain\'s input hash');
       if (r.time !== first.time) return fail('INT-02', 'the RFC 3161 record time differs from the aggregation time');
-      if (r.index.length !== first.index.length || r.index.some((x, i) => x !== first.index[i])) return fail('INT-12', 'the RFC 3161 chain index differs');
+      if (r.index.length !== first.index.length || r.index.some((x, i) => x !== first.index[i]))
+        return fail('INT-12', 'the RFC 3161 chain index differs');
     }
     for (const [i, c] of s.chains.entries())
       for (const [k, l] of c.links.entries())
-        if (l.meta && l.meta.untrustedWhy) return fail('INT-11', 'aggregation chain ' + (i + 1) + ', link ' + (k + 1) + ': ' + l.meta.untrustedWhy);
+        if (l.meta && l.meta.untrustedWhy)
+          return fail('INT-11', 'aggregation chain ' + (i + 1) + ', link ' + (k + 1) + ': ' + l.meta.untrustedWhy);
     for (const [i, c] of s.chains.entries())
-      if (deprecatedAt(c.algo, c.time)) return fail('INT-15', 'aggregation chain ' + (i + 1) + ' uses ' + algName(c.algo) + ', deprecated at its time');
+      if (deprecatedAt(c.algo, c.time))
+        return fail('INT-15', 'aggregation chain ' + (i + 1) + ' uses ' + algName(c.algo) + ', deprecated at its time');
     for (let i = 0; i + 1 < s.chains.length; i++) {
       const c = s.chains[i], n = s.chains[i + 1];
       if (n.index.length + 1 !== c.index.length || n.index.some((x, k) => x !== c.index[k]))
         return fail('INT-12', 'the chain index of aggregation chain ' + (i + 2) + ' is not a prefix of chain ' + (i + 1) + '\'s');
     }
     for (const [i, c] of s.chains.entries())
-      if (c.time !== first.time) return fail('INT-02', 'aggregation chain ' + (i + 1) + ' has time ' + c.time + ', chain 1 has ' + first.time);
+      if (c.time !== first.time)
+        return fail('INT-02', 'aggregation chain ' + (i + 1) + ' has time ' + c.time + ', chain 1 has ' + first.time);
     for (const [i, c] of s.chains.entries())
-      if (c.links.length > 63 || shape(c) !== c.index[c.index.length - 1]) return fail('INT-10', 'aggregation chain ' + (i + 1) + ': the chain index does not match its shape');
+      if (c.links.length > 63 || shape(c) !== c.index[c.index.length - 1])
+        return fail('INT-10', 'aggregation chain ' + (i + 1) + ': the chain index does not match its shape');
     let cur = null, level = 0;
     for (const [i, c] of s.chains.entries()) {
       const drawn = { chain: c, steps: [], ok: true };
       res.chains.push(drawn);
-      if (i > 0 && !eq(cur, c.input)) { drawn.ok = false; return fail('INT-01', 'aggregation chain ' + (i + 1) + '\'s input hash differs from chain ' + i + '\'s output'); }
+      if (i > 0 && !eq(cur, c.input)) {
+        drawn.ok = false;
+        return fail('INT-01', 'aggregation chain ' + (i + 1) + '\'s input hash differs from chain ' + i + '\'s output');
+      }
       try { [cur, level] = await aggrCompute(c, level, drawn.steps); } catch (e) {
         if (e.kind === 'FORMAT') return fail('INT-01', 'aggregation chain ' + (i + 1) + ': ' + e.message);
         throw e;
@@ -356,16 +376,21 @@
     }
     res.aggrRoot = cur;
     const cal = s.cal;
-    if (!cal) return Object.assign(res, { message: 'no calendar chain: the signature is not anchored in the calendar yet' }, userPub(res, s, opts));
+    if (!cal)
+      return Object.assign(res, { message: 'no calendar chain: the signature is not anchored in the calendar yet' }, userPub(res, s, opts));
     res.cal = { chain: cal, steps: [] };
     if (!eq(cal.input, cur)) return fail('INT-03', 'the calendar chain\'s input differs from the aggregation root');
-    if (cal.aggrTime !== s.time) return fail('INT-04', 'calendar aggregation time ' + cal.aggrTime + ' differs from the signing time ' + s.time);
-    if (calTime(cal) !== cal.aggrTime) return fail('INT-05', 'the calendar chain\'s shape does not encode time ' + cal.aggrTime + ' for publication time ' + cal.pubTime);
+    if (cal.aggrTime !== s.time)
+      return fail('INT-04', 'calendar aggregation time ' + cal.aggrTime + ' differs from the signing time ' + s.time);
+    if (calTime(cal) !== cal.aggrTime)
+      return fail('INT-05', 'the calendar chain\'s shape does not encode time ' + cal.aggrTime + ' for publication time ' + cal.pubTime);
     res.root = await calRoot(cal, res.cal.steps);
     for (const [r, c1, c2] of [[s.auth, 'INT-06', 'INT-08'], [s.pub, 'INT-07', 'INT-09']]) {
       if (!r) continue;
-      if (r.data.time !== cal.pubTime) return fail(c1, 'the record\'s time ' + r.data.time + ' differs from the calendar chain\'s ' + cal.pubTime);
-      if (!eq(r.data.hash, res.root)) return fail(c2, 'the calendar root differs from the ' + (r === s.pub ? 'published hash' : 'authenticated hash'));
+      if (r.data.time !== cal.pubTime)
+        return fail(c1, 'the record\'s time ' + r.data.time + ' differs from the calendar chain\'s ' + cal.pubTime);
+      if (!eq(r.data.hash, res.root))
+        return fail(c2, 'the calendar root differs from the ' + (r === s.pub ? 'published hash' : 'authenticated hash'));
     }
     return Object.assign(res, userPub(res, s, opts));
   }
@@ -376,7 +401,8 @@
     if (s.pub && (s.pub.data.time !== u.time || !eq(s.pub.data.hash, u.hash)))
       return { verdict: 'FAIL', code: 'PUB-04', message: 'the signature\'s publication record differs from the publication string' };
     if (cal && cal.pubTime === u.time) {
-      if (!eq(res.root, u.hash)) return { verdict: 'FAIL', code: 'PUB-01', message: 'the calendar root differs from the published hash' };
+      if (!eq(res.root, u.hash))
+        return { verdict: 'FAIL', code: 'PUB-01', message: 'the calendar root differs from the published hash' };
       return { anchored: true };
     }
     return { verdict: 'NA', code: 'GEN-02', message: 'the publication string is for ' + u.time + ', the calendar chain reaches ' +

@@ -70,7 +70,8 @@
 
   function draw(res, sig) {
     const d = $('drawing');
-    d.append(el('p', 'legend', 'Each step hashes its two children in order, with the level byte: the node on the path from the document is shaded, the other is the sibling the signature carries.'));
+    d.append(el('p', 'legend', 'Each step hashes its two children in order, with the level byte: the node on the ' +
+      'path from the document is shaded, the other is the sibling the signature carries.'));
     const bad = (code) => res.verdict === 'FAIL' && res.code === code;
     const differs = (label, b) => el('div', 'differs', null, el('span', null, '≠ ' + label + ' '), imp(b));
     const docBad = bad('GEN-01') || bad('GEN-04');
@@ -147,7 +148,8 @@
     else {
       const what = doc ? 'The document was signed at ' + when(sig.time) + '. ' : 'No document was given: only the signature itself was checked. ';
       const anchor = res.anchored ? 'The calendar root equals the publication string you gave.'
-        : sig.pub ? 'The calendar root equals the signature\'s publication record; compare it with a publication you trust (paste its publication string).'
+        : sig.pub ? 'The calendar root equals the signature\'s publication record; compare it with a publication you ' +
+          'trust (paste its publication string).'
         : sig.auth ? 'The calendar root equals the calendar authentication record (its PKI signature is not checked here).'
         : res.message || 'The chains are consistent.';
       reason = what + anchor;
