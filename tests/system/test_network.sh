@@ -168,8 +168,7 @@ genesis = $(($(date +%s) - 2000000))
 map_size = 1M
 [keys]
 calendar_auth_cert = $NET/pki/calendar-auth.crt
-calendar_auth_key = $NET/pki/calendar-auth.key
-allow_clear_key = yes
+calendar_auth_key = file:$NET/pki/calendar-auth.key?passphrase-source=file:$NET/secrets/signing-keys.pass
 [tls]
 ca = $NET/pki/cluster-ca.crt
 cert = $NET/pki/nodes/core-1.crt
