@@ -40,7 +40,8 @@ static void usage(FILE *f) {
           "      (default PUBFILE.witness; merged with what it holds, written atomically) and the\n"
           "      state moves on. A publication that does not extend the state: exit 6 naming seconds\n"
           "      and hashes, nothing written. The publication of the state itself is signed again\n"
-          "      (to start a new COSIGFILE); older ones are skipped.\n"
+          "      (to start a new COSIGFILE); older ones are skipped. With nothing new, the extender's\n"
+          "      head must still extend the state (else exit 6).\n"
           "  add: merges the cosignatures of each FILE into COSIGFILE (created if missing); with\n"
           "      --witness, only cosignatures of those keys, each checked (a bad one: exit 6)\n"
           "  show: prints each publication's cosignatures (checked against --witness keys)\n"
@@ -224,8 +225,12 @@ static int do_sign(const char *dir, aud_ext_t *x, wpub_t *pubs, size_t n, const 
     ns++;
     prev = p;
   }
-  if (ns == 0) {
-    printf("nothing to countersign: no publication at or after %llu\n", (unsigned long long)(have ? s.t : 0));
+  if (ns == 0) { /* still a monitor: the extender's head must extend what was countersigned */
+    if (have && (st = linked(x, s.t, &s.h, "the publication countersigned last,", x->head.last, &x->head.root,
+                             "the extender's head", e)))
+      goto done;
+    printf("nothing to countersign: no publication at or after %llu%s\n", (unsigned long long)(have ? s.t : 0),
+           have ? "; the extender's head extends it" : "");
     st = KL_EXIT_OK;
     goto done;
   }

@@ -201,6 +201,13 @@ run "$KL" witness sign -d w1 -X "$B" -P out/pubs.bin "${TRUST[@]}" -o fork.witne
 check "the true publications at the fork's extender: refused, exit 6" 6 "$RC"
 check_has "refused: the fork's head does not extend them" "second $P2: extender $B's calendar root is" "$OUT"
 [ -e fork.witness ] && fail "nothing written for it" absent present || pass "nothing written for it"
+run "$KL" witness sign -d w1 -X "$B" -P out/pubs1.bin "${TRUST[@]}" -o old.witness
+check "nothing new, but the fork's head does not extend the state: exit 6" 6 "$RC"
+check_has "nothing new: names the second" "REFUSED: second $P2: extender $B's calendar root is" "$OUT"
+run "$KL" witness sign -d w1 -X "$A" -P out/pubs1.bin "${TRUST[@]}" -o old.witness
+check "nothing new at the true extender: exit 0" 0 "$RC"
+check_has "nothing new: says so" "nothing to countersign: no publication at or after $P2; the extender's head extends it" "$OUT"
+[ -e old.witness ] && fail "nothing new: no file written" absent present || pass "nothing new: no file written"
 run "$KL" witness sign -d w1 -X "$A" -P fout/pubs.bin "${TRUST[@]}"
 check "the fork's publication at the true extender (after its head): exit 7" 7 "$RC"
 run "$KL" witness sign -d w1 -X "$A" --pub-str NOT-A-PUBLICATION -o x.witness
