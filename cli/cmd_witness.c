@@ -172,6 +172,11 @@ static int do_sign(const char *dir, aud_ext_t *x, wpub_t *pubs, size_t n, const 
   bool have;
   kl_witkey_t *k = NULL;
   kl_witfile_t wf = {0};
+  struct signed_now { /* what this run countersigns, before anything is written */
+    uint64_t time;
+    kl_imprint_t root;
+    kl_cosig_t cosig;
+  } *signed_now = NULL;
   int st, r;
   path_in(kp, sizeof kp, dir, "witness.key");
   path_in(sp, sizeof sp, dir, "state");
@@ -189,12 +194,12 @@ static int do_sign(const char *dir, aud_ext_t *x, wpub_t *pubs, size_t n, const 
     }
     pubs[m++] = pubs[i];
   }
-  struct {
-    uint64_t time;
-    kl_imprint_t root;
-    kl_cosig_t cosig;
-  } signed_now[64];
   size_t ns = 0;
+  if ((signed_now = calloc(m + 1, sizeof *signed_now)) == NULL) {
+    kl_err_set(e, KL_ENOMEM, "out of memory");
+    st = KL_EXIT_GENERAL;
+    goto done;
+  }
   const wpub_t *prev = have ? &s : NULL;
   for (size_t i = 0; i < m; i++) {
     const wpub_t *p = &pubs[i];
@@ -210,11 +215,6 @@ static int do_sign(const char *dir, aud_ext_t *x, wpub_t *pubs, size_t n, const 
       snprintf(w1, sizeof w1, "%s %llu", prev == &s ? "the publication countersigned last," : "publication",
                (unsigned long long)prev->t);
       if ((st = linked(x, prev->t, &prev->h, w1, p->t, &p->h, w2, e))) goto done;
-    }
-    if (ns == sizeof signed_now / sizeof signed_now[0]) {
-      kl_err_set(e, KL_ERANGE, "at most 64 publications per run; run it again for the rest");
-      st = KL_EXIT_USAGE;
-      goto done;
     }
     signed_now[ns].time = p->t;
     signed_now[ns].root = p->h;
@@ -259,6 +259,7 @@ static int do_sign(const char *dir, aud_ext_t *x, wpub_t *pubs, size_t n, const 
            kl_imprint_hex(&signed_now[i].root, hx));
   printf("wrote %s; witness %s\n", out, kl_imprint_hex(kl_witkey_id(k), hx));
 done:
+  free(signed_now);
   kl_witfile_free(&wf);
   kl_witkey_free(k);
   return st;
