@@ -83,13 +83,13 @@ b64() { base64 -w0 <"$1" | tr '+/' '-_' | tr -d '='; }
 # the reason in REASON.
 page() {
   rm -rf prof
-  timeout 60 "$CHROME" --headless --disable-gpu --no-sandbox --no-first-run --user-data-dir="$TMP/prof" \
+  timeout 60 "$CHROME" --headless --disable-gpu --no-sandbox --disable-dev-shm-usage --no-first-run --user-data-dir="$TMP/prof" \
     --virtual-time-budget=10000 --dump-dom "$EXT/verify#$1" >page.dom 2>chrome.log
   VERDICT=$(sed -n 's/.*<div id="verdict"[^>]*>\([^<]*\)<.*/\1/p' page.dom | head -n 1)
   REASON=$(sed -n 's/.*<p id="reason">\([^<]*\)<.*/\1/p' page.dom | head -n 1)
   if [ -n "${2:-}" ] && [ -n "${KL_SCREENSHOTS:-}" ]; then
     rm -rf prof
-    timeout 60 "$CHROME" --headless --disable-gpu --no-sandbox --no-first-run --user-data-dir="$TMP/prof" \
+    timeout 60 "$CHROME" --headless --disable-gpu --no-sandbox --disable-dev-shm-usage --no-first-run --user-data-dir="$TMP/prof" \
       --hide-scrollbars --window-size=1100,${3:-1500} --virtual-time-budget=10000 \
       --screenshot="$KL_SCREENSHOTS/$2" "$EXT/verify#$1" >/dev/null 2>>chrome.log
   fi

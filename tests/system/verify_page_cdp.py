@@ -7,7 +7,7 @@ usage: verify_page_cdp.py CHROMIUM PAGE_URL SIG_FILE DOC_FILE PROFILE_DIR"""
 import base64, json, os, socket, struct, subprocess, sys, time, urllib.request
 
 chrome, url, sig, doc, prof = sys.argv[1:6]
-proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
                          "--user-data-dir=" + prof, "--remote-debugging-port=0", "about:blank"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
