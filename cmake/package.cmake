@@ -43,6 +43,8 @@ set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
     "Hash-tree (KSI-style) timestamping: gateways aggregate document hashes into rounds, a Raft\n"
     "core cluster appends one root per second to the calendar hash chain, extenders serve it.")
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION net)
+# Signing keys in an HSM go through libp11's engine; SoftHSM2 for trying it (docs/keys.md).
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_SUGGESTS "libengine-pkcs11-openssl, softhsm2")
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/deploy/debian/postinst ${PROJECT_SOURCE_DIR}/deploy/debian/postrm)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
