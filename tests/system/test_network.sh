@@ -139,6 +139,12 @@ done
 check "all $(ls sigs/*.ksig | wc -l) signatures received verify (key-based, internal included)" 0 "$VBAD"
 check "every signed attempt left a signature file" "$OK" "$(ls sigs/*.ksig | wc -l)"
 
+# ---- an outsider's audit across the faults: the publication made at start and the one just made
+# (the leader killed in between) are linked by a consistency proof, and the latest to the head ----
+out=$("$KL" audit -X "$KL_EXTENDER_URL" -P "$NET/publications.bin" -V "$KL_TRUST_ANCHOR" --cnstr "$KL_CNSTR" 2>&1)
+check "keyless audit across the leader change: exit 0" 0 "$?"
+check_has "  ... over both publications" "2 publications" "$out"
+
 # ---- the calendars: no fork, no hole ----
 "$NETSCRIPT" down "$NET" >down.log 2>&1
 read -r -a DIRS <<<"$KL_CORE_DIRS"
