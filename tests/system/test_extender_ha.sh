@@ -166,7 +166,8 @@ dead_down() { [ "$(metric "keyless_extender_upstream_up{upstream=\"$(up_addr $KI
 until_ok 10 dead_down
 check "the killed core shows down" 0 "$?"
 until_ok 20 lag_under 3
-check "the lag is back under 3 s ($(metric keyless_extender_replica_lag_seconds) s)" 0 "$?"
+rc=$? # before the label's command substitution replaces $?
+check "the lag is back under 3 s ($(metric keyless_extender_replica_lag_seconds) s)" 0 "$rc"
 grows() { [ "$(replica_last)" -gt $((before + 3)) ]; }
 until_ok 15 grows
 check "the replica grows past the kill" 0 "$?"
