@@ -222,6 +222,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   core_t *c = h->data;
   if (signum == SIGHUP) { /* certificate rotation, a new CRL: new connections use the new files */
     kl_tls_reload_logged(c->tls, "tls");
+    core_keys_reload(c); /* [keys]: a next calendar-auth key (node_keys.c) */
     return;
   }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
@@ -375,9 +376,12 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   char self_id[24];
   snprintf(self_id, sizeof self_id, "%lld", (long long)cfg->id);
   if ((r = kl_tls_settings_open(&cfg->tls, cfg->path ? cfg->path : "core", KL_ROLE_CORE, self_id, &c->tls, e))) return r;
-  if ((r = open_calendar(c, e)) || (r = kl_calauth_open(cfg->auth_cert, cfg->auth_key, cfg->allow_clear_key ? KL_KEY_ALLOW_CLEAR : 0, &c->auth, e)) ||
+  c->keys = cfg->authkeys; /* opened by core_config_load */
+  cfg->authkeys = NULL;
+  if (c->keys == NULL) return kl_err_set(e, KL_ESTATE, "no calendar-auth key loaded");
+  if ((r = open_calendar(c, e)) ||
       (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
-      (r = kl_metrics_create(&c->metrics, e)))
+      (r = kl_metrics_create(&c->metrics, e)) || (r = core_keys_metrics(c, e)))
     return r;
   kl_core_rounds_set_max_pending(c->rounds, (size_t)cfg->max_pending);
   kl_core_fsm_init(&c->fsm, c->cal, core_on_round, c);
@@ -438,7 +442,7 @@ void core_free(core_t *c) {
   if (c->cal) kl_cal_sync(c->cal, NULL);
   kl_core_fsm_close(&c->fsm);
   kl_core_rounds_destroy(c->rounds);
-  kl_calauth_free(c->auth);
+  core_authkeys_free(c->keys);
   kl_tls_ctx_unref(c->tls);
   raft_configuration_close(&c->seen_conf);
   kl_cal_close(c->cal);

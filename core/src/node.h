@@ -9,6 +9,7 @@
 #include <raft/uv.h>
 #include <uv.h>
 
+#include "authkeys.h"
 #include "fsm.h"
 #include "keyless/frameclient.h"
 #include "keyless/metrics.h"
@@ -41,6 +42,7 @@ typedef struct core_config {
   char *algorithm;
   int64_t max_level;
   char *auth_cert, *auth_key; /* [keys]: auth_key is a key URI (docs/keys.md) */
+  char *next_auth_cert, *next_auth_key, *next_auth_from; /* [keys] next_calendar_auth_*: "" none */
   bool allow_clear_key;       /* [keys] allow_clear_key: a clear key file is accepted (development) */
   uint64_t election_ms, heartbeat_ms;
   int64_t snapshot_threshold, snapshot_trailing;
@@ -53,6 +55,7 @@ typedef struct core_config {
   size_t n_members;
   int alg;
   char *path; /* the file, for messages */
+  core_authkeys_t *authkeys; /* opened at load (authkeys.h); core_start takes them over */
 } core_config_t;
 
 int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e);
@@ -78,6 +81,14 @@ typedef struct core_peer {
 /* Why a forward was refused: keyless_core_forwards_refused_total{reason=...}. */
 enum { CORE_FWD_NOT_LEADER, CORE_FWD_ORIGIN, CORE_FWD_SECOND, CORE_FWD_LEVEL, CORE_FWD_LIMIT, CORE_FWD_MALFORMED, CORE_FWD_N };
 
+/* One series of keyless_core_calendar_auth_key_info (node_keys.c): a certificate id and a state. */
+#define CORE_KEY_SERIES_MAX 16
+typedef struct core_key_series {
+  struct core *c;
+  char id[9];
+  bool next; /* state="next" (starts later), else state="active" (signs now) */
+} core_key_series_t;
+
 typedef struct core_waiter { /* a replica waiting for seconds after `after` */
   kl_tlv_req_t *req;
   uint64_t after;
@@ -88,7 +99,9 @@ typedef struct core {
   uv_loop_t *loop;
   core_config_t *cfg;
   kl_cal_t *cal;
-  kl_calauth_t *auth;
+  core_authkeys_t *keys; /* the calendar-auth keys (authkeys.h): core_authkeys_at(keys, s)->ca signs s */
+  core_key_series_t key_series[CORE_KEY_SERIES_MAX]; /* node_keys.c: the key info metric's series */
+  size_t n_key_series;
   kl_core_fsm_t fsm;
   kl_core_rounds_t *rounds;
   struct raft raft;
@@ -149,6 +162,11 @@ void core_on_round(void *arg, const kl_core_round_t *round);
 void core_send_heartbeats(core_t *c);
 void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg);
 void core_release_waiters(core_t *c, bool all);
+/* node_keys.c: the key that signs second s; SIGHUP's reload of [keys] (the old keys stay on any
+ * error, logged); the key metrics (after the registry exists). */
+kl_calauth_t *core_key_at(const core_t *c, uint64_t s);
+void core_keys_reload(core_t *c);
+int core_keys_metrics(core_t *c, kl_err_t *e);
 /* node_admin.c */
 int core_admin_start(core_t *c, kl_err_t *e);
 /* node.c: this node's wall clock; its monotonic clock; the cluster's quorum time (qtime.h), 0

@@ -11,6 +11,7 @@
 #include "keyless/net.h"
 #include "keyless/pki.h"
 #include "keyless/tls.h"
+#include "authkeys.h"
 #include "node.h"
 
 static int check_nonempty(const void *f, char *msg, size_t n) {
@@ -48,6 +49,9 @@ static const kl_cfg_key_t keys[] = {
     K("keys", "calendar_auth_cert", KL_CFG_STR, auth_cert, NULL, 0, 0, check_nonempty),
     K("keys", "calendar_auth_key", KL_CFG_STR, auth_key, NULL, 0, 0, check_nonempty),
     K("keys", "allow_clear_key", KL_CFG_BOOL, allow_clear_key, "no", 0, 0, NULL),
+    K("keys", "next_calendar_auth_cert", KL_CFG_STR, next_auth_cert, "", 0, 0, NULL),
+    K("keys", "next_calendar_auth_key", KL_CFG_STR, next_auth_key, "", 0, 0, NULL),
+    K("keys", "next_calendar_auth_from", KL_CFG_STR, next_auth_from, "", 0, 0, NULL),
     K("raft", "election_timeout", KL_CFG_DURATION, election_ms, "1s", 100, 60000, NULL),
     K("raft", "heartbeat", KL_CFG_DURATION, heartbeat_ms, "100ms", 10, 10000, NULL),
     K("raft", "snapshot_threshold", KL_CFG_INT, snapshot_threshold, "1024", 8, 10000000, NULL),
@@ -128,19 +132,43 @@ static int parse_members(const char *path, core_config_t *cfg, kl_err_t *e) {
   return 0;
 }
 
-/* [keys]: the calendar-auth key is a signing key, never the node's TLS (transport) key: not the
- * same file or token object, and not the same key in another file. */
-static int check_keys(const char *path, const core_config_t *cfg, kl_err_t *e) {
+/* [keys]: a calendar-auth key is a signing key, never the node's TLS (transport) key: not the
+ * same file or token object, and not the same key in another file. Checked for the current and
+ * the next key. */
+static int check_tls_key(const char *path, const core_config_t *cfg, const char *name, const char *cert, const char *key,
+                         kl_err_t *e) {
   if (cfg->tls.insecure) return 0;
-  bool same = cfg->tls.key && cfg->tls.key[0] && kl_keyuri_same(cfg->auth_key, cfg->tls.key);
-  if (!same && cfg->tls.cert && cfg->tls.cert[0] && kl_cert_same_key(cfg->auth_cert, cfg->tls.cert, &same, e) != 0)
+  bool same = cfg->tls.key && cfg->tls.key[0] && kl_keyuri_same(key, cfg->tls.key);
+  if (!same && cfg->tls.cert && cfg->tls.cert[0] && kl_cert_same_key(cert, cfg->tls.cert, &same, e) != 0)
     same = false; /* an unreadable certificate is reported when it is opened */
   if (same)
     return kl_err_set(e, KL_EINVAL,
-                      "%s: [keys] calendar_auth_key = %s and [tls] key = %s are the same key: the calendar-auth (signing) "
+                      "%s: [keys] %s_key = %s and [tls] key = %s are the same key: the calendar-auth (signing) "
                       "key and the TLS (transport) key must be different keys with different custodians (docs/keys.md)",
-                      path, cfg->auth_key, cfg->tls.key ? cfg->tls.key : "");
+                      path, name, key, cfg->tls.key ? cfg->tls.key : "");
   return 0;
+}
+
+/* The next key's three settings go together; its first second parses. Then every key is opened
+ * here, at load, so that --check-config finds a wrong PIN, passphrase or URI (authkeys.h). */
+static int open_keys(const char *path, core_config_t *cfg, kl_err_t *e) {
+  core_authkey_spec_t spec[CORE_AUTHKEYS_MAX] = {{cfg->auth_cert, cfg->auth_key, 0}};
+  size_t n = 1;
+  int set = (cfg->next_auth_cert[0] != '\0') + (cfg->next_auth_key[0] != '\0') + (cfg->next_auth_from[0] != '\0');
+  int r;
+  if ((r = check_tls_key(path, cfg, "calendar_auth", cfg->auth_cert, cfg->auth_key, e))) return r;
+  if (set != 0 && set != 3)
+    return kl_err_set(e, KL_EINVAL, "%s: [keys] next_calendar_auth_cert, next_calendar_auth_key and "
+                      "next_calendar_auth_from go together: set all three or none", path);
+  if (set == 3) {
+    if ((r = core_authkeys_parse_time(cfg->next_auth_from, &spec[1].from, e)))
+      return kl_err_wrap(e, "%s: [keys] next_calendar_auth_from", path);
+    if ((r = check_tls_key(path, cfg, "next_calendar_auth", cfg->next_auth_cert, cfg->next_auth_key, e))) return r;
+    spec[1].cert = cfg->next_auth_cert;
+    spec[1].key = cfg->next_auth_key;
+    n = 2;
+  }
+  return core_authkeys_open(path, spec, n, cfg->allow_clear_key ? KL_KEY_ALLOW_CLEAR : 0, &cfg->authkeys, e);
 }
 
 const core_member_t *core_member(const core_config_t *cfg, uint64_t id) {
@@ -166,7 +194,7 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
   if (cfg->n_members == 0 && (r = parse_members(path, cfg, e))) return r;
   if (cfg->bootstrap && cfg->n_members != 1 && cfg->n_members != 3 && cfg->n_members != 5)
     return kl_err_set(e, KL_EINVAL, "%s: [cluster] members: %zu members; bootstrap 1, 3 or 5 voters", path, cfg->n_members);
-  if ((r = check_keys(path, cfg, e))) return r;
+  if ((r = open_keys(path, cfg, e))) return r;
   const core_member_t *self = core_member(cfg, (uint64_t)cfg->id);
   if (cfg->replication_listen[0] == '\0' && self->replication_addr[0]) {
     free(cfg->replication_listen);
@@ -177,6 +205,8 @@ int core_config_load(const char *path, core_config_t *cfg, kl_err_t *e) {
 
 void core_config_free(core_config_t *cfg) {
   kl_cfg_free(all_keys(), N_KEYS, cfg);
+  core_authkeys_free(cfg->authkeys);
+  cfg->authkeys = NULL;
   free(cfg->path);
   cfg->path = NULL;
 }

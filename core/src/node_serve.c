@@ -68,7 +68,7 @@ static int round_parts(core_t *c, uint64_t s, kl_err_t *e) {
   kl_buf_reset(&c->cache_auth);
   c->cache_second = 0;
   if ((r = kl_cal_chain(c->cal, s, s, &c->cache_chain, e)) || (r = kl_cal_root(c->cal, s, &root, e)) ||
-      (r = kl_calauth_sign(c->auth, s, &root, &c->cache_auth, e)))
+      (r = kl_calauth_sign(core_key_at(c, s), s, &root, &c->cache_auth, e)))
     return r;
   c->cache_second = s;
   return 0;
@@ -399,9 +399,10 @@ static void send_entries(core_t *c, kl_tlv_req_t *req, uint64_t after) {
       free(tmp);
     }
   } else {
-    /* Signed: the replica appends the batch only if it computes the root signed for `to`. */
+    /* Signed (with the key for `to`): the replica appends the batch only if it computes the root
+     * signed for `to`. */
     uint64_t to = info.last - from >= BATCH ? from + BATCH - 1 : info.last;
-    if (kl_repl_encode_entries_signed(&b, c->cal, from, to, c->auth, &e)) {
+    if (kl_repl_encode_entries_signed(&b, c->cal, from, to, core_key_at(c, to), &e)) {
       char q[600];
       kl_log(KL_LOG_ERROR, "replication_batch", "from=%llu to=%llu error=%s", (unsigned long long)from,
              (unsigned long long)to, kl_log_q(q, sizeof q, e.msg));
