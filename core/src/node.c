@@ -223,6 +223,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (signum == SIGHUP) { /* certificate rotation, a new CRL: new connections use the new files */
     kl_tls_reload_logged(c->tls, "tls");
     core_keys_reload(c); /* [keys]: a next calendar-auth key (node_keys.c) */
+    kl_audit_event(c->audit, "config_reload", "signal=HUP what=tls,keys");
     return;
   }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
@@ -273,6 +274,7 @@ static void watch_members(core_t *c) {
   for (unsigned i = 0; i < now->n && off < sizeof list; i++)
     off += (size_t)snprintf(list + off, sizeof list - off, "%s%llu%s", i ? "," : "", (unsigned long long)now->servers[i].id,
                             now->servers[i].role == RAFT_VOTER ? "" : "(non-voter)");
+  kl_audit_event(c->audit, "membership", "members=%s", list);
   if (c->seen_conf.n) kl_log(KL_LOG_WARN, "membership_changed", "members=%s", list);
   else kl_log(KL_LOG_INFO, "membership", "members=%s", list);
   if (!core_in_configuration(c))
@@ -361,6 +363,17 @@ static int start_servers(core_t *c, kl_err_t *e) {
   return core_admin_start(c, e);
 }
 
+/* DATA_DIR/audit: the signed log of administrative events (audit.h). */
+static int open_audit(core_t *c, kl_err_t *e) {
+  char dir[1024];
+  const core_config_t *cfg = c->cfg;
+  snprintf(dir, sizeof dir, "%s/audit", cfg->data_dir);
+  kl_audit_opts_t o = {dir, (uint64_t)cfg->id, cfg->audit_gateway, cfg->audit_user, cfg->audit_key, cfg->audit_timeout_ms,
+                       c->metrics};
+  int r = kl_audit_open(c->loop, &o, &c->audit, e);
+  return r ? kl_err_wrap(e, "%s: [audit]", cfg->path ? cfg->path : "core") : 0;
+}
+
 int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   core_t *c = calloc(1, sizeof *c);
   int r;
@@ -381,7 +394,8 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   if (c->keys == NULL) return kl_err_set(e, KL_ESTATE, "no calendar-auth key loaded");
   if ((r = open_calendar(c, e)) ||
       (r = kl_core_rounds_create((uint64_t)cfg->id, cfg->alg, (unsigned)cfg->max_level, core_on_answer, c, &c->rounds, e)) ||
-      (r = kl_metrics_create(&c->metrics, e)) || (r = core_keys_metrics(c, e)))
+      (r = kl_metrics_create(&c->metrics, e)) || (r = core_keys_metrics(c, e)) ||
+      (cfg->audit_enabled && (r = open_audit(c, e))))
     return r;
   kl_core_rounds_set_max_pending(c->rounds, (size_t)cfg->max_pending);
   kl_core_fsm_init(&c->fsm, c->cal, core_on_round, c);
@@ -402,6 +416,7 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
            (long long)cfg->id, KL_RAFT_VERSION, kl_tlv_server_port(c->internal), c->replication ? kl_tlv_server_port(c->replication) : 0,
            c->admin ? kl_http_server_port(c->admin) : 0, (unsigned long long)info.genesis,
            info.empty ? -1LL : (long long)info.last);
+  kl_audit_event(c->audit, "node_start", "id=%lld config=%s", (long long)cfg->id, cfg->path ? cfg->path : "-");
   return 0;
 }
 
@@ -414,6 +429,8 @@ static void on_raft_closed(struct raft *r) {
 void core_stop(core_t *c) {
   if (c == NULL || c->stopping) return;
   c->stopping = true;
+  kl_audit_event(c->audit, "node_stop", "id=%lld", (long long)c->cfg->id);
+  kl_audit_close(c->audit); /* a signing in flight finishes before the loop ends; the rest waits for the next start */
   kl_core_round_t none = {UINT64_MAX - 1, NULL, 0, NULL, c->cfg->alg};
   kl_err_t e = {0};
   kl_core_rounds_committed(c->rounds, &none, &e); /* every held request: retry elsewhere */
@@ -443,6 +460,7 @@ void core_free(core_t *c) {
   kl_core_fsm_close(&c->fsm);
   kl_core_rounds_destroy(c->rounds);
   core_authkeys_free(c->keys);
+  kl_audit_free(c->audit);
   kl_tls_ctx_unref(c->tls);
   raft_configuration_close(&c->seen_conf);
   kl_cal_close(c->cal);

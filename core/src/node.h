@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "authkeys.h"
+#include "audit.h"
 #include "fsm.h"
 #include "keyless/frameclient.h"
 #include "keyless/metrics.h"
@@ -50,6 +51,9 @@ typedef struct core_config {
   int64_t max_pending;
   int64_t max_connections, max_connections_per_address;
   uint64_t idle_timeout_ms; /* internal port: a quiet aggregator or member link stays open this long */
+  bool audit_enabled;       /* [audit]: the signed audit log of administrative events (audit.h) */
+  char *audit_gateway, *audit_user, *audit_key; /* audit_key: a secret source (docs/keys.md) */
+  uint64_t audit_timeout_ms;
   /* derived */
   core_member_t m[KL_CORE_MAX_MEMBERS];
   size_t n_members;
@@ -133,6 +137,7 @@ typedef struct core {
   kl_http_server_t *metrics_srv; /* plain: /healthz and /metrics only */
   kl_net_metrics_t nm_internal, nm_repl, nm_admin; /* connection counters, refusals included */
   kl_admin_t adm;             /* the admin port's /healthz and /metrics */
+  kl_audit_t *audit;          /* NULL with [audit] enabled = no: kl_audit_event is then a no-op */
   core_peer_t peers[KL_CORE_MAX_MEMBERS];
   size_t n_peers;
   struct kl_follow *catchup; /* following a member's replication stream after a snapshot */

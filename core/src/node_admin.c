@@ -248,6 +248,8 @@ static void members(kl_http_req_t *req, void *arg) {
   else if (strstr(c->note_who, "several") == NULL && strcmp(c->note_who + (strncmp(c->note_who, "admin/", 6) ? 0 : 6),
                                                              who ? who->id : "-") != 0)
     snprintf(c->note_who, sizeof c->note_who, "several");
+  snprintf(one, sizeof one, "%s%.60s", who ? "admin/" : "", who ? who->id : "unauthenticated(insecure)"); /* the actor */
+  kl_audit_event_by(c->audit, one, add ? "membership_add" : "membership_remove", "what=%s peer=%s", text, kl_http_req_peer(req));
 }
 
 int core_admin_start(core_t *c, kl_err_t *e) {

@@ -57,6 +57,11 @@ static const kl_cfg_key_t keys[] = {
     K("raft", "snapshot_threshold", KL_CFG_INT, snapshot_threshold, "1024", 8, 10000000, NULL),
     K("raft", "snapshot_trailing", KL_CFG_INT, snapshot_trailing, "256", 2, 10000000, NULL),
     K("clock", "max_skew", KL_CFG_DURATION, max_skew_ms, "500ms", 10, 60000, NULL),
+    K("audit", "enabled", KL_CFG_BOOL, audit_enabled, "yes", 0, 0, NULL),
+    K("audit", "gateway", KL_CFG_STR, audit_gateway, "", 0, 0, NULL),
+    K("audit", "user", KL_CFG_STR, audit_user, "", 0, 0, NULL),
+    K("audit", "key", KL_CFG_STR, audit_key, "", 0, 0, NULL),
+    K("audit", "timeout", KL_CFG_DURATION, audit_timeout_ms, "5s", 100, 60000, NULL),
 };
 
 #define N_BASE (sizeof keys / sizeof keys[0])
