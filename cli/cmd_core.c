@@ -18,12 +18,16 @@ static void usage(FILE *f) {
              "          state), then the members as the leader (or the first node that answered) sees\n"
              "          them: id, voter/standby/spare, Raft address, replicated index (on the leader)\n"
              "  --json: each node's /status JSON instead, one line per node\n"
-             "  add:    a new voter ID at RAFT_ADDR;  remove: member ID. Sent to the leader: ADMIN_URLS\n"
+             "  add:    a new voter ID at RAFT_ADDR (start it first, with bootstrap = no: it is promoted\n"
+             "          once it has caught up; if that fails it stays a standby, and the same add resumes);\n"
+             "  remove: member ID. Both are sent to the leader: ADMIN_URLS\n"
              "          may name several nodes (separated by commas or spaces, as $KL_CORE_ADMIN_URLS),\n"
              "          and the one that leads is found and asked\n"
              "  ADMIN_URL: a core node's admin port, e.g. https://127.0.0.1:9104 (a trailing / is fine)\n"
              CLI_TLS_HELP CLI_ADMIN_TLS_HELP
-             "  --timeout MS  connect and read timeout (default 5000)\n"
+             "  --timeout MS  connect and read timeout (default 5000 for status; 90000 for add and\n"
+             "                remove, which are answered once the change has committed, and an add once\n"
+             "                the new member has caught up and become a voter)\n"
              "example: keyless core --ca pki/cluster-ca.crt --cert pki/nodes/admin-operator.crt \\\n"
              "           --key pki/nodes/admin-operator.key status https://127.0.0.1:9104\n");
   cli_exit_table(f);
@@ -213,7 +217,7 @@ int cmd_core(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   cli_tls_t tls = {0};
-  uint64_t timeout = 5000;
+  uint64_t timeout = 0; /* 0: the subcommand's default */
   bool json = false;
   int c;
   optind = 1;
@@ -253,7 +257,8 @@ int cmd_core(int argc, char **argv) {
     fprintf(stderr, "keyless core: %s\n", te.msg);
     return st;
   }
-  if (status_cmd) return cmd_status(args + 1, nargs - 1, json, (int)timeout);
+  if (status_cmd) return cmd_status(args + 1, nargs - 1, json, timeout ? (int)timeout : 5000);
+  if (timeout == 0) timeout = 90000;
   char body[600];
   if (add) snprintf(body, sizeof body, "%s/%s", args[2], args[3]);
   else snprintf(body, sizeof body, "%s", args[2]);

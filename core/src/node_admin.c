@@ -154,32 +154,69 @@ static void status(kl_http_req_t *req, void *arg) {
 }
 
 /* Membership changes (keyless core add|remove): on the leader only; answered when Raft has
- * committed the new configuration. Body: "ID/RAFT_ADDR" to add (as a voter), "ID" to remove. */
+ * committed the new configuration. Body: "ID/RAFT_ADDR" to add (as a voter), "ID" to remove.
+ * An add walks the member up one role at a time: raft_add makes it a spare (no log), then a
+ * standby (the leader replicates the log to it, it does not vote), then a voter once libraft's
+ * catch-up rounds find it current. A node not yet started or slow to catch up thus stays a
+ * standby that keeps receiving the log, and the same add, run again, resumes from its role. */
 typedef struct change {
   struct raft_change req;
   core_t *c;
   kl_http_req_t *http;
   raft_id id;
-  bool promote; /* after raft_add: raft_assign to voter */
+  int next_role; /* -1: done when this change commits; else raft_assign to it */
+  char addr[80];
 } change_t;
 
 static void change_done(change_t *ch, int status) {
-  char buf[256];
-  int n = status == 0 ? snprintf(buf, sizeof buf, "ok\n") : snprintf(buf, sizeof buf, "failed: %s\n", raft_strerror(status));
-  kl_http_respond(ch->http, status == 0 ? 200 : 409, "text/plain", buf, (size_t)n);
+  char buf[512];
+  int n;
+  if (status == 0)
+    n = snprintf(buf, sizeof buf, "ok\n");
+  else if (ch->next_role == -1 && ch->addr[0] && status == RAFT_NOCONNECTION) /* the promotion gave up */
+    n = snprintf(buf, sizeof buf,
+                 "failed: member %llu did not catch up with the leader's log in time (libraft's catch-up rounds): it "
+                 "stays a standby, which receives the log but does not vote; check that it runs with bootstrap = no "
+                 "and reaches the leader at %s, then run the same add again\n",
+                 (unsigned long long)ch->id, ch->addr);
+  else
+    n = snprintf(buf, sizeof buf, "failed: %s\n", raft_strerror(status));
+  kl_log(status == 0 ? KL_LOG_INFO : KL_LOG_WARN, "membership_result", "member=%llu status=%s",
+         (unsigned long long)ch->id, status == 0 ? "ok" : raft_strerror(status));
+  kl_http_respond(ch->http, status == 0 ? 200 : 409, "text/plain", buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : strlen(buf));
   free(ch);
 }
 
 static void on_change(struct raft_change *req, int status) {
   change_t *ch = req->data;
-  if (status == 0 && ch->promote) {
-    ch->promote = false;
+  if (status == 0 && ch->next_role >= 0) {
+    int role = ch->next_role;
+    ch->next_role = role == RAFT_STANDBY ? RAFT_VOTER : -1;
     ch->req.data = ch;
-    int rc = raft_assign(&ch->c->raft, &ch->req, ch->id, RAFT_VOTER, on_change);
+    int rc = raft_assign(&ch->c->raft, &ch->req, ch->id, role, on_change);
     if (rc == 0) return;
     status = rc;
   }
   change_done(ch, status);
+}
+
+/* An add for an id already in the configuration: 0 with *done set when there is nothing to do
+ * (a voter at that address), 0 with ch->next_role set to resume its promotion, or the HTTP
+ * status of a refusal with the reason in text. */
+static int add_existing(core_t *c, change_t *ch, const char *addr, bool *done, char *text, size_t cap) {
+  const struct raft_server *s = NULL;
+  for (unsigned i = 0; i < c->raft.configuration.n; i++)
+    if (c->raft.configuration.servers[i].id == ch->id) s = &c->raft.configuration.servers[i];
+  *done = false;
+  if (s == NULL) return 0;
+  if (strcmp(s->address, addr) != 0) {
+    snprintf(text, cap, "member %llu is already in the configuration at %.80s: remove it first to change its address\n",
+             (unsigned long long)ch->id, s->address);
+    return 409;
+  }
+  if (s->role == RAFT_VOTER) *done = true;
+  ch->next_role = s->role == RAFT_SPARE ? RAFT_STANDBY : RAFT_VOTER;
+  return 0;
 }
 
 static void members(kl_http_req_t *req, void *arg) {
@@ -228,9 +265,27 @@ static void members(kl_http_req_t *req, void *arg) {
     return;
   }
   if (add) {
-    ch->promote = true;
-    rc = raft_add(&c->raft, &ch->req, ch->id, slash + 1, on_change);
+    snprintf(ch->addr, sizeof ch->addr, "%.79s", slash + 1);
+    bool done, known = false;
+    for (unsigned i = 0; i < c->raft.configuration.n; i++) known |= c->raft.configuration.servers[i].id == ch->id;
+    char why[256];
+    int refuse = add_existing(c, ch, ch->addr, &done, why, sizeof why);
+    if (refuse || done) {
+      const char *say = refuse ? why : "ok: already a voter\n";
+      kl_http_respond(req, refuse ? refuse : 200, "text/plain", say, strlen(say));
+      free(ch);
+      return;
+    }
+    if (known) { /* a standby or spare from an earlier add: resume its promotion */
+      int role = ch->next_role;
+      ch->next_role = role == RAFT_STANDBY ? RAFT_VOTER : -1;
+      rc = raft_assign(&c->raft, &ch->req, ch->id, role, on_change);
+    } else {
+      ch->next_role = RAFT_STANDBY;
+      rc = raft_add(&c->raft, &ch->req, ch->id, ch->addr, on_change);
+    }
   } else {
+    ch->next_role = -1;
     rc = raft_remove(&c->raft, &ch->req, ch->id, on_change);
   }
   if (rc != 0) {
