@@ -44,6 +44,7 @@ typedef struct audit {
   uint64_t t1, t2;
   kl_imprint_t want, got;
   bool hashes;
+  bool unwitnessed; /* the calendar held, a publication lacks the required cosignatures */
 } audit_t;
 
 static void say(const audit_t *a, const char *fmt, ...) KL_PRINTF(2, 3);
@@ -329,7 +330,10 @@ static void report_json(const audit_t *a, int st, const char *err) {
   cli_json_t j;
   json_begin(&j, stdout);
   json_obj(&j, NULL);
-  json_str(&j, "result", st == KL_EXIT_OK ? "consistent" : st == KL_EXIT_VERIFY ? "inconsistent" : "error");
+  json_str(&j, "result", st == KL_EXIT_OK       ? "consistent"
+                         : st != KL_EXIT_VERIFY ? "error"
+                         : a->unwitnessed       ? "unwitnessed"
+                                                : "inconsistent");
   json_u64(&j, "exit", (uint64_t)st);
   json_u64(&j, "checks", a->checks);
   json_u64(&j, "publications", a->n_pubs);
@@ -530,6 +534,7 @@ int cmd_audit(int argc, char **argv) {
   for (size_t i = 0; st == KL_EXIT_OK && wit.n && i < a.n_pubs; i++)
     if ((st = cli_witness_check_pub(&wit, pubfile, a.pubs[i].t, &a.pubs[i].h, a.why, sizeof a.why)) != KL_EXIT_OK) {
       a.t1 = a.t2 = a.pubs[i].t;
+      a.unwitnessed = true;
       snprintf(e.msg, sizeof e.msg, "%.500s", a.why);
     }
   cli_witness_free(&wit);
@@ -540,7 +545,8 @@ int cmd_audit(int argc, char **argv) {
            a.n_ext);
     putchar('\n');
   } else if (st == KL_EXIT_VERIFY) {
-    printf("INCONSISTENT: %s\n", a.why);
+    /* A missing cosignature says nothing against the calendar: name it for what it is. */
+    printf("%s: %s\n", a.unwitnessed ? "UNWITNESSED (the calendar is consistent)" : "INCONSISTENT", a.why);
   } else {
     fprintf(stderr, "keyless audit: %s\n", e.msg);
   }

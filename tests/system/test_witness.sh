@@ -158,6 +158,7 @@ check "verify, one cosignature, 1 required: exit 0" 0 "$RC"
 run "$KL" audit -X "$A" -P out/pubs.bin "${TRUST[@]}" "${W[@]}" --witness-file one.witness
 check "audit, one cosignature, 2 required: exit 6" 6 "$RC"
 check_has "audit: names the publication" "publication $P1 (root " "$OUT"
+check_has "audit: says unwitnessed, not inconsistent" "UNWITNESSED (the calendar is consistent)" "$OUT"
 run "$KL" witness add -o both.witness one.witness out/pubs.bin.witness
 check "add: merged again" "wrote both.witness: 2 publications" "$OUT"
 cmp -s both.witness out/pubs.bin.witness && pass "the merge is the same file" || fail "the merge is the same file" same differs
