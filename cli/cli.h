@@ -107,7 +107,10 @@ typedef struct cli_trust {
   size_t n_cnstr;
   int64_t at;
   bool no_verify;
+  size_t signers_required; /* --publications-signers K: distinct trusted signers needed; 0 = 1 */
 } cli_trust_t;
+/* Parses --publications-signers K (1..16) into t; false on a bad number. */
+bool cli_trust_set_signers(cli_trust_t *t, const char *arg);
 /* Adds "OID=VALUE" to t; false on bad syntax or too many. */
 bool cli_trust_add_cnstr(cli_trust_t *t, char *arg);
 /* Loads and (unless no_verify) verifies the publications file. Returns an exit status. */

@@ -16,10 +16,12 @@
 static void usage(FILE *f) {
   fprintf(f, "usage: keyless extend -i SIG -o OUT -X URL [--ext-user U --ext-key K]\n"
              "         (-P PUBFILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... | --pub-str STRING | --to-head | -T TIME)\n"
-             "         [--publications-file-no-verify] [--force] [--ca FILE]\n"
+             "         [--publications-signers K] [--publications-file-no-verify] [--force] [--ca FILE]\n"
              "  -X URL: the extender, http(s)://host:port/path, ksi+http(s)://U:K@host/path or ksi+tcp://host:port,\n"
              "          or file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
              "  -P PUBFILE: a file, or an http:// or https:// URL\n"
+             "  --publications-signers K: trust the publications file only when K distinct trusted signers\n"
+             "      (keys) signed it, each meeting -V and every --cnstr (default 1; docs/keys.md, k of n)\n"
              "  -P: to the earliest publication in the file after the signing time (as ksi-tool)\n"
              "  --pub-str: to that publication;  --to-head: to the extender's latest second;  -T: to TIME\n"
              "  -d: dump the extended signature to standard error (as keyless inspect)\n"
@@ -61,7 +63,7 @@ static void put_pub_rec(kl_buf_t *b, uint64_t time, const kl_imprint_t *hash, co
 }
 
 int cmd_extend(int argc, char **argv) {
-  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE, O_CA, O_CONF, O_HMAC, O_PROGRESS };
+  enum { O_USER = 256, O_KEY, O_PUBSTR, O_HEAD, O_CNSTR, O_NOVERIFY, O_FORCE, O_CA, O_CONF, O_HMAC, O_PROGRESS, O_PUBSIGNERS };
   static const char shorts[] = "i:o:X:P:V:T:C:c:dh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
@@ -72,7 +74,8 @@ int cmd_extend(int argc, char **argv) {
       {"time", required_argument, NULL, 'T'}, {"publications-file-no-verify", no_argument, NULL, O_NOVERIFY},
       {"force", no_argument, NULL, O_FORCE}, {"ca", required_argument, NULL, O_CA},
       {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
-      {"show-progress", no_argument, NULL, O_PROGRESS}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+      {"show-progress", no_argument, NULL, O_PROGRESS}, {"publications-signers", required_argument, NULL, O_PUBSIGNERS},
+      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   cli_tls_t tls = {0};
   const char *in = NULL, *out = NULL, *url = NULL, *user = NULL, *key = NULL, *pubfile = NULL, *pubstr = NULL;
   bool to_head = false, force = false, have_T = false, dump = false, show_prog = false;
@@ -128,6 +131,13 @@ int cmd_extend(int argc, char **argv) {
       case O_NOVERIFY: trust.no_verify = true; break;
       case O_FORCE: force = true; break;
       case O_CA: tls.ca = optarg; break;
+      case O_PUBSIGNERS:
+        if (!cli_trust_set_signers(&trust, optarg)) {
+          fprintf(stderr, "keyless extend: %s--publications-signers wants a number from 1 to 16, got '%s'\n", cli_where(optarg),
+                  optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
       case O_CNSTR:
         if (cli_source(optarg) > cnstr_src) {
           trust.n_cnstr = 0;

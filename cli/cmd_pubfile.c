@@ -84,8 +84,11 @@ static void show(const kl_pubfile_t *pf, bool verified, bool dump, bool json) {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: keyless pubfile -P FILE [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
-             "         [--publications-file-no-verify] [-d | --dump | --json] [-o OUT] [--ca FILE] [--conf FILE]\n"
+             "         [--publications-signers K] [--publications-file-no-verify] [-d | --dump | --json] [-o OUT]\n"
+             "         [--ca FILE] [--conf FILE]\n"
              "  -P FILE: a file, or an http:// or https:// URL\n"
+             "  --publications-signers K: trust the publications file only when K distinct trusted signers\n"
+             "      (keys) signed it, each meeting -V and every --cnstr (default 1; docs/keys.md, k of n)\n"
              "  -d, --dump: list the certificates and every publication\n"
              "  -o OUT: save the publications file (once checked) to OUT, replacing it atomically\n"
              "  --conf FILE: ksi-tool configuration file (-P URL, --cnstr, -V ...; one per line); the\n"
@@ -94,7 +97,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_pubfile(int argc, char **argv) {
-  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP, O_CA, O_CONF };
+  enum { O_CNSTR = 256, O_AT, O_NOVERIFY, O_JSON, O_DUMP, O_CA, O_CONF, O_PUBSIGNERS };
   static const char shorts[] = "P:V:o:dh";
   static const struct option opts[] = {
       {"publications", required_argument, NULL, 'P'}, {"trust-anchor", required_argument, NULL, 'V'},
@@ -103,6 +106,7 @@ int cmd_pubfile(int argc, char **argv) {
       {"json", no_argument, NULL, O_JSON},           {"dump", no_argument, NULL, O_DUMP},
       {"ca", required_argument, NULL, O_CA},         {"help", no_argument, NULL, 'h'},
       {"output", required_argument, NULL, 'o'},      {"conf", required_argument, NULL, O_CONF},
+      {"publications-signers", required_argument, NULL, O_PUBSIGNERS},
       {NULL, 0, NULL, 0}};
   cli_tls_t tls = {0};
   const char *in = NULL, *out = NULL;
@@ -127,6 +131,13 @@ int cmd_pubfile(int argc, char **argv) {
           return KL_EXIT_USAGE;
         }
         trust.anchors[trust.n_anchors++] = optarg;
+        break;
+      case O_PUBSIGNERS:
+        if (!cli_trust_set_signers(&trust, optarg)) {
+          fprintf(stderr, "keyless pubfile: %s--publications-signers wants a number from 1 to 16, got '%s'\n", cli_where(optarg),
+                  optarg);
+          return KL_EXIT_USAGE;
+        }
         break;
       case O_CNSTR:
         if (cli_source(optarg) > cnstr_src) {

@@ -11,7 +11,11 @@
  * two hashes for one second, is an error and nothing is written. Every file written is also
  * kept as DIR/history/NAME-YYYYMMDDTHHMMSSZ.bin (the output's directory and name, the file's
  * creation time in UTC) for auditors; the extender serves that directory. Both files are
- * written to a temporary file and renamed. docs/operations.md, "Publishing". */
+ * written to a temporary file and renamed. docs/operations.md, "Publishing".
+ *
+ * k of n (docs/keys.md): --prepare writes the unsigned body instead of signing it; --cosign and
+ * --assemble (publish_parts.c) sign it on each operator's machine and join the parts. A clear
+ * (unencrypted) key is refused unless --allow-clear-key. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -23,6 +27,7 @@
 
 #include "cli.h"
 #include "keyless/calendar.h"
+#include "publish.h"
 
 #define MAX_PUBS 200000
 #define MAX_CERTS 16
@@ -30,16 +35,27 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: keyless publish -D CALDIR -o FILE --cert PUB.crt --key KEY [--chain CA.pem]\n"
+          "usage: keyless publish -D CALDIR -o FILE --cert PUB.crt --key KEY [--chain CA.pem] [--allow-clear-key]\n"
           "         [--auth-cert CALENDAR-AUTH.crt]... [--interval SECONDS] [--latest] [--repo-uri URI]\n"
-          "         [--previous FILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]...\n"
+          "         [--previous FILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--publications-signers K]\n"
+          "       keyless publish -D CALDIR -o FILE --prepare BODY [--cert PUB.crt | -V ... --cnstr ...] [options]\n"
+          "       keyless publish --cosign BODY --cert OPERATOR.crt --key KEY [--chain CA.pem] -o PART.sig\n"
+          "       keyless publish --assemble BODY -o FILE [-V ANCHOR.pem --cnstr OID=VALUE [--publications-signers K]]\n"
+          "         PART.sig...\n"
           "  publications at every multiple of --interval (default 86400: daily at 00:00:00 UTC) within the\n"
           "  calendar, and with --latest also at its last second, plus every publication of the previous\n"
           "  file (FILE itself, or --previous), which must verify: signed with the key of --cert, or, with\n"
           "  --cnstr, by a certificate of the anchors (-V; default: the system's). FILE is replaced\n"
           "  atomically and a copy kept as DIR/history/NAME-YYYYMMDDTHHMMSSZ.bin.\n"
           "  KEY: a key file, file:PATH?passphrase-source=file:PASSFILE (a wrapped key) or\n"
-          "  pkcs11:token=T;object=O?pin-source=file:PINFILE (an HSM); docs/keys.md.\n");
+          "  pkcs11:token=T;object=O?pin-source=file:PINFILE (an HSM); docs/keys.md. A clear (unencrypted)\n"
+          "  key file is refused unless --allow-clear-key (development).\n"
+          "  k of n signers (docs/keys.md): --prepare writes the unsigned body of FILE to BODY (nothing is\n"
+          "  signed; the previous file must verify with --cert, one of its signers, or -V/--cnstr and\n"
+          "  --publications-signers); --cosign shows what BODY holds and writes PART.sig, a detached CMS\n"
+          "  signature over it (openssl cms -sign -binary -outform DER makes the same); --assemble checks\n"
+          "  that every part signs BODY (and with -V/--cnstr that K distinct trusted signers did, default:\n"
+          "  one per part), then writes FILE and its history copy as above.\n");
   cli_exit_table(f);
 }
 
@@ -63,8 +79,10 @@ static int load_previous(const char *path, bool must_exist, const char *cert, co
   if (trust->n_cnstr > 0) {
     /* At its creation time: it was trusted when issued (its certificate may have expired since). */
     kl_pubfile_trust_t tr = {trust->n_anchors ? trust->anchors : NULL, trust->n_anchors, trust->cnstr,
-                             trust->n_cnstr, (int64_t)(*prev)->created};
+                             trust->n_cnstr, (int64_t)(*prev)->created, trust->signers_required};
     r = kl_pubfile_verify(*prev, &tr, e);
+  } else if (cert == NULL) {
+    r = kl_err_set(e, KL_EINVAL, "give --cert (a certificate of one of its signers) or -V/--cnstr to check it");
   } else {
     r = kl_pubfile_verify_signer(*prev, cert, e);
   }
@@ -106,7 +124,7 @@ static int load_previous(const char *path, bool must_exist, const char *cert, co
 }
 
 /* The dated copy's path: DIR/history/STEM-YYYYMMDDTHHMMSSZ[-N].bin, not yet existing. */
-static int history_path(const char *out, uint64_t created, char *buf, size_t n, kl_err_t *e) {
+int publish_history_path(const char *out, uint64_t created, char *buf, size_t n, kl_err_t *e) {
   char dir[2048], stem[512], stamp[32];
   const char *slash = strrchr(out, '/');
   const char *base = slash ? slash + 1 : out;
@@ -132,7 +150,8 @@ static int history_path(const char *out, uint64_t created, char *buf, size_t n, 
 }
 
 int cmd_publish(int argc, char **argv) {
-  enum { O_CERT = 256, O_KEY, O_CHAIN, O_AUTH, O_INTERVAL, O_LATEST, O_REPO, O_PREV, O_CNSTR };
+  enum { O_CERT = 256, O_KEY, O_CHAIN, O_AUTH, O_INTERVAL, O_LATEST, O_REPO, O_PREV, O_CNSTR, O_CLEAR, O_PREPARE,
+         O_COSIGN, O_ASSEMBLE, O_SIGNERS };
   static const struct option opts[] = {
       {"dir", required_argument, NULL, 'D'},      {"output", required_argument, NULL, 'o'},
       {"cert", required_argument, NULL, O_CERT},  {"key", required_argument, NULL, O_KEY},
@@ -140,8 +159,13 @@ int cmd_publish(int argc, char **argv) {
       {"interval", required_argument, NULL, O_INTERVAL}, {"latest", no_argument, NULL, O_LATEST},
       {"repo-uri", required_argument, NULL, O_REPO}, {"previous", required_argument, NULL, O_PREV},
       {"trust-anchor", required_argument, NULL, 'V'}, {"cnstr", required_argument, NULL, O_CNSTR},
+      {"allow-clear-key", no_argument, NULL, O_CLEAR}, {"prepare", required_argument, NULL, O_PREPARE},
+      {"cosign", required_argument, NULL, O_COSIGN}, {"assemble", required_argument, NULL, O_ASSEMBLE},
+      {"publications-signers", required_argument, NULL, O_SIGNERS},
       {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *dir = NULL, *out = NULL, *cert = NULL, *key = NULL, *chain = NULL, *repo = NULL, *previous = NULL;
+  const char *prepare = NULL, *cosign = NULL, *assemble = NULL;
+  bool allow_clear = false;
   const char *auth[MAX_CERTS];
   cli_trust_t trust = {0};
   size_t n_auth = 0;
@@ -159,6 +183,16 @@ int cmd_publish(int argc, char **argv) {
       case O_REPO: repo = optarg; break;
       case O_PREV: previous = optarg; break;
       case O_LATEST: latest = true; break;
+      case O_CLEAR: allow_clear = true; break;
+      case O_PREPARE: prepare = optarg; break;
+      case O_COSIGN: cosign = optarg; break;
+      case O_ASSEMBLE: assemble = optarg; break;
+      case O_SIGNERS:
+        if (!cli_trust_set_signers(&trust, optarg)) {
+          fprintf(stderr, "keyless publish: --publications-signers wants a number from 1 to 16, got '%s'\n", optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
       case 'V':
         if (trust.n_anchors == sizeof trust.anchors / sizeof trust.anchors[0]) {
           fprintf(stderr, "keyless publish: too many -V\n");
@@ -189,12 +223,31 @@ int cmd_publish(int argc, char **argv) {
       default: usage(stderr); return KL_EXIT_USAGE;
     }
   }
-  if (dir == NULL || out == NULL || cert == NULL || key == NULL || optind != argc) {
-    usage(stderr);
+  if ((prepare != NULL) + (cosign != NULL) + (assemble != NULL) > 1) {
+    fprintf(stderr, "keyless publish: --prepare, --cosign and --assemble are separate steps: give one\n");
     return KL_EXIT_USAGE;
   }
   if (trust.n_anchors > 0 && trust.n_cnstr == 0) {
     fprintf(stderr, "keyless publish: -V needs at least one --cnstr OID=VALUE (the previous file's signer)\n");
+    return KL_EXIT_USAGE;
+  }
+  if (cosign) {
+    if (cert == NULL || key == NULL || out == NULL || optind != argc) {
+      usage(stderr);
+      return KL_EXIT_USAGE;
+    }
+    kl_pubfile_signer_t s = {cert, key, chain, allow_clear};
+    return publish_cosign(cosign, &s, out);
+  }
+  if (assemble) {
+    if (out == NULL || optind == argc) {
+      usage(stderr);
+      return KL_EXIT_USAGE;
+    }
+    return publish_assemble(assemble, (const char *const *)argv + optind, (size_t)(argc - optind), &trust, out);
+  }
+  if (dir == NULL || out == NULL || (prepare == NULL && (cert == NULL || key == NULL)) || optind != argc) {
+    usage(stderr);
     return KL_EXIT_USAGE;
   }
   kl_err_t e = {0};
@@ -262,8 +315,20 @@ int cmd_publish(int argc, char **argv) {
     all_lens[n_all_certs++] = lens[k];
   }
   kl_pubfile_spec_t spec = {2, (uint64_t)time(NULL), repo ? repo : prev ? prev->repo_uri : NULL, all_ders,
-                            all_lens, n_all_certs, all, n_all, cert, key, chain};
-  if ((r = kl_pubfile_write(&spec, &file, &e)) || (r = history_path(out, spec.created, hist, sizeof hist, &e)) ||
+                            all_lens, n_all_certs, all, n_all, cert, key, chain, !allow_clear};
+  if (prepare) {
+    if ((r = kl_pubfile_write_body(&spec, &file, &e)) || (r = cli_write_file_atomic(prepare, file.p, file.len, true, &e)))
+      goto fail;
+    printf("wrote %s: the unsigned body of %s, %zu publications", prepare, out, n_all);
+    if (np) {
+      char t[64], ps[KL_PUBSTR_MAX];
+      if (kl_pubstr_encode(pubs[np - 1].time, &pubs[np - 1].hash, ps, sizeof ps, &e) == 0)
+        printf(", the latest %s:\n  %s", cli_utc(pubs[np - 1].time, t, sizeof t), ps);
+    }
+    printf("\nnext: keyless publish --cosign %s on each signer's machine, then --assemble\n", prepare);
+    goto out;
+  }
+  if ((r = kl_pubfile_write(&spec, &file, &e)) || (r = publish_history_path(out, spec.created, hist, sizeof hist, &e)) ||
       (r = cli_write_file_atomic(hist, file.p, file.len, false, &e)))
     goto fail;
   hist_written = true;
@@ -282,7 +347,7 @@ int cmd_publish(int argc, char **argv) {
   goto out;
 fail:
   if (hist_written) unlink(hist); /* never issued */
-  fprintf(stderr, "keyless publish: %s; nothing written\n", e.msg);
+  fprintf(stderr, "keyless publish: %s; nothing written%s\n", e.msg, publish_clear_key_hint(r, &e));
   st = cli_exit_for(r);
 out:
   for (size_t k = 0; k < n_auth; k++) free(ders[k]);

@@ -15,7 +15,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: keyless verify -i SIG [-f FILE | -d ALG:HEX] [--policy POLICY]\n"
           "         [-P PUBFILE] [-V ANCHOR.pem]... [--cnstr OID=VALUE]... [--at UNIXTIME]\n"
-          "         [--publications-file-no-verify] [--pub-str STRING]\n"
+          "         [--publications-signers K] [--publications-file-no-verify] [--pub-str STRING]\n"
           "         [-X URL [--ext-user USER] [--ext-key KEY]] [-x] [--json] [--ca FILE]\n"
           "       keyless verify --manifest MANIFEST -i MANIFEST.ksig [--base DIR] [options] FILE...\n"
           "  --manifest: the signature is of MANIFEST (lines \"HEX  PATH\", as keyless sign --manifest\n"
@@ -24,6 +24,8 @@ static void usage(FILE *f) {
           "  POLICY: auto (default), internal, key, calendar, publication\n"
           "          (ksi-tool's --ver-int, --ver-key, --ver-cal, --ver-pub also work)\n"
           "  -P: a file, or an http:// or https:// URL\n"
+          "  --publications-signers K: trust the publications file only when K distinct trusted signers\n"
+          "      (keys) signed it, each meeting -V and every --cnstr (default 1; docs/keys.md, k of n)\n"
           "  -X: a live extender (http(s)://, ksi+http(s)://USER:KEY@HOST/, ksi+tcp://HOST:PORT), or\n"
           "      file://RESPONSE, a saved 0x321 response (its HMAC checked with --ext-key, default anon)\n"
           "  -C S, -c S: the extender's connect and read timeout in seconds (default 10)\n"
@@ -85,7 +87,7 @@ static int parse_policy(const char *s) {
 
 static int parse_args(int argc, char **argv, vargs_t *a) {
   enum { O_POLICY = 256, O_CNSTR, O_PUBSTR, O_AT, O_NOVERIFY, O_JSON, O_EXTKEY, O_EXTUSER,
-         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA, O_CONF, O_HMAC, O_MANIFEST, O_BASE };
+         O_VERINT, O_VERKEY, O_VERCAL, O_VERPUB, O_LEVEL, O_CA, O_CONF, O_HMAC, O_MANIFEST, O_BASE, O_PUBSIGNERS };
   static const char shorts[] = "i:f:d:P:V:X:C:c:xh";
   static const struct option opts[] = {
       {"input", required_argument, NULL, 'i'},  {"file", required_argument, NULL, 'f'},
@@ -100,6 +102,7 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
       {"input-level", required_argument, NULL, O_LEVEL}, {"ca", required_argument, NULL, O_CA},
       {"conf", required_argument, NULL, O_CONF}, {"ext-hmac-alg", required_argument, NULL, O_HMAC},
       {"manifest", required_argument, NULL, O_MANIFEST}, {"base", required_argument, NULL, O_BASE},
+      {"publications-signers", required_argument, NULL, O_PUBSIGNERS},
       CLI_WITNESS_OPTIONS, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c, v_src = -1, cnstr_src = -1;
@@ -150,6 +153,13 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
         }
         break;
       case O_PUBSTR: a->pub_str = optarg; break;
+      case O_PUBSIGNERS:
+        if (!cli_trust_set_signers(&a->trust, optarg)) {
+          fprintf(stderr, "keyless verify: %s--publications-signers wants a number from 1 to 16, got '%s'\n",
+                  cli_where(optarg), optarg);
+          return KL_EXIT_USAGE;
+        }
+        break;
       case O_EXTKEY: a->ext_key = optarg; break;
       case O_EXTUSER: a->ext_user = optarg; break;
       case O_AT:

@@ -166,6 +166,13 @@ bool cli_trust_add_cnstr(cli_trust_t *t, char *arg) {
   return true;
 }
 
+bool cli_trust_set_signers(cli_trust_t *t, const char *arg) {
+  uint64_t k;
+  if (!cli_parse_u64(arg, &k) || k < 1 || k > 16) return false;
+  t->signers_required = (size_t)k;
+  return true;
+}
+
 int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, kl_err_t *e) {
   uint8_t *buf;
   size_t len;
@@ -205,7 +212,8 @@ int cli_load_pubfile(const char *url, const cli_trust_t *t, kl_pubfile_t **out, 
     kl_err_set(e, KL_EINVAL, "publications file %s: give at least one --cnstr OID=VALUE (e.g. --cnstr E=publications@example.org) to check its signer, or --publications-file-no-verify", path);
     return KL_EXIT_USAGE;
   }
-  kl_pubfile_trust_t tr = {t->n_anchors ? t->anchors : NULL, t->n_anchors, t->cnstr, t->n_cnstr, t->at};
+  kl_pubfile_trust_t tr = {t->n_anchors ? t->anchors : NULL, t->n_anchors, t->cnstr, t->n_cnstr, t->at,
+                           t->signers_required};
   if ((r = kl_pubfile_verify(*out, &tr, e))) {
     kl_pubfile_free(*out);
     *out = NULL;

@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
     goto done;
   }
   if (pubpath != NULL) {
-    kl_pubfile_trust_t trust = {n_anchors ? anchors : NULL, n_anchors, cnstr, n_cnstr, 0};
+    kl_pubfile_trust_t trust = {n_anchors ? anchors : NULL, n_anchors, cnstr, n_cnstr, 0, 0};
     if (read_small(pubpath, &pubraw, &publen, &e) || kl_pubfile_parse(pubraw, publen, &pf, &e) ||
         kl_pubfile_verify(pf, &trust, &e)) {
       fprintf(stderr, "verify_file: publications file %s: %s\n", pubpath, e.msg);

@@ -53,7 +53,7 @@ P2=$((G + 40))
 HEAD=$((G + 50))
 EMAIL=publications@audit.keyless.test
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
-SIGN=(--cert pki/publications.crt --key pki/publications.key --auth-cert pki/calendar-auth.crt)
+SIGN=(--cert pki/publications.crt --key pki/publications.key --allow-clear-key --auth-cert pki/calendar-auth.crt)
 root() { printf 'SHA-256:%064x' "$1"; } # the round root of second $1 in the first calendar
 
 run "$KL" devpki -o pki --email "$EMAIL"
@@ -233,7 +233,7 @@ if [ -n "$CORE" ]; then
   done
   [ -s live.txt.ksig ] && pass "live: a document signed" || fail "live: a document signed" "a signature" "none"
   mkdir nout
-  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
+  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key --allow-clear-key \
     --auth-cert npki/calendar-auth.crt --latest
   check "live: publish 1 from the replica: exit 0" 0 "$RC"
   LPUB=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')
@@ -242,7 +242,7 @@ if [ -n "$CORE" ]; then
   check_has "after the head: says so" "extender $A's head $((HEAD + 5)) is before 1 publications" "$OUT"
   first=$(head_of "$N")
   for _ in $(seq 1 50); do [ "$(head_of "$N")" -gt $((first + 1)) ] && break; sleep 0.1; done
-  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key \
+  run "$KL" publish -D ncal -o nout/pubs.bin --cert npki/publications.crt --key npki/publications.key --allow-clear-key \
     --auth-cert npki/calendar-auth.crt --latest
   check_has "live: publish 2 from the replica" "wrote nout/pubs.bin: 2 publications" "$OUT"
   NTRUST=(-V npki/ca.crt --cnstr "E=$EMAIL")

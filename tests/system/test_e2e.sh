@@ -98,7 +98,7 @@ for s in 1 2 3; do
   run "$KEYLESS" calendar append -D cal --time $((T + s)) --empty
   [ "$RC" -eq 0 ] || bail "calendar append $((T + s)): $(short "$OUT")"
 done
-run "$KEYLESS" publish -D cal -o pubs.bin --cert pki/publications.crt --key pki/publications.key \
+run "$KEYLESS" publish -D cal -o pubs.bin --cert pki/publications.crt --key pki/publications.key --allow-clear-key \
   --auth-cert pki/calendar-auth.crt --latest
 check "publish: exit 0" 0 "$RC"
 check_has "publish: one publication" "wrote pubs.bin: 1 publications" "$OUT"

@@ -480,7 +480,7 @@ for _ in $(seq 1 50); do
   [ "$(metric "$EXT_ADM" keyless_calendar_last_second)" -ge "$last" ] && break
   sleep 0.1
 done
-run "$KL" publish -D ext-cal -o pubs.bin --cert pki/publications.crt --key pki/publications.key \
+run "$KL" publish -D ext-cal -o pubs.bin --cert pki/publications.crt --key pki/publications.key --allow-clear-key \
   --auth-cert pki/calendar-auth.crt --latest
 check "publish from the extender's replica: exit 0" 0 "$RC"
 PUBSTR=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')

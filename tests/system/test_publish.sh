@@ -48,7 +48,7 @@ P1=$((T + 3))
 P2=$((T + 6))
 EMAIL=publications@publish.keyless.test
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
-SIGN=(--cert pki/publications.crt --key pki/publications.key --auth-cert pki/calendar-auth.crt)
+SIGN=(--cert pki/publications.crt --key pki/publications.key --allow-clear-key --auth-cert pki/calendar-auth.crt)
 
 run "$KL" devpki -o pki --email "$EMAIL"
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
@@ -181,7 +181,7 @@ check_has "--previous into a new output: holds P1" "$PUB1" "$OUT"
 # ---- 5. a file signed by another publications key (a rotation) ----
 run "$KL" devpki -o pki2 --email "$EMAIL"
 [ "$RC" -eq 0 ] || bail "devpki 2: $(short "$OUT")"
-SIGN2=(--cert pki2/publications.crt --key pki2/publications.key --auth-cert pki/calendar-auth.crt)
+SIGN2=(--cert pki2/publications.crt --key pki2/publications.key --allow-clear-key --auth-cert pki/calendar-auth.crt)
 run "$KL" publish -D cal -o out/pubs.bin "${SIGN2[@]}" --latest
 check "another signer, no -V: exit 10" 10 "$RC"
 check_has "another signer, no -V: says how to accept it" "-V ANCHOR.pem --cnstr OID=VALUE" "$OUT"

@@ -51,7 +51,7 @@ P2=$((G + 40))
 HEAD=$((G + 50))
 EMAIL=publications@witness.keyless.test
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
-SIGN=(--cert pki/publications.crt --key pki/publications.key --auth-cert pki/calendar-auth.crt)
+SIGN=(--cert pki/publications.crt --key pki/publications.key --allow-clear-key --auth-cert pki/calendar-auth.crt)
 root() { printf 'SHA-256:%064x' "$1"; }
 append() { "$KL" calendar append -D "$1" --time "$2" ${3:+--root "$3"} ${3:---empty} >/dev/null || bail "append $1 $2"; }
 

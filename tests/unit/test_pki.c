@@ -99,14 +99,14 @@ static void test_pipeline(void **state) {
   snprintf(pcert, sizeof pcert, "%s/publications.crt", pki);
   snprintf(pkey, sizeof pkey, "%s/publications.key", pki);
   snprintf(anchor, sizeof anchor, "%s/ca.crt", pki);
-  kl_pubfile_spec_t spec = {0, T + 6, NULL, ders, lens, 1, &pd, 1, pcert, pkey, NULL};
+  kl_pubfile_spec_t spec = {0, T + 6, NULL, ders, lens, 1, &pd, 1, pcert, pkey, NULL, false};
   kl_buf_t pfb = KL_BUF_INIT;
   if (kl_pubfile_write(&spec, &pfb, &e)) fail_msg("%s", e.msg);
   kl_pubfile_t *pf;
   assert_int_equal(kl_pubfile_parse(pfb.p, pfb.len, &pf, &e), 0);
   const char *anchors[1] = {anchor};
   kl_cnstr_t cn[1] = {{"E", "publications@keyless.test"}};
-  kl_pubfile_trust_t trust = {anchors, 1, cn, 1, 0};
+  kl_pubfile_trust_t trust = {anchors, 1, cn, 1, 0, 0};
   if (kl_pubfile_verify(pf, &trust, &e)) fail_msg("%s", e.msg);
 
   kl_verify_opts_t o = {0};

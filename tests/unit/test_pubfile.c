@@ -446,7 +446,7 @@ static int verify_file(const char *path, const char *anchor, const char *oid, co
   kl_pubfile_t *pf = parse_vector(path);
   const char *anchors[1] = {anchor};
   kl_cnstr_t c = {oid, value};
-  kl_pubfile_trust_t tr = {anchors, anchor ? 1 : 0, &c, oid ? 1 : 0, at};
+  kl_pubfile_trust_t tr = {anchors, anchor ? 1 : 0, &c, oid ? 1 : 0, at, 0};
   kl_err_clear(e);
   int r = kl_pubfile_verify(pf, &tr, e);
   kl_pubfile_free(pf);
@@ -507,7 +507,7 @@ static void test_verify_tampered(void **state) {
   kl_err_t e = {0};
   const char *anchors[1] = {V_MOCK_CRT};
   kl_cnstr_t c = {"E", GT_EMAIL};
-  kl_pubfile_trust_t tr = {anchors, 1, &c, 1, T_2024};
+  kl_pubfile_trust_t tr = {anchors, 1, &c, 1, T_2024, 0};
   assert_int_equal(kl_pubfile_parse(p, n, &pf, &e), 0);
   /* Last byte of the last published hash, the created time, and a certificate byte. */
   const kl_pub_rec_t *last = &pf->pubs[pf->n_pubs - 1];
@@ -595,7 +595,7 @@ static void test_write_roundtrip(void **state) {
   pubs[2].hash = imprint_hex("04" "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF"
                              "00112233445566778899AABBCCDDEEFF");
   kl_pubfile_spec_t spec = {0, 1700300000, "https://example.org/pubs", ders, lens, 2, pubs, 3,
-                            crt, keyf, NULL};
+                            crt, keyf, NULL, false};
   kl_buf_t out = KL_BUF_INIT;
   kl_err_t e = {0};
   for (int pass = 0; pass < 2; pass++) {
@@ -625,7 +625,7 @@ static void test_write_roundtrip(void **state) {
     assert_int_equal(kl_pubfile_find_after(pf, 1700000001)->data.time, 1700086400);
     const char *anchors[1] = {crt};
     kl_cnstr_t cn[2] = {{"email", "pub@example.org"}, {"CN", "keyless test publisher"}};
-    kl_pubfile_trust_t tr = {anchors, 1, cn, 2, 0};
+    kl_pubfile_trust_t tr = {anchors, 1, cn, 2, 0, 0};
     if (kl_pubfile_verify(pf, &tr, &e)) fail_msg("%s", e.msg);
     cn[1].value = "keyless other";
     assert_int_equal(kl_pubfile_verify(pf, &tr, &e), KL_EPKI);

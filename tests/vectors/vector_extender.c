@@ -141,7 +141,7 @@ int vx_load_pubfile(const char *dir, const char *pubfile, const char *cert, kl_p
   snprintf(certpath, sizeof certpath, "%s/%s", dir, cert);
   const char *anchors[] = {certpath};
   const kl_cnstr_t cn[] = {{"E", "publications@guardtime.com"}};
-  kl_pubfile_trust_t trust = {anchors, 1, cn, 1, (int64_t)(*out)->created};
+  kl_pubfile_trust_t trust = {anchors, 1, cn, 1, (int64_t)(*out)->created, 0};
   r = kl_pubfile_verify(*out, &trust, e);
   if (r) {
     kl_pubfile_free(*out);

@@ -2,7 +2,10 @@
  *
  * kl_pubfile_parse() copies the input; every pointer in the parsed object is valid until
  * kl_pubfile_free(). Parsing does not establish trust: kl_pubfile_verify() checks the CMS
- * signature against the caller's trust anchors and subject constraints at a given time.
+ * signatures against the caller's trust anchors and subject constraints at a given time, and
+ * wants k distinct trusted signers (default 1; docs/keys.md, "k of n").
+ * Owners: pubfile.c (parse, lookups, merge, the unsigned body), pubfile_cms.c (verification),
+ * pubfile_sign.c (signing in one step, detached parts, assembling them).
  *
  * Threads: a parsed file is immutable and may be read (looked up, verified) from several threads
  * at once; kl_pubfile_parse/free/verify keep no global state. Memory: the caller frees the
@@ -59,6 +62,9 @@ typedef struct kl_pubfile {
 } kl_pubfile_t;
 
 KL_API int kl_pubfile_parse(const uint8_t *p, size_t n, kl_pubfile_t **out, kl_err_t *e);
+/* An unsigned body (`keyless publish --prepare`): the same layout without the signature (0x704);
+ * one is KL_EFORMAT. cms is NULL and signed_len == raw_len: every byte is to be signed. */
+KL_API int kl_pubfile_parse_body(const uint8_t *p, size_t n, kl_pubfile_t **out, kl_err_t *e);
 KL_API void kl_pubfile_free(kl_pubfile_t *pf);
 
 /* Subject constraint: OID in dotted form or an alias (E, email, CN, C, O), and the exact value. */
@@ -73,16 +79,21 @@ typedef struct kl_pubfile_trust {
   const kl_cnstr_t *cnstr; /* at least one is required */
   size_t n_cnstr;
   int64_t at; /* verification time (UNIX seconds); 0 = now */
+  /* k of n: how many distinct signers (different public keys) must each have a good signature,
+   * a chain to an anchor and a subject meeting every constraint. 0 = 1 (as libksi, which reads
+   * one signer); at most 16. */
+  size_t signers_required;
 } kl_pubfile_trust_t;
 
-/* 0, or KL_EPKI with a message saying which check failed (signature, chain, constraint),
- * or KL_EINVAL when no constraint is configured. */
+/* 0, or KL_EPKI with a message saying which check failed (signature, chain, constraint): with
+ * one signer as before, otherwise "N of the K required distinct trusted signers (the CMS has M);
+ * rejected: signer I (CN=...): why; ...". KL_EINVAL when no constraint is configured. */
 KL_API int kl_pubfile_verify(const kl_pubfile_t *pf, const kl_pubfile_trust_t *trust, kl_err_t *e);
 
-/* The signature check of kl_pubfile_verify without a chain or constraint: the CMS signature is
- * good and its signer holds the key of the certificate in signer_cert_pem (the publisher's own
- * earlier file). 0, KL_EPKI (a bad signature, or another signer: the message names its subject),
- * or KL_EIO when the certificate cannot be read. */
+/* The signature check of kl_pubfile_verify without a chain or constraint: a signer with a good
+ * signature holds the key of the certificate in signer_cert_pem (the publisher's own earlier
+ * file). 0, KL_EPKI (a bad signature, or other signers: the message names their subjects), or
+ * KL_EIO when the certificate cannot be read. */
 KL_API int kl_pubfile_verify_signer(const kl_pubfile_t *pf, const char *signer_cert_pem, kl_err_t *e);
 
 /* Lookups. NULL when not found. */
@@ -105,9 +116,34 @@ typedef struct kl_pubfile_spec {
   const char *signer_cert_pem; /* file paths */
   const char *signer_key_pem;
   const char *chain_pem; /* optional intermediates to embed, may be NULL */
+  bool refuse_clear_key;  /* a clear (unencrypted) key file is KL_EPKI (keyless publish's default) */
 } kl_pubfile_spec_t;
 
 KL_API int kl_pubfile_write(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e);
+/* The unsigned body of that file (magic, header, certificates, publications); the signer fields
+ * are not used. Appended to out. */
+KL_API int kl_pubfile_write_body(const kl_pubfile_spec_t *spec, kl_buf_t *out, kl_err_t *e);
+
+/* ---- k of n: signing on separate machines ---- */
+typedef struct kl_pubfile_signer {
+  const char *cert_pem;  /* the signer's certificate (PEM file) */
+  const char *key_uri;   /* its key: a file, file:...?passphrase-source=..., pkcs11:... (docs/keys.md) */
+  const char *chain_pem; /* intermediates to embed, may be NULL */
+  bool allow_clear_key;  /* accept a clear key file (development) */
+} kl_pubfile_signer_t;
+
+/* A detached CMS SignedData (DER, SHA-256, one SignerInfo; what `openssl cms -sign -binary
+ * -outform DER` makes) over body (from kl_pubfile_parse_body), appended to out. */
+KL_API int kl_pubfile_cosign(const kl_pubfile_t *body, const kl_pubfile_signer_t *s, kl_buf_t *out, kl_err_t *e);
+/* 0 when every signer of part (a detached CMS SignedData, DER) has a good signature over body
+ * (*n_signers of them, may be NULL); KL_EPKI naming the signer and why not. No trust check. */
+KL_API int kl_pubfile_part_check(const kl_pubfile_t *body, const uint8_t *part, size_t len, size_t *n_signers,
+                                 kl_err_t *e);
+/* The signed file: body, then one SignedData with the SignerInfos and certificates of every part,
+ * appended to out. A part that does not sign this body (KL_EPKI), or a key that signs twice
+ * (KL_EINVAL), is refused naming the part; nothing is written then. */
+KL_API int kl_pubfile_assemble(const kl_pubfile_t *body, const uint8_t *const *parts, const size_t *lens, size_t n,
+                               kl_buf_t *out, kl_err_t *e);
 
 /* Publications are permanent: the union of an earlier file's publications (prev, may be NULL)
  * and new ones (add, any order), sorted by time, one per time, in *out (caller frees; raw
