@@ -24,7 +24,8 @@ int main(int argc, char **argv) {
   static const kl_daemon_ops_t ops = {
       "keyless-core",
       "One node of the core cluster: Raft over the [cluster] members, one calendar entry per\n"
-      "second. Sample configuration: deploy/core.conf. Signals: TERM/INT stop gracefully.\n",
+      "second. Sample configuration: deploy/core.conf. Signals: TERM/INT stop gracefully, HUP reloads\n"
+      "the TLS files and [keys] (a next calendar-auth key, docs/keys.md).\n",
       sizeof(core_config_t), load, free_cfg, start, stop, finish};
   return kl_daemon_main(argc, argv, &ops);
 }
