@@ -44,6 +44,7 @@ int cmd_publish(int argc, char **argv);
 int cmd_core(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_witness(int argc, char **argv);
+int cmd_audit_log(int argc, char **argv);
 
 /* keyless verify --manifest (verify_manifest.c): each of files[0..n) (relative to base, NULL:
  * the current directory) must be listed in the manifest with its hash under alg. Prints one

@@ -19,6 +19,7 @@ static const struct {
     {"calendar", cmd_calendar, "create, append to, read and audit a calendar (LMDB)"},
     {"publish", cmd_publish, "make the publications file from a calendar"},
     {"audit", cmd_audit, "check through extenders that the calendar is append-only and matches the publications"},
+    {"audit-log", cmd_audit_log, "check a core's signed audit log offline: its chain and each record's signature"},
     {"witness", cmd_witness, "countersign publications that extend the last one seen (a witness); merge cosignatures"},
     {"core", cmd_core, "show the core cluster's nodes; add or remove a member"},
     {"devpki", cmd_devpki, "development PKI: publications and calendar-auth keys, cluster CA, node certificates"},
