@@ -13,7 +13,7 @@ _keyless() {
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   if [ "$COMP_CWORD" -eq 1 ]; then
     local cmds
-    cmds="$("${COMP_WORDS[0]}" --help 2>/dev/null | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z]*\) .*/\1/p')"
+    cmds="$("${COMP_WORDS[0]}" --help 2>/dev/null | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p')"
     mapfile -t COMPREPLY < <(compgen -W "$cmds --help --version" -- "$cur")
     return
   fi
@@ -24,7 +24,7 @@ _keyless() {
       return ;;
   esac
   case "$cmd" in
-    calendar|devpki|core|witness)
+    calendar|devpki|core|witness|audit-log)
       if [ "$COMP_CWORD" -eq 2 ] && [[ "$cur" != -* ]]; then
         local subs
         case "$cmd" in
@@ -32,6 +32,7 @@ _keyless() {
           devpki) subs="issue revoke crl" ;;
           core) subs="status add remove" ;;
           witness) subs="init sign add show" ;;
+          audit-log) subs="verify" ;;
         esac
         mapfile -t COMPREPLY < <(compgen -W "$subs" -- "$cur")
         return

@@ -17,7 +17,7 @@ check "keyless --help: exit 0" 0 "$?"
 sed -n '/^Exit status/,$p' main.txt >table.txt
 rows=$(grep -cE '^  [0-9]+ ' table.txt)
 check "keyless --help: an exit-status table with 13 rows" 13 "$rows"
-mapfile -t cmds < <(sed -n '/^commands:/,/^$/s/^  \([a-z][a-z]*\) .*/\1/p' main.txt)
+mapfile -t cmds < <(sed -n '/^commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p' main.txt)
 [ "${#cmds[@]}" -ge 10 ] && pass "keyless --help lists ${#cmds[@]} subcommands" \
   || fail "keyless --help lists the subcommands" ">= 10" "${#cmds[@]}"
 
