@@ -1,6 +1,8 @@
-/* The extender daemon on a libuv loop: the service port (HTTP POST of PDUs on any path, GET
- * /publications.bin and /publications/history/[NAME]), ksi+tcp, the admin port (/healthz,
- * /metrics), SIGTERM/SIGINT for a graceful stop and SIGHUP to reload the users file.
+/* The extender daemon on a libuv loop: the service port (HTTP POST of PDUs on any path; GET
+ * /publications.bin, /publications.bin.witness, /publications/history/[NAME], the calendar
+ * endpoints for auditors /calendar/... (ext_audit.c) and the verification page /verify
+ * (ext_www.c)), ksi+tcp, the admin port (/healthz, /metrics: ext_metrics.c), SIGTERM/SIGINT for
+ * a graceful stop and SIGHUP to reload the users file.
  *
  * A PDU asking for a second the replica lacks yet but will have shortly (not after now, at
  * most replica_wait + 1 s beyond its last) is held (ext_wait.c) and answered when the replica
@@ -37,17 +39,10 @@
 #include <time.h>
 
 #include "ext_audit.h"
+#include "ext_daemon.h"
 #include "ext_www.h"
-#include "extender.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
-
-/* The users file, shared with the workers answering requests: freed with its last user (loop
- * thread only). */
-typedef struct users_ref {
-  kl_users_t *u;
-  unsigned refs;
-} users_ref_t;
 
 static users_ref_t *users_ref_new(kl_users_t *u) {
   users_ref_t *r = malloc(sizeof *r);
@@ -62,39 +57,9 @@ static void users_unref(users_ref_t *r) {
   free(r);
 }
 
-struct extender {
-  uv_loop_t *loop;
-  const ext_config_t *cfg;
-  kl_cal_t *cal;
-  ext_follow_t *follow;  /* with [replication] upstream */
-  kl_repl_trust_t trust; /* what the follower checks batches against */
-  kl_metric_t *m_refused;
-  uv_timer_t sync_timer;
-  bool sync_timer_on;
-  uint64_t cal_next_try; /* loop time, ms */
-  bool cal_failed_logged;
-  users_ref_t *users;   /* the current users file */
-  ext_pool_t pool;       /* the workers answering requests ([server] workers) */
-  ext_pubfile_t pub;
-  ext_waitq_t waitq;     /* request PDUs held for the replica ([server] replica_wait) */
-  uint64_t wait_bound;   /* ext_wait_bound(replica_wait) */
-  kl_metrics_t *m;
-  kl_http_server_t *http, *https, *admin;
-  kl_tlv_server_t *tcp;
-  kl_tls_ctx_t *tls, *https_tls; /* towards the core; for https clients */
-  uv_signal_t sig[3];
-  int n_sig;
-  bool stopping;
-  kl_metric_t *duration[2];
-  kl_net_metrics_t nm_http, nm_https, nm_tcp, nm_admin;
-  kl_admin_t adm;
-};
-
-static const char *const transport_name[2] = {"http", "tcp"};
 
 /* ---- calendar ---- */
 
-static const char *sync_check(extender_t *x);
 
 /* The follower refused a batch (or stopped on an error): the replica can no longer be trusted
  * to follow the cores, and the daemon stops serving until it is restarted. */
@@ -102,13 +67,13 @@ static void on_follow_error(void *arg, const char *why, bool refused) {
   extender_t *x = arg;
   (void)why; /* ext_follow_sync says it from now on */
   if (refused) kl_metric_inc(x->m_refused);
-  sync_check(x); /* log the change now, not at the next tick */
+  ext__sync_check(x); /* log the change now, not at the next tick */
 }
 
 /* The replica grew: answer the PDUs waiting for it now rather than at the next poll. */
 static void on_follow_progress(void *arg, uint64_t last) { ext_waitq_progress(&((extender_t *)arg)->waitq, last); }
 
-static kl_cal_t *cal_get(extender_t *x) {
+kl_cal_t *ext__cal_get(extender_t *x) {
   if (x->cal) return x->cal;
   uint64_t now = uv_now(x->loop);
   if (now < x->cal_next_try) return NULL;
@@ -142,114 +107,12 @@ static kl_cal_t *cal_get(extender_t *x) {
 /* ---- in step with the cores (ext_follow.c) ---- */
 
 /* NULL when the replica may be served; else why not (ext_follow_sync: logs a change). */
-static const char *sync_check(extender_t *x) {
+const char *ext__sync_check(extender_t *x) {
   if (x->cfg->n_upstreams == 0) return NULL; /* fed by another process: nothing to be in step with */
-  return ext_follow_sync(x->follow, cal_get(x));
+  return ext_follow_sync(x->follow, ext__cal_get(x));
 }
 
-static void on_sync_timer(uv_timer_t *t) { sync_check(t->data); }
-
-/* ---- metrics ---- */
-
-static double m_cal(void *arg, int which) {
-  extender_t *x = arg;
-  kl_cal_info_t ci;
-  kl_cal_t *cal = cal_get(x);
-  if (cal == NULL || kl_cal_info(cal, &ci, NULL)) return which == 2 ? 0 : -1;
-  if (which == 0) return ci.empty ? -1 : (double)ci.last;
-  if (which == 1) return (double)ci.genesis;
-  return ci.empty ? 0 : 1;
-}
-static double m_cal_last(void *arg) { return m_cal(arg, 0); }
-static double m_cal_genesis(void *arg) { return m_cal(arg, 1); }
-static double m_cal_up(void *arg) { return m_cal(arg, 2); }
-static double m_users(void *arg) { return (double)kl_users_count(((extender_t *)arg)->users->u); }
-static double m_workers(void *arg) { return (double)((extender_t *)arg)->pool.n; }
-static double m_queued(void *arg) { return (double)((extender_t *)arg)->pool.pending; }
-static double m_lag(void *arg) {
-  extender_t *x = arg;
-  sync_check(x);
-  return x->follow ? (double)ext_follow_lag(x->follow) : -1;
-}
-/* now - the replica's last second: what a client asking for a fresh second waits on. */
-static double m_replica_lag(void *arg) {
-  extender_t *x = arg;
-  kl_cal_info_t ci;
-  kl_cal_t *cal = cal_get(x);
-  uint64_t now = (uint64_t)time(NULL);
-  if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return -1;
-  return now > ci.last ? (double)(now - ci.last) : 0;
-}
-static double m_waiting(void *arg) { return (double)((extender_t *)arg)->waitq.n; }
-static double m_diverged(void *arg) { return ext_follow_diverged(((extender_t *)arg)->follow) ? 1 : 0; }
-static double m_serving(void *arg) {
-  extender_t *x = arg;
-  kl_cal_info_t ci;
-  kl_cal_t *cal = cal_get(x);
-  if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return 0;
-  return sync_check(x) == NULL ? 1 : 0;
-}
-
-static int metrics_init(extender_t *x, kl_err_t *e) {
-  if (kl_metrics_create(&x->m, e)) return KL_ENOMEM;
-  kl_metrics_t *m = x->m;
-  bool ok = true;
-  for (int t = 0; t < 2; t++)
-    ok &= (x->duration[t] = kl_metrics_histogram(m, "keyless_extender_pdu_duration_seconds",
-                                                 "Time to answer one request PDU, by transport.",
-                                                 (const char *[]){"transport", transport_name[t], NULL},
-                                                 kl_metrics_latency_buckets, kl_metrics_latency_n)) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_last_second", "Last second in the calendar (-1: none).", NULL,
-                            m_cal_last, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_genesis_second", "First second of the calendar (-1: unavailable).",
-                            NULL, m_cal_genesis, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_calendar_up", "1 when the calendar is open and not empty.", NULL, m_cal_up,
-                            x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_users", "Logins in the users file.", NULL, m_users, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replication_lag_seconds",
-                            "Seconds the replica's last second is behind the later of the clock and the core's "
-                            "committed last second (-1: not following, or no calendar).",
-                            NULL, m_lag, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replica_lag_seconds",
-                            "Seconds from the replica's last second to now (-1: no calendar, or empty).", NULL,
-                            m_replica_lag, x) != NULL;
-  ok &= (x->m_refused = kl_metrics_counter(m, "keyless_extender_replication_refused_total",
-                                           "Replication batches refused (untrusted, or a root other than the core "
-                                           "signed): each one stops the follower.",
-                                           NULL)) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replication_diverged",
-                            "1 once replication refused a batch or stopped on an error (until restart).", NULL,
-                            m_diverged, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_serving",
-                            "1 when extension requests are answered: the calendar is open and, when following, "
-                            "in step with the core.",
-                            NULL, m_serving, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_replica_waiting",
-                            "Request PDUs held now until the replica holds their second ([server] replica_wait).",
-                            NULL, m_waiting, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_workers", "Threads answering extension requests ([server] workers).",
-                            NULL, m_workers, x) != NULL;
-  ok &= kl_metrics_gauge_fn(m, "keyless_extender_pdus_in_progress",
-                            "Request PDUs handed to the workers and not yet answered (queued or being answered).",
-                            NULL, m_queued, x) != NULL;
-  ok &= kl_net_metrics_register(m, &x->nm_http, "http", true) == 0;
-  ok &= kl_net_metrics_register(m, &x->nm_https, "https", true) == 0;
-  ok &= kl_net_metrics_register(m, &x->nm_tcp, "tcp", false) == 0;
-  ok &= kl_net_metrics_register(m, &x->nm_admin, "admin", true) == 0;
-  return ok ? 0 : kl_err_set(e, KL_ENOMEM, "metrics: registration failed");
-}
-
-static void status_label(char *buf, size_t n, uint64_t status) {
-  snprintf(buf, n, "0x%04llX", (unsigned long long)status);
-}
-
-static void count_status(void *arg, uint64_t status) {
-  extender_t *x = arg;
-  char s[24];
-  status_label(s, sizeof s, status);
-  kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_requests_total",
-                                   "Extension requests answered, by KSI status.", (const char *[]){"status", s, NULL}));
-}
+static void on_sync_timer(uv_timer_t *t) { ext__sync_check(t->data); }
 
 /* ---- handlers ---- */
 
@@ -268,7 +131,7 @@ typedef struct job {
   const uint8_t *p; /* the request, the server's until answered */
   size_t n;
   uint64_t t0;
-  int waited; /* -1, or how the wait ended (wake_name) */
+  int waited; /* -1, or how the wait ended (ext__wake_name) */
   /* in: */
   ext_ctx_t ctx;
   users_ref_t *users;
@@ -282,16 +145,6 @@ typedef struct job {
   uint64_t status[]; /* per extension request, counted on the loop */
 } job_t;
 
-static const char *const wake_name[] = {"caught_up", "timeout", "gone", "stopped", "full"};
-enum { WAKE_FULL = 4 };
-
-static void count_wait(extender_t *x, int why) {
-  kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_replica_waits_total",
-                                   "Request PDUs that asked for a second the replica did not hold yet and were "
-                                   "held ([server] replica_wait), by how the wait ended (full: not held, too "
-                                   "many waiting).",
-                                   (const char *[]){"result", wake_name[why], NULL}));
-}
 
 /* Metrics, the log line and the response of one answered request PDU. HTTP statuses: 200 for
  * every PDU of this service (clients read the KSI status inside), 400 with the error PDU when
@@ -302,14 +155,14 @@ static void finish(extender_t *x, int transport, kl_http_req_t *hreq, kl_tlv_req
   uint64_t dt = uv_hrtime() - t0;
   kl_metric_observe(x->duration[transport], (double)dt / 1e9);
   char s[24], lq[100], mq[300], wq[40] = "";
-  status_label(s, sizeof s, rc ? KL_STATUS_INTERNAL_ERROR : out->status);
+  ext__status_label(s, sizeof s, rc ? KL_STATUS_INTERNAL_ERROR : out->status);
   kl_metric_inc(kl_metrics_counter(x->m, "keyless_extender_pdus_total",
                                    "Request PDUs answered, by transport and PDU-level status (0: answered per request).",
-                                   (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
-  if (waited >= 0) snprintf(wq, sizeof wq, " waited=%s", wake_name[waited]);
+                                   (const char *[]){"transport", ext__transport_name[transport], "status", s, NULL}));
+  if (waited >= 0) snprintf(wq, sizeof wq, " waited=%s", ext__wake_name[waited]);
   int level = rc || out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
   kl_log(level, "extend", "transport=%s peer=%s login=%s bytes=%zu requests=%zu config=%d status=%s us=%llu%s%s%s",
-         transport_name[transport], peer, kl_log_q(lq, sizeof lq, out->login), n, out->n_requests, out->config, s,
+         ext__transport_name[transport], peer, kl_log_q(lq, sizeof lq, out->login), n, out->n_requests, out->config, s,
          (unsigned long long)(dt / 1000), wq, out->message[0] ? " message=" : "",
          out->message[0] ? kl_log_q(mq, sizeof mq, out->message) : "");
   if (hreq) {
@@ -338,11 +191,11 @@ static void job_done(ext_job_t *pj);
 
 /* Loop thread: takes a snapshot of the state ext_handle needs and hands the job to a worker. */
 static void job_submit(extender_t *x, job_t *j, bool may_wait) {
-  const char *unsynced = sync_check(x);
+  const char *unsynced = ext__sync_check(x);
   if (unsynced) snprintf(j->unsynced, sizeof j->unsynced, "%s", unsynced);
   users_ref(x->users);
   j->users = x->users;
-  j->ctx = (ext_ctx_t){cal_get(x), unsynced ? j->unsynced : NULL, j->users->u, (uint64_t)x->cfg->max_requests,
+  j->ctx = (ext_ctx_t){ext__cal_get(x), unsynced ? j->unsynced : NULL, j->users->u, (uint64_t)x->cfg->max_requests,
                        (uint64_t)time(NULL), may_wait ? x->wait_bound : 0};
   j->resp = NULL;
   j->rlen = 0;
@@ -361,16 +214,16 @@ static void job_done(ext_job_t *pj) {
   users_unref(j->users);
   j->users = NULL;
   if (j->rc == 0 && j->out.wait_second > 0) { /* nothing was built or counted */
-    int why = x->stopping ? EXT_WAKE_STOP : WAKE_FULL;
+    int why = x->stopping ? EXT_WAKE_STOP : EXT_WAKE_FULL;
     j->w.second = j->out.wait_second;
     j->w.connected = job_connected;
     if (!x->stopping && ext_waitq_add(&x->waitq, &j->w)) return;
-    count_wait(x, why);
+    ext__count_wait(x, why);
     j->waited = why;
     job_submit(x, j, false);
     return;
   }
-  for (size_t i = 0; i < j->n_status; i++) count_status(x, j->status[i]);
+  for (size_t i = 0; i < j->n_status; i++) ext__count_status(x, j->status[i]);
   finish(x, j->transport, j->hreq, j->treq, j->n, j->t0, j->rc, j->resp, j->rlen, &j->out, j->waited);
   free(j);
 }
@@ -378,7 +231,7 @@ static void job_done(ext_job_t *pj) {
 static void on_wait_answer(ext_waiter_t *w, int why, void *arg) {
   extender_t *x = arg;
   job_t *j = (job_t *)w;
-  count_wait(x, why);
+  ext__count_wait(x, why);
   j->waited = why;
   job_submit(x, j, false);
 }
@@ -386,7 +239,7 @@ static void on_wait_answer(ext_waiter_t *w, int why, void *arg) {
 static bool wait_last(void *arg, uint64_t *last) {
   extender_t *x = arg;
   kl_cal_info_t ci;
-  kl_cal_t *cal = cal_get(x);
+  kl_cal_t *cal = ext__cal_get(x);
   if (cal == NULL || kl_cal_info(cal, &ci, NULL) || ci.empty) return false;
   *last = ci.last;
   return true;
@@ -460,7 +313,7 @@ static void on_get(kl_http_req_t *req, void *arg) {
     return;
   }
   if (ext_audit_path(path)) { /* /calendar/...: for auditors (ext_audit.c) */
-    ext_audit_get(req, &x->pool, cal_get(x), sync_check(x));
+    ext_audit_get(req, &x->pool, ext__cal_get(x), ext__sync_check(x));
     return;
   }
   if (strncmp(path, HISTORY, sizeof HISTORY - 1) != 0) {
@@ -489,10 +342,10 @@ static void on_get(kl_http_req_t *req, void *arg) {
 static const char *health(void *arg) {
   extender_t *x = arg;
   kl_cal_info_t ci;
-  kl_cal_t *cal = cal_get(x);
+  kl_cal_t *cal = ext__cal_get(x);
   if (cal == NULL) return "calendar unavailable";
   if (kl_cal_info(cal, &ci, NULL)) return "calendar unreadable";
-  const char *why = sync_check(x); /* a refused batch says more than "empty" */
+  const char *why = ext__sync_check(x); /* a refused batch says more than "empty" */
   if (why != NULL) return why;
   return ci.empty ? "calendar empty" : NULL;
 }
@@ -617,7 +470,7 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
     return kl_err_set(e, KL_ENOMEM, "out of memory");
   }
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
-  if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = metrics_init(x, e))) return r;
+  if ((r = ext_pubfile_init(&x->pub, cfg->publications_file, e)) || (r = ext__metrics_init(x, e))) return r;
   x->trust = (kl_repl_trust_t){(const uint8_t *const *)cfg->auth_ders, cfg->auth_lens, cfg->n_auth, cfg->insecure};
   if (cfg->n_upstreams > 0 && (r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_EXTENDER, NULL, &x->tls, e)))
     return r;
@@ -635,7 +488,7 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
     x->sync_timer_on = true;
     uv_timer_start(&x->sync_timer, on_sync_timer, 1000, 1000);
   }
-  if (cal_get(x)) {
+  if (ext__cal_get(x)) {
     kl_cal_info_t ci;
     if (kl_cal_info(x->cal, &ci, NULL) == 0)
       kl_log(KL_LOG_INFO, "calendar_state", "genesis=%llu last=%llu empty=%d", (unsigned long long)ci.genesis,
