@@ -60,12 +60,23 @@ static void add_series(core_t *c) {
   }
 }
 
+/* At start: the metrics, and a log line with the keys (an error line if the certificate of the
+ * key signing now is not valid now). */
 int core_keys_metrics(core_t *c, kl_err_t *e) {
   if (kl_metrics_gauge_fn(c->metrics, "keyless_core_calendar_auth_next_seconds",
                           "seconds until the next calendar-auth key starts signing, -1 when none is configured", NULL,
                           g_next, c) == NULL)
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   add_series(c);
+  char d[200];
+  uint64_t now = now_second(c);
+  const core_authkey_t *k = core_authkeys_at(c->keys, now);
+  core_authkeys_describe(c->keys, d, sizeof d);
+  kl_log(KL_LOG_INFO, "keys", "%s active=%s", d, k->id);
+  if ((int64_t)now < k->not_before || (int64_t)now > k->not_after) /* signatures would fail KEY-03 */
+    kl_log(KL_LOG_ERROR, "key_not_valid", "cert_id=%s not_before=%lld not_after=%lld action=\"the certificate of the "
+           "calendar-auth key signing now is not valid now: signatures will not verify key-based; rotate the key\"",
+           k->id, (long long)k->not_before, (long long)k->not_after);
   return 0;
 }
 

@@ -54,6 +54,12 @@ ROWS = [
         ("FSM state and clock", "ts", "none",
          [(f'keyless_core_fsm_state{{{J}}}', "fsm {{instance}}"), (f'keyless_core_clock_ok{{{J}}}', "clock ok {{instance}}")],
          "FSM 0 ok, 1 catching up, 2 failed; clock ok 0: off by more than max_skew."),
+        ("Calendar-auth keys", "table", "none",
+         [(f'keyless_core_calendar_auth_key_info{{{J}}} == 1', "{{instance}} {{state}} {{cert_id}}"),
+          (f'keyless_core_calendar_auth_next_seconds{{{J}}}', "{{instance}} next in (s)")],
+         "Per core: the certificate id of the key signing now (state active) and of a next key (state "
+         "next), and the seconds until the next key starts (-1: none). Every core shows the same ids "
+         "(docs/keys.md, Rotating the calendar-auth key)."),
         ("Clocks: skew from quorum time, host discipline", "ts", "s",
          [(f'keyless_core_clock_skew_seconds{{{J}}}', "skew {{instance}}"),
           (f'keyless_clock_max_error_seconds{{{J}}}', "max error {{instance}}"),
