@@ -146,8 +146,8 @@ static int load_log(kl_audit_t *a, uint64_t *last_signed, size_t *torn_at, kl_er
   if (buf == NULL) memset(&s, 0, sizeof s), s.good_len = len;
   else if ((r = kl_audit_log_scan(buf, len, &s, e))) r = kl_err_wrap(e, "%s", a->log_path);
   if (r == 0 && s.bad) r = kl_err_set(e, KL_EFORMAT, "audit log %s is damaged: %s" DAMAGED, a->log_path, s.err.msg);
-  if (r == 0 && kl_audit_chain_check(s.recs, s.n, NULL, &bad, e))
-    r = kl_err_wrap(e, "audit log %s: its chain is broken" DAMAGED, a->log_path);
+  if (r == 0 && kl_audit_chain_check(s.recs, s.n, NULL, &bad, &s.err))
+    r = kl_err_set(e, KL_EFORMAT, "audit log %s: its chain is broken: %s" DAMAGED, a->log_path, s.err.msg);
   if (r == 0 && s.n && *last_signed > s.recs[s.n - 1].seq)
     r = kl_err_set(e, KL_EFORMAT, "audit log %s ends at seq %llu, but its signatures go up to seq %llu: records were removed" DAMAGED,
                    a->log_path, (unsigned long long)s.recs[s.n - 1].seq, (unsigned long long)*last_signed);
