@@ -203,17 +203,19 @@ delta() {
       "$D/$a.metrics$i" "$D/$b.metrics$i"
   done
   [ -n "$L" ] || { echo; return; }
-  # The leader's histograms: keyless_core_commit_seconds (proposal to apply on the leader) and
+  # The leader's histograms: keyless_core_commit_seconds (proposal to commit: durable on a quorum),
+  # keyless_core_apply_seconds (applying it: calendar, tree, the leader's own answers) and
   # keyless_core_round_requests (requests per proposed round). Quantiles are interpolated within
   # the bucket, as Prometheus's histogram_quantile does.
   awk '
     FNR == 1 { f++ }
-    match($0, /^keyless_core_(commit_seconds|round_requests)_bucket\{le="([^"]*)"\} /) {
-      split($0, kv, "le=\""); split(kv[2], q, "\""); name = ($0 ~ /commit/) ? "c" : "r"
+    match($0, /^keyless_core_(commit_seconds|apply_seconds|round_requests)_bucket\{le="([^"]*)"\} /) {
+      split($0, kv, "le=\""); split(kv[2], q, "\""); name = ($0 ~ /commit/) ? "c" : ($0 ~ /apply/) ? "a" : "r"
       le = q[1]; if (f == 1) { if (!((name, le) in seen)) { seen[name, le] = 1; ord[name, ++n[name]] = le } }
       v[f, name, le] = $NF
     }
     /^keyless_core_commit_seconds_sum / { cs[f] = $2 } /^keyless_core_commit_seconds_count / { cc[f] = $2 }
+    /^keyless_core_apply_seconds_sum / { as[f] = $2 } /^keyless_core_apply_seconds_count / { ac[f] = $2 }
     /^keyless_core_round_requests_sum / { rs[f] = $2 } /^keyless_core_round_requests_count / { rc[f] = $2 }
     function quant(name, p,   k, tot, prev, lo, le, cnt, c0) {
       tot = v[2, name, "+Inf"] - v[1, name, "+Inf"]; if (tot <= 0) return "nan"
@@ -240,6 +242,8 @@ delta() {
       printf " commits=%d commit_mean_ms=%.2f commit_p50_ms=%.2f commit_p50_bucket_ms=%s commit_p99_ms=%.2f commit_p99_bucket_ms=%s commit_max_bucket_ms=%s",
         dc, (dc > 0 ? 1e3 * (cs[2] - cs[1]) / dc : 0), 1e3 * quant("c", 0.5), bucket1k(bucket("c", 0.5)),
         1e3 * quant("c", 0.99), bucket1k(bucket("c", 0.99)), bucket1k(bucket("c", 1))
+      da = ac[2] - ac[1]
+      printf " apply_mean_ms=%.2f apply_p99_ms=%.2f", (da > 0 ? 1e3 * (as[2] - as[1]) / da : 0), 1e3 * quant("a", 0.99)
       printf " proposals=%d requests_per_round_mean=%.0f\n", dr, (dr > 0 ? (rs[2] - rs[1]) / dr : 0)
     }
     function bucket1k(s,   a) { split(s, a, "-"); return (a[1] * 1e3) "-" (a[2] == "+Inf" ? "inf" : a[2] * 1e3) }
@@ -310,7 +314,7 @@ echo "== medians of $(grep -c '^row .* rate=0 ' "$TMP/rows.txt" 2>/dev/null) idl
     L = kv["leader"]; pre = (kv["rate"] == 0) ? "win_cpu_ms_round_" : "cpu_ms_round_"
     lc = kv[pre L]; fc = 0; for (i = 1; i <= 3; i++) if (i != L) fc += kv[pre i] / 2
     val[R, "lead", m] = lc; val[R, "foll", m] = fc
-    split("ok retry err lost moved p50_ms p99_ms max_ms end_p50_ms end_p99_ms end_max_ms commit_mean_ms commit_p50_ms commit_p99_ms requests_per_round_mean gen_cpu", ks, " ")
+    split("ok retry err lost moved p50_ms p99_ms max_ms end_p50_ms end_p99_ms end_max_ms commit_mean_ms commit_p50_ms commit_p99_ms apply_mean_ms apply_p99_ms requests_per_round_mean gen_cpu", ks, " ")
     for (k in ks) { v = kv[ks[k]]; sub(/%$/, "", v); val[R, ks[k], m] = v }
     up[R] += (kv["kept_up"] == "yes"); lch[R] += (kv["leader_changed"] == "yes")
     bk[R] = bk[R] " " kv["commit_p99_bucket_ms"]
@@ -322,17 +326,19 @@ echo "== medians of $(grep -c '^row .* rate=0 ' "$TMP/rows.txt" 2>/dev/null) idl
     return c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
   }
   END {
-    printf "%-5s %6s %4s %7s %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %s\n", "mode", "rate", "runs", "kept_up",
-      "retry", "lost", "moved", "p50 ms", "p99 ms", "max ms", "end50", "end99", "endmax", "commit", "c p50", "c p99",
+    printf "%-5s %6s %4s %7s %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %s\n", "mode", "rate", "runs", "kept_up",
+      "retry", "lost", "moved", "p50 ms", "p99 ms", "max ms", "end50", "end99", "endmax", "commit", "c p50", "c p99", "apply", "a p99",
       "req/rd", "lead ms", "foll ms", "gen%", "leader changed"
     for (o = 1; o <= nr; o++) { R = order[o]
-      printf "%-5s %6s %4d %4d/%-2d %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %d\n", mode[R], rate[R], n[R], up[R], n[R],
+      printf "%-5s %6s %4d %4d/%-2d %6s %6s %5s %8s %8s %8s %7s %7s %7s %7s %7s %7s %7s %7s %7s %8s %8s %5s %d\n", mode[R], rate[R], n[R], up[R], n[R],
         med(R, "retry"), med(R, "lost"), med(R, "moved"), med(R, "p50_ms"), med(R, "p99_ms"), med(R, "max_ms"),
         med(R, "end_p50_ms"), med(R, "end_p99_ms"), med(R, "end_max_ms"), med(R, "commit_mean_ms"),
-        med(R, "commit_p50_ms"), med(R, "commit_p99_ms"), med(R, "requests_per_round_mean"), med(R, "lead"),
+        med(R, "commit_p50_ms"), med(R, "commit_p99_ms"), med(R, "apply_mean_ms"), med(R, "apply_p99_ms"),
+        med(R, "requests_per_round_mean"), med(R, "lead"),
         med(R, "foll"), med(R, "gen_cpu"), lch[R] }
     print "(latencies in ms: p50/p99/max from send to the OK answer; end50/end99/endmax: after the end of the answer'"'"'s"
-    print " second; commit: the leader'"'"'s keyless_core_commit_seconds mean, p50, p99 (interpolated in its buckets);"
+    print " second; commit: the leader'"'"'s keyless_core_commit_seconds mean, p50, p99 (interpolated in its buckets):"
+    print " proposal to commit, durable on a quorum; apply, a p99: keyless_core_apply_seconds, the leader applying it;"
     print " req/rd: mean requests per proposed round; lead/foll ms: CPU ms per round of the leader and the mean of the"
     print " followers; gen%: bench_core CPU, % of one core; rate 0: the idle cluster)"
     # TLS / plain, from the medians above, where both modes ran the rate

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "core.pb-c.h"
 #include "keyless/log.h"
@@ -133,6 +134,7 @@ static int fsm_apply(struct raft_fsm *raft, const struct raft_buffer *buf, void 
     kl_buf_put(&f->queued, buf->base, buf->len);
     return kl_buf_ok(&f->queued) ? 0 : RAFT_NOMEM;
   }
+  f->apply_start_ns = uv_hrtime();
   return apply_entry(f, buf->base, buf->len);
 }
 

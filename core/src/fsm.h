@@ -45,6 +45,8 @@ typedef struct kl_core_fsm {
   kl_imprint_t target_root;
   kl_buf_t queued; /* entries applied while catching up: (u32 length, bytes)* */
   uint64_t applied_entries;
+  uint64_t apply_start_ns; /* uv_hrtime() as the entry being applied (or the last one) began:
+                            * on the leader, the instant its proposal was known committed */
 } kl_core_fsm_t;
 
 void kl_core_fsm_init(kl_core_fsm_t *f, kl_cal_t *cal, kl_core_round_cb on_round, void *arg);

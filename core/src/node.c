@@ -60,7 +60,12 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
   proposal_t *p = (proposal_t *)req;
   (void)result;
   p->c->inflight--;
-  if (status == 0) kl_metric_observe(p->c->m_commit_latency, (double)(uv_hrtime() - p->start_ns) / 1e9);
+  if (status == 0) { /* libraft applies an entry, then calls its callback: apply_start_ns is this entry's */
+    uint64_t now = uv_hrtime(), at = p->c->fsm.apply_start_ns;
+    if (at < p->start_ns || at > now) at = now; /* not applied here (cannot happen on the leader) */
+    kl_metric_observe(p->c->m_commit_latency, (double)(at - p->start_ns) / 1e9);
+    kl_metric_observe(p->c->m_apply_latency, (double)(now - at) / 1e9);
+  }
   else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
   free(p);
 }

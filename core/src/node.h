@@ -149,7 +149,7 @@ typedef struct core {
   /* metrics */
   kl_metrics_t *metrics;
   kl_metric_t *m_requests, *m_answered_ok, *m_answered_retry, *m_rejected, *m_rounds, *m_round_leaves,
-      *m_commit_latency, *m_forwards, *m_forwards_failed, *m_proposals;
+      *m_commit_latency, *m_apply_latency, *m_forwards, *m_forwards_failed, *m_proposals;
   kl_metric_t *m_answered_mismatch; /* answers_total{result="mismatch"}: the committed leaf was not the request */
   kl_metric_t *m_fwd_refused[CORE_FWD_N]; /* forwards_refused_total{reason=...} */
   kl_metric_t *m_heartbeats_refused;

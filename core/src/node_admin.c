@@ -365,10 +365,16 @@ int core_admin_start(core_t *c, kl_err_t *e) {
   static const double leaves_b[] = {0, 1, 10, 100, 1000, 10000, 100000};
   c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests", "requests per proposed round", NULL, leaves_b,
                                            sizeof leaves_b / sizeof leaves_b[0]);
-  c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds", "proposal to apply on the leader", NULL,
-                                             kl_metrics_latency_buckets, kl_metrics_latency_n);
+  c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds",
+                                             "a round's proposal to its commit on the leader: the Raft entry durable on a "
+                                             "quorum (fsync included) until the leader starts applying it",
+                                             NULL, kl_metrics_latency_buckets, kl_metrics_latency_n);
+  c->m_apply_latency = kl_metrics_histogram(m, "keyless_core_apply_seconds",
+                                            "the leader applying a committed round: calendar append, the round's tree, "
+                                            "the answers to its own requests",
+                                            NULL, kl_metrics_latency_buckets, kl_metrics_latency_n);
   if (!c->m_requests || !c->m_forwards_failed || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
-      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency || !c->m_answered_mismatch || !c->m_heartbeats_refused)
+      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency || !c->m_apply_latency || !c->m_answered_mismatch || !c->m_heartbeats_refused)
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   if (kl_net_metrics_register(m, &c->nm_internal, "internal", false) ||
       kl_net_metrics_register(m, &c->nm_repl, "replication", false) || kl_net_metrics_register(m, &c->nm_admin, "admin", true))
