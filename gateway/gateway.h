@@ -5,6 +5,9 @@
  *   gw_fit.c      how many requests one response PDU surely holds (the announced max_requests)
  *   gw_json.c     the JSON API (POST /v1/sign) for systems that cannot speak KSI PDUs
  *   gw_daemon.c   the servers, the tier, metrics and signals on a libuv loop
+ *   gw_pool.c     [gateway] threads > 1, the main loop's side: the round clock, the workers'
+ *                 roots joined in the tier's round, answers sent back, metrics summed
+ *   gw_worker.c   [gateway] threads > 1, a worker thread: its loop, its subtree round
  *   main.c        arguments and wiring
  *
  * Ownership: the daemon owns the tier, the users and the servers; a gw_pdu_t (one request PDU
@@ -39,6 +42,8 @@ typedef struct gw_config {
   char *json_api;             /* [clients]: where POST /v1/sign is served: off, https or any (gw_json.c) */
   int64_t announce_max_level; /* [clients]: the max level a configuration response announces */
   bool announce_parents;      /* [clients]: whether it lists the parents' addresses */
+  char *threads;              /* [gateway] threads: a number or auto */
+  int n_threads;              /* ... resolved: 1 = one loop, no workers */
   char *path;
 } gw_config_t;
 
@@ -82,6 +87,7 @@ typedef struct gw_service {
   size_t chain_slack;     /* how much more this gateway's own chain can take than a seen one */
   size_t overhead;        /* a response PDU's bytes besides its aggr_resps (header, config, HMAC) */
   uint64_t seq;           /* metadata sequence numbers */
+  struct gw_worker *worker; /* threads > 1: requests go to this worker's round, not to tier */
   kl_metrics_t *m;
   kl_metric_t *m_ok;      /* requests answered with a chain (the hot series) */
   kl_metric_t *m_future;  /* answers refused: their second had not begun on this gateway's clock */
@@ -105,6 +111,52 @@ void gw_fit_observe(gw_service_t *s, const uint8_t *head, size_t head_len, const
 void gw_on_answer(void *ctx, const kl_tier_answer_t *a, void *arg);
 /* POST /v1/sign (gw_json.c): answers req with JSON; the PDU it makes is accounted with account. */
 void gw_json_sign(gateway_t *gw, gw_service_t *s, kl_http_req_t *req, gw_account_fn account);
+
+/* ---- threads > 1 (gw_pool.c, gw_worker.c) ---- */
+
+typedef struct gw_pool gw_pool_t;
+typedef struct gw_worker gw_worker_t;
+
+/* What a worker's loop counted, copied at each of its round closes for the main loop's metrics. */
+typedef struct gw_stats {
+  double requests_ok, pdus_ok[2];
+  kl_net_stats_t http, https, tcp;
+} gw_stats_t;
+
+/* Main loop. new: the pool (no workers yet) to give the tier as the done arg of
+ * gw_pool_tier_done; workers: the N workers' loops and servers (made here, not running yet;
+ * worker 0 binds the ports, the others the same ones); start: their threads and the clock. */
+int gw_pool_new(uv_loop_t *loop, const gw_config_t *cfg, gw_pool_t **out, kl_err_t *e);
+int gw_pool_workers(gw_pool_t *p, kl_tier_t *tier, const kl_tier_config_t *orig, const kl_pdu_config_t *conf,
+                    kl_err_t *e);
+int gw_pool_start(gw_pool_t *p, void (*tick)(void *arg), void *arg, kl_err_t *e);
+/* A worker's round: the configured one (orig, before the tier's round was made the top tree's)
+ * below the tier's highest request level. */
+void gw_pool_round(kl_tier_t *tier, const kl_tier_config_t *orig, kl_round_config_t *rc);
+void gw_pool_tier_done(void *ctx, const kl_tier_answer_t *a, void *arg);
+/* Stop: each worker closes its servers (rounds in flight still answered); cb once all have. */
+void gw_pool_stop(gw_pool_t *p, void (*cb)(void *arg), void *arg);
+/* After the tier closed: the workers exit and are joined; the pool frees itself. */
+void gw_pool_close(gw_pool_t *p);
+void gw_pool_reload(gw_pool_t *p);
+/* Sum over workers (per NULL) or one worker's stats. */
+void gw_pool_stats(gw_pool_t *p, int worker, gw_stats_t *out);
+int gw_pool_size(const gw_pool_t *p);
+void gw_pool_ports(const gw_pool_t *p, int ports[3]);
+
+/* Worker loop: a request joins this worker's open round (as kl_tier_submit). */
+int gw_worker_submit(gw_worker_t *w, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who,
+                     void *ctx, uint64_t *status, kl_err_t *e);
+/* The worker's servers have all closed (from gw_daemon.c on the worker's loop). */
+void gw_worker_servers_closed(gw_worker_t *w);
+
+/* A worker's serving side (gw_daemon.c): users, https context, servers on the given ports
+ * (ports NULL: as configured) with SO_REUSEPORT, its service submitting to w; no tier, no admin. */
+int gw_serve_start(uv_loop_t *loop, const gw_config_t *cfg, gw_worker_t *w, const kl_pdu_config_t *conf,
+                   size_t round_max_requests, const int *ports, gateway_t **out, kl_err_t *e);
+void gw_serve_ports(const gateway_t *gw, int ports[3]); /* http, https, tcp (0: off) */
+void gw_serve_stats(const gateway_t *gw, gw_stats_t *out);
+void gw_serve_reload(gateway_t *gw);
 
 /* ---- the daemon ---- */
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gateway.h"
+#include "gw_threads.h"
 
 static int check_users(const void *f, char *msg, size_t n) {
   const char *path = *(char *const *)f;
@@ -22,7 +22,30 @@ static int check_json_api(const void *f, char *msg, size_t n) {
   return -1;
 }
 
-#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS + 3)
+/* [gateway] threads: N worker loops (gw_threads.h); auto: one per CPU, at most AUTO_MAX. */
+#define AUTO_MAX 32
+
+static int parse_threads(const char *v, int *out) {
+  if (strcmp(v, "auto") == 0) {
+    unsigned n = uv_available_parallelism();
+    *out = n < 1 ? 1 : n > AUTO_MAX ? AUTO_MAX : (int)n;
+    return 0;
+  }
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (end == v || *end != '\0' || n < 1 || n > GW_MAX_THREADS) return -1;
+  *out = (int)n;
+  return 0;
+}
+
+static int check_threads(const void *f, char *msg, size_t n) {
+  int t;
+  if (parse_threads(*(char *const *)f, &t) == 0) return 0;
+  snprintf(msg, n, "'%.100s' is neither auto nor a number of threads from 1 to %d", *(char *const *)f, GW_MAX_THREADS);
+  return -1;
+}
+
+#define N_KEYS (KL_NET_N_KEYS + KL_TIER_N_KEYS + 1 + KL_TLS_N_KEYS + 4)
 
 static kl_cfg_key_t keys[N_KEYS];
 
@@ -41,6 +64,7 @@ static void init_keys(void) {
                         0, 0, NULL};
   c[2] = (kl_cfg_key_t){"clients", "json_api", KL_CFG_STR, offsetof(gw_config_t, json_api), "https", 0, 0,
                         check_json_api};
+  c[3] = (kl_cfg_key_t){"gateway", "threads", KL_CFG_STR, offsetof(gw_config_t, threads), "1", 0, 0, check_threads};
 }
 
 int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {
@@ -49,6 +73,9 @@ int gw_config_load(const char *path, gw_config_t *cfg, kl_err_t *e) {
   if ((cfg->path = strdup(path)) == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   int r = kl_cfg_load(path, keys, N_KEYS, cfg, e);
   if (r) return r;
+  if (parse_threads(cfg->threads, &cfg->n_threads))
+    return kl_err_set(e, KL_EINVAL, "%s: [gateway] threads: '%s' is neither auto nor 1..%d", path, cfg->threads,
+                      GW_MAX_THREADS);
   if (cfg->net.http_listen[0] == '\0' && cfg->net.tcp_listen[0] == '\0')
     return kl_err_set(e, KL_EINVAL, "%s: [server] http_listen and tcp_listen are both empty: nothing to serve", path);
   bool any = false;

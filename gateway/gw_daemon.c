@@ -4,13 +4,18 @@
  *
  * Stopping: the KSI servers close first (no new requests; the rounds in flight are answered
  * and written), then the tier (anything still held gets a retryable 0x0300), then the admin
- * port, so a rolling restart loses no acknowledged request. */
+ * port, so a rolling restart loses no acknowledged request.
+ *
+ * With [gateway] threads > 1 the same gateway_t serves on each worker's loop (gw_serve_*: its
+ * servers with SO_REUSEPORT, its service, its own metrics registry; no tier, no admin), and the
+ * main one holds the tier, the admin port and the pool (gw_pool.c); its metrics show the
+ * workers' counters, copied at each round tick, summed and by worker. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "gw_threads.h"
 #include "keyless/log.h"
 
 struct gateway {
@@ -33,6 +38,15 @@ struct gateway {
   int servers_open;
   kl_metric_t *duration[2];
   kl_metric_t *pdus_ok[2]; /* keyless_gateway_pdus_total with status 0x0000, by transport: the hot series */
+  gw_worker_t *worker;     /* a worker's gateway: its servers and service only */
+  gw_pool_t *pool;         /* the main gateway of threads > 1 */
+  const int *ports;        /* a worker after the first: the ports worker 0 bound (http, https, tcp) */
+  int n_workers;
+  gw_stats_t sum, per[GW_MAX_THREADS]; /* the workers' counters, copied at each round tick */
+  struct wref {
+    gateway_t *gw;
+    int i;
+  } wref[GW_MAX_THREADS];
 };
 
 static const char *const transport_name[2] = {"http", "tcp"};
@@ -103,9 +117,50 @@ static double m_parents_up(void *arg) {
   return gw->tier ? (double)kl_tier_parents_up(gw->tier) : 0;
 }
 
+static double m_sum_pdus_http(void *arg) { return ((gateway_t *)arg)->sum.pdus_ok[GW_HTTP]; }
+static double m_sum_pdus_tcp(void *arg) { return ((gateway_t *)arg)->sum.pdus_ok[GW_TCP]; }
+static double m_worker_ok(void *arg) {
+  const struct wref *r = arg;
+  return r->gw->per[r->i].requests_ok;
+}
+
+/* The main gateway with workers: their PDU and connection counters summed, their requests
+ * answered by worker (labelled worker="I"; the other statuses stay in the workers' registries). */
+static int pool_metrics_init(gateway_t *gw) {
+  bool ok = true;
+  static kl_metric_fn const pdus[2] = {m_sum_pdus_http, m_sum_pdus_tcp};
+  for (int t = 0; t < 2; t++)
+    ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_pdus_total", PDUS_HELP,
+                                (const char *[]){"transport", transport_name[t], "status", "0x0000", NULL}, pdus[t],
+                                gw) != NULL;
+  for (int i = 0; i < gw->n_workers; i++) { /* by worker: sum() in a query adds them up */
+    char w[16];
+    snprintf(w, sizeof w, "%d", i);
+    gw->wref[i] = (struct wref){gw, i};
+    ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_requests_total", "Aggregation requests answered, by KSI status.",
+                                (const char *[]){"status", "0x0000", "worker", w, NULL}, m_worker_ok, &gw->wref[i]) !=
+          NULL;
+  }
+  gw->nm_http.stats = &gw->sum.http;
+  gw->nm_https.stats = &gw->sum.https;
+  gw->nm_tcp.stats = &gw->sum.tcp;
+  return ok ? 0 : -1;
+}
+
+static void on_pool_tick(void *arg) {
+  gateway_t *gw = arg;
+  if (gw->pool == NULL) return;
+  for (int i = 0; i < gw->n_workers; i++) gw_pool_stats(gw->pool, i, &gw->per[i]);
+  gw_pool_stats(gw->pool, -1, &gw->sum);
+}
+
 static int metrics_init(gateway_t *gw, kl_err_t *e) {
   if (kl_metrics_create(&gw->m, e)) return KL_ENOMEM;
   bool ok = true;
+  if (gw->n_workers > 1) {
+    ok &= pool_metrics_init(gw) == 0;
+    goto common;
+  }
   for (int t = 0; t < 2; t++)
     ok &= (gw->duration[t] = kl_metrics_histogram(gw->m, "keyless_gateway_pdu_duration_seconds",
                                                   "From a request PDU's arrival to its response, by transport.",
@@ -122,6 +177,7 @@ static int metrics_init(gateway_t *gw, kl_err_t *e) {
                                                "Answers withheld because their aggregation second had not begun on "
                                                "this gateway's clock (a clock is wrong: this one or the core's)",
                                                NULL)) != NULL;
+common:
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_users", "Logins in the users file.", NULL, m_users, gw) != NULL;
   ok &= kl_metrics_gauge_fn(gw->m, "keyless_gateway_parents_up", "Parents up now (keyless_tier_parent_up).", NULL, m_parents_up, gw) !=
         NULL;
@@ -147,12 +203,18 @@ static void reload_users(gateway_t *gw) {
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
 }
 
+void gw_serve_reload(gateway_t *gw) {
+  reload_users(gw);
+  kl_tls_reload_logged(gw->https_tls, "https");
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   gateway_t *gw = h->data;
   if (signum == SIGHUP) {
     reload_users(gw);
     kl_tls_reload_logged(gw->tls, "tls");
     kl_tls_reload_logged(gw->https_tls, "https");
+    if (gw->pool) gw_pool_reload(gw->pool);
     return;
   }
   kl_log(KL_LOG_INFO, "signal", "signal=%s", signum == SIGTERM ? "TERM" : "INT");
@@ -166,6 +228,11 @@ static void on_admin_closed(kl_http_server_t *s, void *arg) {
 
 static void on_tier_closed(void *arg) {
   gateway_t *gw = arg;
+  if (gw->pool) { /* the workers have nothing left in flight: they exit and are joined */
+    on_pool_tick(gw);
+    gw_pool_close(gw->pool);
+    gw->pool = NULL;
+  }
   kl_http_server_t *admin = gw->admin;
   gw->admin = NULL;
   gw->nm_admin.stats = NULL;
@@ -176,6 +243,10 @@ static void on_tier_closed(void *arg) {
 
 static void server_closed(gateway_t *gw) {
   if (--gw->servers_open > 0) return;
+  if (gw->worker) {
+    gw_worker_servers_closed(gw->worker);
+    return;
+  }
   kl_tier_t *t = gw->tier;
   gw->tier = NULL;
   if (t) kl_tier_close(t, on_tier_closed, gw);
@@ -189,6 +260,7 @@ static void on_tcp_closed(kl_tlv_server_t *s, void *arg) {
   (void)s;
   server_closed(arg);
 }
+static void on_pool_stopped(void *arg) { server_closed(arg); }
 
 void gateway_stop(gateway_t *gw) {
   if (gw == NULL || gw->stopping) return;
@@ -199,21 +271,36 @@ void gateway_stop(gateway_t *gw) {
   gw->http = gw->https = NULL;
   gw->tcp = NULL;
   gw->nm_http.stats = gw->nm_https.stats = gw->nm_tcp.stats = NULL;
-  gw->servers_open = 1 + (http != NULL) + (https != NULL) + (tcp != NULL);
+  gw->servers_open = 1 + (http != NULL) + (https != NULL) + (tcp != NULL) + (gw->pool != NULL);
+  if (gw->pool) gw_pool_stop(gw->pool, on_pool_stopped, gw);
   if (http) kl_http_server_close(http, on_http_closed, gw);
   if (https) kl_http_server_close(https, on_http_closed, gw);
   if (tcp) kl_tlv_server_close(tcp, on_tcp_closed, gw);
   server_closed(gw);
 }
 
+/* addr with its port replaced (a worker binding the port worker 0 was given for port 0). */
+static const char *with_port(const char *addr, const int *ports, int i, char *buf, size_t n) {
+  const char *colon = strrchr(addr, ':');
+  if (ports == NULL || colon == NULL || addr[0] == '\0') return addr;
+  snprintf(buf, n, "%.*s:%d", (int)(colon - addr), addr, ports[i]);
+  return buf;
+}
+
 static int start_servers(gateway_t *gw, kl_err_t *e) {
   const kl_net_settings_t *c = &gw->cfg->net;
   kl_net_limits_t lim;
   kl_net_settings_limits(c, &lim);
+  lim.reuseport = gw->worker != NULL;
+  char b[3][128];
+  const char *http_listen = with_port(c->http_listen, gw->ports, 0, b[0], sizeof b[0]);
+  const char *https_listen = with_port(c->https_listen, gw->ports, 1, b[1], sizeof b[1]);
+  const char *tcp_listen = with_port(c->tcp_listen, gw->ports, 2, b[2], sizeof b[2]);
+  if (gw->pool) goto admin; /* the workers serve the clients */
   if (c->http_listen[0]) {
     if (kl_http_server_create(gw->loop, &lim, "http", &gw->http, e) ||
         (strcmp(gw->cfg->json_api, "any") == 0 && kl_http_route(gw->http, "POST", "/v1/sign", on_json, gw, e)) ||
-        kl_http_route(gw->http, "POST", "*", on_http, gw, e) || kl_http_server_listen(gw->http, c->http_listen, e))
+        kl_http_route(gw->http, "POST", "*", on_http, gw, e) || kl_http_server_listen(gw->http, http_listen, e))
       return kl_err_wrap(e, "[server] http_listen");
     gw->nm_http.stats = kl_http_server_stats(gw->http);
   }
@@ -221,7 +308,7 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
     if (kl_http_server_create(gw->loop, &lim, "https", &gw->https, e) ||
         (strcmp(gw->cfg->json_api, "off") != 0 && kl_http_route(gw->https, "POST", "/v1/sign", on_json, gw, e)) ||
         kl_http_route(gw->https, "POST", "*", on_http, gw, e) ||
-        (kl_http_server_set_tls(gw->https, gw->https_tls, 0, NULL, NULL), kl_http_server_listen(gw->https, c->https_listen, e)))
+        (kl_http_server_set_tls(gw->https, gw->https_tls, 0, NULL, NULL), kl_http_server_listen(gw->https, https_listen, e)))
       return kl_err_wrap(e, "[server] https_listen");
     gw->nm_https.stats = kl_http_server_stats(gw->https);
   }
@@ -230,12 +317,13 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
      * (port 0 means a port of its own for each, as everywhere). */
     bool shared = gw->http && kl_net_listen_shared(c->http_listen, c->tcp_listen);
     if (kl_tlv_server_create(gw->loop, &lim, "tcp", on_tcp, gw, &gw->tcp, e) ||
-        (!shared && kl_tlv_server_listen(gw->tcp, c->tcp_listen, e)))
+        (!shared && kl_tlv_server_listen(gw->tcp, tcp_listen, e)))
       return kl_err_wrap(e, "[server] tcp_listen");
     if (shared) kl_http_server_share(gw->http, gw->tcp);
     gw->nm_tcp.stats = kl_tlv_server_stats(gw->tcp);
   }
-  if (c->admin_listen[0]) {
+admin:
+  if (c->admin_listen[0] && gw->worker == NULL) {
     gw->adm = (kl_admin_t){gw->m, health, gw};
     if (kl_admin_server_create(gw->loop, &lim, &gw->adm, &gw->admin, e) ||
         kl_http_server_listen(gw->admin, c->admin_listen, e))
@@ -245,34 +333,88 @@ static int start_servers(gateway_t *gw, kl_err_t *e) {
   return 0;
 }
 
+static void svc_init(gateway_t *gw, const kl_pdu_config_t *conf, size_t round_max_requests, int algorithm) {
+  gw->svc = (gw_service_t){.tier = gw->tier, .worker = gw->worker, .users = gw->users,
+                           .machine_id = gw->worker ? gw->worker->pool->name : gw->name,
+                           .max_requests = (uint64_t)gw->cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok,
+                           .m_future = gw->svc.m_future, .conf = *conf};
+  gw_fit_init(&gw->svc, algorithm, round_max_requests);
+}
+
+int gw_serve_start(uv_loop_t *loop, const gw_config_t *cfg, gw_worker_t *w, const kl_pdu_config_t *conf,
+                   size_t round_max_requests, const int *ports, gateway_t **out, kl_err_t *e) {
+  gateway_t *gw = calloc(1, sizeof *gw);
+  *out = gw;
+  if (gw == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  gw->loop = loop;
+  gw->cfg = cfg;
+  gw->worker = w;
+  gw->ports = ports;
+  int r;
+  if ((r = kl_users_load(cfg->users_file, &gw->users, e))) return kl_err_wrap(e, "[auth] users_file");
+  if ((r = metrics_init(gw, e)) || (r = kl_net_settings_https(&cfg->net, &cfg->tls, cfg->path, &gw->https_tls, e)))
+    return r;
+  svc_init(gw, conf, round_max_requests, (int)conf->aggr_algo);
+  return start_servers(gw, e);
+}
+
+void gw_serve_ports(const gateway_t *gw, int ports[3]) {
+  ports[0] = gw->http ? kl_http_server_port(gw->http) : 0;
+  ports[1] = gw->https ? kl_http_server_port(gw->https) : 0;
+  ports[2] = gw->tcp ? kl_tlv_server_port(gw->tcp) : 0;
+}
+
+void gw_serve_stats(const gateway_t *gw, gw_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  out->requests_ok = kl_metric_value(gw->svc.m_ok);
+  for (int t = 0; t < 2; t++) out->pdus_ok[t] = kl_metric_value(gw->pdus_ok[t]);
+  if (gw->http) out->http = *kl_http_server_stats(gw->http);
+  if (gw->https) out->https = *kl_http_server_stats(gw->https);
+  if (gw->tcp) out->tcp = *kl_tlv_server_stats(gw->tcp);
+}
+
 int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_err_t *e) {
   gateway_t *gw = calloc(1, sizeof *gw);
   if (gw == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
   *out = gw;
   gw->loop = loop;
   gw->cfg = cfg;
+  gw->n_workers = cfg->n_threads > 1 ? cfg->n_threads : 0;
   int r;
-  kl_tier_config_t tc;
+  kl_tier_config_t tc, orig;
   if ((r = kl_users_load(cfg->users_file, &gw->users, e))) return kl_err_wrap(e, "[auth] users_file");
   if ((r = kl_tier_settings_apply(&cfg->tier, gw->parents, gw->name, &tc, e)) || (r = metrics_init(gw, e))) return r;
   if ((r = kl_tls_settings_open(&cfg->tls, cfg->path, KL_ROLE_GATEWAY, NULL, &gw->tls, e)) ||
       (r = kl_net_settings_https(&cfg->net, &cfg->tls, cfg->path, &gw->https_tls, e)))
     return r;
   tc.tls = gw->tls;
-  if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw_on_answer, gw, &gw->tier, e))) return r;
-  gw->svc = (gw_service_t){.tier = gw->tier, .users = gw->users, .machine_id = gw->name,
-                           .max_requests = (uint64_t)cfg->net.max_requests, .m = gw->m, .m_ok = gw->svc.m_ok,
-                           .m_future = gw->svc.m_future};
-  gw->svc.conf = (kl_pdu_config_t){.has_max_level = true, .max_level = kl_tier_max_request_level(gw->tier),
-                                   .has_aggr_algo = true, .aggr_algo = (uint64_t)tc.round.algorithm,
-                                   .has_aggr_period = true, .aggr_period = tc.period_ms, .has_max_requests = true,
-                                   .max_requests = (uint64_t)cfg->net.max_requests};
-  if (cfg->announce_parents) {
-    gw->svc.conf.parent_uris = gw->parents;
-    gw->svc.conf.n_parent_uris = tc.n_parents;
+  orig = tc;
+  if (gw->n_workers) { /* the tier's round holds the workers' roots: the top tree (gw_threads.h) */
+    if ((r = gw_pool_new(loop, cfg, &gw->pool, e))) return r;
+    tc.round.max_requests = 4 * (size_t)gw->n_workers;
+    tc.round.per_client = 0;
+    tc.max_pending = 0;
   }
-  if ((uint64_t)cfg->announce_max_level < gw->svc.conf.max_level) gw->svc.conf.max_level = (uint64_t)cfg->announce_max_level;
-  gw_fit_init(&gw->svc, tc.round.algorithm, tc.round.max_requests);
+  if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw->pool ? gw_pool_tier_done : gw_on_answer,
+                          gw->pool ? (void *)gw->pool : (void *)gw, &gw->tier, e)))
+    return r;
+  kl_round_config_t rc = orig.round;
+  if (gw->pool) gw_pool_round(gw->tier, &orig, &rc);
+  kl_pdu_config_t conf = {.has_max_level = true, .max_level = gw->pool ? kl_round_max_request_level(&rc)
+                                                                       : kl_tier_max_request_level(gw->tier),
+                          .has_aggr_algo = true, .aggr_algo = (uint64_t)tc.round.algorithm, .has_aggr_period = true,
+                          .aggr_period = tc.period_ms, .has_max_requests = true,
+                          .max_requests = (uint64_t)cfg->net.max_requests};
+  if (cfg->announce_parents) {
+    conf.parent_uris = gw->parents;
+    conf.n_parent_uris = tc.n_parents;
+  }
+  if ((uint64_t)cfg->announce_max_level < conf.max_level) conf.max_level = (uint64_t)cfg->announce_max_level;
+  svc_init(gw, &conf, rc.max_requests, tc.round.algorithm);
+  if (gw->pool && (r = gw_pool_workers(gw->pool, gw->tier, &orig, &conf, e))) {
+    gateway_stop(gw);
+    return r;
+  }
   static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
     uv_signal_init(loop, &gw->sig[i]);
@@ -281,19 +423,21 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
     uv_signal_start(&gw->sig[i], on_signal, sigs[i]);
   }
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(gw->users));
-  if ((r = start_servers(gw, e))) {
+  if ((r = start_servers(gw, e)) || (gw->pool && (r = gw_pool_start(gw->pool, on_pool_tick, gw, e)))) {
     gateway_stop(gw);
     return r;
   }
+  int ports[3];
+  if (gw->pool) gw_pool_ports(gw->pool, ports);
+  else gw_serve_ports(gw, ports);
   char q[200];
   kl_log(KL_LOG_INFO, "started",
          "name=%s parents=%zu mode=%s period_ms=%llu max_level=%u announced_max_level=%llu requests_per_pdu=%llu "
-         "http_port=%d https_port=%d tcp_port=%d admin_port=%d",
+         "threads=%d http_port=%d https_port=%d tcp_port=%d admin_port=%d",
          kl_log_q(q, sizeof q, gw->name), tc.n_parents, cfg->tier.mode, (unsigned long long)tc.period_ms,
          kl_tier_max_request_level(gw->tier), (unsigned long long)gw->svc.conf.max_level,
-         (unsigned long long)gw_fit(&gw->svc), gw->http ? kl_http_server_port(gw->http) : 0,
-         gw->https ? kl_http_server_port(gw->https) : 0,
-         gw->tcp ? kl_tlv_server_port(gw->tcp) : 0, gw->admin ? kl_http_server_port(gw->admin) : 0);
+         (unsigned long long)gw_fit(&gw->svc), gw->n_workers ? gw->n_workers : 1, ports[0], ports[1], ports[2],
+         gw->admin ? kl_http_server_port(gw->admin) : 0);
   return 0;
 }
 

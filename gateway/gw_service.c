@@ -319,7 +319,8 @@ void gw_handle(gw_service_t *s, gateway_t *gw, int transport, void *req, const u
       kl_err_set(&e, KL_EFORMAT, "%s", q->why);
       st = q->refused;
     }
-    if (q->refused || kl_tier_submit(s->tier, &q->hash, level, &who, it, &st, &e)) {
+    if (q->refused || (s->worker ? gw_worker_submit(s->worker, &q->hash, level, &who, it, &st, &e)
+                                 : kl_tier_submit(s->tier, &q->hash, level, &who, it, &st, &e))) {
       it->status = st;
       it->error = strdup(e.msg);
       note(g, q->request_id, e.msg);

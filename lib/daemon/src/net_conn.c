@@ -241,7 +241,8 @@ int kl__srv_listen(kl__srv_t *s, const char *addr, kl_err_t *e) {
   s->listener.data = s;
   s->listener_init = true;
   s->handles++;
-  if ((rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) ||
+  if ((rc = s->lim.reuseport ? kl_net_bind_reuseport(&s->listener, (const struct sockaddr *)&ss)
+                             : uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) ||
       (rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection)))
     return kl_err_set(e, KL_EIO, "%s: cannot listen on %s: %s", s->name, addr, uv_strerror(rc));
   struct sockaddr_storage bound;

@@ -61,6 +61,8 @@ typedef struct kl_net_limits {
   unsigned max_connections_per_ip;
   double max_rate_per_ip;
   uint64_t handshake_timeout_ms; /* TLS: a handshake must finish within (default 10 s) */
+  bool reuseport; /* listen with SO_REUSEPORT: several loops' servers share a port, the kernel
+                   * spreads connections over them (a gateway's threads; default false) */
 } kl_net_limits_t;
 
 KL_API void kl_net_limits_default(kl_net_limits_t *l);
@@ -76,6 +78,11 @@ KL_API int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err
  * (after uv_tcp_connect, or on accept); best effort. */
 #define KL_NET_LINK_TIMEOUT_MS 3000
 KL_API void kl_net_link_liveness(uv_tcp_t *t, unsigned timeout_ms);
+
+/* Binds t (initialised, no socket yet) to sa with SO_REUSEADDR and SO_REUSEPORT set, for the
+ * servers of several loops on one port (libuv 1.44's uv_tcp_bind has no such flag): the socket
+ * is made here and handed to uv_tcp_open. 0 or a libuv error code. */
+KL_API int kl_net_bind_reuseport(uv_tcp_t *t, const struct sockaddr *sa);
 
 /* Counters for metrics; read them at any time from the loop thread. */
 typedef struct kl_net_stats {

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# System test of a gateway on several cores ([gateway] threads = 2, gateway/gw_threads.h): one
+# keyless-core node, one aggregator, and a gateway whose two worker loops share its HTTP and
+# ksi+tcp ports (SO_REUSEPORT), each collecting its own subtree, joined into one round root.
+#
+#   1. A bad threads value is refused by --check-config with a message naming the key.
+#   2. 8 clients at once (4 over HTTP, 4 over ksi+tcp, 15 documents each, one connection per
+#      document so the kernel spreads them over both workers): every request answered, every
+#      signature verifies (internal policy), and signatures name both workers ("NAME/w0",
+#      "NAME/w1") in the top chain's metadata.
+#   3. /metrics: both workers answered requests (keyless_gateway_requests_total{worker}), the
+#      PDU counters are summed over them, and the aggregator saw exactly one request
+#      per gateway round, while those rounds held more roots than there were rounds (the
+#      workers' subtrees were joined into one root, not sent up once per worker).
+#   4. SIGTERM: the gateway exits 0 and logs event=stopped; no sanitizer report in any log.
+#
+# usage: test_gateway_threads.sh KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY KEYLESS
+# "ok - NAME" / "not ok - NAME: ..." per check, then "N passed, M failed". Every wait is a
+# bounded poll; nothing asserts a duration.
+set -u
+if [ $# -ne 4 ]; then
+  echo "usage: $0 KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY KEYLESS" >&2
+  exit 2
+fi
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+CORE=$(abs "$1") AGG=$(abs "$2") GW=$(abs "$3") KL=$(abs "$4")
+for b in "$CORE" "$AGG" "$GW" "$KL"; do [ -x "$b" ] || { echo "$0: $b is not an executable" >&2; exit 2; }; done
+DEPLOY="$(dirname "$(abs "$0")")/../../deploy"
+command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
+
+. "$(dirname "$0")/harness.sh" gateway-threads
+declare -A PID
+finish() {
+  if [ "$FAILED" -ne 0 ]; then
+    local d="${TMPDIR:-/tmp}/keyless-gateway-threads-logs"
+    rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$d"/ 2>/dev/null && echo "# logs kept in $d"
+  fi
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+  exit
+}
+bail() { echo "not ok - $1"; FAILED=$((FAILED + 1)); finish; }
+run() { OUT=$("$@" 2>&1); RC=$?; }
+start() {
+  "$2" -c "$3" >>"$1.log" 2>&1 &
+  PID[$1]=$!
+  PIDS+=("$!")
+  for _ in $(seq 1 200); do
+    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
+    kill -0 "${PID[$1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  return 1
+}
+logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# metric PORT SERIES: a series' value (exact name and labels) on an admin port, 0 when absent.
+metric() {
+  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
+    awk -v k="$2" '$1 == k { v = $2; f = 1 } END { if (f) printf "%d\n", v; else print 0 }'
+}
+
+# ---- the network: core, aggregator (deploy/aggregator.conf), gateway (deploy/gateway.conf) ----
+EMAIL=gwthreads@keyless.invalid
+run "$KL" devpki -o pki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw-mt
+[ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
+tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
+  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
+tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
+  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
+GENESIS=$(($(date +%s) - 2))
+cat >core.conf <<CONF
+[node]
+id = 1
+data_dir = $TMP/core
+[cluster]
+member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0
+[server]
+admin_listen = 127.0.0.1:0
+[calendar]
+genesis = $GENESIS
+[keys]
+calendar_auth_cert = $TMP/pki/calendar-auth.crt
+calendar_auth_key = $TMP/pki/calendar-auth.key
+allow_clear_key = yes
+[tls]
+$(tls core-1)
+CONF
+start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
+CORE_INT=$(logged core internal_port)
+for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
+grep -q 'event=leading' core.log || bail "the single core node leads"
+
+tls_sed aggregator-agg1
+sed -e "s#^listen = .*#listen = 127.0.0.1:0#" -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
+  -e "s#^name =.*#name = agg1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
+  "$DEPLOY/aggregator.conf" >agg.conf
+start agg "$AGG" agg.conf || { cat agg.log; bail "keyless-aggregator started"; }
+A1=$(logged agg port) A_ADM=$(logged agg admin_port)
+
+printf 'alice:alice-key\n' >users
+chmod 600 users
+tls_sed gateway-gw-mt
+# gateway_conf THREADS: deploy/gateway.conf with this test's values.
+gateway_conf() {
+  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
+    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
+    -e "s#^name =.*#name = gw-mt#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" -e "s#^parent2 =.*#parent2 =#" \
+    -e "s#^threads = .*#threads = $1#" "${SEDTLS[@]}" "$DEPLOY/gateway.conf"
+}
+
+# ---- 1. bad input ----
+gateway_conf 0 >bad.conf
+run "$GW" -c bad.conf --check-config
+check "threads = 0 is refused" 2 "$RC"
+check_has "the message names [gateway] threads" "threads" "$OUT"
+gateway_conf 2 >gw.conf
+check "gw.conf sets threads = 2" 1 "$(grep -c '^threads = 2$' gw.conf)"
+
+# ---- 2. many clients over both transports at once ----
+start gw "$GW" gw.conf || { cat gw.log; bail "keyless-gateway started"; }
+check "the gateway started with 2 threads" 2 "$(logged gw threads)"
+HTTP=$(logged gw http_port) TCP=$(logged gw tcp_port) G_ADM=$(logged gw admin_port)
+for _ in $(seq 1 100); do [ "$(metric "$G_ADM" keyless_gateway_parents_up)" = 1 ] && break; sleep 0.1; done
+CLIENTS=8 DOCS=15
+client() { # client I URL: DOCS documents, one `keyless sign` (one connection) each
+  local i=$1 url=$2 k
+  mkdir -p "docs/$i"
+  for k in $(seq 1 "$DOCS"); do
+    echo "client $i document $k $RANDOM" >"docs/$i/d$k"
+    timeout 40 "$KL" sign -S "$url" --aggr-user alice --aggr-key alice-key --retry-for 20s \
+      -i "docs/$i/d$k" -o "docs/$i/d$k.ksig" >"docs/$i/d$k.log" 2>&1
+    echo "$?" >>"docs/$i/status"
+  done
+}
+CPIDS=()
+for i in $(seq 1 "$CLIENTS"); do
+  if [ $((i % 2)) -eq 0 ]; then client "$i" "http://127.0.0.1:$HTTP/" & else client "$i" "ksi+tcp://127.0.0.1:$TCP" & fi
+  CPIDS+=("$!")
+done
+wait "${CPIDS[@]}" # each sign is bounded by timeout 40
+TOTAL=$((CLIENTS * DOCS))
+check "every request got an answer" "$TOTAL" "$(cat docs/*/status | wc -l)"
+check "every request was signed" "$TOTAL" "$(cat docs/*/status | grep -c '^0$')"
+bad=0 w0=0 w1=0
+for f in docs/*/*.ksig; do
+  "$KL" verify -i "$f" -f "${f%.ksig}" --policy internal >/dev/null 2>&1 || bad=$((bad + 1))
+  ins=$("$KL" inspect -i "$f" 2>/dev/null)
+  case "$ins" in *'client="gw-mt/w0" machine="gw-mt"'*) w0=$((w0 + 1)) ;; esac
+  case "$ins" in *'client="gw-mt/w1" machine="gw-mt"'*) w1=$((w1 + 1)) ;; esac
+done
+check "every signature verifies ($(ls docs/*/*.ksig | wc -l))" 0 "$bad"
+check "every signature names its worker in the top chain" "$TOTAL" "$((w0 + w1))"
+[ "$w0" -gt 0 ] && [ "$w1" -gt 0 ] && pass "signatures from both workers ($w0 + $w1)" ||
+  fail "signatures from both workers" "both > 0" "$w0 + $w1"
+run "$KL" inspect -i docs/1/d1.ksig
+check_has "the login in the worker's chain" 'identity client="alice" machine="gw-mt"' "$OUT"
+check_has "the gateway named in the aggregator's chain" 'identity client="gw-mt" machine="agg1"' "$OUT"
+
+# ---- 3. metrics: per worker, summed, and one parent request per round ----
+r0=0 r1=0
+for _ in $(seq 1 50); do # the workers' counters reach the main loop at its next round tick
+  r0=$(metric "$G_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="0"}')
+  r1=$(metric "$G_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="1"}')
+  [ $((r0 + r1)) = "$TOTAL" ] && break
+  sleep 0.1
+done
+[ "$r0" -gt 0 ] && [ "$r1" -gt 0 ] && pass "both workers served requests ($r0 + $r1)" ||
+  fail "both workers served requests" "both > 0" "$r0 + $r1"
+check "the per-worker counts add up" "$TOTAL" "$((r0 + r1))"
+# Each `keyless sign` sends two PDUs (a configuration request, then the signing request), each on
+# a connection of its own: the main loop's sums of the workers' counters must show them all.
+ph=$(metric "$G_ADM" 'keyless_gateway_pdus_total{transport="http",status="0x0000"}')
+pt=$(metric "$G_ADM" 'keyless_gateway_pdus_total{transport="tcp",status="0x0000"}')
+ch=$(metric "$G_ADM" 'keyless_net_connections_accepted_total{server="http"}')
+ct=$(metric "$G_ADM" 'keyless_net_connections_accepted_total{server="tcp"}')
+echo "# PDUs answered: http $ph, tcp $pt; connections accepted: http $ch, tcp $ct"
+[ "$ph" -ge $((TOTAL / 2)) ] && [ "$pt" -ge $((TOTAL / 2)) ] && pass "PDUs summed over the workers, by transport" ||
+  fail "PDUs summed over the workers, by transport" "each >= $((TOTAL / 2))" "http $ph, tcp $pt"
+check "connections summed over the workers (one per PDU)" "$((ph + pt))" "$((ch + ct))"
+check "signatures per worker match its counter" "$r0 $r1" "$w0 $w1"
+rounds=$(metric "$G_ADM" 'keyless_tier_rounds_total{tier="gateway",outcome="answered"}')
+roots=$(metric "$G_ADM" 'keyless_tier_round_requests_sum{tier="gateway"}')
+parent=$(metric "$A_ADM" 'keyless_aggregator_requests_total{status="0x0000"}')
+echo "# gateway rounds $rounds, worker roots in them $roots, aggregator requests $parent"
+check "the aggregator got one request per gateway round" "$rounds" "$parent"
+[ "$roots" -gt "$rounds" ] && pass "rounds joined both workers' roots ($roots roots in $rounds rounds)" ||
+  fail "rounds joined both workers' roots" "roots > rounds" "$roots roots in $rounds rounds"
+check "no tier round failed" 0 "$(metric "$G_ADM" 'keyless_tier_rounds_total{tier="gateway",outcome="failed"}')"
+
+# ---- 4. graceful stop ----
+kill -TERM "${PID[gw]}"
+rc=""
+for _ in $(seq 1 100); do kill -0 "${PID[gw]}" 2>/dev/null || { wait "${PID[gw]}"; rc=$?; break; }; sleep 0.1; done
+check "SIGTERM: the gateway exits 0" 0 "$rc"
+check "the gateway logged event=stopped" 1 "$(grep -c 'event=stopped' gw.log)"
+kill -TERM "${PID[agg]}" "${PID[core]}" 2>/dev/null
+for _ in $(seq 1 100); do kill -0 "${PID[agg]}" 2>/dev/null || kill -0 "${PID[core]}" 2>/dev/null || break; sleep 0.1; done
+check "no sanitizer report in any log" 0 "$(cat ./*.log | grep -cE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer')"
+finish
