@@ -231,6 +231,10 @@ int cmd_publish(int argc, char **argv) {
     fprintf(stderr, "keyless publish: -V needs at least one --cnstr OID=VALUE (the previous file's signer)\n");
     return KL_EXIT_USAGE;
   }
+  if (trust.signers_required > 0 && trust.n_cnstr == 0) {
+    fprintf(stderr, "keyless publish: --publications-signers counts trusted signers: give -V ANCHOR.pem and --cnstr OID=VALUE too\n");
+    return KL_EXIT_USAGE;
+  }
   if (cosign) {
     if (cert == NULL || key == NULL || out == NULL || optind != argc) {
       usage(stderr);

@@ -145,6 +145,9 @@ check "extend against a 1-signer file with --publications-signers 2: exit 10" 10
 run "$KL" publish --assemble machine-a/body.unsigned -o two.bin "${TRUST[@]}" --publications-signers 2 machine-a/a.sig
 check "assemble 1 part, 2 required: refused (exit 10)" 10 "$RC"
 [ -f two.bin ] && fail "assemble writes nothing then" absent present || pass "assemble writes nothing then"
+run "$KL" publish --assemble machine-a/body.unsigned -o two.bin --publications-signers 2 machine-a/a.sig
+check "--publications-signers without -V/--cnstr: a usage error" 3 "$RC"
+check_has "the usage error says what is missing" "give -V ANCHOR.pem and --cnstr" "$OUT"
 
 # ---- 4. parts that do not belong ----
 append $((T + 4)) $((T + 5)) "$P2"
