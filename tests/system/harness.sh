@@ -17,6 +17,13 @@ fail() { echo "not ok - $1: expected $2 got $3"; FAILED=$((FAILED + 1)); }
 short() { printf '%s' "$1" | head -n 4 | tr '\n' ' ' | cut -c1-400; }
 # check NAME EXPECTED ACTUAL
 check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "'$2'" "'$(short "$3")'"; fi; }
+# run COMMAND...: its output (stdout and stderr) in OUT, its exit status in RC
+run() { OUT=$("$@" 2>&1); RC=$?; }
+# wait_until SECONDS COMMAND...: 0 once COMMAND succeeds (tried every 0.2 s), 1 after SECONDS
+wait_until() {
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
+}
 # check_has NAME NEEDLE HAYSTACK
 check_has() {
   case "$3" in *"$2"*) pass "$1" ;; *) fail "$1" "to contain '$2'" "'$(short "$3")'" ;; esac

@@ -40,7 +40,6 @@ bail() {
   echo "$PASSED passed, $((FAILED + 1)) failed"
   exit 1
 }
-run() { OUT=$("$@" 2>&1); RC=$?; }
 
 # No UTC midnight within the calendar: the only publications are the --latest ones.
 NOW=$(date +%s)

@@ -20,10 +20,6 @@ NET="$TMP/net"
 export KL_BUILD="$BUILD" KL_BASE_PORT=$((12000 + ($$ % 150) * 100 + 50))
 trap '"$NETSCRIPT" down "$NET" >/dev/null 2>&1; cleanup' EXIT
 bail() { echo "not ok - $1"; for f in "$NET"/log/*.log; do echo "== $f"; grep -v level=debug "$f" | tail -n 15; done; exit 1; }
-wait_until() { # SECONDS COMMAND...: 0 once the command succeeds
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.3; done
-}
 "$NETSCRIPT" up "$NET" >up.log 2>&1 || { cat up.log; bail "deploy/local-network up"; }
 pass "deploy/local-network up"
 # shellcheck disable=SC1091

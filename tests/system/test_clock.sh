@@ -29,10 +29,6 @@ read -r -a METRICS <<<"$KL_CORE_METRICS_URLS"
 read -r -a GWS <<<"$KL_GATEWAY_URLS"
 health() { curl -s -m 2 "${METRICS[$1]%/}/healthz" 2>/dev/null; } # core index 0..2
 metric() { curl -s -m 2 "${METRICS[$1]%/}/metrics" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}'; }
-wait_until() { # SECONDS COMMAND...: 0 once COMMAND succeeds, 1 after SECONDS
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.3; done
-}
 clock_red() { case "$(health "$1")" in *clock*) return 0 ;; *) return 1 ;; esac; }
 green() { curl -sf -m 2 "${METRICS[$1]%/}/healthz" >/dev/null 2>&1; }
 leader() { local i; for i in 0 1 2; do [ "$(metric $i keyless_core_raft_role)" = 3 ] && { echo $i; return; }; done; echo none; }

@@ -39,7 +39,6 @@ bail() {
   exit 1
 }
 # run CMD...: runs a command, sets OUT (stdout and stderr) and RC.
-run() { OUT=$("$@" 2>&1); RC=$?; }
 # expect NAME RC FIRST-LINE CMD...: the exit status, and the first line of the output exactly.
 expect() {
   local name=$1 rc=$2 line=$3

@@ -52,7 +52,6 @@ bail() {
   FAILED=$((FAILED + 1))
   finish
 }
-run() { OUT=$("$@" 2>&1); RC=$?; }
 # start NAME BINARY CONF: starts a daemon logging to NAME.log; waits for its event=started.
 start() {
   "$2" -c "$3" >>"$1.log" 2>&1 &

@@ -79,7 +79,6 @@ bail() {
   finish
 }
 # run CMD...: runs a command, sets OUT (stdout and stderr) and RC.
-run() { OUT=$("$@" 2>&1); RC=$?; }
 # field KEY LINE: the value of KEY=value in a line of key=value pairs.
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
 

@@ -39,10 +39,6 @@ check "the client namespace reaches the extender at $KL_EXTENDER_URL" 0 "$?"
 role() { "${CX[@]}" curl -s -m 2 "${CORE_METRICS[$1]%/}/metrics" 2>/dev/null | awk '$1 == "keyless_core_raft_role" {print $2}'; }
 leader() { local i; for i in 0 1 2; do [ "$(role $i)" = 3 ] && { echo $i; return; }; done; echo none; }
 core_green() { "${CX[@]}" curl -sf -m 2 "${CORE_METRICS[$1]%/}/healthz" >/dev/null 2>&1; }
-wait_until() { # SECONDS COMMAND...: 0 once COMMAND succeeds, 1 after SECONDS
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
-}
 
 echo before >phase
 sign_load "$KL" docs "${CX[@]}" &

@@ -53,7 +53,6 @@ bail() {
   FAILED=$((FAILED + 1))
   finish
 }
-run() { OUT=$("$@" 2>&1); RC=$?; }
 start() {
   "$2" -c "$3" >>"$1.log" 2>&1 &
   PID[$1]=$!

@@ -60,10 +60,6 @@ pid_of() { cat "$NET/run/$1.pid"; }
 gone() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0; [ "$st" = Z ] || [ "$st" = X ]; }
 kill9() { local p; p=$(pid_of "$1"); kill -KILL "$p"; wait_until 10 gone "$p" || echo "# $1 (pid $p) still there 10 s after kill -9"; }
 mark() { echo "$(now_ms) $1" >>events.log; echo "# $1"; }
-wait_until() { # SECONDS COMMAND...: 0 once the command succeeds
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
-}
 signed_after() { awk -v t="$1" '$3 == 0 && $2 > t' sign*.log 2>/dev/null | wc -l; }
 service_back() { [ "$(signed_after "$1")" -ge 2 ]; }
 

@@ -34,7 +34,6 @@ bail() {
   echo "$PASSED passed, $((FAILED + 1)) failed"
   exit 1
 }
-run() { OUT=$("$@" 2>&1); RC=$?; }
 hist_count() { find out/history -name '*.bin' 2>/dev/null | wc -l | tr -d ' '; }
 
 # Times as in test_e2e.sh: no UTC midnight within the calendar, so the daily publications add

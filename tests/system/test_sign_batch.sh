@@ -38,10 +38,6 @@ BOTH=(-S "${GWS[0]}" -S "${GWS[1]}")
 pid_of() { cat "$NET/run/$1.pid"; }
 role_of() { curl -sf -m 2 "${ADMIN_TLS[@]}" "${ADMIN[$(($1 - 1))]}/status" 2>/dev/null | grep -o '"role":"[a-z]*"' | head -n 1 | cut -d'"' -f4; }
 leader() { for i in 1 2 3; do [ "$(role_of $i)" = leader ] && { echo $i; return; }; done; }
-wait_until() { # SECONDS COMMAND...: 0 once the command succeeds
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
-}
 nsigs() { find "$1" -name '*.ksig' 2>/dev/null | wc -l; }
 has_sigs() { [ "$(nsigs "$1")" -ge "$2" ]; }
 # make_tree DIR DIRS FILES: DIRS folders of FILES small files each, every folder with a same.txt

@@ -32,10 +32,6 @@ pass "local-network up"
 . "$NET/network.env"
 read -r -a CORE_METRICS <<<"$KL_CORE_METRICS_URLS"
 role() { curl -s -m 2 "${CORE_METRICS[$1]%/}/metrics" 2>/dev/null | awk '$1 == "keyless_core_raft_role" {print $2}'; }
-wait_until() { # SECONDS COMMAND...
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
-}
 gone() { ! kill -0 "$1" 2>/dev/null; }
 healthy() { "$LN" status "$NET" 2>/dev/null | awk -v n="$1" '$1 == n {print $4}' | grep -qx ok; }
 
