@@ -50,7 +50,21 @@ ROWS = [
          [(f'keyless:core_commit_seconds:p99_5m{{{J}}}', "p99 {{job}}"),
           (f'histogram_quantile(0.5, sum by (job, le) (rate(keyless_core_commit_seconds_bucket{{{J}}}[5m])))',
            "p50 {{job}}")],
-         "Proposal to apply on the leader; alert over 0.5 s."),
+         "A round's proposal to its commit on the leader (durable on a quorum, fsync included); alert over 0.5 s."),
+        ("Apply time (leader)", "ts", "s",
+         [(f'histogram_quantile(0.99, sum by (job, le) (rate(keyless_core_apply_seconds_bucket{{{J}}}[5m])))', "p99 {{job}}"),
+          (f'histogram_quantile(0.5, sum by (job, le) (rate(keyless_core_apply_seconds_bucket{{{J}}}[5m])))', "p50 {{job}}")],
+         "The leader applying a committed round: calendar append, the round's tree, the answers to its own "
+         "requests. Grows with the requests per round; near 0.5 s the leader's CPU is the limit."),
+        ("Audit log", "ts", "none",
+         [(f'sum by (instance) (increase(keyless_core_audit_records_total{{{J}}}[5m]))', "records {{instance}}"),
+          (f'sum by (instance) (increase(keyless_core_audit_signed_total{{{J}}}[5m]))', "signed {{instance}}"),
+          (f'keyless_core_audit_records_total{{{J}}} - keyless_core_audit_signed_total{{{J}}}', "unsigned {{instance}}"),
+          (f'sum by (instance) (increase(keyless_core_audit_sign_failures_total{{{J}}}[5m]))', "sign failures {{instance}}"),
+          (f'sum by (instance) (increase(keyless_core_audit_write_failures_total{{{J}}}[5m]))', "write failures {{instance}}")],
+         "Administrative events written to each core's audit log and signed through [audit] gateway, per "
+         "5 minutes; unsigned: written since start and not signed yet (retried with backoff). Any write "
+         "failure is serious: the event was not acknowledged (docs/operations.md, The audit log)."),
         ("FSM state and clock", "ts", "none",
          [(f'keyless_core_fsm_state{{{J}}}', "fsm {{instance}}"), (f'keyless_core_clock_ok{{{J}}}', "clock ok {{instance}}")],
          "FSM 0 ok, 1 catching up, 2 failed; clock ok 0: off by more than max_skew."),
