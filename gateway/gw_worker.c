@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "gw_threads.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
@@ -245,4 +247,6 @@ void gw_worker_on_box(uv_async_t *h) {
 void gw_worker_run(void *arg) {
   gw_worker_t *w = arg;
   uv_run(&w->loop, UV_RUN_DEFAULT); /* until M_EXIT closed the mailbox (the servers are closed by then) */
+  kl_hash_thread_end();             /* this thread's cached hasher and HMAC contexts */
+  OPENSSL_thread_stop();            /* its random generator and error queue */
 }

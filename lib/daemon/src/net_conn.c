@@ -37,6 +37,7 @@ void kl_net_limits_default(kl_net_limits_t *l) {
   l->max_connections_per_ip = 0; /* the daemons' configurations set it (default 256) */
   l->max_rate_per_ip = 0;
   l->handshake_timeout_ms = 10000;
+  l->reuseport = false;
 }
 
 int kl_net_parse_addr(const char *s, struct sockaddr_storage *out, kl_err_t *e) {
