@@ -8,8 +8,8 @@
  *
  * Events (type, then key=value details; the actor is "node/ID" or the caller's):
  *   node_start, node_stop, membership_add, membership_remove, membership_result, membership,
- *   config_reload, audit_torn_tail; key rotation calls kl_audit_event(c->audit, "key_switch",
- *   "key=calendar_auth cert=%s", ...) (the helper adding SIGHUP key reload does that).
+ *   config_reload, audit_torn_tail; key_switch and key_reload_refused (node_keys.c, after a
+ *   SIGHUP that loaded or refused new calendar-auth keys).
  *
  * Threads: every function runs on the loop thread. The signing request and the audit.ksig
  * append run in libuv's thread pool, one at a time, on copies of the hashes; only that job

@@ -95,13 +95,19 @@ void core_keys_reload(core_t *c) {
   }
   if (core_config_load(c->cfg->path, fresh, &e) == 0 && core_authkeys_check_reload(c->keys, fresh->authkeys, now, &e) == 0) {
     core_authkeys_t *old = c->keys;
+    char before[200];
+    core_authkeys_describe(old, before, sizeof before);
     c->keys = fresh->authkeys;
     fresh->authkeys = old; /* freed with the fresh config below */
     add_series(c);
     core_authkeys_describe(c->keys, d, sizeof d);
     kl_log(KL_LOG_INFO, "keys_reloaded", "%s active=%s", d, core_authkeys_at(c->keys, now_second(c))->id);
+    if (strcmp(before, d) != 0) /* a new, moved or dropped key: the audit log's key_switch */
+      kl_audit_event(c->audit, "key_switch", "key=calendar_auth %s active=%s was=\"%s\"", d,
+                     core_authkeys_at(c->keys, now_second(c))->id, before);
   } else {
     kl_log(KL_LOG_ERROR, "keys_reload_failed", "error=%s (the previous keys stay in use)", kl_log_q(q, sizeof q, e.msg));
+    kl_audit_event(c->audit, "key_reload_refused", "key=calendar_auth error=%s", kl_log_q(q, sizeof q, e.msg));
   }
   core_config_free(fresh);
   free(fresh);

@@ -49,6 +49,8 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 check "every record of the leader's log signed and verified (--all-signed)" 0 "$ok"
+grep -aq key_switch "$DIR/audit.log"
+check "a SIGHUP with the same keys records no key_switch" 1 "$?"
 cat verify.out
 cp -r "$DIR" snap # what the tampering below starts from, whatever the node appends later
 "$KL" audit-log verify snap --all-signed >snap.out 2>&1

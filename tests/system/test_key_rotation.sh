@@ -21,6 +21,7 @@ BUILD=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 NETSCRIPT="$HERE/../../deploy/local-network"
 . "$HERE/harness.sh" key_rotation
+export KL_AUDIT_LOG=1 # the cores keep their audit logs: the key changes must be in them
 KL="$BUILD/cli/keyless"
 CORE="$BUILD/core/keyless-core"
 for t in openssl curl python3; do command -v "$t" >/dev/null || { echo "$0: $t is needed (scripts/install-deps.sh)" >&2; exit 2; }; done
@@ -162,6 +163,12 @@ for i in 1 2 3; do
   metric_has $i "keyless_core_calendar_auth_key_info{cert_id=\"$NEW_ID\",state=\"next\"} 1"
   check "core$i: the metric shows the next key" 0 "$?"
 done
+for i in 1 2 3; do
+  grep -aq "key_switch" "$NET/data/core$i/audit/audit.log"
+  check "core$i: its audit log records the key_switch" 0 "$?"
+done
+grep -aq "key_reload_refused" "$NET/data/core1/audit/audit.log"
+check "core1: its audit log records the refused reload" 0 "$?"
 n=$(metrics 1 | sed -n 's/^keyless_core_calendar_auth_next_seconds \([0-9.]*\)$/\1/p')
 [ -n "$n" ] && [ "${n%.*}" -ge 1 ] && [ "${n%.*}" -le 8 ] && pass "seconds until the switch ($n)" ||
   fail "seconds until the switch" "1..8" "$n"
