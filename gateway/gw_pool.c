@@ -28,11 +28,22 @@ static uint64_t next_close_in(uint64_t period, uint64_t lead) {
   return at > now ? at - now : 1;
 }
 
+/* How long before the tier's close the workers are told to close theirs: GW_MARGIN_MS, or twice
+ * the slowest hand-off of the last rounds (a worker's tree takes longer as its rounds fill; a
+ * root that comes after the tier closed waits a round), at most a quarter of the period. */
+static uint64_t margin(gw_pool_t *p) {
+  uint64_t m = 2 * p->slowest_ms > GW_MARGIN_MS ? 2 * p->slowest_ms : GW_MARGIN_MS, most = p->period_ms / 4;
+  return m < most ? m : most;
+}
+
 static void on_clock(uv_timer_t *h) {
   gw_pool_t *p = h->data;
   if (p->tick) p->tick(p->tick_arg);
-  uint64_t margin = p->period_ms / 4 < GW_MARGIN_MS ? p->period_ms / 4 : GW_MARGIN_MS;
-  uv_timer_start(&p->clock, on_clock, next_close_in(p->period_ms, p->lead_ms + margin), 0);
+  p->slowest_ms = p->slowest_ms * 7 / 8; /* forgets a slow round over a few seconds */
+  p->told_at = uv_now(p->loop);
+  p->told = p->clock_ms; /* this tick came that long before the tier's close */
+  p->clock_ms = margin(p);
+  uv_timer_start(&p->clock, on_clock, next_close_in(p->period_ms, p->lead_ms + p->clock_ms), 0);
   for (int i = 0; i < p->n; i++) {
     gw_msg_t *m = calloc(1, sizeof *m);
     if (m == NULL) continue; /* that worker closes at the next tick */
@@ -85,6 +96,12 @@ static void on_box(uv_async_t *h) {
   for (gw_msg_t *m = gw_box_take(&p->box), *next; m; m = next) {
     next = m->next;
     if (m->kind == M_ROOT) {
+      uint64_t took = uv_now(p->loop) - p->told_at; /* from the tick that asked for it */
+      if (took > p->slowest_ms) p->slowest_ms = took;
+      if (took >= p->told) p->late++;
+      if (took >= p->told && (p->late & (p->late - 1)) == 0) /* 1st, 2nd, 4th... time */
+        kl_log(KL_LOG_INFO, "worker_root_late", "worker=%d ms=%llu margin_ms=%llu count=%llu", m->worker,
+               (unsigned long long)took, (unsigned long long)p->told, (unsigned long long)p->late);
       submit_root(p, m); /* m travels on */
       continue;
     }
@@ -138,6 +155,7 @@ int gw_pool_workers(gw_pool_t *p, kl_tier_t *tier, const kl_tier_config_t *orig,
   p->tier = tier;
   p->period_ms = orig->period_ms;
   p->lead_ms = orig->lead_ms > 5 ? orig->lead_ms : 5; /* kl_tier_lead with no parent heard yet */
+  p->clock_ms = GW_MARGIN_MS;
   snprintf(p->name, sizeof p->name, "%s", orig->name);
   kl_round_config_t rc;
   gw_pool_round(tier, orig, &rc);

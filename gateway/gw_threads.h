@@ -15,6 +15,7 @@
  * chain, then the parents' parts) goes back to that worker, which checks it against its subtree
  * (kl_round_accept) and answers each of its requests with its own chain followed by those
  * parts. A root that reaches the tier after its close joins the next round: later, never wrong.
+ * MARGIN is 10 ms or twice the slowest recent hand-off (tick to root), at most period / 4.
  *
  * Levels. The tier's round holds at most 4N roots, so the top tree adds 1 + ceil(log2 4N)
  * levels (metadata, tree); a worker's round may reach at most the tier's highest request level,
@@ -37,7 +38,7 @@
 #include "keyless/round.h"
 
 #define GW_MAX_THREADS 64
-#define GW_MARGIN_MS 10 /* a worker's round closes this much before the tier's */
+#define GW_MARGIN_MS 10 /* a worker's round closes at least this much before the tier's (gw_pool.c) */
 
 enum { M_CLOSE, M_ANSWER, M_RELOAD, M_STOP, M_EXIT, M_ROOT, M_STOPPED };
 
@@ -102,6 +103,8 @@ struct gw_pool {
   bool started;
   int handles;           /* main-loop handles still open (box, clock) */
   uint64_t period_ms, lead_ms, seq;
+  uint64_t told_at, told, clock_ms; /* the last tick: when, and the margin it gave */
+  uint64_t slowest_ms, late;        /* hand-offs: the slowest lately; roots after the margin */
   char name[128];
   char ids[GW_MAX_THREADS][144]; /* the client id of each worker's root */
   int stopped;           /* workers whose servers have closed */
