@@ -3,7 +3,8 @@
 # keyless-core node, one aggregator, and a gateway whose two worker loops share its HTTP and
 # ksi+tcp ports (SO_REUSEPORT), each collecting its own subtree, joined into one round root.
 #
-#   1. A bad threads value is refused by --check-config with a message naming the key.
+#   1. A bad threads value is refused by --check-config with a message naming the key; SIGHUP
+#      reloads the users file in the main loop and in each worker (a new login then signs).
 #   2. 8 clients at once (4 over HTTP, 4 over ksi+tcp, 15 documents each, one connection per
 #      document so the kernel spreads them over both workers): every request answered, every
 #      signature verifies (internal policy), and signatures name both workers ("NAME/w0",
@@ -121,6 +122,21 @@ start gw "$GW" gw.conf || { cat gw.log; bail "keyless-gateway started"; }
 check "the gateway started with 2 threads" 2 "$(logged gw threads)"
 HTTP=$(logged gw http_port) TCP=$(logged gw tcp_port) G_ADM=$(logged gw admin_port)
 for _ in $(seq 1 100); do [ "$(metric "$G_ADM" keyless_gateway_parents_up)" = 1 ] && break; sleep 0.1; done
+# SIGHUP: the main loop and each worker reload the users file (one users_loaded line each).
+printf 'alice:alice-key\nbob:bob-key\n' >users
+kill -HUP "${PID[gw]}"
+for _ in $(seq 1 50); do [ "$(grep -c 'event=users_loaded logins=2' gw.log)" -ge 3 ] && break; sleep 0.1; done
+check "SIGHUP: the main loop and both workers reloaded the users" 3 "$(grep -c 'event=users_loaded logins=2' gw.log)"
+bob=0
+for k in 1 2 3 4 5 6; do # a new connection each: the kernel spreads them over the workers
+  echo "bob $k" >"bob$k"
+  url="ksi+tcp://127.0.0.1:$TCP"
+  [ $((k % 2)) -eq 0 ] && url="http://127.0.0.1:$HTTP/"
+  timeout 40 "$KL" sign -S "$url" --aggr-user bob --aggr-key bob-key -i "bob$k" -o "bob$k.ksig" >/dev/null 2>&1 &&
+    bob=$((bob + 1))
+done
+check "a login added by the reload signs through both transports" 6 "$bob"
+BOB=6
 CLIENTS=8 DOCS=15
 client() { # client I URL: DOCS documents, one `keyless sign` (one connection) each
   local i=$1 url=$2 k
@@ -161,12 +177,12 @@ r0=0 r1=0
 for _ in $(seq 1 50); do # the workers' counters reach the main loop at its next round tick
   r0=$(metric "$G_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="0"}')
   r1=$(metric "$G_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="1"}')
-  [ $((r0 + r1)) = "$TOTAL" ] && break
+  [ $((r0 + r1)) = $((TOTAL + BOB)) ] && break
   sleep 0.1
 done
 [ "$r0" -gt 0 ] && [ "$r1" -gt 0 ] && pass "both workers served requests ($r0 + $r1)" ||
   fail "both workers served requests" "both > 0" "$r0 + $r1"
-check "the per-worker counts add up" "$TOTAL" "$((r0 + r1))"
+check "the per-worker counts add up (and bob's $BOB)" "$((TOTAL + BOB))" "$((r0 + r1))"
 # Each `keyless sign` sends two PDUs (a configuration request, then the signing request), each on
 # a connection of its own: the main loop's sums of the workers' counters must show them all.
 ph=$(metric "$G_ADM" 'keyless_gateway_pdus_total{transport="http",status="0x0000"}')
@@ -177,6 +193,11 @@ echo "# PDUs answered: http $ph, tcp $pt; connections accepted: http $ch, tcp $c
 [ "$ph" -ge $((TOTAL / 2)) ] && [ "$pt" -ge $((TOTAL / 2)) ] && pass "PDUs summed over the workers, by transport" ||
   fail "PDUs summed over the workers, by transport" "each >= $((TOTAL / 2))" "http $ph, tcp $pt"
 check "connections summed over the workers (one per PDU)" "$((ph + pt))" "$((ch + ct))"
+for f in bob*.ksig; do
+  ins=$("$KL" inspect -i "$f" 2>/dev/null)
+  case "$ins" in *'client="gw-mt/w0" machine="gw-mt"'*) w0=$((w0 + 1)) ;; esac
+  case "$ins" in *'client="gw-mt/w1" machine="gw-mt"'*) w1=$((w1 + 1)) ;; esac
+done
 check "signatures per worker match its counter" "$r0 $r1" "$w0 $w1"
 rounds=$(metric "$G_ADM" 'keyless_tier_rounds_total{tier="gateway",outcome="answered"}')
 roots=$(metric "$G_ADM" 'keyless_tier_round_requests_sum{tier="gateway"}')
