@@ -210,9 +210,9 @@ run_one() { # N PASS
     wait "$PERF_PID"
     PERF_PID=
     echo "-- perf: the aggregator during the measured rounds, $n children (self, top 25) --"
-    perf report -i "$TMP/perf-$n.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 25
+    perf report -i "$TMP/perf-$n.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 25
     echo "-- perf: by shared object --"
-    perf report -i "$TMP/perf-$n.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 10
+    perf report -i "$TMP/perf-$n.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 10
   fi
   grep -v '^result ' "$out" | sed -n '/^connected:/,$p'
   [ $rc -ne 0 ] && { echo "bench_aggregator failed (exit $rc):"; tail -n 5 "$out"; STATUS=1; }
