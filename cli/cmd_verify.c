@@ -226,8 +226,32 @@ static int parse_args(int argc, char **argv, vargs_t *a) {
   return 0;
 }
 
+/* What an OK verdict rests on, for people (a second line: the first stays what scripts match). */
+static const char *anchor_text(const kl_verify_result_t *res, char *buf, size_t cap) {
+  char t[40], ps[KL_PUBSTR_MAX], id[2 * 16 + 1];
+  kl_err_t e;
+  buf[0] = '\0';
+  switch (res->anchor) {
+    case KL_ANCHOR_PUBLICATION:
+      if (kl_pubstr_encode(res->anchor_time, &res->anchor_hash, ps, sizeof ps, &e)) snprintf(ps, sizeof ps, "?");
+      snprintf(buf, cap, "  anchor: the publication of %s%s: %s\n", cli_utc(res->anchor_time, t, sizeof t),
+               res->anchor_extended ? " (extended to it)" : "", ps);
+      break;
+    case KL_ANCHOR_CERTIFICATE:
+      kl_hex_encode(res->cert_id, res->cert_id_len, id);
+      snprintf(buf, cap, "  anchor: calendar-auth certificate %s of the publications file\n", id);
+      break;
+    case KL_ANCHOR_EXTENDER:
+      snprintf(buf, cap, "  anchor: the extender's calendar at %s\n", cli_utc(res->anchor_time, t, sizeof t));
+      break;
+    default: break;
+  }
+  return buf;
+}
+
 static int report(const vargs_t *a, const kl_sig_t *sig, const kl_verify_result_t *res) {
   const char *verdict = kl_verdict_str(res->verdict);
+  static const char *const anchor_kind[] = {"none", "publication", "certificate", "extender"};
   if (a->json) {
     cli_json_t j;
     json_begin(&j, stdout);
@@ -241,10 +265,29 @@ static int report(const vargs_t *a, const kl_sig_t *sig, const kl_verify_result_
       json_u64(&j, "signing_time", kl_sig_signing_time(sig));
       json_imprint(&j, "document_hash", kl_sig_document_hash(sig));
     }
+    if (res->verdict == KL_VER_OK && res->anchor != KL_ANCHOR_NONE) { /* what the verdict rests on */
+      json_obj(&j, "anchor");
+      json_str(&j, "kind", anchor_kind[res->anchor]);
+      if (res->anchor != KL_ANCHOR_CERTIFICATE) json_u64(&j, "time", res->anchor_time);
+      if (res->anchor == KL_ANCHOR_PUBLICATION) {
+        char ps[KL_PUBSTR_MAX];
+        kl_err_t e;
+        json_imprint(&j, "hash", &res->anchor_hash);
+        if (kl_pubstr_encode(res->anchor_time, &res->anchor_hash, ps, sizeof ps, &e) == 0) json_str(&j, "publication_string", ps);
+      }
+      if (res->anchor == KL_ANCHOR_CERTIFICATE) {
+        char id[2 * 16 + 1];
+        kl_hex_encode(res->cert_id, res->cert_id_len, id);
+        json_str(&j, "cert_id", id);
+      }
+      json_bool(&j, "extended", res->anchor_extended);
+      json_end_obj(&j);
+    }
     json_end_obj(&j);
     json_finish(&j);
   } else if (res->verdict == KL_VER_OK) {
-    printf("OK: signature verified (%s policy)\n", kl_policy_name(res->policy));
+    char why[400];
+    printf("OK: signature verified (%s policy)\n%s", kl_policy_name(res->policy), anchor_text(res, why, sizeof why));
   } else {
     printf("%s %s: %s%s%s%s\n", verdict, kl_vcode_str(res->code), kl_vcode_msg(res->code),
            res->message[0] ? " (" : "", res->message, res->message[0] ? ")" : "");

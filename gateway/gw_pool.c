@@ -130,6 +130,7 @@ static void destroy_worker(gw_worker_t *w) {
   if (w->gw) gateway_stop(w->gw);
   if (w->loop_init) {
     uv_close((uv_handle_t *)&w->box.async, NULL);
+    uv_close((uv_handle_t *)&w->fanout, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     uv_mutex_destroy(&w->box.mu);
@@ -177,6 +178,8 @@ int gw_pool_workers(gw_pool_t *p, kl_tier_t *tier, const kl_tier_config_t *orig,
       kl_err_set(e, KL_EIO, "worker %d: %s", i, uv_strerror(rcode));
       break;
     }
+    uv_idle_init(&w->loop, &w->fanout);
+    w->fanout.data = w;
     w->loop_init = true;
     p->n = i + 1;
     if (gw_serve_start(&w->loop, cfg, w, conf, rc.max_requests, i ? ports : NULL, &w->gw, e)) {

@@ -69,7 +69,8 @@ typedef struct gw_flight {
   uint64_t id;
   kl_round_t *round;
   void **ctx;
-  size_t n;
+  size_t n, next_slot;
+  gw_msg_t *ans; /* the joined answer, once accepted */
 } gw_flight_t;
 
 struct gw_worker {
@@ -84,7 +85,9 @@ struct gw_worker {
   kl_round_t *open;
   void **open_ctx;
   size_t open_cap, held, max_pending;
-  gw_flight_t *flights;
+  gw_flight_t *flights;   /* sent up, waiting for the joined answer */
+  gw_flight_t *answering; /* answered, being handed out (fanout) */
+  uv_idle_t fanout;
   uint64_t next_id;
   bool exiting;
   kl_buf_t scratch;

@@ -14,6 +14,7 @@
 #include "keyless/tlv.h"
 
 #define MAX_PARTS 64
+#define FANOUT_SLICE 2048 /* answers per loop iteration, as kl_tier: writes go out in between */
 
 int gw_box_init(gw_box_t *b, uv_loop_t *loop, uv_async_cb cb, void *data) {
   b->head = NULL;
@@ -78,6 +79,8 @@ int gw_worker_submit(gw_worker_t *w, const kl_imprint_t *hash, unsigned level, c
 static void free_flight(gw_flight_t *f) {
   kl_round_free(f->round);
   free(f->ctx);
+  if (f->ans) free(f->ans->parts);
+  free(f->ans);
   free(f);
 }
 
@@ -100,15 +103,54 @@ static gw_flight_t *take_flight(gw_worker_t *w, uint64_t id) {
   return NULL;
 }
 
-/* The joined answer: the top chain and the parents' parts, checked against this subtree once,
- * then each request's own chain in front of them (the parts are the shared tail). */
-static void answer_flight(gw_worker_t *w, gw_flight_t *f, const gw_msg_t *m) {
+/* Hands out up to budget answers of an accepted flight: each request's own chain in front of
+ * the joined parts (the shared tail). Returns how many. */
+static size_t fan_out(gw_worker_t *w, gw_flight_t *f, size_t budget) {
+  const gw_msg_t *m = f->ans;
+  kl_err_t e = {0};
+  size_t given = 0;
+  for (; f->next_slot < f->n && given < budget; f->next_slot++, given++) {
+    kl_tier_answer_t a = {.second = m->second, .lead_ms = m->lead_ms};
+    kl_buf_reset(&w->scratch);
+    if (kl_round_answer_head(f->round, m->second, f->next_slot, &w->scratch, &e)) {
+      a.status = KL_STATUS_INTERNAL_ERROR;
+      a.error = "cannot build the aggregation chain";
+    } else {
+      a.tlvs = w->scratch.p;
+      a.len = w->scratch.len;
+      a.tail = m->parts;
+      a.tail_len = m->len;
+      a.round = f->id;
+    }
+    w->held--;
+    gw_on_answer(f->ctx[f->next_slot], &a, NULL);
+  }
+  return given;
+}
+
+static void on_fanout(uv_idle_t *h) {
+  gw_worker_t *w = h->data;
+  size_t budget = FANOUT_SLICE;
+  while (w->answering && budget > 0) {
+    gw_flight_t *f = w->answering;
+    budget -= fan_out(w, f, budget);
+    if (f->next_slot < f->n) break;
+    w->answering = f->next;
+    free_flight(f);
+  }
+  if (w->answering == NULL) uv_idle_stop(h);
+}
+
+/* The joined answer (m: the top chain and the parents' parts), checked against this subtree
+ * once; then the flight is answered FANOUT_SLICE requests per loop iteration. Takes m. */
+static void answer_flight(gw_worker_t *w, gw_flight_t *f, gw_msg_t *m) {
   const uint8_t *parts[MAX_PARTS];
   size_t lens[MAX_PARTS], n = 0;
   kl_tlv_iter_t it;
   kl_tlv_t t;
   kl_err_t e = {0};
   int rc = 0;
+  f->ans = m;
   kl_tlv_iter_init(&it, m->parts, m->parts, m->len);
   while (n < MAX_PARTS && (rc = kl_tlv_next(&it, &t, &e)) == 1) {
     parts[n] = t.raw;
@@ -122,23 +164,11 @@ static void answer_flight(gw_worker_t *w, gw_flight_t *f, const gw_msg_t *m) {
     fail_flight(w, f, KL_STATUS_UPSTREAM_ERROR, "the parent's answer was invalid");
     return;
   }
-  for (size_t i = 0; i < f->n; i++) {
-    kl_tier_answer_t a = {.second = m->second, .lead_ms = m->lead_ms};
-    kl_buf_reset(&w->scratch);
-    if (kl_round_answer_head(f->round, m->second, i, &w->scratch, &e)) {
-      a.status = KL_STATUS_INTERNAL_ERROR;
-      a.error = "cannot build the aggregation chain";
-    } else {
-      a.tlvs = w->scratch.p;
-      a.len = w->scratch.len;
-      a.tail = m->parts;
-      a.tail_len = m->len;
-      a.round = f->id;
-    }
-    w->held--;
-    gw_on_answer(f->ctx[i], &a, NULL);
-  }
-  free_flight(f);
+  gw_flight_t **pp = &w->answering;
+  while (*pp) pp = &(*pp)->next;
+  f->next = NULL;
+  *pp = f;
+  uv_idle_start(&w->fanout, on_fanout);
 }
 
 static void snapshot(gw_worker_t *w) {
@@ -184,6 +214,12 @@ static void close_round(gw_worker_t *w) {
 
 void gw_worker_drop(gw_worker_t *w, const char *why) {
   w->exiting = true;
+  while (w->answering) { /* answered already: hand them out now */
+    gw_flight_t *f = w->answering;
+    fan_out(w, f, SIZE_MAX);
+    w->answering = f->next;
+    free_flight(f);
+  }
   if (w->open) {
     kl_tier_answer_t a = {.status = KL_STATUS_UPSTREAM_ERROR, .error = why};
     for (size_t i = 0; i < kl_round_size(w->open); i++) {
@@ -223,9 +259,12 @@ void gw_worker_on_box(uv_async_t *h) {
       break;
     case M_ANSWER:
       if ((f = take_flight(w, m->wround)) == NULL) break;
-      if (m->status) fail_flight(w, f, m->status, m->error);
-      else answer_flight(w, f, m);
-      break;
+      if (m->status) {
+        fail_flight(w, f, m->status, m->error);
+        break;
+      }
+      answer_flight(w, f, m); /* takes m */
+      continue;
     case M_RELOAD:
       gw_serve_reload(w->gw);
       break;
@@ -235,6 +274,7 @@ void gw_worker_on_box(uv_async_t *h) {
     case M_EXIT:
       gw_worker_drop(w, "the service is shutting down; retry");
       uv_close((uv_handle_t *)&w->box.async, NULL);
+      uv_close((uv_handle_t *)&w->fanout, NULL);
       break;
     default:
       break;

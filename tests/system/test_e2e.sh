@@ -119,6 +119,13 @@ for f in a.txt b.txt c.bin; do
 done
 expect "general policy with the file: key-based OK" 0 "OK: signature verified (key-based policy)" \
   "$KEYLESS" verify -i sigs/a.txt.ksig -f a.txt -P pubs.bin "${TRUST[@]}"
+# what the verdict rests on: the certificate the 0x805 names, as listed in the file
+CID=$("$KEYLESS" inspect -i sigs/a.txt.ksig 2>&1 | grep -io 'cert[a-z ]*id[^0-9a-f]*[0-9a-f]\{8\}' | grep -o '[0-9a-f]\{8\}$' | head -n 1)
+run "$KEYLESS" verify -i sigs/a.txt.ksig -f a.txt --policy key -P pubs.bin "${TRUST[@]}" --json
+check_has "key-based --json: rests on a certificate" '"anchor":{"kind":"certificate"' "$OUT"
+check_has "  ... the one the record names ($CID)" "\"cert_id\":\"$CID\"" "$OUT"
+run "$KEYLESS" verify -i sigs/a.txt.ksig -f a.txt --policy internal --json
+check "internal --json: rests on nothing (no anchor)" 0 "$(printf '%s' "$OUT" | grep -c '"anchor"')"
 
 # A forged calendar authentication record: one bit of the RSA signature value flipped (0x805
 # ends with the 256-byte value and then the 6-byte certificate id).
@@ -203,6 +210,9 @@ check_has "extended signature: calendar chain to P" "publication time $P" "$OUT"
 check_has "extended signature: a publication record" "$PUBSTR" "$OUT"
 expect "extended, publication-based with -P: OK" 0 "OK: signature verified (publications-file-based policy)" \
   "$KEYLESS" verify -i a.ext -f a.txt --policy publication -P pubs.bin "${TRUST[@]}"
+run "$KEYLESS" verify -i a.ext -f a.txt --policy publication -P pubs.bin "${TRUST[@]}"
+check_has "  ... and names the publication it rests on" "anchor: the publication of" "$OUT"
+check_has "  ... by its string" "$PUBSTR" "$OUT"
 expect "extended, user publication from publish: OK" 0 "OK: signature verified (user-publication-based policy)" \
   "$KEYLESS" verify -i a.ext -f a.txt --pub-str "$PUBSTR"
 expect "extended, general policy with the file: OK" 0 "OK: signature verified (publications-file-based policy)" \

@@ -545,7 +545,9 @@ note "publication-based: $NS in $DUR_MS ms"
 one=$(head -n 1 slow.list)
 run "$KL" verify -i "$one.ext" -f "${one%.ksig}" --pub-str "$PUBSTR"
 check "an extended signature verifies against the publication string" \
-  "0 OK: signature verified (user-publication-based policy)" "$RC $OUT"
+  "0 OK: signature verified (user-publication-based policy)" "$RC $(printf '%s\n' "$OUT" | head -n 1)"
+check_has "  ... and names it as what the verdict rests on" "anchor: the publication of" "$OUT"
+check_has "  ... with that string" "$PUBSTR" "$OUT"
 
 # ---------------------------------------------------------------- 5. graceful stop
 for name in g1 g2 agg1r agg2 ext core; do

@@ -93,8 +93,21 @@ static kl_verdict_t verify_calendar(kl__vctx_t *v) {
     goto out;
   }
   r = kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+  v->res->anchor = KL_ANCHOR_EXTENDER;
+  v->res->anchor_extended = true;
+  v->res->anchor_time = ext.pub_time;
 out:
   kl_arena_free(&arena);
+  return r;
+}
+
+/* An OK verdict resting on the publication (t, hash), reached by extending or not. */
+static kl_verdict_t ok_pub(kl__vctx_t *v, uint64_t t, const kl_imprint_t *hash, bool extended) {
+  kl_verdict_t r = kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+  v->res->anchor = KL_ANCHOR_PUBLICATION;
+  v->res->anchor_extended = extended;
+  v->res->anchor_time = t;
+  v->res->anchor_hash = *hash;
   return r;
 }
 
@@ -132,7 +145,7 @@ static kl_verdict_t verify_extended_to(kl__vctx_t *v, uint64_t pub_time, const k
     r = FAIL(PUB_03, "the extender's chain input differs from the aggregation root");
     goto out;
   }
-  r = kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+  r = ok_pub(v, pub_time, hash, true);
 out:
   kl_arena_free(&arena);
   return r;
@@ -148,7 +161,7 @@ static kl_verdict_t verify_pubfile(kl__vctx_t *v) {
       if (!kl_imprint_eq(&p->data.hash, &s->pub->data.hash))
         return FAIL(PUB_05, "the publications file's hash for %llu differs from the signature's publication record",
                     (unsigned long long)p->data.time);
-      return kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+      return ok_pub(v, p->data.time, &p->data.hash, false);
     }
   }
   if (!v->o->extending_allowed)
@@ -166,7 +179,7 @@ static kl_verdict_t verify_user_pub(kl__vctx_t *v) {
   if (s->pub != NULL && s->pub->data.time == o->user_pub_time) {
     if (!kl_imprint_eq(&s->pub->data.hash, &o->user_pub_hash))
       return FAIL(PUB_04, "the signature's publication record hash differs from the user publication");
-    return kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+    return ok_pub(v, o->user_pub_time, &o->user_pub_hash, false);
   }
   if (o->user_pub_time < kl_sig_signing_time(s))
     return NA("the user publication (%llu) is older than the signature (%llu)", (unsigned long long)o->user_pub_time,

@@ -9,6 +9,11 @@
 kl_verdict_t kl__verdict(kl__vctx_t *v, kl_verdict_t verdict, kl_vcode_t code, const char *fmt, ...) {
   v->res->verdict = verdict;
   v->res->code = code;
+  v->res->anchor = KL_ANCHOR_NONE; /* set by the caller after an OK that rests on something */
+  v->res->anchor_extended = false;
+  v->res->anchor_time = 0;
+  memset(&v->res->anchor_hash, 0, sizeof v->res->anchor_hash);
+  v->res->cert_id_len = 0;
   if (fmt != NULL) {
     va_list ap;
     va_start(ap, fmt);

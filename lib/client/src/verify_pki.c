@@ -80,7 +80,13 @@ kl_verdict_t kl__verify_pki(kl__vctx_t *v, const kl_cal_auth_t *auth, const uint
   kl_verdict_t verdict;
   kl_vcode_t code = pki_check(auth, "the publications file's certificate", der, der_len, kl_sig_signing_time(v->sig),
                               &verdict, msg, sizeof msg);
-  if (verdict == KL_VER_OK) return kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+  if (verdict == KL_VER_OK) {
+    kl_verdict_t r = kl__verdict(v, KL_VER_OK, KL_VC_NONE, NULL);
+    v->res->anchor = KL_ANCHOR_CERTIFICATE;
+    v->res->cert_id_len = auth->sig.cert_id_len <= sizeof v->res->cert_id ? auth->sig.cert_id_len : 0;
+    memcpy(v->res->cert_id, auth->sig.cert_id, v->res->cert_id_len);
+    return r;
+  }
   return kl__verdict(v, verdict, code, "%s", msg);
 }
 

@@ -108,11 +108,27 @@ typedef struct kl_verify_opts {
   void *extend_arg;
 } kl_verify_opts_t;
 
+/* What an OK verdict rests on (the trust anchor an auditor asks for). */
+typedef enum kl_anchor {
+  KL_ANCHOR_NONE,        /* not OK, or the internal policy: consistent in itself only */
+  KL_ANCHOR_PUBLICATION, /* a publication: anchor_time and anchor_hash (from the publications file,
+                          * the user's string or the signature's own record) */
+  KL_ANCHOR_CERTIFICATE, /* the calendar-auth record's PKI signature: cert_id */
+  KL_ANCHOR_EXTENDER     /* the extender's calendar (calendar-based): anchor_time its publication time */
+} kl_anchor_t;
+
 typedef struct kl_verify_result {
   kl_verdict_t verdict;
   kl_vcode_t code;
   kl_policy_t policy; /* the policy that produced the verdict */
   char message[KL_ERR_MSG_MAX];
+  /* When verdict is OK (zero otherwise): */
+  kl_anchor_t anchor;
+  bool anchor_extended;   /* the signature was extended (through the extender) to reach it */
+  uint64_t anchor_time;   /* the publication's time (PUBLICATION, EXTENDER) */
+  kl_imprint_t anchor_hash; /* the published calendar root (PUBLICATION) */
+  uint8_t cert_id[16];    /* the certificate's id (CERTIFICATE), cert_id_len bytes */
+  size_t cert_id_len;
 } kl_verify_result_t;
 
 KL_API void kl_verify(const kl_sig_t *sig, kl_policy_t policy, const kl_verify_opts_t *opts,
