@@ -41,6 +41,9 @@
 #              machine used more than PCT% of a core during its window (default 40; "off": never).
 #              "The rest" includes interrupt work charged to no process (bench_gateway's "others").
 #   TRIES=4
+#   THREADS="1"  the gateway's [gateway] threads, in order; "1 2": every shape against a gateway
+#              with one loop, then with two (SO_REUSEPORT workers, gateway/gw_threads.h), one
+#              after the other, shapes named NAME-t1 and NAME-t2, and the ratios t2 / t1 reported
 #   OUT=DIR    also keep every output, metrics snapshot and daemon log in DIR
 #   TMPDIR     where the core's data goes (default /tmp)
 set -u
@@ -79,6 +82,11 @@ for m in ${KL_BENCH_TLS:-1}; do
     *) echo "$0: KL_BENCH_TLS: '$m' is neither 1 nor 0" >&2; exit 2 ;; esac
 done
 MODES=${MODES# }
+THREADS=${THREADS:-1}
+for t in $THREADS; do
+  case $t in [1-9]|[1-9][0-9]) ;; *) echo "$0: THREADS: '$t' is not a number of threads" >&2; exit 2 ;; esac
+done
+T=${THREADS%% *} # the threads of the gateway started next
 MAIN=${MAIN:-tcp1-32k:tcp:512:64:1}
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-20}
@@ -250,8 +258,9 @@ for m in $MODES; do start_chain "$m" || exit 1; done
 GW_N=0
 start_gateway() { # MODE
   GW_N=$((GW_N + 1))
-  GW_LOG=$TMP/gateway$GW_N-$1.log
-  "$GW" -c "$TMP/gateway-$1.conf" >"$GW_LOG" 2>&1 &
+  GW_LOG=$TMP/gateway$GW_N-$1-t$T.log
+  { cat "$TMP/gateway-$1.conf"; printf '[gateway]\nthreads = %s\n' "$T"; } >"$TMP/gateway-$1-t$T.conf"
+  "$GW" -c "$TMP/gateway-$1-t$T.conf" >"$GW_LOG" 2>&1 &
   GW_PID=$!
   wait_started "$GW_LOG" "$GW_PID" || { echo "keyless-gateway did not start:"; cat "$GW_LOG"; return 1; }
   GW_HTTP=$(started_field "$GW_LOG" http_port)
@@ -300,6 +309,7 @@ run_shape() { # NAME:TRANSPORT:CONNS:INFLIGHT:PER_PDU[:RATE] LABEL MODE: tried a
 run_once() {
   local spec=$1 mode=$3 name transport conns inflight per rate port args out rc
   IFS=: read -r name transport conns inflight per rate <<<"$spec"
+  [ "$THREADS" = 1 ] || name="$name-t$T"
   out=$TMP/$2.txt
   start_gateway "$mode" || { STATUS=1; return 1; }
   case $transport in
@@ -312,7 +322,7 @@ run_once() {
   [ "$transport" = tcp ] && args+=(--inflight "$inflight")
   [ "$transport" = https ] && args+=(--ca "$CA")
   [ -n "$rate" ] && args+=(--rate "$rate")
-  echo "== $2: $spec, $mode node links, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+  echo "== $2: $spec, $mode node links, threads $T, try $TRY (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
   metrics >"$TMP/$2.metrics0"
   # bounded twice: bench_gateway by its connect guard, window, drain and stall guard, and this
   # timeout; in the background so that Ctrl-C or TERM reaches the traps at once
@@ -358,13 +368,17 @@ for pass in $(seq 1 "$PASSES"); do
   for spec in $SHAPES; do
     n=$((n + 1))
     for m in $MODES; do
-      run_shape "$spec" "$(printf 'p%d-s%02d-%s-%s' "$pass" "$n" "${spec%%:*}" "$m")" "$m"
+      for T in $THREADS; do
+        run_shape "$spec" "$(printf 'p%d-s%02d-%s-%s-t%s' "$pass" "$n" "${spec%%:*}" "$m" "$T")" "$m"
+      done
     done
   done
 done
 for r in $(seq 1 "$REPEAT"); do
   for m in $MODES; do
-    run_shape "$MAIN" "main$r-${MAIN%%:*}-$m" "$m"
+    for T in $THREADS; do
+      run_shape "$MAIN" "main$r-${MAIN%%:*}-$m-t$T" "$m"
+    done
   done
 done
 
@@ -452,12 +466,19 @@ awk '
       printf "%-18s %-5s %7s %7s %7s %7s %7s %7s\n", nm[K], tr[K], r(med(K, "sigs"), med(P, "sigs")), r(med(K, "p50"), med(P, "p50")),
         r(med(K, "p99"), med(P, "p99")), r(med(K, "gwus"), med(P, "gwus")), r(med(K, "clus"), med(P, "clus")), r(med(K, "gw"), med(P, "gw"))
     }
+    hdr = 0 # THREADS: a gateway of N loops against one loop (NAME-tN / NAME-t1, same mode)
+    for (o = 1; o <= nk; o++) { K = order[o]; if (!match(nm[K], /-t[0-9]+$/) || substr(nm[K], RSTART) == "-t1") continue
+      B = substr(nm[K], 1, RSTART - 1) "-t1|" md[K]; if (!(B in n)) continue
+      if (!hdr++) printf "\n== threads N / 1, ratio of the medians (same shape and mode) ==\n%-22s %-5s %7s %7s %7s %7s %7s %7s\n", "shape", "mode", "sigs/s", "p50", "p99", "gw us", "gw%", "cl us"
+      printf "%-22s %-5s %7s %7s %7s %7s %7s %7s\n", nm[K], md[K], r(med(K, "sigs"), med(B, "sigs")), r(med(K, "p50"), med(B, "p50")),
+        r(med(K, "p99"), med(B, "p99")), r(med(K, "gwus"), med(B, "gwus")), r(med(K, "gw"), med(B, "gw")), r(med(K, "clus"), med(B, "clus"))
+    }
   }' "$ROWS"
 
 if [ "$REPEAT" -gt 0 ]; then
-  for m in $MODES; do
-    echo "== the main shape, $REPEAT runs, $m node links: ${MAIN} =="
-    grep "^main.*-$m " "$ROWS" | awk '
+  for m in $MODES; do for T in $THREADS; do
+    echo "== the main shape, $REPEAT runs, $m node links, threads $T: ${MAIN} =="
+    grep "^main.*-$m-t$T " "$ROWS" | awk '
       function f(k,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) return a[2] } return "" }
       { s[NR] = f("sigs_per_s"); p50[NR] = f("p50_ms"); p99[NR] = f("p99_ms"); e[NR] = f("errors") }
       function med(v, n,   i, j, t, a) {
@@ -469,7 +490,7 @@ if [ "$REPEAT" -gt 0 ]; then
         for (i = 1; i <= NR; i++) printf "run %d: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms, errors %s\n", i, s[i], p50[i], p99[i], e[i]
         if (NR) printf "median: %.0f signatures/s, p50 %.0f ms, p99 %.0f ms\n", med(s, NR), med(p50, NR), med(p99, NR)
       }'
-  done
+  done; done
 fi
 
 echo "== stop =="
