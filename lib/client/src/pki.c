@@ -2,6 +2,7 @@
 #include "ossl.h"
 #include "keyless/pki.h"
 #include "keyuri.h"
+#include "sm2.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -23,6 +24,7 @@ struct kl_calauth {
   size_t der_len;
   uint8_t id[4];
   const char *sig_type;
+  bool sm2; /* SM2-with-SM3 (the SM2 profile), else SHA-256 */
 };
 
 
@@ -71,10 +73,15 @@ int kl_calauth_open(const char *cert_pem, const char *key_pem, unsigned flags, k
   ca->der_len = (size_t)n;
   uint32_t crc = kl_crc32(ca->der, ca->der_len);
   for (int k = 0; k < 4; k++) ca->id[k] = (uint8_t)(crc >> (24 - 8 * k));
+  /* SM2 first: OpenSSL 3 gives an SM2 key the EC base id. */
   int base = EVP_PKEY_get_base_id(ca->key);
-  ca->sig_type = base == EVP_PKEY_RSA ? "1.2.840.113549.1.1.11" : base == EVP_PKEY_EC ? "1.2.840.10045.4.3.2" : NULL;
+  ca->sm2 = kl__is_sm2(ca->key);
+  ca->sig_type = ca->sm2                  ? KL_SM2_SIG_OID
+                 : base == EVP_PKEY_RSA   ? "1.2.840.113549.1.1.11"
+                 : base == EVP_PKEY_EC    ? "1.2.840.10045.4.3.2"
+                                          : NULL;
   if (ca->sig_type == NULL) {
-    r = kl_err_set(e, KL_EUNSUPPORTED, "calendar-auth key %s: only RSA and EC keys are supported", key_pem);
+    r = kl_err_set(e, KL_EUNSUPPORTED, "calendar-auth key %s: only RSA, EC and SM2 keys are supported", key_pem);
     goto fail;
   }
   *out = ca;
@@ -108,7 +115,8 @@ int kl_calauth_sign(kl_calauth_t *ca, uint64_t time, const kl_imprint_t *root, k
     r = kl_err_set(e, KL_ENOMEM, "out of memory");
     goto out;
   }
-  if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, ca->key) != 1 ||
+  bool init = ca->sm2 ? kl__sm2_sign_init(ctx, ca->key) == 1 : EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, ca->key) == 1;
+  if (!init ||
       EVP_DigestSign(ctx, NULL, &sig_len, data.p, data.len) != 1 || (sig = OPENSSL_malloc(sig_len)) == NULL ||
       EVP_DigestSign(ctx, sig, &sig_len, data.p, data.len) != 1) {
     r = kl_err_set(e, KL_ECRYPTO, "signing the calendar root for %llu failed: %s", (unsigned long long)time, kl__ossl_msg());

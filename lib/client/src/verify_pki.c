@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sm2.h"
 #include "verify_internal.h"
 
 #define NA(...) kl__verdict(v, KL_VER_NA, KL_VC_GEN_02, __VA_ARGS__)
@@ -44,9 +45,16 @@ static kl_vcode_t pki_check(const kl_cal_auth_t *auth, const char *cert_what, co
     snprintf(msg, cap, "certificate not valid at aggregation time %llu", (unsigned long long)at);
     goto out;
   }
+  /* The digest from the signature type: EVP_get_digestbyobj knows sha256WithRSAEncryption but
+   * not ecdsa-with-SHA256 or SM2-with-SM3 (the SM2 profile, docs/profiles.md). */
   obj = OBJ_txt2obj(auth->sig.sig_type, 1);
-  const EVP_MD *md = obj ? EVP_get_digestbyobj(obj) : NULL;
-  if (md == NULL || !digest_allowed(md)) {
+  int nid = obj ? OBJ_obj2nid(obj) : NID_undef, md_nid = NID_undef;
+  bool sm2 = nid == NID_SM2_with_SM3;
+  const EVP_MD *md = sm2 ? EVP_sm3()
+                     : nid != NID_undef && OBJ_find_sigid_algs(nid, &md_nid, NULL) ? EVP_get_digestbynid(md_nid)
+                     : obj                                                        ? EVP_get_digestbyobj(obj)
+                                                                                  : NULL;
+  if (md == NULL || (!sm2 && !digest_allowed(md))) {
     *verdict = KL_VER_FAIL;
     code = KL_VC_KEY_02;
     snprintf(msg, cap, "unsupported signature type %s", auth->sig.sig_type);
@@ -60,8 +68,16 @@ static kl_vcode_t pki_check(const kl_cal_auth_t *auth, const char *cert_what, co
     snprintf(msg, cap, "cannot load the certificate's public key");
     goto out;
   }
-  if (EVP_DigestVerifyInit(ctx, NULL, md, NULL, pkey) != 1 ||
-      EVP_DigestVerify(ctx, auth->sig.value, auth->sig.value_len, auth->data.raw, auth->data.raw_len) != 1) {
+  /* An SM2 key signs only as SM2-with-SM3, and only an SM2 key does. */
+  if (sm2 != kl__is_sm2(pkey)) {
+    *verdict = KL_VER_FAIL;
+    code = KL_VC_KEY_02;
+    snprintf(msg, cap, "signature type %s does not match the certificate's %s key", auth->sig.sig_type,
+             kl__is_sm2(pkey) ? "SM2" : "non-SM2");
+    goto out;
+  }
+  bool init = sm2 ? kl__sm2_verify_init(ctx, pkey) == 1 : EVP_DigestVerifyInit(ctx, NULL, md, NULL, pkey) == 1;
+  if (!init || EVP_DigestVerify(ctx, auth->sig.value, auth->sig.value_len, auth->data.raw, auth->data.raw_len) != 1) {
     *verdict = KL_VER_FAIL;
     code = KL_VC_KEY_02;
     snprintf(msg, cap, "the calendar authentication record's %s signature does not verify", auth->sig.sig_type);
