@@ -13,6 +13,7 @@
 
 static const char usage_text[] =
     "usage: keyless devpki -o DIR [--email ADDRESS] [--days N] [--nodes ROLE:ID,...] [--wrap-keys PASSFILE]\n"
+    "                      [--profile default|sm2]\n"
     "       keyless devpki issue -o DIR ROLE ID [--days N] [--not-before UNIXTIME] [--not-after UNIXTIME]\n"
     "                            [--dns NAME]... [--ip ADDR]... [--name BASENAME]\n"
     "       keyless devpki revoke -o DIR CERT.pem\n"
@@ -37,6 +38,10 @@ static const char help_text[] =
     "                    in PASSFILE (an absolute path, away from DIR), made 0600 with a random one if\n"
     "                    missing; the core loads file:DIR/calendar-auth.key?passphrase-source=file:PASSFILE\n"
     "                    (docs/keys.md). Without it they are clear (the core needs allow_clear_key = yes)\n"
+    "  --profile P       default: the publications CA and signing keys are RSA 2048 (SHA-256), what\n"
+    "                    every KSI client verifies; sm2: they are SM2 and sign SM2-with-SM3 (China's\n"
+    "                    national algorithms; KSI clients may not follow: docs/profiles.md). Node\n"
+    "                    certificates are EC P-256 in both\n"
     "\n"
     "keyless devpki issue -o DIR ROLE ID   writes DIR/nodes/ROLE-ID.{crt,key} (key 0600), signed by\n"
     "  the cluster CA, naming keyless://ROLE/ID in its subjectAltName:\n"
@@ -88,15 +93,16 @@ static bool parse_time(const char *opt, const char *s, int64_t *out) {
 }
 
 static int cmd_create(int argc, char **argv) {
-  enum { O_EMAIL = 256, O_DAYS, O_NODES, O_WRAP };
+  enum { O_EMAIL = 256, O_DAYS, O_NODES, O_WRAP, O_PROFILE };
   static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
                                        {"email", required_argument, NULL, O_EMAIL},
                                        {"days", required_argument, NULL, O_DAYS},
                                        {"nodes", required_argument, NULL, O_NODES},
                                        {"wrap-keys", required_argument, NULL, O_WRAP},
+                                       {"profile", required_argument, NULL, O_PROFILE},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-  const char *dir = NULL, *email = "publications@keyless.invalid", *nodes = NULL, *wrap = NULL;
+  const char *dir = NULL, *email = "publications@keyless.invalid", *nodes = NULL, *wrap = NULL, *profile = NULL;
   int days = 3650, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -108,6 +114,13 @@ static int cmd_create(int argc, char **argv) {
         break;
       case O_NODES: nodes = optarg; break;
       case O_WRAP: wrap = optarg; break;
+      case O_PROFILE:
+        if (strcmp(optarg, "default") != 0 && strcmp(optarg, "sm2") != 0) {
+          fprintf(stderr, "keyless devpki: --profile wants default or sm2\n");
+          return KL_EXIT_USAGE;
+        }
+        profile = optarg;
+        break;
       case 'h': return usage(true);
       default: return KL_EXIT_USAGE;
     }
@@ -116,7 +129,7 @@ static int cmd_create(int argc, char **argv) {
   kl_err_t e = {0};
   int r;
   if (nodes && (r = kl_devpki_check_nodes(nodes, &e))) return fail(r, &e); /* before anything is written */
-  if ((r = kl_devpki_create_wrapped(dir, email, days, wrap, &e)) || (nodes && (r = kl_devpki_issue_nodes(dir, nodes, days, &e))))
+  if ((r = kl_devpki_create_profile(dir, email, days, wrap, profile, &e)) || (nodes && (r = kl_devpki_issue_nodes(dir, nodes, days, &e))))
     return fail(r, &e);
   printf("development PKI written to %s (NOT FOR PRODUCTION)\n"
          "  trust anchor: %s/ca.crt   constraint: --cnstr E=%s\n"

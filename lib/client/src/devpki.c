@@ -26,6 +26,7 @@
 #include "ossl.h"
 #include "keyless/pki.h"
 #include "keyuri.h"
+#include "sm2.h"
 
 #define PATH_CAP 1024
 #define DAY 86400
@@ -244,7 +245,7 @@ static X509 *make_cert(const spec_t *s) {
        add_ext(x, &v3, NID_subject_key_identifier, "hash") && add_ext(x, &v3, NID_authority_key_identifier, "keyid:always");
   if (ok && s->eku) ok = add_ext(x, &v3, NID_ext_key_usage, s->eku);
   if (ok && s->san) ok = X509_add1_ext_i2d(x, NID_subject_alt_name, s->san, 0, X509V3_ADD_DEFAULT) == 1;
-  ok = ok && X509_sign(x, s->issuer_key, EVP_sha256()) > 0;
+  ok = ok && kl__x509_sign(x, s->issuer_key) > 0; /* SM2-with-SM3 for an SM2 issuer, else SHA-256 */
   if (!ok) {
     X509_free(x);
     return NULL;
@@ -482,22 +483,38 @@ static int wrap_passphrase(const char *pass_file, char *pass, size_t cap, bool *
   return r;
 }
 
+static int create(const char *dir, const char *email, int days, bool sm2, kl_err_t *e);
+
 int kl_devpki_create_wrapped(const char *dir, const char *email, int days, const char *pass_file, kl_err_t *e) {
-  char pass[1024];
+  return kl_devpki_create_profile(dir, email, days, pass_file, NULL, e);
+}
+
+int kl_devpki_create_profile(const char *dir, const char *email, int days, const char *pass_file, const char *profile,
+                             kl_err_t *e) {
+  char pass[1024], b[96];
   int r;
-  if (pass_file == NULL) return kl_devpki_create(dir, email, days, e);
+  bool sm2 = profile != NULL && strcmp(profile, "sm2") == 0;
+  if (profile != NULL && !sm2 && strcmp(profile, "default") != 0)
+    return kl_err_set(e, KL_EINVAL, "devpki: profile '%s' is not one of default, sm2", shown(profile, b, sizeof b));
+  if (pass_file == NULL) return create(dir, email, days, sm2, e);
   if (pass_file[0] != '/') return kl_err_set(e, KL_EINVAL, "devpki: the passphrase file %s: want an absolute path", pass_file);
   bool made = false;
   if ((r = wrap_passphrase(pass_file, pass, sizeof pass, &made, e))) return r;
   wrap_pass = pass;
-  r = kl_devpki_create(dir, email, days, e);
+  r = create(dir, email, days, sm2, e);
   wrap_pass = NULL;
   if (r && made) unlink(pass_file); /* nothing half-made is left */
   OPENSSL_cleanse(pass, sizeof pass);
   return r;
 }
 
-int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) {
+int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) { return create(dir, email, days, false, e); }
+
+/* The publications CA and the two signing keys: RSA 2048 (SHA-256), or SM2 (SM2-with-SM3) in
+ * the SM2 profile. The cluster CA and node keys are EC P-256 in both (docs/profiles.md). */
+static EVP_PKEY *signing_key(bool sm2) { return sm2 ? EVP_PKEY_Q_keygen(NULL, NULL, "SM2") : EVP_RSA_gen(2048); }
+
+static int create(const char *dir, const char *email, int days, bool sm2, kl_err_t *e) {
   static const char *const files[] = {"ca.crt", "ca.key", "publications.crt", "publications.key", "calendar-auth.crt",
                                       "calendar-auth.key", "cluster-ca.crt", "crl.pem", "offline/ca.key",
                                       "offline/cluster-ca.key", "offline/serial", "offline/revoked"};
@@ -516,7 +533,7 @@ int kl_devpki_create(const char *dir, const char *email, int days, kl_err_t *e) 
   if ((r = mkpath(path, e, "%s/offline", dir)) || (r = make_dir(path, 0700, e)) || (r = mkpath(path, e, "%s/nodes", dir)) ||
       (r = make_dir(path, 0755, e)))
     return r;
-  if ((ca_key = EVP_RSA_gen(2048)) == NULL || (pub_key = EVP_RSA_gen(2048)) == NULL || (cal_key = EVP_RSA_gen(2048)) == NULL ||
+  if ((ca_key = signing_key(sm2)) == NULL || (pub_key = signing_key(sm2)) == NULL || (cal_key = signing_key(sm2)) == NULL ||
       (cl.key = EVP_EC_gen("P-256")) == NULL) {
     r = kl_err_set(e, KL_ECRYPTO, "key generation failed: %s", kl__ossl_msg());
     goto out;

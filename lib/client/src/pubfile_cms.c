@@ -19,6 +19,7 @@
 #include "keyless/pubfile.h"
 #include "keyless/tlv.h"
 #include "pubfile_internal.h"
+#include "sm2.h"
 
 /* ---- OpenSSL helpers ---- */
 
@@ -101,6 +102,15 @@ static int check_chain(X509 *signer, STACK_OF(X509) *untrusted, const kl_pubfile
     if (f == NULL || X509_STORE_load_file(store, f) != 1) {
       r = kl_err_set(e, KL_EIO, "cannot load trust anchor file %s: %s", f ? f : "(null)",
                      kl__pf_ossl_err(eb, sizeof eb));
+      goto done;
+    }
+  }
+  /* SM2-signed certificates (the SM2 profile) are checked with the SM2 ID. */
+  STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+  for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+    X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+    if (x != NULL && kl__x509_sm2_id(x) != 1) {
+      r = kl_err_set(e, KL_ENOMEM, "out of memory");
       goto done;
     }
   }
@@ -213,6 +223,11 @@ int kl__pf_signers(const uint8_t *body, size_t body_len, const uint8_t *der, siz
     r = kl_err_set(e, KL_ENOMEM, "out of memory");
     goto done;
   }
+  for (int i = 0; i < sk_X509_num(certs); i++)
+    if (kl__x509_sm2_id(sk_X509_value(certs, i)) != 1) {
+      r = kl_err_set(e, KL_ENOMEM, "out of memory");
+      goto done;
+    }
   if (CMS_set1_signers_certs(cms, NULL, 0) < 0) ERR_clear_error(); /* a signer without one is reported below */
   for (int i = 0; i < n_si; i++) {
     kl__pf_signer_t *s = &out[i];
@@ -228,8 +243,11 @@ int kl__pf_signers(const uint8_t *body, size_t body_len, const uint8_t *der, siz
     }
     s->cert = x;
     short_subject(x, s->subject, sizeof s->subject);
-    /* Signed attributes: their signature first (CMS_verify's order); the digest comes later. */
-    if (CMS_signed_get_attr_count(si) >= 0 && CMS_SignerInfo_verify(si) != 1)
+    /* Signed attributes: their signature first (CMS_verify's order); the digest comes later.
+     * An SM2 signer's by hand (sm2.h): OpenSSL's check cannot use the SM2 ID. */
+    if (kl__is_sm2(X509_get0_pubkey(x)))
+      kl__cms_sm2_verify(si, X509_get0_pubkey(x), s->why, sizeof s->why);
+    else if (CMS_signed_get_attr_count(si) >= 0 && CMS_SignerInfo_verify(si) != 1)
       snprintf(s->why, sizeof s->why, "signature check failed: %s", kl__pf_ossl_err(eb, sizeof eb));
   }
   r = check_content(cms, body, body_len, what, out, *n, e);

@@ -18,6 +18,7 @@
 #include "keyless/tlv.h"
 #include "keyuri.h"
 #include "pubfile_internal.h"
+#include "sm2.h"
 
 static int no_password(char *buf, int size, int rwflag, void *u) {
   (void)buf, (void)size, (void)rwflag, (void)u;
@@ -46,7 +47,10 @@ int kl__pf_load_pem(const char *path, const char *what, X509 **cert, STACK_OF(X5
   return r;
 }
 
-/* A detached CMS SignedData (DER, SHA-256) over body by one signer, in *der (OPENSSL_free). */
+/* A detached CMS SignedData (DER) over body by one signer, in *der (OPENSSL_free): SHA-256, or
+ * for an SM2 key SM3 and SM2-with-SM3 with the SM2 ID. OpenSSL 3.0's CMS cannot set up an SM2
+ * signer itself (no CMS ctrl for SM2 keys): CMS_KEY_PARAM skips that step, and the ID and the
+ * signature algorithm are set by kl__cms_sm2_signer before CMS_final signs. */
 static int sign_detached(const uint8_t *body, size_t len, const kl_pubfile_signer_t *s, unsigned char **der,
                          int *der_len, kl_err_t *e) {
   char eb[256];
@@ -67,8 +71,11 @@ static int sign_detached(const uint8_t *body, size_t len, const kl_pubfile_signe
     goto done;
   }
   const unsigned flags = CMS_DETACHED | CMS_BINARY | CMS_PARTIAL;
+  bool sm2 = kl__is_sm2(key);
+  CMS_SignerInfo *si = NULL;
   if ((data = BIO_new_mem_buf(body, (int)len)) == NULL || (cms = CMS_sign(NULL, NULL, chain, NULL, flags)) == NULL ||
-      CMS_add1_signer(cms, cert, key, EVP_sha256(), flags) == NULL || CMS_final(cms, data, NULL, flags) != 1) {
+      (si = CMS_add1_signer(cms, cert, key, sm2 ? EVP_sm3() : EVP_sha256(), flags | (sm2 ? CMS_KEY_PARAM : 0))) == NULL ||
+      (sm2 && kl__cms_sm2_signer(si) != 1) || CMS_final(cms, data, NULL, flags) != 1) {
     r = kl_err_set(e, KL_ECRYPTO, "cannot make the CMS signature: %s", kl__pf_ossl_err(eb, sizeof eb));
     goto done;
   }

@@ -44,8 +44,9 @@ KL_API bool kl_keyuri_same(const char *a, const char *b);
 KL_API int kl_cert_same_key(const char *cert_a, const char *cert_b, bool *same, kl_err_t *e);
 KL_API void kl_calauth_free(kl_calauth_t *ca);
 /* Appends a whole 0x805 TLV for publication data (time, root): the data element as KSI writes
- * it (0x10 with the F flag, canonical), signed with sha256WithRSAEncryption (or ECDSA-SHA256
- * for EC keys), and the certificate id (CRC-32 of the certificate's DER). */
+ * it (0x10 with the F flag, canonical), signed with sha256WithRSAEncryption (ECDSA-SHA256 for
+ * EC keys, SM2-with-SM3 for SM2 keys: docs/profiles.md), and the certificate id (CRC-32 of the
+ * certificate's DER). */
 KL_API int kl_calauth_sign(kl_calauth_t *ca, uint64_t time, const kl_imprint_t *root, kl_buf_t *out, kl_err_t *e);
 /* The certificate's DER (valid until kl_calauth_free), for listing in a publications file. */
 KL_API const uint8_t *kl_calauth_cert_der(const kl_calauth_t *ca, size_t *len);
@@ -94,6 +95,12 @@ KL_API int kl_devpki_create(const char *dir, const char *email, int days, kl_err
  * (0600, 64 random hex digits). Load them as file:KEY?passphrase-source=file:PASS_FILE
  * (docs/keys.md). Keep pass_file away from DIR: the secret never sits next to the key. */
 KL_API int kl_devpki_create_wrapped(const char *dir, const char *email, int days, const char *pass_file, kl_err_t *e);
+/* kl_devpki_create_wrapped (pass_file may be NULL) in a signature profile: NULL or "default" as
+ * above, or "sm2" (docs/profiles.md): the publications CA and both signing keys are SM2 and
+ * every certificate they sign is SM2-with-SM3; the cluster CA and node keys stay EC P-256.
+ * Another profile name is KL_EINVAL. */
+KL_API int kl_devpki_create_profile(const char *dir, const char *email, int days, const char *pass_file,
+                                    const char *profile, kl_err_t *e);
 
 /* Options of kl_devpki_issue; all zero gives the defaults. Strings are only read during the
  * call. */
