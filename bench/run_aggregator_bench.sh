@@ -25,6 +25,8 @@
 #   ROUNDS=50 WARM=20  measured and warm-up rounds of 100 ms per run
 #   CONNS=        connections per run (empty: one per child); e.g. CONNS=50 multiplexes
 #   IDLE=10       seconds of the idle reading
+#   PLAIN=1       every link plain TCP ([tls] insecure = yes on the core and the aggregator, no
+#                 certificates at the children): what TLS costs, by difference with a TLS run
 #   VERIFY=50     bench_aggregator -v
 #   PERF=N        record the aggregator with `perf record -g` during the first run of this N
 #                 (the report's top entries are printed; needs perf and perf_event_paranoid <= 2)
@@ -51,6 +53,7 @@ CONNS=${CONNS:-}
 IDLE=${IDLE:-10}
 VERIFY=${VERIFY:-50}
 PERF=${PERF:-}
+PLAIN=${PLAIN:-0}
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
 [ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
@@ -91,13 +94,14 @@ echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), 
 echo "kernel: $(uname -r); open files limit $(ulimit -n)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "build: $BUILD ($BUILD_TYPE)"
-echo "children: $NS; $RUNS pass(es); $WARM + $ROUNDS rounds of 100 ms per run; connections: ${CONNS:-one per child}"
+echo "children: $NS; $RUNS pass(es); $WARM + $ROUNDS rounds of 100 ms per run; connections: ${CONNS:-one per child}; links: $([ "$PLAIN" = 1 ] && echo 'plain TCP' || echo 'mutual TLS 1.3')"
 echo "the core, the aggregator and bench_aggregator share this machine's $(nproc) cores"
 
 "$KL" devpki -o "$TMP/pki" --email aggregator-bench@keyless.invalid --nodes core:1,aggregator:1,gateway:1 >/dev/null ||
   { echo "devpki failed"; exit 1; }
 CA=$TMP/pki/cluster-ca.crt
 tls_section() { # ROLE-ID
+  [ "$PLAIN" = 1 ] && { printf '[tls]\ninsecure = yes\n'; return; }
   printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$CA" "$TMP/pki/nodes/$1.crt" "$TMP/pki/nodes/$1.key" \
     "$TMP/pki/crl.pem"
 }
@@ -192,7 +196,8 @@ run_one() { # N PASS
   local n=$1 pass=$2 out=$TMP/run-p$2-n$1.txt c=$1 rc args
   [ -n "$CONNS" ] && [ "$CONNS" -lt "$n" ] && c=$CONNS
   args=(-a "127.0.0.1:$AGG_PORT" -N "$n" -c "$c" -t "$ROUNDS" -w "$WARM" -v "$VERIFY" -s "$((pass * 100000 + n))"
-        -D "aggregator:$AGG_PID,core:$CORE_PID" -C "$CA" -P "$TMP/pki/nodes/gateway-1.crt" -k "$TMP/pki/nodes/gateway-1.key")
+        -D "aggregator:$AGG_PID,core:$CORE_PID")
+  [ "$PLAIN" = 1 ] || args+=(-C "$CA" -P "$TMP/pki/nodes/gateway-1.crt" -k "$TMP/pki/nodes/gateway-1.key")
   echo "== pass $pass: $n children over $c connections (load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
   timeout $(((WARM + ROUNDS) / 10 + 200)) "$BENCH" "${args[@]}" "${EXTRA[@]}" >"$out" 2>&1 &
   BENCH_PID=$!
