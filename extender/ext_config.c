@@ -114,55 +114,70 @@ static const kl_cfg_key_t keys[] = {
     K("limits", "shutdown_timeout", KL_CFG_DURATION, shutdown_timeout_ms, "5s", 0, 3600000, NULL),
 };
 
+void ext_config_free_certs(uint8_t **ders, size_t *lens, size_t n) {
+  for (size_t k = 0; ders != NULL && k < n; k++) OPENSSL_free(ders[k]);
+  free(ders);
+  free(lens);
+}
+
 static void free_certs(ext_config_t *cfg) {
-  for (size_t k = 0; k < cfg->n_auth; k++) OPENSSL_free(cfg->auth_ders[k]);
-  free(cfg->auth_ders);
-  free(cfg->auth_lens);
+  ext_config_free_certs(cfg->auth_ders, cfg->auth_lens, cfg->n_auth);
   cfg->auth_ders = NULL;
   cfg->auth_lens = NULL;
   cfg->n_auth = 0;
 }
 
 /* Every certificate in the PEM file, as DER. At most 64: a trust list, not a CA bundle. */
-static int load_certs(const char *path, ext_config_t *cfg, kl_err_t *e) {
-  const char *file = cfg->calendar_auth_cert;
+static int load_certs(const char *path, const char *file, uint8_t ***ders_out, size_t **lens_out, size_t *n_out,
+                      kl_err_t *e) {
   BIO *bio = BIO_new_file(file, "r");
   X509 *x;
   int r = 0;
+  size_t n = 0;
+  *ders_out = NULL;
+  *lens_out = NULL;
+  *n_out = 0;
   if (bio == NULL) {
     ERR_clear_error();
     return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: cannot read '%.200s'", path, file);
   }
-  cfg->auth_ders = calloc(64, sizeof *cfg->auth_ders);
-  cfg->auth_lens = calloc(64, sizeof *cfg->auth_lens);
-  if (cfg->auth_ders == NULL || cfg->auth_lens == NULL) {
+  uint8_t **ders = calloc(64, sizeof *ders);
+  size_t *lens = calloc(64, sizeof *lens);
+  if (ders == NULL || lens == NULL) {
     BIO_free(bio);
+    free(ders);
+    free(lens);
     return kl_err_set(e, KL_ENOMEM, "out of memory");
   }
   while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
     unsigned char *der = NULL;
-    int n = i2d_X509(x, &der);
+    int len = i2d_X509(x, &der);
     X509_free(x);
-    if (n <= 0 || cfg->n_auth == 64) {
+    if (len <= 0 || n == 64) {
       OPENSSL_free(der);
       r = kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds %s", path, file,
-                     n <= 0 ? "a certificate that cannot be encoded" : "more than 64 certificates");
+                     len <= 0 ? "a certificate that cannot be encoded" : "more than 64 certificates");
       break;
     }
-    cfg->auth_ders[cfg->n_auth] = der;
-    cfg->auth_lens[cfg->n_auth++] = (size_t)n;
+    ders[n] = der;
+    lens[n++] = (size_t)len;
   }
   unsigned long err = ERR_peek_last_error();
   ERR_clear_error();
   BIO_free(bio);
-  if (r) return r;
   /* The end of the file ends the loop with "no start line"; anything else is a broken PEM block. */
-  if (err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE))
-    return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds a malformed PEM certificate",
-                      path, file);
-  if (cfg->n_auth == 0)
-    return kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds no PEM certificate", path,
-                      file);
+  if (r == 0 && err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE))
+    r = kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds a malformed PEM certificate", path,
+                   file);
+  if (r == 0 && n == 0)
+    r = kl_err_set(e, KL_EINVAL, "%s: [replication] calendar_auth_cert: '%.200s' holds no PEM certificate", path, file);
+  if (r) {
+    ext_config_free_certs(ders, lens, n);
+    return r;
+  }
+  *ders_out = ders;
+  *lens_out = lens;
+  *n_out = n;
   return 0;
 }
 
@@ -207,7 +222,9 @@ int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e) {
                       "%s: [replication] calendar_auth_cert is required with upstream: the certificate(s) the core's "
                       "batches must be signed with (or [replication] insecure = yes, for tests only)",
                       path);
-  if (cfg->calendar_auth_cert[0] != '\0' && (r = load_certs(path, cfg, e))) return r;
+  if (cfg->calendar_auth_cert[0] != '\0' &&
+      (r = load_certs(path, cfg->calendar_auth_cert, &cfg->auth_ders, &cfg->auth_lens, &cfg->n_auth, e)))
+    return r;
   return 0;
 }
 

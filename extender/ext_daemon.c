@@ -2,7 +2,8 @@
  * /publications.bin, /publications.bin.witness, /publications/history/[NAME], the calendar
  * endpoints for auditors /calendar/... (ext_audit.c) and the verification page /verify
  * (ext_www.c)), ksi+tcp, the admin port (/healthz, /metrics: ext_metrics.c), SIGTERM/SIGINT for
- * a graceful stop and SIGHUP to reload the users file.
+ * a graceful stop and SIGHUP to reload the users file, the trusted calendar-auth certificates
+ * ([replication] calendar_auth_cert) and the TLS certificates.
  *
  * A PDU asking for a second the replica lacks yet but will have shortly (not after now, at
  * most replica_wait + 1 s beyond its last) is held (ext_wait.c) and answered when the replica
@@ -43,6 +44,7 @@
 #include "ext_www.h"
 #include "keyless/log.h"
 #include "keyless/pdu.h"
+#include "keyless/pubfile.h" /* kl_crc32: a certificate's id */
 
 static users_ref_t *users_ref_new(kl_users_t *u) {
   users_ref_t *r = malloc(sizeof *r);
@@ -371,10 +373,48 @@ static void reload_users(extender_t *x) {
   kl_log(KL_LOG_INFO, "users_loaded", "logins=%zu", kl_users_count(u));
 }
 
+/* SIGHUP: the trusted calendar-auth certificates again, from the configuration file as it is now
+ * (its [replication] calendar_auth_cert may name another file: a rotation lists the next
+ * certificate before the cores switch to it, docs/keys.md). A configuration or file that does
+ * not load keeps the certificates in force. The rest of the configuration takes a restart. */
+static void reload_auth_certs(extender_t *x) {
+  ext_config_t fresh;
+  kl_err_t e;
+  char q[300], ids[64 * 9 + 1] = "";
+  if (x->cfg->n_upstreams == 0) return; /* not following: nothing to trust */
+  if (ext_config_load(x->cfg->path, &fresh, &e)) {
+    kl_log(KL_LOG_ERROR, "calendar_auth_certs_reload_failed", "error=%s keeping=%zu", kl_log_q(q, sizeof q, e.msg),
+           x->trust.n_certs);
+    return;
+  }
+  uint8_t **ders = fresh.auth_ders;
+  size_t *lens = fresh.auth_lens, n = fresh.n_auth;
+  fresh.auth_ders = NULL; /* taken */
+  fresh.auth_lens = NULL;
+  fresh.n_auth = 0;
+  bool insecure = fresh.insecure;
+  ext_config_free(&fresh);
+  for (size_t k = 0; k < n; k++) {
+    uint32_t crc = kl_crc32(ders[k], lens[k]);
+    snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%08x", k ? "," : "", crc);
+  }
+  x->trust.certs = (const uint8_t *const *)ders;
+  x->trust.cert_lens = lens;
+  x->trust.n_certs = n;
+  x->trust.insecure = insecure;
+  ext_follow_trust_changed(x->follow); /* nothing refers to the previous arrays any more */
+  ext_config_free_certs(x->auth_ders, x->auth_lens, x->n_auth);
+  x->auth_ders = ders;
+  x->auth_lens = lens;
+  x->n_auth = n;
+  kl_log(KL_LOG_INFO, "calendar_auth_certs_loaded", "count=%zu ids=%s%s", n, ids, insecure ? " insecure=yes" : "");
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   extender_t *x = h->data;
   if (signum == SIGHUP) {
     reload_users(x);
+    reload_auth_certs(x);
     kl_tls_reload_logged(x->tls, "tls");
     kl_tls_reload_logged(x->https_tls, "https");
     return;
@@ -517,6 +557,7 @@ int extender_start(uv_loop_t *loop, const ext_config_t *cfg, extender_t **out, k
 void extender_free(extender_t *x) {
   if (x == NULL) return;
   ext_follow_free(x->follow);
+  ext_config_free_certs(x->auth_ders, x->auth_lens, x->n_auth);
   kl_cal_close(x->cal);
   users_unref(x->users);
   ext_pubfile_free(&x->pub);

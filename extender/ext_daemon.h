@@ -24,6 +24,10 @@ struct extender {
   kl_cal_t *cal;
   ext_follow_t *follow;  /* with [replication] upstream */
   kl_repl_trust_t trust; /* what the follower checks batches against */
+  /* The certificates of a SIGHUP reload of [replication] calendar_auth_cert (NULL: still the
+   * configuration's); trust points into them. */
+  uint8_t **auth_ders;
+  size_t *auth_lens, n_auth;
   kl_metric_t *m_refused;
   uv_timer_t sync_timer;
   bool sync_timer_on;

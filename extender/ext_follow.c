@@ -415,4 +415,8 @@ void ext_follow_close(ext_follow_t *fo) {
   fo->timer_on = false;
 }
 
+void ext_follow_trust_changed(ext_follow_t *fo) {
+  if (fo != NULL && fo->f != NULL) kl_follow_set_trust(fo->f, fo->trust);
+}
+
 void ext_follow_free(ext_follow_t *fo) { free(fo); }

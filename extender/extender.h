@@ -62,6 +62,8 @@ typedef struct ext_config {
   char *path;
 } ext_config_t;
 
+/* Frees certificate arrays taken from a configuration (auth_ders, auth_lens, n_auth). */
+void ext_config_free_certs(uint8_t **ders, size_t *lens, size_t n);
 /* Loads and validates path into cfg (zeroed first); free with ext_config_free. */
 int ext_config_load(const char *path, ext_config_t *cfg, kl_err_t *e);
 void ext_config_free(ext_config_t *cfg);
@@ -241,6 +243,9 @@ const char *ext_follow_sync(ext_follow_t *fo, kl_cal_t *cal);
  * refused (replication stopped until restart). */
 int64_t ext_follow_lag(const ext_follow_t *fo);
 bool ext_follow_diverged(const ext_follow_t *fo);
+/* *trust (the caller's, given at start) has changed: the current follower uses it from its next
+ * batch on, and so does every later one. NULL fo is fine. */
+void ext_follow_trust_changed(ext_follow_t *fo);
 /* Closes the links and the timer (run the loop to finish), then ext_follow_free. NULL is fine. */
 void ext_follow_close(ext_follow_t *fo);
 void ext_follow_free(ext_follow_t *fo);

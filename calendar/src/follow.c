@@ -139,6 +139,10 @@ int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, co
   return 0;
 }
 
+void kl_follow_set_trust(kl_follow_t *f, const kl_repl_trust_t *trust) {
+  if (f != NULL && f->checked && trust != NULL) f->trust = *trust;
+}
+
 int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, kl_tls_ctx_t *tls, const kl_follow_cbs_t *cbs,
                     void *arg, kl_follow_t **out, kl_err_t *e) {
   return kl_follow_start_trusted(loop, cal, addr, NULL, tls, cbs, arg, out, e);

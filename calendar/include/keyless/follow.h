@@ -41,6 +41,9 @@ typedef struct kl_follow_cbs {
 KL_API int kl_follow_start_trusted(uv_loop_t *loop, kl_cal_t *cal, const char *addr, const kl_repl_trust_t *trust,
                                    kl_tls_ctx_t *tls, const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out,
                                    kl_err_t *e);
+/* A follower started trusted takes trust (copied, as at start) from the next batch on: a new
+ * list of calendar-auth certificates, e.g. after a reload. The old arrays may be freed on return. */
+KL_API void kl_follow_set_trust(kl_follow_t *f, const kl_repl_trust_t *trust);
 /* kl_follow_start_trusted with trust NULL. */
 KL_API int kl_follow_start(uv_loop_t *loop, kl_cal_t *cal, const char *addr, kl_tls_ctx_t *tls,
                            const kl_follow_cbs_t *cbs, void *arg, kl_follow_t **out, kl_err_t *e);
