@@ -133,7 +133,8 @@ typedef struct kl_pubfile_signer {
 } kl_pubfile_signer_t;
 
 /* A detached CMS SignedData (DER, SHA-256, one SignerInfo; what `openssl cms -sign -binary
- * -outform DER` makes) over body (from kl_pubfile_parse_body), appended to out. */
+ * -outform DER` makes; SM3 and SM2-with-SM3 for an SM2 key, docs/profiles.md) over body (from
+ * kl_pubfile_parse_body), appended to out. */
 KL_API int kl_pubfile_cosign(const kl_pubfile_t *body, const kl_pubfile_signer_t *s, kl_buf_t *out, kl_err_t *e);
 /* 0 when every signer of part (a detached CMS SignedData, DER) has a good signature over body
  * (*n_signers of them, may be NULL); KL_EPKI naming the signer and why not. No trust check. */
