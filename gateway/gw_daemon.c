@@ -391,7 +391,7 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
   orig = tc;
   if (gw->n_workers) { /* the tier's round holds the workers' roots: the top tree (gw_threads.h) */
     if ((r = gw_pool_new(loop, cfg, &gw->pool, e))) return r;
-    tc.round.max_requests = 4 * (size_t)gw->n_workers;
+    tc.round.max_requests = GW_TOP_ROOTS * (size_t)gw->n_workers;
     tc.round.per_client = 0;
     tc.max_pending = 0;
   }

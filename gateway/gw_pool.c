@@ -11,21 +11,23 @@
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
-/* The tier's round schedule (lib/daemon/tier/tier_clock.c): the first instant after now that
- * is lead before a multiple of period, or before the end of the second if sooner. */
+/* The tier's round schedule (lib/daemon/tier/tier_clock.c): the first instant after `after`
+ * (wall clock, ms) that is lead before a multiple of period, or before a second's end if sooner. */
 static uint64_t next_before(uint64_t now, uint64_t step, uint64_t lead) {
   lead %= step;
   return ((now + lead) / step + 1) * step - lead;
 }
 
-static uint64_t next_close_in(uint64_t period, uint64_t lead) {
+static uint64_t tier_close_after(uint64_t after, uint64_t period, uint64_t lead) {
+  if (lead >= 1000) lead = 999;
+  uint64_t a = next_before(after, period, lead), b = next_before(after, 1000, lead);
+  return a < b ? a : b;
+}
+
+static uint64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-  if (lead >= 1000) lead = 999;
-  uint64_t a = next_before(now, period, lead), b = next_before(now, 1000, lead);
-  uint64_t at = a < b ? a : b;
-  return at > now ? at - now : 1;
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* How long before the tier's close the workers are told to close theirs: GW_MARGIN_MS, or twice
@@ -36,14 +38,19 @@ static uint64_t margin(gw_pool_t *p) {
   return m < most ? m : most;
 }
 
+/* One tick per tier close, margin before it: the next tick is for the tier's first close after
+ * the one this tick was for (a timer that fires a little early, or a margin that shrinks, must
+ * not tell the workers twice for one tier round: their second roots would crowd its round). */
 static void on_clock(uv_timer_t *h) {
   gw_pool_t *p = h->data;
   if (p->tick) p->tick(p->tick_arg);
+  uint64_t now = wall_ms();
   p->slowest_ms = p->slowest_ms * 7 / 8; /* forgets a slow round over a few seconds */
   p->told_at = uv_now(p->loop);
-  p->told = p->clock_ms; /* this tick came that long before the tier's close */
-  p->clock_ms = margin(p);
-  uv_timer_start(&p->clock, on_clock, next_close_in(p->period_ms, p->lead_ms + p->clock_ms), 0);
+  p->told = p->for_close > now ? p->for_close - now : 0; /* how long before the tier's close */
+  p->for_close = tier_close_after(p->for_close > now ? p->for_close : now, p->period_ms, p->lead_ms);
+  uint64_t at = p->for_close - margin(p);
+  uv_timer_start(&p->clock, on_clock, at > now ? at - now : 1, 0);
   for (int i = 0; i < p->n; i++) {
     gw_msg_t *m = calloc(1, sizeof *m);
     if (m == NULL) continue; /* that worker closes at the next tick */
@@ -156,7 +163,6 @@ int gw_pool_workers(gw_pool_t *p, kl_tier_t *tier, const kl_tier_config_t *orig,
   p->tier = tier;
   p->period_ms = orig->period_ms;
   p->lead_ms = orig->lead_ms > 5 ? orig->lead_ms : 5; /* kl_tier_lead with no parent heard yet */
-  p->clock_ms = GW_MARGIN_MS;
   snprintf(p->name, sizeof p->name, "%s", orig->name);
   kl_round_config_t rc;
   gw_pool_round(tier, orig, &rc);

@@ -17,7 +17,7 @@
  * parts. A root that reaches the tier after its close joins the next round: later, never wrong.
  * MARGIN is 10 ms or twice the slowest recent hand-off (tick to root), at most period / 4.
  *
- * Levels. The tier's round holds at most 4N roots, so the top tree adds 1 + ceil(log2 4N)
+ * Levels. The tier's round holds at most 16N roots, so the top tree adds 1 + ceil(log2 16N)
  * levels (metadata, tree); a worker's round may reach at most the tier's highest request level,
  * and the gateway announces the worker round's own highest request level below that, so
  * max_level holds for the whole chain.
@@ -38,6 +38,7 @@
 #include "keyless/round.h"
 
 #define GW_MAX_THREADS 64
+#define GW_TOP_ROOTS 16 /* per worker: the tier's round holds up to 16N roots (late ones, retries) */
 #define GW_MARGIN_MS 10 /* a worker's round closes at least this much before the tier's (gw_pool.c) */
 
 enum { M_CLOSE, M_ANSWER, M_RELOAD, M_STOP, M_EXIT, M_ROOT, M_STOPPED };
@@ -106,7 +107,8 @@ struct gw_pool {
   bool started;
   int handles;           /* main-loop handles still open (box, clock) */
   uint64_t period_ms, lead_ms, seq;
-  uint64_t told_at, told, clock_ms; /* the last tick: when, and the margin it gave */
+  uint64_t for_close;               /* the tier close (wall ms) the next tick is for */
+  uint64_t told_at, told;           /* the last tick: when, and how long before its tier close */
   uint64_t slowest_ms, late;        /* hand-offs: the slowest lately; roots after the margin */
   char name[128];
   char ids[GW_MAX_THREADS][144]; /* the client id of each worker's root */
