@@ -50,6 +50,8 @@ static EVP_PKEY *make_pair(const char *alg, const char *name) {
   X509_gmtime_adj(X509_getm_notAfter(x), 3600);
   X509_set_pubkey(x, k);
   X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "emailAddress", MBSTRING_ASC,
+                             (const unsigned char *)"publications@keyless.test", -1, -1, 0);
   X509_set_issuer_name(x, X509_get_subject_name(x));
   assert_true(X509_sign(x, k, strcmp(alg, "SM2") == 0 ? EVP_sm3() : EVP_sha256()) > 0);
   char p[400];
@@ -343,11 +345,57 @@ static void test_pipeline(void **state) {
   kl_buf_free(&rec);
 }
 
+/* k of n across profiles: an SM2 signer (devpki) and an ECDSA signer (self-signed, its own
+ * anchor: two devpki PKIs would share issuer names and serials, which CMS cannot tell apart). */
+static void test_mixed_signers(void **state) {
+  (void)state;
+  char sm2[300], c1[400], k1[400], c2[400], k2[400], a1[400];
+  kl_err_t e = {0};
+  snprintf(sm2, sizeof sm2, "%s/sm2", dir);
+  if (kl_devpki_create_profile(sm2, "publications@keyless.test", 30, NULL, "sm2", &e)) fail_msg("%s", e.msg);
+  EVP_PKEY_free(make_pair("EC", "ecsigner"));
+  snprintf(c1, sizeof c1, "%s/publications.crt", sm2);
+  snprintf(k1, sizeof k1, "%s/publications.key", sm2);
+  snprintf(c2, sizeof c2, "%s/ecsigner.crt", dir);
+  snprintf(k2, sizeof k2, "%s/ecsigner.key", dir);
+  snprintf(a1, sizeof a1, "%s/ca.crt", sm2);
+  kl_pub_data_t pd = {(uint64_t)time(NULL) - 5, {0}, NULL, 0};
+  kl_hash(KL_HASH_SM3, "root", 4, &pd.hash, NULL);
+  kl_pubfile_spec_t spec = {0, (uint64_t)time(NULL), NULL, NULL, NULL, 0, &pd, 1, NULL, NULL, NULL, false};
+  kl_buf_t body_b = KL_BUF_INIT, p1 = KL_BUF_INIT, p2 = KL_BUF_INIT, out = KL_BUF_INIT;
+  kl_pubfile_t *body, *pf;
+  assert_int_equal(kl_pubfile_write_body(&spec, &body_b, &e), 0);
+  assert_int_equal(kl_pubfile_parse_body(body_b.p, body_b.len, &body, &e), 0);
+  kl_pubfile_signer_t s1 = {c1, k1, NULL, true}, s2 = {c2, k2, NULL, true};
+  if (kl_pubfile_cosign(body, &s1, &p1, &e) || kl_pubfile_cosign(body, &s2, &p2, &e)) fail_msg("%s", e.msg);
+  const uint8_t *parts[2] = {p1.p, p2.p};
+  size_t lens[2] = {p1.len, p2.len};
+  if (kl_pubfile_assemble(body, parts, lens, 2, &out, &e)) fail_msg("%s", e.msg);
+  assert_int_equal(kl_pubfile_parse(out.p, out.len, &pf, &e), 0);
+  const char *anchors[2] = {a1, c2};
+  kl_cnstr_t cn[1] = {{"E", "publications@keyless.test"}};
+  kl_pubfile_trust_t trust = {anchors, 2, cn, 1, 0, 2};
+  if (kl_pubfile_verify(pf, &trust, &e)) fail_msg("2 of 2 across profiles: %s", e.msg);
+  /* With only the SM2 anchor, one of the two is trusted. */
+  kl_pubfile_trust_t one = {anchors, 1, cn, 1, 0, 2};
+  assert_int_equal(kl_pubfile_verify(pf, &one, &e), KL_EPKI);
+  assert_non_null(strstr(e.msg, "1 of the 2 required"));
+  one.signers_required = 1;
+  if (kl_pubfile_verify(pf, &one, &e)) fail_msg("%s", e.msg);
+  kl_pubfile_free(pf);
+  kl_pubfile_free(body);
+  kl_buf_free(&body_b);
+  kl_buf_free(&p1);
+  kl_buf_free(&p2);
+  kl_buf_free(&out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_calauth_record, setup, teardown),
       cmocka_unit_test_setup_teardown(test_devpki_profile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mixed_signers, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
