@@ -6,6 +6,7 @@
  * A child's root is a request like any other: it joins the open round at the child's level,
  * with a metadata link naming the child (its Request.client_id) and this aggregator. */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@
 #include "keyless/metrics.h"
 #include "keyless/net.h"
 #include "keyless/pdu.h"
+
+#define STATUS_CACHE 16
+#define MAX_FREE_REQS 65536
 
 struct aggregator {
   uv_loop_t *loop;
@@ -35,17 +39,46 @@ struct aggregator {
   kl_tls_ctx_t *tls;
   bool stopping;
   kl_metric_t *m_ok, *m_bad;
+  /* Per child root: no lookup, no copy of the round's shared part, no malloc but the frame's. */
+  struct {
+    uint64_t status;
+    kl_metric_t *m;
+  } by_status[STATUS_CACHE]; /* the labelled counters met so far (status 0 is m_ok) */
+  size_t n_status;
+  kl_tier_frame_cache_t frames; /* the round being answered: its shared part, encoded once */
+  struct child_req *free_reqs;  /* child_req_t to reuse */
+  size_t n_free_reqs;
 };
 
 typedef struct child_req {
   kl_tlv_req_t *req;
   uint64_t id;
+  struct child_req *next; /* in free_reqs */
 } child_req_t;
 
-static void answer(kl_tlv_req_t *req, uint64_t id, const kl_tier_answer_t *a) {
+static child_req_t *req_get(aggregator_t *a) {
+  child_req_t *c = a->free_reqs;
+  if (c == NULL) return malloc(sizeof *c);
+  a->free_reqs = c->next;
+  a->n_free_reqs--;
+  return c;
+}
+
+static void req_put(aggregator_t *a, child_req_t *c) {
+  if (c == NULL) return;
+  if (a->n_free_reqs >= MAX_FREE_REQS) {
+    free(c);
+    return;
+  }
+  c->next = a->free_reqs;
+  a->free_reqs = c;
+  a->n_free_reqs++;
+}
+
+static void answer(aggregator_t *ag, kl_tlv_req_t *req, uint64_t id, const kl_tier_answer_t *a) {
   uint8_t *buf;
   size_t len;
-  if (kl_tier_response_frame(id, a, &buf, &len, NULL)) {
+  if (kl_tier_response_frame_cached(&ag->frames, id, a, &buf, &len, NULL)) {
     kl_tlv_respond(req, NULL, 0, true);
     return;
   }
@@ -57,17 +90,24 @@ static void count(aggregator_t *a, uint64_t status) {
     kl_metric_inc(a->m_ok);
     return;
   }
+  for (size_t i = 0; i < a->n_status; i++)
+    if (a->by_status[i].status == status) {
+      kl_metric_inc(a->by_status[i].m);
+      return;
+    }
   char st[24];
   snprintf(st, sizeof st, "0x%04llX", (unsigned long long)status);
-  kl_metric_inc(kl_metrics_counter(a->m, "keyless_aggregator_requests_total",
-                                   "Children's requests answered, by KSI status.", (const char *[]){"status", st, NULL}));
+  kl_metric_t *m = kl_metrics_counter(a->m, "keyless_aggregator_requests_total",
+                                      "Children's requests answered, by KSI status.", (const char *[]){"status", st, NULL});
+  if (m && a->n_status < STATUS_CACHE) a->by_status[a->n_status].status = status, a->by_status[a->n_status++].m = m;
+  kl_metric_inc(m);
 }
 
 static void on_answer(void *ctx, const kl_tier_answer_t *ans, void *arg) {
   child_req_t *c = ctx;
   count(arg, ans->status);
-  answer(c->req, c->id, ans);
-  free(c);
+  answer(arg, c->req, c->id, ans);
+  req_put(arg, c);
 }
 
 static uint64_t now_us(void) {
@@ -90,18 +130,43 @@ static void on_ping(aggregator_t *a, kl_tlv_req_t *req, uint64_t id) {
   kl_tlv_respond_take(req, buf, len, false);
 }
 
+/* protobuf-c's allocations for one unpacked frame, from a buffer on the stack (a frame is at
+ * most max_body = 4096 bytes; its unpacked form fits in twice that), else the heap. */
+typedef struct unpack_arena {
+  _Alignas(max_align_t) uint8_t mem[8192];
+  size_t used;
+} unpack_arena_t;
+
+static void *arena_alloc(void *d, size_t n) {
+  unpack_arena_t *ar = d;
+  size_t al = _Alignof(max_align_t), at = (ar->used + al - 1) / al * al;
+  if (n <= sizeof ar->mem && at <= sizeof ar->mem - n) {
+    ar->used = at + n;
+    return ar->mem + at;
+  }
+  return malloc(n);
+}
+
+static void arena_free(void *d, void *p) {
+  unpack_arena_t *ar = d;
+  if ((uint8_t *)p < ar->mem || (uint8_t *)p >= ar->mem + sizeof ar->mem) free(p);
+}
+
 static void on_frame(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
   aggregator_t *a = arg;
-  Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(NULL, len - 4, frame + 4);
+  unpack_arena_t ar;
+  ar.used = 0;
+  ProtobufCAllocator alloc = {arena_alloc, arena_free, &ar};
+  Keyless__Aggregation__Message *m = keyless__aggregation__message__unpack(&alloc, len - 4, frame + 4);
   if (m && m->body_case == KEYLESS__AGGREGATION__MESSAGE__BODY_PING) {
     on_ping(a, req, m->ping->id);
-    keyless__aggregation__message__free_unpacked(m, NULL);
+    keyless__aggregation__message__free_unpacked(m, &alloc);
     return;
   }
   if (m == NULL || m->body_case != KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST) {
     kl_metric_inc(a->m_bad);
     kl_log(KL_LOG_WARN, "bad_frame", "peer=%s bytes=%zu", kl_tlv_req_peer(req), len);
-    if (m) keyless__aggregation__message__free_unpacked(m, NULL);
+    if (m) keyless__aggregation__message__free_unpacked(m, &alloc);
     kl_tlv_respond(req, NULL, 0, true); /* not our protocol: drop the connection */
     return;
   }
@@ -109,23 +174,23 @@ static void on_frame(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *
   kl_imprint_t imp;
   kl_err_t e = {0};
   uint64_t status = KL_STATUS_INVALID_PAYLOAD;
-  child_req_t *c = malloc(sizeof *c);
+  child_req_t *c = req_get(a);
   const char *who_id = rq->client_id && rq->client_id[0] ? rq->client_id : "child";
   kl_round_identity_t who = {who_id, a->name, true, true, a->seq++, now_us()};
   if (c == NULL) {
     status = KL_STATUS_INTERNAL_ERROR;
     kl_err_set(&e, KL_ENOMEM, "out of memory");
   } else if (kl_imprint_from_bytes(&imp, rq->imprint.data, rq->imprint.len, &e) == 0) {
-    *c = (child_req_t){req, rq->request_id};
+    *c = (child_req_t){req, rq->request_id, NULL};
     if (kl_tier_submit(a->tier, &imp, rq->level, &who, c, &status, &e) == 0) status = 0;
   }
   if (status != 0) {
     kl_tier_answer_t ans = {.status = status, .error = e.msg};
     count(a, status);
-    answer(req, rq->request_id, &ans);
-    free(c);
+    answer(a, req, rq->request_id, &ans);
+    req_put(a, c);
   }
-  keyless__aggregation__message__free_unpacked(m, NULL);
+  keyless__aggregation__message__free_unpacked(m, &alloc);
 }
 
 /* Green while a parent is up and rounds are answered (kl_tier_health); the loop thread's. */
@@ -251,6 +316,11 @@ int aggregator_start(uv_loop_t *loop, const ag_config_t *cfg, aggregator_t **out
 void aggregator_free(aggregator_t *a) {
   if (a == NULL) return;
   kl_metrics_destroy(a->m);
+  kl_tier_frame_cache_free(&a->frames);
+  for (child_req_t *c = a->free_reqs, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
   kl_tls_ctx_unref(a->tls);
   free(a);
 }

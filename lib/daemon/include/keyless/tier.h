@@ -151,6 +151,25 @@ KL_API size_t kl_tier_pending(const kl_tier_t *t);
 KL_API int kl_tier_response_frame(uint64_t request_id, const kl_tier_answer_t *a, uint8_t **out, size_t *len,
                                   kl_err_t *e);
 
+/* The same frames for many children of one round: the round's shared part (the parent's
+ * chains, calendar chain, auth record, lead_ms) is encoded once into the cache, and a child's
+ * frame is its own fields plus a copy of those bytes (identical to kl_tier_response_frame's).
+ * Any answer the fast path does not fit (a status, no tail, own parts other than 0x801s) goes
+ * through kl_tier_response_frame. A cache starts zeroed ({0}); the answers' tail must stay
+ * valid while they share a round id (a tier's answer does). kl_tier_frame_cache_free releases
+ * it (and leaves it zeroed, reusable). */
+typedef struct kl_tier_frame_cache {
+  bool valid;
+  uint64_t round, lead_ms;
+  const uint8_t *tail;
+  size_t tail_len, n_chains;
+  uint8_t *enc;
+  size_t enc_len, cap;
+} kl_tier_frame_cache_t;
+KL_API int kl_tier_response_frame_cached(kl_tier_frame_cache_t *c, uint64_t request_id, const kl_tier_answer_t *a,
+                                         uint8_t **out, size_t *len, kl_err_t *e);
+KL_API void kl_tier_frame_cache_free(kl_tier_frame_cache_t *c);
+
 /* A parent's side: the framed Pong answering a child's Ping id; not_ready NULL when this node
  * would take a round now, else why not. *out is malloc'd. 0 or KL_ENOMEM. */
 KL_API int kl_tier_pong_frame(uint64_t id, const char *not_ready, uint8_t **out, size_t *len, kl_err_t *e);
