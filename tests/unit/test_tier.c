@@ -41,6 +41,7 @@ typedef struct run {
 } run_t;
 
 static run_t R;
+static size_t max_requests = 1000; /* per round, for the next scenario */
 
 static void parent_handler(kl_tlv_req_t *req, const uint8_t *frame, size_t len, void *arg) {
   parent_t *p = arg;
@@ -165,7 +166,7 @@ static void scenario(int m1, int m2, int tier_mode, uint64_t round_timeout) {
     snprintf(addr[i], sizeof addr[i], "127.0.0.1:%d", kl_tlv_server_port(R.p[i].srv));
   }
   for (int i = 0; i < N_DOCS; i++) kl_hash(KL_HASH_SHA256, &i, sizeof i, &R.docs[i], NULL);
-  kl_tier_config_t tc = {.round = {KL_HASH_SHA256, 200, 1000, 0},
+  kl_tier_config_t tc = {.round = {KL_HASH_SHA256, 200, max_requests, 0},
                          .period_ms = 20,
                          .parents = parents,
                          .n_parents = 2,
@@ -228,6 +229,22 @@ static void test_silence_times_out(void **state) {
   assert_true(R.t_end - R.t_start >= 300);
 }
 
+/* A round that holds max_requests closes at once and the next requests open another, instead
+ * of being refused until the period ends (issue 12): 5 requests at once, 2 per round, are 3
+ * rounds, each answered and verified. */
+static void test_full_round_closes_early(void **state) {
+  (void)state;
+  max_requests = 2;
+  scenario(GOOD, GOOD, KL_TIER_ALL, 2000);
+  max_requests = 1000;
+  for (int i = 0; i < N_DOCS; i++) {
+    assert_int_equal(R.status[i], 0);
+    assert_true(R.verified[i]);
+  }
+  assert_int_equal(R.p[0].requests, 3);
+  assert_int_equal(R.p[1].requests, 3);
+}
+
 static void test_config_keys(void **state) {
   (void)state;
   typedef struct cfg {
@@ -269,6 +286,7 @@ int main(void) {
       cmocka_unit_test(test_all_skips_invalid),    cmocka_unit_test(test_failover_after_silence),
       cmocka_unit_test(test_failover_on_error),    cmocka_unit_test(test_all_errors_retryable),
       cmocka_unit_test(test_silence_times_out),    cmocka_unit_test(test_config_keys),
+      cmocka_unit_test(test_full_round_closes_early),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,10 +132,13 @@ static size_t fan_out(kl_tier_t *t, flight_t *f, size_t budget) {
   return given;
 }
 
+static void launch_full(kl_tier_t *t);
+
 static void on_fanout(uv_idle_t *h) {
   kl_tier_t *t = h->data;
   size_t budget = FANOUT_SLICE;
   t->in_fanout = true;
+  launch_full(t);
   while (t->answering && (budget > 0 || t->closing)) {
     flight_t *f = t->answering;
     size_t given = fan_out(t, f, budget);
@@ -145,7 +148,7 @@ static void on_fanout(uv_idle_t *h) {
     free_flight(f); /* when closing, kl_tier_close has handed out every answer already */
   }
   t->in_fanout = false;
-  if (t->answering == NULL && !uv_is_closing((uv_handle_t *)h)) uv_idle_stop(h);
+  if (t->answering == NULL && t->full == NULL && !uv_is_closing((uv_handle_t *)h)) uv_idle_stop(h);
 }
 
 static void answer_flight(kl_tier_t *t, flight_t *f, parent_t *p, const Keyless__Aggregation__Response *r) {
@@ -270,17 +273,22 @@ static void on_state(kl_frame_client_t *c, bool connected, void *arg) {
   }
 }
 
-/* Closes the open round and sends it up. */
-static void close_round(kl_tier_t *t) {
-  kl_err_t e = {0};
+/* The open round as a flight not yet closed; NULL out of memory (the round stays open). */
+static flight_t *detach_open(kl_tier_t *t) {
   flight_t *f = calloc(1, sizeof *f);
-  if (f == NULL) return; /* try again next tick */
+  if (f == NULL) return NULL;
   f->round = t->open;
   f->ctx = t->open_ctx;
   f->n = kl_round_size(t->open);
   t->open = NULL;
   t->open_ctx = NULL;
   t->open_cap = 0;
+  return f;
+}
+
+/* Closes f's round (its tree) and sends its root up. */
+static void launch(kl_tier_t *t, flight_t *f) {
+  kl_err_t e = {0};
   f->id = t->next_id++;
   f->current = -1;
   f->closed_at = uv_now(t->loop);
@@ -300,6 +308,22 @@ static void close_round(kl_tier_t *t) {
   if (!sent) finish_flight(t, f, KL_STATUS_UPSTREAM_ERROR, "no parent is reachable");
 }
 
+/* Closes the open round and sends it up. */
+static void close_round(kl_tier_t *t) {
+  flight_t *f = detach_open(t);
+  if (f) launch(t, f); /* else: try again next tick */
+}
+
+/* Rounds that filled up before their time, in order (kl_tier_submit queued them). */
+static void launch_full(kl_tier_t *t) {
+  while (t->full && !t->closing) {
+    flight_t *f = t->full;
+    if ((t->full = f->next) == NULL) t->full_tail = &t->full;
+    f->next = NULL;
+    launch(t, f);
+  }
+}
+
 static void on_tick(uv_timer_t *h);
 
 /* The next round close on the wall clock (tier_clock.h), one-shot, re-armed at every tick. */
@@ -310,6 +334,7 @@ static void arm_tick(kl_tier_t *t) {
 static void on_tick(uv_timer_t *h) {
   kl_tier_t *t = h->data;
   arm_tick(t);
+  launch_full(t);
   if (t->open && kl_round_size(t->open) > 0) close_round(t);
   uint64_t now = uv_now(t->loop);
   flight_t *f = t->flights;
@@ -352,6 +377,20 @@ int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level, const
   }
   if ((rc = open_round(t, e))) return rc;
   size_t n = kl_round_size(t->open);
+  if (t->cfg.round.max_requests && n >= t->cfg.round.max_requests) {
+    /* A full round closes now and a new one opens, instead of refusing the rest of the period
+     * (a loop that fell behind reads several periods' roots at once): max_requests stays the
+     * bound of one round, the parents get one root more. */
+    flight_t *f = detach_open(t);
+    if (f != NULL) { /* closed and sent from the loop (on_fanout), not inside the caller's submit */
+      kl_metric_inc(t->m_early);
+      *t->full_tail = f;
+      t->full_tail = &f->next;
+      uv_idle_start(&t->fanout, on_fanout);
+      if ((rc = open_round(t, e))) return rc;
+      n = kl_round_size(t->open);
+    } /* else kl_round_add refuses it: the round is full */
+  }
   if (n == t->open_cap) {
     size_t cap = t->open_cap ? t->open_cap * 2 : 64;
     void **p = realloc(t->open_ctx, cap * sizeof *p);
@@ -385,6 +424,9 @@ static int metrics_init(kl_tier_t *t) {
                                           (const char *[]){"tier", k, "outcome", "failed", NULL})) != NULL;
   ok &= (t->m_timeout = kl_metrics_counter(m, "keyless_tier_rounds_total", "Closed rounds by outcome.",
                                            (const char *[]){"tier", k, "outcome", "timeout", NULL})) != NULL;
+  ok &= (t->m_early = kl_metrics_counter(m, "keyless_tier_rounds_closed_full_total",
+                                         "Rounds closed before their time because they held max_requests.",
+                                         (const char *[]){"tier", k, NULL})) != NULL;
   ok &= (t->m_size = kl_metrics_histogram(m, "keyless_tier_round_requests", "Requests in a closed round.",
                                           (const char *[]){"tier", k, NULL}, size_buckets,
                                           sizeof size_buckets / sizeof size_buckets[0])) != NULL;
@@ -474,6 +516,7 @@ int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metrics_t *m
   uv_idle_init(loop, &t->fanout);
   t->fanout.data = t;
   t->answering_tail = &t->answering;
+  t->full_tail = &t->full;
   t->closes_pending = 3;
   static const kl_frame_client_cbs_t cbs = {on_frame, on_state};
   for (size_t i = 0; i < t->n_parents; i++) {
@@ -510,6 +553,13 @@ void kl_tier_close(kl_tier_t *t, void (*cb)(void *arg), void *arg) {
     kl_round_free(t->open);
     free(t->open_ctx);
     t->open = NULL;
+  }
+  while (t->full) { /* full rounds not sent yet */
+    flight_t *f = t->full;
+    if ((t->full = f->next) == NULL) t->full_tail = &t->full;
+    t->held -= f->n;
+    for (size_t i = 0; i < f->n; i++) t->done(f->ctx[i], &a, t->arg);
+    free_flight(f);
   }
   while (t->flights) finish_flight(t, t->flights, KL_STATUS_UPSTREAM_ERROR, "the service is shutting down; retry");
   /* Rounds already answered: hand the rest out now. If a done callback is closing the tier from

@@ -56,6 +56,7 @@ struct kl_tier {
   size_t open_cap;
   flight_t *flights; /* oldest first */
   flight_t *answering, **answering_tail; /* answered rounds being fanned out, in order */
+  flight_t *full, **full_tail; /* rounds that held max_requests, to close and send (on_fanout) */
   uv_idle_t fanout;
   bool in_fanout; /* on_fanout is running: a done callback may close the tier meanwhile */
   size_t held;
@@ -73,7 +74,7 @@ struct kl_tier {
   void *close_arg;
   kl_metrics_t *m;
   char kind[32];
-  kl_metric_t *m_answered, *m_failed, *m_timeout, *m_size, *m_latency;
+  kl_metric_t *m_answered, *m_failed, *m_timeout, *m_size, *m_latency, *m_early;
   uint64_t lead_ms; /* rounds close this long before a second's end (tier_clock.h) */
 };
 
