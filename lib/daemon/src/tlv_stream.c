@@ -18,6 +18,19 @@
 
 typedef struct tconn tconn_t;
 
+/* Who is at the other end of a connection, shared by its requests (reference counted: a
+ * request may outlive its connection) instead of a copy per frame. */
+typedef struct conn_id {
+  unsigned refs;
+  bool has_who;
+  char peer[64];
+  kl_peer_t who; /* TLS: the authenticated peer */
+} conn_id_t;
+
+static void id_unref(conn_id_t *id) {
+  if (id && --id->refs == 0) free(id);
+}
+
 struct kl_tlv_server {
   kl__srv_t srv;
   int framing; /* KL_FRAMING_TLV or KL_FRAMING_U32 */
@@ -45,6 +58,7 @@ struct tconn {
   bool draining;             /* no more frames are taken */
   bool cut;                  /* a close_after answer was written: later answers are dropped */
   bool queued;               /* in the server's ready list */
+  conn_id_t *id;             /* made at the first frame */
   tconn_t *ready_prev, *ready_next;
 };
 
@@ -56,16 +70,17 @@ struct kl_tlv_req {
   bool done, close_after;
   uint8_t *resp;
   size_t resp_len;
-  char peer[64];
-  kl_peer_t *who; /* TLS: the authenticated peer (a copy: the request may outlive its connection) */
+  conn_id_t *id; /* the connection's, one reference */
 };
 
-const char *kl_tlv_req_peer(const kl_tlv_req_t *r) { return r->peer; }
-const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r) { return r->who && r->who->role ? r->who : NULL; }
+const char *kl_tlv_req_peer(const kl_tlv_req_t *r) { return r->id->peer; }
+const kl_peer_t *kl_tlv_req_peer_id(const kl_tlv_req_t *r) {
+  return r->id->has_who && r->id->who.role ? &r->id->who : NULL;
+}
 bool kl_tlv_req_connected(const kl_tlv_req_t *r) { return r->tc != NULL; }
 
 static void req_free(kl_tlv_req_t *r) {
-  free(r->who);
+  id_unref(r->id);
   free(r->frame);
   free(r->resp);
   free(r);
@@ -190,7 +205,20 @@ static void deliver(tconn_t *tc) {
     kl__conn_close(c);
     return;
   }
-  kl_tlv_req_t *r = calloc(1, sizeof *r);
+  bool authed = c->tls != NULL && c->authed;
+  if (tc->id == NULL || (authed && !tc->id->has_who)) { /* once per connection (again if it authenticated since) */
+    conn_id_t *id = malloc(sizeof *id);
+    if (id != NULL) {
+      id->refs = 1;
+      id->has_who = authed;
+      memcpy(id->peer, c->peer, sizeof id->peer);
+      id->peer[sizeof id->peer - 1] = '\0';
+      if (authed) id->who = c->who;
+      id_unref(tc->id);
+      tc->id = id;
+    }
+  }
+  kl_tlv_req_t *r = tc->id ? calloc(1, sizeof *r) : NULL;
   if (r == NULL) {
     kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=request", c->srv->name, c->peer);
     free(tc->frame);
@@ -201,8 +229,8 @@ static void deliver(tconn_t *tc) {
   r->tc = tc;
   r->frame = tc->frame;
   r->frame_len = tc->frame_len;
-  memcpy(r->peer, c->peer, sizeof r->peer);
-  if (c->tls != NULL && c->authed && (r->who = malloc(sizeof *r->who)) != NULL) *r->who = c->who;
+  r->id = tc->id;
+  r->id->refs++;
   tc->frame = NULL;
   tc->hdr_have = tc->frame_have = tc->frame_len = 0;
   if (tc->tail) tc->tail->next = r;
@@ -281,6 +309,7 @@ static void tlv_on_close(kl__conn_t *c) {
     else r->tc = NULL; /* its handler still owns it */
   }
   free(tc->frame);
+  id_unref(tc->id);
   free(tc);
   c->proto = NULL;
 }
