@@ -316,7 +316,11 @@ static int start_raft(core_t *c, kl_err_t *e) {
   rc = c->cfg->bootstrap ? raft_bootstrap(&c->raft, &conf) : RAFT_CANTBOOTSTRAP; /* a joiner waits to be added */
   raft_configuration_close(&conf);
   if (rc != 0 && rc != RAFT_CANTBOOTSTRAP) return kl_err_set(e, KL_EIO, "raft bootstrap: %s", raft_errmsg(&c->raft));
-  if ((rc = raft_start(&c->raft)) != 0) return kl_err_set(e, KL_EIO, "raft start: %s", raft_errmsg(&c->raft));
+  if ((rc = raft_start(&c->raft)) != 0) { /* libraft's uv I/O does not pass the transport's message on (a port taken) */
+    const char *why = raft_errmsg(&c->raft), *tw = c->transport.errmsg;
+    return kl_err_set(e, KL_EIO, "raft start on %s: %s%s%s%s%s", self->raft_addr, raft_strerror(rc), why[0] ? ": " : "", why,
+                      tw[0] && strstr(why, tw) == NULL ? ": " : "", tw[0] && strstr(why, tw) == NULL ? tw : "");
+  }
   c->raft_started = true;
   return 0;
 }
