@@ -539,16 +539,29 @@ static int create(const char *dir, const char *email, int days, bool sm2, kl_err
     goto out;
   }
   int64_t now = (int64_t)time(NULL), nb = now - 3600, na = now + (int64_t)days * DAY;
-  spec_t s = {ca_key, ORG_PUB, "keyless DEVELOPMENT CA", NULL, NULL, ca_key, nb, na, 1, "critical,CA:TRUE",
+  /* Serial numbers start at a random base (RFC 5280 wants them unique per issuer name; every
+   * development PKI has the same names): a signer is found by issuer and serial, so two PKIs
+   * counting from 1 would confuse a file signed by operators of both. */
+  uint8_t rb[8];
+  if (RAND_bytes(rb, sizeof rb) != 1) {
+    r = kl_err_set(e, KL_ECRYPTO, "no random bytes: %s", kl__ossl_msg());
+    goto out;
+  }
+  uint64_t base = 0;
+  for (size_t i = 0; i < sizeof rb; i++) base = base << 8 | rb[i];
+  base = (base & 0x3fffffffffffffffu) | 0x100000u; /* positive, never tiny, room to count up */
+  char next_serial[32];
+  int next_len = snprintf(next_serial, sizeof next_serial, "%llx\n", (unsigned long long)(base + 5));
+  spec_t s = {ca_key, ORG_PUB, "keyless DEVELOPMENT CA", NULL, NULL, ca_key, nb, na, base + 1, "critical,CA:TRUE",
               "critical,keyCertSign,cRLSign", NULL, NULL};
   pca = make_cert(&s);
-  s = (spec_t){pub_key, ORG_PUB, "keyless DEVELOPMENT publications", email, pca, ca_key, nb, na, 2, "CA:FALSE",
+  s = (spec_t){pub_key, ORG_PUB, "keyless DEVELOPMENT publications", email, pca, ca_key, nb, na, base + 2, "CA:FALSE",
                "critical,digitalSignature", NULL, NULL};
   pub = pca ? make_cert(&s) : NULL;
-  s = (spec_t){cal_key, ORG_PUB, "keyless DEVELOPMENT calendar authentication", NULL, pca, ca_key, nb, na, 3, "CA:FALSE",
+  s = (spec_t){cal_key, ORG_PUB, "keyless DEVELOPMENT calendar authentication", NULL, pca, ca_key, nb, na, base + 3, "CA:FALSE",
                "critical,digitalSignature", NULL, NULL};
   cal = pca ? make_cert(&s) : NULL;
-  s = (spec_t){cl.key, ORG_CLUSTER, CLUSTER_CN, NULL, NULL, cl.key, nb, na, 1, "critical,CA:TRUE,pathlen:0",
+  s = (spec_t){cl.key, ORG_CLUSTER, CLUSTER_CN, NULL, NULL, cl.key, nb, na, base + 4, "critical,CA:TRUE,pathlen:0",
                "critical,keyCertSign,cRLSign", NULL, NULL};
   cl.cert = make_cert(&s);
   if (pca == NULL || pub == NULL || cal == NULL || cl.cert == NULL) {
@@ -562,7 +575,7 @@ static int create(const char *dir, const char *email, int days, bool sm2, kl_err
       (r = mkpath(path, e, "%s/publications.crt", dir)) || (r = mkpath(p2, e, "%s/publications.key", dir)) ||
       (r = write_pair(path, p2, pub, pub_key, e)) || (r = mkpath(path, e, "%s/calendar-auth.crt", dir)) ||
       (r = mkpath(p2, e, "%s/calendar-auth.key", dir)) || (r = write_pair(path, p2, cal, cal_key, e)) ||
-      (r = mkpath(path, e, "%s/offline/serial", dir)) || (r = write_file(path, "02\n", 3, 0600, false, e)) ||
+      (r = mkpath(path, e, "%s/offline/serial", dir)) || (r = write_file(path, next_serial, (size_t)next_len, 0600, false, e)) ||
       (r = mkpath(path, e, "%s/offline/revoked", dir)) || (r = write_file(path, "", 0, 0600, false, e)))
     goto out;
   r = write_crl(dir, &cl, e);
