@@ -108,8 +108,10 @@ ROWS = [
     ]),
     ("Tiers: gateways and aggregators", [
         ("Rounds by outcome", "ts", "ops",
-         [(f'sum by (instance, tier, outcome) (rate(keyless_tier_rounds_total{{{J}}}[1m]))', "{{outcome}} {{instance}}")],
-         "answered, failed, timeout."),
+         [(f'sum by (instance, tier, outcome) (rate(keyless_tier_rounds_total{{{J}}}[1m]))', "{{outcome}} {{instance}}"),
+          (f'sum by (instance) (rate(keyless_tier_rounds_closed_full_total{{{J}}}[1m]))', "closed full {{instance}}")],
+         "answered, failed, timeout; closed full: rounds closed before their period because they held "
+         "max_requests (a new round opens at once): steadily above 0, raise max_requests or add a tier node."),
         ("Rounds failed or timed out", "ts", "percentunit",
          [(f'keyless:tier_rounds_failed:ratio_5m{{{J}}}', "{{instance}}")], ""),
         ("Parent up", "ts", "none",
