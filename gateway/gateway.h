@@ -118,8 +118,10 @@ typedef struct gw_pool gw_pool_t;
 typedef struct gw_worker gw_worker_t;
 
 /* What a worker's loop counted, copied at each of its round closes for the main loop's metrics. */
+#define GW_N_REFUSED 10 /* the request statuses a worker reports: 0x0101..0x0107, 0x0200, 0x0300, 0x0301 */
 typedef struct gw_stats {
-  double requests_ok, pdus_ok[2];
+  double requests_ok, pdus_ok[2], future;
+  double refused[GW_N_REFUSED];
   kl_net_stats_t http, https, tcp;
 } gw_stats_t;
 

@@ -45,9 +45,14 @@ struct gateway {
   gw_stats_t sum, per[GW_MAX_THREADS]; /* the workers' counters, copied at each round tick */
   struct wref {
     gateway_t *gw;
-    int i;
-  } wref[GW_MAX_THREADS];
+    int i, j;
+  } wref[GW_MAX_THREADS], sref[GW_MAX_THREADS][GW_N_REFUSED];
+  uint16_t exported[GW_MAX_THREADS]; /* which refused statuses have a series, by worker */
 };
+
+static const char *const refused_status[GW_N_REFUSED] = {"0x0101", "0x0102", "0x0103", "0x0104", "0x0105",
+                                                         "0x0106", "0x0107", "0x0200", "0x0300", "0x0301"};
+#define REQUESTS_HELP "Aggregation requests answered, by KSI status."
 
 static const char *const transport_name[2] = {"http", "tcp"};
 #define PDUS_HELP "Request PDUs answered, by transport and PDU-level status (0: answered per request)."
@@ -123,9 +128,14 @@ static double m_worker_ok(void *arg) {
   const struct wref *r = arg;
   return r->gw->per[r->i].requests_ok;
 }
+static double m_worker_refused(void *arg) {
+  const struct wref *r = arg;
+  return r->gw->per[r->i].refused[r->j];
+}
+static double m_sum_future(void *arg) { return ((gateway_t *)arg)->sum.future; }
 
 /* The main gateway with workers: their PDU and connection counters summed, their requests
- * answered by worker (labelled worker="I"; the other statuses stay in the workers' registries). */
+ * answered by worker and status (labelled worker="I"; a refused status once a worker has one). */
 static int pool_metrics_init(gateway_t *gw) {
   bool ok = true;
   static kl_metric_fn const pdus[2] = {m_sum_pdus_http, m_sum_pdus_tcp};
@@ -136,11 +146,15 @@ static int pool_metrics_init(gateway_t *gw) {
   for (int i = 0; i < gw->n_workers; i++) { /* by worker: sum() in a query adds them up */
     char w[16];
     snprintf(w, sizeof w, "%d", i);
-    gw->wref[i] = (struct wref){gw, i};
-    ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_requests_total", "Aggregation requests answered, by KSI status.",
+    gw->wref[i] = (struct wref){gw, i, 0};
+    ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_requests_total", REQUESTS_HELP,
                                 (const char *[]){"status", "0x0000", "worker", w, NULL}, m_worker_ok, &gw->wref[i]) !=
           NULL;
   }
+  ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_future_signatures_total",
+                              "Answers withheld because their aggregation second had not begun on this gateway's "
+                              "clock (a clock is wrong: this one or the core's)",
+                              NULL, m_sum_future, gw) != NULL;
   gw->nm_http.stats = &gw->sum.http;
   gw->nm_https.stats = &gw->sum.https;
   gw->nm_tcp.stats = &gw->sum.tcp;
@@ -150,7 +164,19 @@ static int pool_metrics_init(gateway_t *gw) {
 static void on_pool_tick(void *arg) {
   gateway_t *gw = arg;
   if (gw->pool == NULL) return;
-  for (int i = 0; i < gw->n_workers; i++) gw_pool_stats(gw->pool, i, &gw->per[i]);
+  for (int i = 0; i < gw->n_workers; i++) {
+    gw_pool_stats(gw->pool, i, &gw->per[i]);
+    for (int j = 0; j < GW_N_REFUSED; j++) { /* a series once the status has occurred */
+      if (gw->per[i].refused[j] == 0 || (gw->exported[i] & (1u << j))) continue;
+      char w[16];
+      snprintf(w, sizeof w, "%d", i);
+      gw->sref[i][j] = (struct wref){gw, i, j};
+      if (kl_metrics_counter_fn(gw->m, "keyless_gateway_requests_total", REQUESTS_HELP,
+                                (const char *[]){"status", refused_status[j], "worker", w, NULL}, m_worker_refused,
+                                &gw->sref[i][j]))
+        gw->exported[i] |= (uint16_t)(1u << j);
+    }
+  }
   gw_pool_stats(gw->pool, -1, &gw->sum);
 }
 
@@ -367,6 +393,10 @@ void gw_serve_ports(const gateway_t *gw, int ports[3]) {
 void gw_serve_stats(const gateway_t *gw, gw_stats_t *out) {
   memset(out, 0, sizeof *out);
   out->requests_ok = kl_metric_value(gw->svc.m_ok);
+  out->future = kl_metric_value(gw->svc.m_future);
+  for (int j = 0; j < GW_N_REFUSED; j++) /* gw_service.c's count(); the series is made if absent */
+    out->refused[j] = kl_metric_value(kl_metrics_counter(gw->m, "keyless_gateway_requests_total", REQUESTS_HELP,
+                                                         (const char *[]){"status", refused_status[j], NULL}));
   for (int t = 0; t < 2; t++) out->pdus_ok[t] = kl_metric_value(gw->pdus_ok[t]);
   if (gw->http) out->http = *kl_http_server_stats(gw->http);
   if (gw->https) out->https = *kl_http_server_stats(gw->https);

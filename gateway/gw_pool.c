@@ -307,6 +307,8 @@ void gw_pool_stats(gw_pool_t *p, int worker, gw_stats_t *out) {
     out->requests_ok += w->stats.requests_ok;
     out->pdus_ok[0] += w->stats.pdus_ok[0];
     out->pdus_ok[1] += w->stats.pdus_ok[1];
+    out->future += w->stats.future;
+    for (int j = 0; j < GW_N_REFUSED; j++) out->refused[j] += w->stats.refused[j];
     add_net(&out->http, &w->stats.http);
     add_net(&out->https, &w->stats.https);
     add_net(&out->tcp, &w->stats.tcp);

@@ -13,7 +13,8 @@
 #      PDU counters are summed over them, and the aggregator saw exactly one request
 #      per gateway round, while those rounds held more roots than there were rounds (the
 #      workers' subtrees were joined into one root, not sent up once per worker).
-#   4. SIGTERM: the gateway exits 0 and logs event=stopped; no sanitizer report in any log.
+#   4. A second gateway with per_client = 1: a worker's refusals (0x0105) show on the main
+#      loop's /metrics. SIGTERM: the gateway exits 0 and logs event=stopped; no sanitizer report.
 #
 # usage: test_gateway_threads.sh KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY KEYLESS
 # "ok - NAME" / "not ok - NAME: ..." per check, then "N passed, M failed". Every wait is a
@@ -207,6 +208,28 @@ check "the aggregator got one request per gateway round" "$rounds" "$parent"
 [ "$roots" -gt "$rounds" ] && pass "rounds joined both workers' roots ($roots roots in $rounds rounds)" ||
   fail "rounds joined both workers' roots" "roots > rounds" "$roots roots in $rounds rounds"
 check "no tier round failed" 0 "$(metric "$G_ADM" 'keyless_tier_rounds_total{tier="gateway",outcome="failed"}')"
+
+# ---- refused requests reach the main loop's /metrics too (by worker) ----
+# A second gateway, threads 2, one request per client and round: a PDU of 4 requests has 3 refused
+# with 0x0105 (over quota) by the worker that took it.
+gateway_conf 2 | sed -e 's#^per_client = .*#per_client = 1#' >gw2.conf
+start gw2 "$GW" gw2.conf || { cat gw2.log; bail "the second gateway started"; }
+G2_ADM=$(logged gw2 admin_port)
+for _ in $(seq 1 100); do [ "$(metric "$G2_ADM" keyless_gateway_parents_up)" = 1 ] && break; sleep 0.1; done
+for k in 1 2 3 4; do echo "quota $k" >"q$k"; done
+run timeout 40 "$KL" sign -S "ksi+tcp://127.0.0.1:$(logged gw2 tcp_port)" --aggr-user alice --aggr-key alice-key \
+  --max-lvl 0 --retry-for 0 -i q1 -i q2 -i q3 -i q4
+[ "$RC" -ne 0 ] && pass "over quota: the client is told (exit $RC)" || fail "over quota: the client is told" "a failure" "exit 0"
+q=0
+for _ in $(seq 1 50); do
+  q=$(( $(metric "$G2_ADM" 'keyless_gateway_requests_total{status="0x0105",worker="0"}') + \
+    $(metric "$G2_ADM" 'keyless_gateway_requests_total{status="0x0105",worker="1"}') ))
+  [ "$q" -ge 1 ] && break
+  sleep 0.1
+done
+[ "$q" -ge 1 ] && pass "a worker's 0x0105 refusals are on the main /metrics ($q)" ||
+  fail "a worker's 0x0105 refusals are on the main /metrics" ">= 1" "$q"
+kill -TERM "${PID[gw2]}"
 
 # ---- 4. graceful stop ----
 kill -TERM "${PID[gw]}"
