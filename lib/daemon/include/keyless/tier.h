@@ -29,9 +29,12 @@
  * answer is valid when its status is 0 and its first chain starts from this round's root at the
  * answer's second (kl_round_answer checks it); anything else is dropped and counted.
  *
- * Limits, each a KSI status: the round engine's per-round and per-client limits (0x0106,
- * 0x0105), the request level (0x0104), and max_pending requests held at once across the open
- * round and the rounds waiting for their parents (0x0106).
+ * Limits, each a KSI status: the round engine's per-client limit (0x0105), the request level
+ * (0x0104), and max_pending requests held at once across the open round and the rounds waiting
+ * for their parents (0x0106). A round that holds max_requests is not a refusal: it closes before
+ * its time (on the next loop iteration, not inside submit) and the request opens the next one,
+ * so a burst (a loop that fell behind, several periods' roots read at once) becomes more rounds;
+ * max_requests stays the bound of one round (and so of the tree's depth, 0x0104 above).
  *
  * Ownership: the tier copies its configuration and everything submitted; ctx is the caller's
  * and comes back exactly once through done (also when the tier closes: status 0x0300). The
