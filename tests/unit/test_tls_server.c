@@ -75,6 +75,7 @@ struct world {
   int checks, check_refusals;
   kl_net_stats_t st; /* the server's counters, copied at every poll and at the end */
   uint64_t max_open;
+  kl_tlv_req_t *held; /* a "hold" frame, not answered by the handler */
 };
 
 static void on_frame(kl_frame_client_t *c, const uint8_t *p, size_t len, void *arg) {
@@ -109,6 +110,10 @@ static void handler(kl_tlv_req_t *r, const uint8_t *frame, size_t len, void *arg
                who ? kl_role_name(who->role) : "-", who ? who->id : "-");
       break;
     }
+  if (len - 4 == 4 && memcmp(frame + 4, "hold", 4) == 0 && w->held == NULL && w->phase == 0) {
+    w->held = r;
+    return;
+  }
   kl_tlv_respond(r, frame, len, false); /* echo, header included */
 }
 
@@ -256,6 +261,42 @@ static void test_plain_server_no_identity(void **state) {
   assert_int_equal(w.handled, 1);
   assert_int_equal(w.no_identity, 1);
   assert_string_equal(w.seen[0], "plain=-/-");
+}
+
+/* A request outlives its connection (closed hard by the rate limit while the request is still
+ * with its handler): its peer and identity are still there (the connection's, shared by its
+ * requests, not a copy each), and answering it frees it. */
+static char orphan_seen[80];
+static bool orphan_connected;
+
+static bool step_orphan(world_t *w) {
+  if (w->phase != 0 || w->held == NULL || w->st.rate_limited < 1) return false;
+  const kl_peer_t *who = kl_tlv_req_peer_id(w->held);
+  orphan_connected = kl_tlv_req_connected(w->held);
+  snprintf(orphan_seen, sizeof orphan_seen, "%s %s/%s", kl_tlv_req_peer(w->held), who ? kl_role_name(who->role) : "-",
+           who ? who->id : "-");
+  kl_tlv_respond(w->held, "late", 4, false); /* dropped, and the request freed */
+  w->held = NULL;
+  w->phase = 1;
+  return true;
+}
+
+static void test_orphan_keeps_identity(void **state) {
+  (void)state;
+  static world_t w;
+  kl_net_limits_t lim;
+  kl_net_limits_default(&lim);
+  lim.max_rate_per_ip = 1.0; /* a burst of 2: the first frame is held, the third closes the link */
+  kl_tls_ctx_t *sctx = tt_node_ctx(pki, "core-1", NULL), *agg = tt_node_ctx(pki, "aggregator-1", NULL);
+  world_init(&w, &lim, sctx, KL_ROLE_CORE | KL_ROLE_AGGREGATOR, step_orphan);
+  kl_tls_ctx_unref(sctx);
+  world_client(&w, agg, KL_ROLE_CORE, "1", "hold", 10);
+  kl_tls_ctx_unref(agg);
+  world_run(&w);
+  assert_int_equal(w.phase, 1);
+  assert_false(orphan_connected);
+  if (strncmp(orphan_seen, "127.0.0.1:", 10) != 0 || strstr(orphan_seen, " aggregator/1") == NULL)
+    fail_msg("the orphaned request said %s", orphan_seen);
 }
 
 /* ---- refusals ---- */
@@ -623,7 +664,7 @@ int main(void) {
       cmocka_unit_test(test_plain_client_refused),
       cmocka_unit_test(test_max_connections_per_ip), cmocka_unit_test(test_max_rate_per_ip),
       cmocka_unit_test(test_rate_survives_reconnect), cmocka_unit_test(test_handshake_timeout),
-      cmocka_unit_test(test_http_tls),
+      cmocka_unit_test(test_http_tls),              cmocka_unit_test(test_orphan_keeps_identity),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
