@@ -54,6 +54,7 @@ typedef struct proposal {
   struct raft_apply req;
   core_t *c;
   uint64_t second, start_ns;
+  size_t leaves;
 } proposal_t;
 
 static void on_applied(struct raft_apply *req, int status, void *result) {
@@ -65,6 +66,8 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
     if (at < p->start_ns || at > now) at = now; /* not applied here (cannot happen on the leader) */
     kl_metric_observe(p->c->m_commit_latency, (double)(at - p->start_ns) / 1e9);
     kl_metric_observe(p->c->m_apply_latency, (double)(now - at) / 1e9);
+    kl_log(KL_LOG_DEBUG, "committed", "second=%llu leaves=%zu commit_ms=%.2f apply_ms=%.2f", (unsigned long long)p->second,
+           p->leaves, (double)(at - p->start_ns) / 1e6, (double)(now - at) / 1e6);
   }
   else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
   free(p);
@@ -94,6 +97,7 @@ static void propose(core_t *c, uint64_t second, bool always) {
   free(leaves);
   p->c = c;
   p->second = second;
+  p->leaves = n;
   p->start_ns = uv_hrtime();
   int rc = raft_apply(&c->raft, &p->req, &buf, 1, on_applied);
   if (rc != 0) {
