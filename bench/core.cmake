@@ -3,4 +3,4 @@
 # cluster (dev PKI, temp dir, fsync on), reads the nodes' /metrics and CPU times around each
 # rate, and stops everything. Included from bench/CMakeLists.txt; not a ctest test.
 add_executable(bench_core ${CMAKE_CURRENT_LIST_DIR}/bench_core.c)
-target_link_libraries(bench_core PRIVATE kl_bench_tls kl_bench_util keyless_static keyless_proto OpenSSL::Crypto m)
+target_link_libraries(bench_core PRIVATE kl_aggr_load)
