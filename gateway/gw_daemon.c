@@ -62,14 +62,16 @@ static void account(gateway_t *gw, int transport, const gw_outcome_t *out, uint6
   kl_metric_observe(gw->duration[transport], (double)us / 1e6);
   char s[24], lq[100], mq[300];
   uint64_t status = out->status;
-  snprintf(s, sizeof s, "0x%04llX", (unsigned long long)status);
-  if (status == 0 && gw->pdus_ok[transport]) /* no lookup by name and labels for every PDU */
+  bool ok_fast = status == 0 && gw->pdus_ok[transport]; /* no lookup by name and labels for every PDU */
+  int level = out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
+  bool logged = kl_log_enabled(level);
+  if (!ok_fast || logged) snprintf(s, sizeof s, "0x%04llX", (unsigned long long)status); /* not for every PDU */
+  if (ok_fast)
     kl_metric_inc(gw->pdus_ok[transport]);
   else
     kl_metric_inc(kl_metrics_counter(gw->m, "keyless_gateway_pdus_total", PDUS_HELP,
                                      (const char *[]){"transport", transport_name[transport], "status", s, NULL}));
-  int level = out->status || out->message[0] ? KL_LOG_INFO : KL_LOG_DEBUG;
-  if (kl_log_enabled(level))
+  if (logged)
     kl_log(level, "aggregate", "transport=%s login=%s requests=%zu config=%d status=%s us=%llu%s%s",
            transport_name[transport], kl_log_q(lq, sizeof lq, out->login), out->n_requests, out->config, s,
            (unsigned long long)us, out->message[0] ? " message=" : "",
@@ -78,9 +80,13 @@ static void account(gateway_t *gw, int transport, const gw_outcome_t *out, uint6
 
 static void respond(gateway_t *gw, int transport, void *req, uint8_t *resp, size_t len, const gw_outcome_t *out,
                     uint64_t t0) {
-  gw_outcome_t o = *out;
-  if (resp == NULL) o.status = KL_STATUS_INTERNAL_ERROR;
-  account(gw, transport, &o, t0);
+  if (resp == NULL) { /* a copy only to change the status */
+    gw_outcome_t o = *out;
+    o.status = KL_STATUS_INTERNAL_ERROR;
+    account(gw, transport, &o, t0);
+  } else {
+    account(gw, transport, out, t0);
+  }
   if (transport == GW_HTTP) {
     /* 200 for every aggregation request PDU, whatever its KSI status; 400 (the error PDU still
      * in the body) for a body that is not one: libksi reads the body of either. */
