@@ -44,7 +44,13 @@ struct kl_tlv_server {
    * write per response cost a system call each). */
   uv_prepare_t flush;
   tconn_t *ready;
+  /* Requests freed on a live connection are kept for the next frames (at most SPARE_MAX): a
+   * round's answers free thousands at once, and malloc then paid for each again. */
+  kl_tlv_req_t *spare;
+  unsigned n_spare;
 };
+
+#define SPARE_MAX 8192
 
 struct tconn {
   kl__conn_t *c;
@@ -83,7 +89,23 @@ static void req_free(kl_tlv_req_t *r) {
   id_unref(r->id);
   free(r->frame);
   free(r->resp);
+  kl_tlv_server_t *s = r->tc ? r->tc->s : NULL; /* an orphan may outlive its server */
+  if (s && s->n_spare < SPARE_MAX) {
+    r->next = s->spare;
+    s->spare = r;
+    s->n_spare++;
+    return;
+  }
   free(r);
+}
+
+static kl_tlv_req_t *req_new(kl_tlv_server_t *s) {
+  kl_tlv_req_t *r = s->spare;
+  if (r == NULL) return calloc(1, sizeof *r);
+  s->spare = r->next;
+  s->n_spare--;
+  memset(r, 0, sizeof *r);
+  return r;
 }
 
 #define WRITE_BATCH 64
@@ -218,7 +240,7 @@ static void deliver(tconn_t *tc) {
       tc->id = id;
     }
   }
-  kl_tlv_req_t *r = tc->id ? calloc(1, sizeof *r) : NULL;
+  kl_tlv_req_t *r = tc->id ? req_new(tc->s) : NULL;
   if (r == NULL) {
     kl_log(KL_LOG_ERROR, "oom", "server=%s peer=%s what=request", c->srv->name, c->peer);
     free(tc->frame);
@@ -317,6 +339,10 @@ static void tlv_on_close(kl__conn_t *c) {
 static void flush_closed(uv_handle_t *h) {
   kl_tlv_server_t *s = h->data;
   if (s->close_cb) s->close_cb(s, s->close_arg);
+  for (kl_tlv_req_t *r = s->spare, *next; r; r = next) {
+    next = r->next;
+    free(r);
+  }
   free(s);
 }
 
