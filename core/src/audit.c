@@ -258,7 +258,7 @@ fail:
   return r;
 }
 
-static int append(kl_audit_t *a, const char *actor, const char *type, const char *fmt, va_list ap) {
+KL_PRINTF(4, 0) static int append(kl_audit_t *a, const char *actor, const char *type, const char *fmt, va_list ap) {
   char details[KL_AUDIT_MAX_TEXT + 1], q[200];
   kl_err_t e = {0};
   kl_buf_t b = KL_BUF_INIT;
