@@ -200,14 +200,15 @@ static void on_change(struct raft_change *req, int status) {
   change_done(ch, status);
 }
 
-/* An add for an id already in the configuration: 0 with *done set when there is nothing to do
- * (a voter at that address), 0 with ch->next_role set to resume its promotion, or the HTTP
- * status of a refusal with the reason in text. */
-static int add_existing(core_t *c, change_t *ch, const char *addr, bool *done, char *text, size_t cap) {
+/* An add for an id already in the configuration (*known): 0 with *done set when there is
+ * nothing to do (a voter at that address), 0 with ch->next_role set to resume its promotion, or
+ * the HTTP status of a refusal with the reason in text. Not known: 0, nothing set. */
+static int add_existing(core_t *c, change_t *ch, const char *addr, bool *known, bool *done, char *text, size_t cap) {
   const struct raft_server *s = NULL;
   for (unsigned i = 0; i < c->raft.configuration.n; i++)
     if (c->raft.configuration.servers[i].id == ch->id) s = &c->raft.configuration.servers[i];
   *done = false;
+  *known = s != NULL;
   if (s == NULL) return 0;
   if (strcmp(s->address, addr) != 0) {
     snprintf(text, cap, "member %llu is already in the configuration at %.80s: remove it first to change its address\n",
@@ -266,10 +267,9 @@ static void members(kl_http_req_t *req, void *arg) {
   }
   if (add) {
     snprintf(ch->addr, sizeof ch->addr, "%.79s", slash + 1);
-    bool done, known = false;
-    for (unsigned i = 0; i < c->raft.configuration.n; i++) known |= c->raft.configuration.servers[i].id == ch->id;
+    bool done, known;
     char why[256];
-    int refuse = add_existing(c, ch, ch->addr, &done, why, sizeof why);
+    int refuse = add_existing(c, ch, ch->addr, &known, &done, why, sizeof why);
     if (refuse || done) {
       const char *say = refuse ? why : "ok: already a voter\n";
       kl_http_respond(req, refuse ? refuse : 200, "text/plain", say, strlen(say));
