@@ -102,6 +102,9 @@ check_has "the gateway certificate is refused on the Raft port" "this link does 
 # ---- 2. membership changes without an admin certificate ----
 code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -k -X POST --data 3 "${ADMIN[$((L0 - 1))]}/members/remove")
 check "POST /members/remove without a certificate: no HTTP answer (TLS refused)" 000 "$code"
+# an add for an existing member (which now resumes a promotion or answers "already a voter")
+code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -k -X POST --data "1/127.0.0.1:1" "${ADMIN[$((L0 - 1))]}/members/add")
+check "POST /members/add of an existing member without a certificate: no HTTP answer (TLS refused)" 000 "$code"
 code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' --cacert "$KL_CA" --cert "$PKI/nodes/gateway-1.crt" \
   --key "$PKI/nodes/gateway-1.key" -X POST --data "7/127.0.0.1:1" "${ADMIN[$((L0 - 1))]}/members/add")
 check "POST /members/add with a gateway certificate: refused" 000 "$code"
