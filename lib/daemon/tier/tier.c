@@ -308,10 +308,11 @@ static void launch(kl_tier_t *t, flight_t *f) {
   if (!sent) finish_flight(t, f, KL_STATUS_UPSTREAM_ERROR, "no parent is reachable");
 }
 
-/* Closes the open round and sends it up. */
-static void close_round(kl_tier_t *t) {
+/* Closes the open round and sends it up; false out of memory (the round stays open). */
+static bool close_round(kl_tier_t *t) {
   flight_t *f = detach_open(t);
   if (f) launch(t, f); /* else: try again next tick */
+  return f != NULL;
 }
 
 /* Rounds that filled up before their time, in order (kl_tier_submit queued them). */
@@ -335,7 +336,7 @@ static void on_tick(uv_timer_t *h) {
   kl_tier_t *t = h->data;
   arm_tick(t);
   launch_full(t);
-  if (t->open && kl_round_size(t->open) > 0) close_round(t);
+  if (!t->cfg.manual_close && t->open && kl_round_size(t->open) > 0) close_round(t);
   uint64_t now = uv_now(t->loop);
   flight_t *f = t->flights;
   while (f) {
@@ -354,6 +355,17 @@ static void on_tick(uv_timer_t *h) {
     }
     f = next;
   }
+}
+
+size_t kl_tier_close_now(kl_tier_t *t) {
+  if (t == NULL || t->closing) return 0;
+  launch_full(t); /* the rounds that filled up before this one go up first */
+  size_t n = t->open ? kl_round_size(t->open) : 0;
+  return n > 0 && close_round(t) ? n : 0;
+}
+
+uint64_t kl_tier_next_close(const kl_tier_t *t, uint64_t wall_ms) {
+  return wall_ms + kl_tier_next_close_in(wall_ms, t->cfg.period_ms, t->lead_ms);
 }
 
 static int open_round(kl_tier_t *t, kl_err_t *e) {

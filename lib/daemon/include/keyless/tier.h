@@ -9,6 +9,8 @@
  *                                   - lead (lib/tier/tier_clock.h): the last round of a second
  *                                   reaches the core before the second ends. lead is the
  *                                   configured one or the parents' (Response.lead_ms) plus a hop.
+ *   kl_tier_close_now()             with manual_close, instead of the timer: the owner closes
+ *                                   (Closing by the owner, below)
  *   first valid parent answer       done(ctx, answer) for every request of that round (its own
  *                                   chain, and the round's shared tail built once)
  *   no valid answer in time         done(ctx, retryable status) for every request of that round
@@ -74,6 +76,7 @@ typedef struct kl_tier_config {
   const char *name;            /* this node's identity: sent up as Request.client_id */
   size_t max_pending;          /* requests held at once (0: no limit) */
   struct kl_tls_ctx *tls;      /* mutual TLS to the parents (core or aggregator certificates); NULL: plain */
+  bool manual_close;           /* rounds close by kl_tier_close_now (or full), not on the timer */
 } kl_tier_config_t;
 
 typedef struct kl_tier_answer {
@@ -136,6 +139,22 @@ KL_API int kl_tier_create(uv_loop_t *loop, const kl_tier_config_t *cfg, kl_metri
  * reason in e (done is then not called for ctx). */
 KL_API int kl_tier_submit(kl_tier_t *t, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who,
                           void *ctx, uint64_t *status, kl_err_t *e);
+
+/* Closing by the owner (manual_close): a tier whose requests are themselves roots of rounds
+ * closed elsewhere (a multi-loop gateway's workers, gateway/gw_pool.c) should close when those
+ * have all come in, not at a guess. With manual_close the timer closes no round (a full one
+ * still closes early); it still times rounds out and fails them over, and the owner calls
+ * kl_tier_close_now for every scheduled close (kl_tier_next_close), at most its own bound
+ * later, so a stuck input cannot hold the round. kl_tier_close_now also works without
+ * manual_close (the timer then closes whatever came after).
+ *
+ * close_now: closes the open round at once (rounds that filled up before it first, in order)
+ * and sends its root up; returns the requests it held, 0 when it was empty (nothing is sent)
+ * or the tier is closing. done may run before it returns (no parent reachable: 0x0300).
+ * next_close: the wall-clock instant (ms since the epoch) of the first scheduled close after
+ * wall_ms, at the tier's current lead (the parents' lead plus a hop, tier_clock.h). */
+KL_API size_t kl_tier_close_now(kl_tier_t *t);
+KL_API uint64_t kl_tier_next_close(const kl_tier_t *t, uint64_t wall_ms);
 
 /* The highest request level accepted (what a config response announces). */
 KL_API unsigned kl_tier_max_request_level(const kl_tier_t *t);
