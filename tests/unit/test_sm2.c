@@ -21,6 +21,7 @@
 #include "keyless/pubfile.h"
 #include "keyless/verify.h"
 #include "testutil.h"
+#include "tu_pipeline.h"
 
 #define SM2_OID "1.2.156.10197.1.501"
 #define SM2_ID "1234567812345678"
@@ -200,7 +201,7 @@ static void test_devpki_profile(void **state) {
 
 static void test_pipeline(void **state) {
   (void)state;
-  char pki[300], other[300], cal_dir[300], p1[400], p2[400];
+  char pki[300], other[300], cal_dir[300];
   kl_err_t e = {0};
   snprintf(pki, sizeof pki, "%s/pki", dir);
   snprintf(other, sizeof other, "%s/rsa", dir);
@@ -208,66 +209,13 @@ static void test_pipeline(void **state) {
   if (kl_devpki_create_profile(pki, "publications@keyless.test", 30, NULL, "sm2", &e)) fail_msg("%s", e.msg);
   if (kl_devpki_create(other, "publications@keyless.test", 30, &e)) fail_msg("%s", e.msg);
 
-  /* An SM3 aggregation chain: document D with sibling S. */
-  const uint64_t T = (uint64_t)time(NULL) - 60;
-  kl_imprint_t doc, sib, root;
-  uint8_t sib_bytes[KL_IMPRINT_MAX];
-  kl_hash(KL_HASH_SM3, "document", 8, &doc, NULL);
-  kl_hash(KL_HASH_SM3, "neighbour", 9, &sib, NULL);
-  kl_aggr_link_t link = {0};
-  link.dir = KL_LINK_LEFT;
-  link.kind = KL_SIB_IMPRINT;
-  link.sibling = sib;
-  link.sib_bytes = sib_bytes;
-  link.sib_len = kl_imprint_to_bytes(&sib, sib_bytes);
-  uint64_t index = 3;
-  kl_aggr_chain_t ch = {T, &index, 1, doc, NULL, 0, false, KL_HASH_SM3, &link, 1, 0};
-  kl_hasher_t h;
-  kl_hasher_init(&h, NULL);
-  assert_int_equal(kl_aggr_chain_compute(&h, &ch, 0, &root, NULL, NULL), 0);
-  kl_hasher_close(&h);
-  assert_int_equal(root.alg, KL_HASH_SM3);
-
-  kl_cal_t *cal;
-  assert_int_equal(kl_cal_create(cal_dir, T - 10, NULL, &e), 0);
-  assert_int_equal(kl_cal_open(cal_dir, NULL, &cal, &e), 0);
-  kl_cal_entry_t en[2] = {{T, &root}, {T + 5, NULL}};
-  assert_int_equal(kl_cal_append(cal, en, 2, &e), 0);
-
-  kl_calauth_t *ca;
-  snprintf(p1, sizeof p1, "%s/calendar-auth.crt", pki);
-  snprintf(p2, sizeof p2, "%s/calendar-auth.key", pki);
-  if (kl_calauth_load(p1, p2, &ca, &e)) fail_msg("%s", e.msg);
-  kl_imprint_t cal_root;
-  assert_int_equal(kl_cal_root(cal, T, &cal_root, &e), 0);
-  kl_buf_t b = KL_BUF_INIT;
-  size_t m = kl_tlv_open(&b);
-  kl_aggr_chain_encode(&b, &ch);
-  assert_int_equal(kl_cal_chain(cal, T, T, &b, &e), 0);
-  assert_int_equal(kl_calauth_sign(ca, T, &cal_root, &b, &e), 0);
-  assert_int_equal(kl_tlv_close(&b, m, KL_T_SIGNATURE, 0), 0);
-  kl_sig_t *sig;
-  if (kl_sig_parse(b.p, b.len, &sig, &e)) fail_msg("%s", e.msg);
-  assert_string_equal(sig->auth->sig.sig_type, SM2_OID);
-
-  /* The publications file, signed by the SM2 publications key. */
-  kl_imprint_t pub_root;
-  assert_int_equal(kl_cal_root(cal, T + 5, &pub_root, &e), 0);
-  size_t der_len;
-  const uint8_t *der = kl_calauth_cert_der(ca, &der_len);
-  const uint8_t *ders[1] = {der};
-  size_t lens[1] = {der_len};
-  kl_pub_data_t pd = {T + 5, pub_root, NULL, 0};
-  char pcert[400], pkey[400], anchor[400], other_anchor[400];
-  snprintf(pcert, sizeof pcert, "%s/publications.crt", pki);
-  snprintf(pkey, sizeof pkey, "%s/publications.key", pki);
-  snprintf(anchor, sizeof anchor, "%s/ca.crt", pki);
-  snprintf(other_anchor, sizeof other_anchor, "%s/ca.crt", other);
-  kl_pubfile_spec_t spec = {0, T + 6, NULL, ders, lens, 1, &pd, 1, pcert, pkey, NULL, false};
-  kl_buf_t pfb = KL_BUF_INIT;
-  if (kl_pubfile_write(&spec, &pfb, &e)) fail_msg("%s", e.msg);
-  kl_pubfile_t *pf;
-  assert_int_equal(kl_pubfile_parse(pfb.p, pfb.len, &pf, &e), 0);
+  /* An SM3 aggregation chain, a calendar, the fresh signature (SM2-with-SM3) and the
+   * publications file, signed by the SM2 publications key and verified against the SM2 CA. */
+  tu_pipeline_t pl;
+  tu_pipeline_build(&pl, pki, cal_dir, KL_HASH_SM3);
+  assert_int_equal(pl.root.alg, KL_HASH_SM3);
+  assert_string_equal(pl.sig->auth->sig.sig_type, SM2_OID);
+  kl_pubfile_t *pf = pl.pf;
   /* Its one SignerInfo is SM2-with-SM3 over SM3. */
   const unsigned char *q = pf->cms;
   CMS_ContentInfo *cms = d2i_CMS_ContentInfo(NULL, &q, (long)pf->cms_len);
@@ -281,11 +229,12 @@ static void test_pipeline(void **state) {
   assert_int_equal(OBJ_obj2nid(o2), NID_SM2_with_SM3);
   CMS_ContentInfo_free(cms);
 
-  const char *anchors[1] = {anchor};
+  char other_anchor[400];
+  snprintf(other_anchor, sizeof other_anchor, "%s/ca.crt", other);
+  const char *anchors[1] = {pl.anchor};
   kl_cnstr_t cn[1] = {{"E", "publications@keyless.test"}};
   kl_pubfile_trust_t trust = {anchors, 1, cn, 1, 0, 0};
-  if (kl_pubfile_verify(pf, &trust, &e)) fail_msg("%s", e.msg);
-  if (kl_pubfile_verify_signer(pf, pcert, &e)) fail_msg("%s", e.msg);
+  if (kl_pubfile_verify_signer(pf, pl.pcert, &e)) fail_msg("%s", e.msg);
   /* Another PKI's anchor does not do. */
   const char *wrong[1] = {other_anchor};
   kl_pubfile_trust_t trust2 = {wrong, 1, cn, 1, 0, 0};
@@ -293,8 +242,8 @@ static void test_pipeline(void **state) {
   assert_non_null(strstr(e.msg, "chain"));
   /* A changed body does not verify (the SM3 message digest). */
   kl_buf_t bad = KL_BUF_INIT;
-  kl_buf_put(&bad, pfb.p, pfb.len);
-  uint8_t *hit = memmem(bad.p, bad.len, pub_root.digest, pub_root.len); /* the published root */
+  kl_buf_put(&bad, pl.pfb.p, pl.pfb.len);
+  uint8_t *hit = memmem(bad.p, bad.len, pl.pub_root.digest, pl.pub_root.len); /* the published root */
   assert_non_null(hit);
   hit[0] ^= 1;
   kl_pubfile_t *pf_bad = NULL;
@@ -303,7 +252,7 @@ static void test_pipeline(void **state) {
   kl_pubfile_free(pf_bad);
   /* A forged SignerInfo signature does not verify either. */
   kl_buf_free(&bad);
-  kl_buf_put(&bad, pfb.p, pfb.len);
+  kl_buf_put(&bad, pl.pfb.p, pl.pfb.len);
   bad.p[bad.len - 3] ^= 1; /* the signature is the SignerInfo's last field, at the file's end */
   pf_bad = NULL;
   assert_int_equal(kl_pubfile_parse(bad.p, bad.len, &pf_bad, &e), 0);
@@ -312,37 +261,11 @@ static void test_pipeline(void **state) {
   kl_pubfile_free(pf_bad);
   kl_buf_free(&bad);
 
-  kl_verify_opts_t o = {0};
-  kl_verify_result_t res;
-  o.doc_hash = &doc;
-  o.pubfile = pf;
-  kl_verify(sig, KL_POLICY_KEY, &o, &res);
-  if (res.verdict != KL_VER_OK) fail_msg("key-based: %s %s", kl_vcode_str(res.code), res.message);
-
-  kl_buf_t chain = KL_BUF_INIT, rec = KL_BUF_INIT;
-  assert_int_equal(kl_cal_chain(cal, T, T + 5, &chain, &e), 0);
-  m = kl_tlv_open(&rec);
-  kl_buf_put(&rec, pf->pubs[0].data.raw, pf->pubs[0].data.raw_len);
-  kl_tlv_close(&rec, m, KL_T_PUB_REC, 0);
+  /* Key-based, extended and publication-based, another document refused. */
   kl_sig_t *ext;
-  assert_int_equal(kl_sig_rebuild(sig, chain.p, chain.len, rec.p, rec.len, &ext, &e), 0);
-  kl_verify(ext, KL_POLICY_PUBFILE, &o, &res);
-  if (res.verdict != KL_VER_OK) fail_msg("publication-based: %s %s", kl_vcode_str(res.code), res.message);
-  kl_imprint_t other_doc;
-  kl_hash(KL_HASH_SM3, "other", 5, &other_doc, NULL);
-  o.doc_hash = &other_doc;
-  kl_verify(sig, KL_POLICY_KEY, &o, &res);
-  assert_int_equal(res.code, KL_VC_GEN_01);
-
+  tu_pipeline_verify(&pl, &ext);
   kl_sig_free(ext);
-  kl_sig_free(sig);
-  kl_pubfile_free(pf);
-  kl_calauth_free(ca);
-  kl_cal_close(cal);
-  kl_buf_free(&b);
-  kl_buf_free(&pfb);
-  kl_buf_free(&chain);
-  kl_buf_free(&rec);
+  tu_pipeline_free(&pl);
 }
 
 /* k of n across profiles: an SM2 signer (devpki) and an ECDSA signer (self-signed, its own
