@@ -271,6 +271,21 @@ void kl_metric_observe(kl_metric_t *x, double v) {
   x->sum += v;
 }
 
+size_t kl_metric_histogram_get(const kl_metric_t *x, unsigned long long *counts, size_t n, double *sum) {
+  if (x == NULL || x->fam->kind != K_HISTOGRAM) return 0;
+  size_t have = x->n_bounds + 1;
+  memcpy(counts, x->counts, (n < have ? n : have) * sizeof *counts);
+  if (sum) *sum = x->sum;
+  return have;
+}
+
+void kl_metric_histogram_set(kl_metric_t *x, const unsigned long long *counts, size_t n, double sum) {
+  if (x == NULL || x->fam->kind != K_HISTOGRAM || n != x->n_bounds + 1) return;
+  x->count = 0;
+  for (size_t i = 0; i < n; i++) x->count += x->counts[i] = counts[i];
+  x->sum = sum;
+}
+
 double kl_metric_value(const kl_metric_t *x) {
   if (x == NULL) return 0;
   if (x->fam->kind == K_HISTOGRAM) return (double)x->count;

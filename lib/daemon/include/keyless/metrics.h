@@ -68,6 +68,13 @@ KL_API void kl_metric_inc(kl_metric_t *x);               /* counter or gauge: +1
 KL_API void kl_metric_add(kl_metric_t *x, double v);     /* counter (v >= 0) or gauge */
 KL_API void kl_metric_set(kl_metric_t *x, double v);     /* gauge */
 KL_API void kl_metric_observe(kl_metric_t *x, double v); /* histogram */
+/* A histogram's state copied out and in, for a registry per thread summed into one (a
+ * multi-loop gateway, gateway/gw_daemon.c): counts per bucket, not cumulative, the last one
+ * +Inf (n_bounds + 1 of them). get copies at most n and returns how many there are (0: not a
+ * histogram); set replaces the counts, their total and sum (n must be n_bounds + 1, else it
+ * does nothing). */
+KL_API size_t kl_metric_histogram_get(const kl_metric_t *x, unsigned long long *counts, size_t n, double *sum);
+KL_API void kl_metric_histogram_set(kl_metric_t *x, const unsigned long long *counts, size_t n, double sum);
 /* Counter or gauge value; a histogram's count of observations. */
 KL_API double kl_metric_value(const kl_metric_t *x);
 
