@@ -119,9 +119,13 @@ typedef struct gw_worker gw_worker_t;
 
 /* What a worker's loop counted, copied at each of its round closes for the main loop's metrics. */
 #define GW_N_REFUSED 10 /* the request statuses a worker reports: 0x0101..0x0107, 0x0200, 0x0300, 0x0301 */
+#define GW_DUR_BUCKETS 17 /* keyless_gateway_pdu_duration_seconds: kl_metrics_latency_buckets and +Inf */
 typedef struct gw_stats {
   double requests_ok, pdus_ok[2], future;
   double refused[GW_N_REFUSED];
+  double rounds_full, roots_late; /* rounds closed full; roots after their tier round closed (gw_threads.h) */
+  unsigned long long duration[2][GW_DUR_BUCKETS]; /* PDU durations by transport, per bucket */
+  double duration_sum[2];
   kl_net_stats_t http, https, tcp;
 } gw_stats_t;
 

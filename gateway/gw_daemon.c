@@ -9,7 +9,8 @@
  * With [gateway] threads > 1 the same gateway_t serves on each worker's loop (gw_serve_*: its
  * servers with SO_REUSEPORT, its service, its own metrics registry; no tier, no admin), and the
  * main one holds the tier, the admin port and the pool (gw_pool.c); its metrics show the
- * workers' counters, copied at each round tick, summed and by worker. */
+ * workers' counters, copied at each round tick, summed and by worker, and their PDU duration
+ * histograms merged into one per transport. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,8 @@ static double m_worker_refused(void *arg) {
   return r->gw->per[r->i].refused[r->j];
 }
 static double m_sum_future(void *arg) { return ((gateway_t *)arg)->sum.future; }
+static double m_sum_rounds_full(void *arg) { return ((gateway_t *)arg)->sum.rounds_full; }
+static double m_sum_roots_late(void *arg) { return ((gateway_t *)arg)->sum.roots_late; }
 
 /* The main gateway with workers: their PDU and connection counters summed, their requests
  * answered by worker and status (labelled worker="I"; a refused status once a worker has one). */
@@ -161,6 +164,14 @@ static int pool_metrics_init(gateway_t *gw) {
                               "Answers withheld because their aggregation second had not begun on this gateway's "
                               "clock (a clock is wrong: this one or the core's)",
                               NULL, m_sum_future, gw) != NULL;
+  /* The workers' rounds: the tier's series under tier="gateway_worker", summed over them. */
+  ok &= kl_metrics_counter_fn(gw->m, "keyless_tier_rounds_closed_full_total",
+                              "Rounds closed before their time because they held max_requests.",
+                              (const char *[]){"tier", "gateway_worker", NULL}, m_sum_rounds_full, gw) != NULL;
+  ok &= kl_metrics_counter_fn(gw->m, "keyless_gateway_worker_roots_late_total",
+                              "Worker subtree roots that came after their tier round closed at its deadline "
+                              "(they joined the next round).",
+                              NULL, m_sum_roots_late, gw) != NULL;
   gw->nm_http.stats = &gw->sum.http;
   gw->nm_https.stats = &gw->sum.https;
   gw->nm_tcp.stats = &gw->sum.tcp;
@@ -184,20 +195,23 @@ static void on_pool_tick(void *arg) {
     }
   }
   gw_pool_stats(gw->pool, -1, &gw->sum);
+  for (int t = 0; t < 2; t++) /* the workers' PDU durations merged: one histogram per transport */
+    kl_metric_histogram_set(gw->duration[t], gw->sum.duration[t], GW_DUR_BUCKETS, gw->sum.duration_sum[t]);
 }
 
 static int metrics_init(gateway_t *gw, kl_err_t *e) {
   if (kl_metrics_create(&gw->m, e)) return KL_ENOMEM;
   bool ok = true;
-  if (gw->n_workers > 1) {
-    ok &= pool_metrics_init(gw) == 0;
-    goto common;
-  }
-  for (int t = 0; t < 2; t++)
+  for (int t = 0; t < 2; t++) /* with workers: theirs summed (on_pool_tick) */
     ok &= (gw->duration[t] = kl_metrics_histogram(gw->m, "keyless_gateway_pdu_duration_seconds",
                                                   "From a request PDU's arrival to its response, by transport.",
                                                   (const char *[]){"transport", transport_name[t], NULL},
                                                   kl_metrics_latency_buckets, kl_metrics_latency_n)) != NULL;
+  ok &= kl_metrics_latency_n + 1 == GW_DUR_BUCKETS;
+  if (gw->n_workers > 1) {
+    ok &= pool_metrics_init(gw) == 0;
+    goto common;
+  }
   for (int t = 0; t < 2; t++)
     ok &= (gw->pdus_ok[t] = kl_metrics_counter(gw->m, "keyless_gateway_pdus_total", PDUS_HELP,
                                                (const char *[]){"transport", transport_name[t], "status", "0x0000", NULL})) !=
@@ -403,7 +417,10 @@ void gw_serve_stats(const gateway_t *gw, gw_stats_t *out) {
   for (int j = 0; j < GW_N_REFUSED; j++) /* gw_service.c's count(); the series is made if absent */
     out->refused[j] = kl_metric_value(kl_metrics_counter(gw->m, "keyless_gateway_requests_total", REQUESTS_HELP,
                                                          (const char *[]){"status", refused_status[j], NULL}));
-  for (int t = 0; t < 2; t++) out->pdus_ok[t] = kl_metric_value(gw->pdus_ok[t]);
+  for (int t = 0; t < 2; t++) {
+    out->pdus_ok[t] = kl_metric_value(gw->pdus_ok[t]);
+    kl_metric_histogram_get(gw->duration[t], out->duration[t], GW_DUR_BUCKETS, &out->duration_sum[t]);
+  }
   if (gw->http) out->http = *kl_http_server_stats(gw->http);
   if (gw->https) out->https = *kl_http_server_stats(gw->https);
   if (gw->tcp) out->tcp = *kl_tlv_server_stats(gw->tcp);
@@ -430,6 +447,7 @@ int gateway_start(uv_loop_t *loop, const gw_config_t *cfg, gateway_t **out, kl_e
     tc.round.max_requests = GW_TOP_ROOTS * (size_t)gw->n_workers;
     tc.round.per_client = 0;
     tc.max_pending = 0;
+    tc.manual_close = true; /* closed once every worker's root is in, or at a deadline (gw_pool.c) */
   }
   if ((r = kl_tier_create(loop, &tc, gw->m, "gateway", gw->pool ? gw_pool_tier_done : gw_on_answer,
                           gw->pool ? (void *)gw->pool : (void *)gw, &gw->tier, e)))

@@ -11,52 +11,61 @@
 #include "keyless/log.h"
 #include "keyless/pdu.h"
 
-/* The tier's round schedule (lib/daemon/tier/tier_clock.c): the first instant after `after`
- * (wall clock, ms) that is lead before a multiple of period, or before a second's end if sooner. */
-static uint64_t next_before(uint64_t now, uint64_t step, uint64_t lead) {
-  lead %= step;
-  return ((now + lead) / step + 1) * step - lead;
-}
-
-static uint64_t tier_close_after(uint64_t after, uint64_t period, uint64_t lead) {
-  if (lead >= 1000) lead = 999;
-  uint64_t a = next_before(after, period, lead), b = next_before(after, 1000, lead);
-  return a < b ? a : b;
-}
-
 static uint64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* How long before the tier's close the workers are told to close theirs: GW_MARGIN_MS, or twice
- * the slowest hand-off of the last rounds (a worker's tree takes longer as its rounds fill; a
- * root that comes after the tier closed waits a round), at most a quarter of the period. */
+/* How long before the tier's scheduled close the workers are told to close theirs, and how
+ * long after it the tier waits at most for their roots: GW_MARGIN_MS, or twice the slowest
+ * hand-off of the last rounds (a worker's tree takes longer as its rounds fill), at most a
+ * quarter of the period. */
 static uint64_t margin(gw_pool_t *p) {
   uint64_t m = 2 * p->slowest_ms > GW_MARGIN_MS ? 2 * p->slowest_ms : GW_MARGIN_MS, most = p->period_ms / 4;
   return m < most ? m : most;
 }
 
-/* One tick per tier close, margin before it: the next tick is for the tier's first close after
- * the one this tick was for (a timer that fires a little early, or a margin that shrinks, must
- * not tell the workers twice for one tier round: their second roots would crowd its round). */
+/* The tier's round closes now, with the roots that are in (every worker's, or the deadline). */
+static void close_tier(gw_pool_t *p) {
+  p->pending = false;
+  uv_timer_stop(&p->deadline);
+  if (p->tier) kl_tier_close_now(p->tier);
+}
+
+static void on_deadline(uv_timer_t *h) {
+  gw_pool_t *p = h->data;
+  if (p->pending) close_tier(p); /* a worker has not answered: its root joins the next round */
+}
+
+/* One tick per scheduled tier close, margin before it: the next tick is for the first close
+ * after the one this tick was for (a timer that fires a little early, or a margin that
+ * shrinks, must not tell the workers twice for one tier round). */
 static void on_clock(uv_timer_t *h) {
   gw_pool_t *p = h->data;
   if (p->tick) p->tick(p->tick_arg);
-  uint64_t now = wall_ms();
+  if (p->pending) close_tier(p); /* the next close is due before the last one's deadline */
+  uint64_t now = wall_ms(), m = margin(p);
   p->slowest_ms = p->slowest_ms * 7 / 8; /* forgets a slow round over a few seconds */
   p->told_at = uv_now(p->loop);
-  p->told = p->for_close > now ? p->for_close - now : 0; /* how long before the tier's close */
-  p->for_close = tier_close_after(p->for_close > now ? p->for_close : now, p->period_ms, p->lead_ms);
-  uint64_t at = p->for_close - margin(p);
-  uv_timer_start(&p->clock, on_clock, at > now ? at - now : 1, 0);
+  p->tick_no++;
+  p->pending = true;
+  p->waiting = p->n;
+  uv_timer_start(&p->deadline, on_deadline, (p->due > now ? p->due - now : 0) + m, 0);
   for (int i = 0; i < p->n; i++) {
-    gw_msg_t *m = calloc(1, sizeof *m);
-    if (m == NULL) continue; /* that worker closes at the next tick */
-    m->kind = M_CLOSE;
-    gw_box_put(&p->w[i].box, m);
+    gw_msg_t *msg = calloc(1, sizeof *msg);
+    if (msg == NULL) { /* that worker closes at the next tick */
+      p->waiting--;
+      continue;
+    }
+    msg->kind = M_CLOSE;
+    msg->tick = p->tick_no;
+    gw_box_put(&p->w[i].box, msg);
   }
+  if (p->waiting == 0) close_tier(p);
+  p->due = p->tier ? kl_tier_next_close(p->tier, p->due > now ? p->due : now) : now + p->period_ms;
+  uint64_t at = p->due - margin(p);
+  uv_timer_start(&p->clock, on_clock, at > now ? at - now : 1, 0);
 }
 
 static void send_answer(gw_pool_t *p, gw_msg_t *m, uint64_t status, const char *why) {
@@ -85,7 +94,6 @@ void gw_pool_tier_done(void *ctx, const kl_tier_answer_t *a, void *arg) {
     send_answer(p, m, a->status, a->error);
     return;
   }
-  p->lead_ms = a->lead_ms; /* the tier's own lead: its closes move with it, so do the workers' */
   if ((m->parts = malloc(a->len + a->tail_len)) == NULL) {
     send_answer(p, m, KL_STATUS_INTERNAL_ERROR, "out of memory");
     return;
@@ -102,18 +110,29 @@ static void on_box(uv_async_t *h) {
   gw_pool_t *p = h->data;
   for (gw_msg_t *m = gw_box_take(&p->box), *next; m; m = next) {
     next = m->next;
-    if (m->kind == M_ROOT) {
-      uint64_t took = uv_now(p->loop) - p->told_at; /* from the tick that asked for it */
-      if (took > p->slowest_ms) p->slowest_ms = took;
-      if (took >= p->told) p->late++;
-      if (took >= p->told && (p->late & (p->late - 1)) == 0) /* 1st, 2nd, 4th... time */
-        kl_log(KL_LOG_INFO, "worker_root_late", "worker=%d ms=%llu margin_ms=%llu count=%llu", m->worker,
-               (unsigned long long)took, (unsigned long long)p->told, (unsigned long long)p->late);
-      submit_root(p, m); /* m travels on */
+    if (m->kind == M_ROOT || m->kind == M_EMPTY) {
+      bool current = p->pending && m->tick == p->tick_no;
+      int wk = m->worker;
+      if (m->tick) { /* the answer to a tick (0: a round closed full, in whichever tier round) */
+        uint64_t took = uv_now(p->loop) - p->told_at;
+        if (current && took > p->slowest_ms) p->slowest_ms = took;
+        if (!current && m->kind == M_ROOT) {
+          p->late++;
+          p->late_by[wk]++;
+          if ((p->late & (p->late - 1)) == 0) /* 1st, 2nd, 4th... time */
+            kl_log(KL_LOG_INFO, "worker_root_late", "worker=%d tick=%llu count=%llu", wk,
+                   (unsigned long long)m->tick, (unsigned long long)p->late);
+        }
+      }
+      if (m->kind == M_ROOT) submit_root(p, m); /* m travels on */
+      else free(m);
+      if (current && --p->waiting == 0) close_tier(p); /* every worker's root is in */
       continue;
     }
     if (m->kind == M_STOPPED && ++p->stopped == p->n && p->stop_cb) {
       uv_timer_stop(&p->clock);
+      uv_timer_stop(&p->deadline);
+      if (p->pending) close_tier(p);
       p->stop_cb(p->stop_arg);
     }
     free(m);
@@ -162,7 +181,6 @@ int gw_pool_workers(gw_pool_t *p, kl_tier_t *tier, const kl_tier_config_t *orig,
   const gw_config_t *cfg = p->cfg;
   p->tier = tier;
   p->period_ms = orig->period_ms;
-  p->lead_ms = orig->lead_ms > 5 ? orig->lead_ms : 5; /* kl_tier_lead with no parent heard yet */
   snprintf(p->name, sizeof p->name, "%s", orig->name);
   kl_round_config_t rc;
   gw_pool_round(tier, orig, &rc);
@@ -208,7 +226,9 @@ int gw_pool_start(gw_pool_t *p, void (*tick)(void *arg), void *arg, kl_err_t *e)
   if ((rc = gw_box_init(&p->box, p->loop, on_box, p))) return kl_err_set(e, KL_EIO, "pool: %s", uv_strerror(rc));
   uv_timer_init(p->loop, &p->clock);
   p->clock.data = p;
-  p->handles = 2;
+  uv_timer_init(p->loop, &p->deadline);
+  p->deadline.data = p;
+  p->handles = 3;
   p->started = true;
   for (int i = 0; i < p->n; i++) {
     p->w[i].thread_started = true; /* before the thread reads it */
@@ -217,7 +237,9 @@ int gw_pool_start(gw_pool_t *p, void (*tick)(void *arg), void *arg, kl_err_t *e)
       return kl_err_set(e, KL_EIO, "worker %d: cannot start its thread: %s", i, uv_strerror(rc));
     }
   }
-  on_clock(&p->clock);
+  uint64_t now = wall_ms();
+  p->due = kl_tier_next_close(p->tier, now);
+  uv_timer_start(&p->clock, on_clock, p->due - now > margin(p) ? p->due - now - margin(p) : 1, 0);
   return 0;
 }
 
@@ -273,6 +295,7 @@ void gw_pool_close(gw_pool_t *p) {
     return;
   }
   uv_close((uv_handle_t *)&p->clock, on_handle_closed);
+  uv_close((uv_handle_t *)&p->deadline, on_handle_closed);
   uv_close((uv_handle_t *)&p->box.async, on_handle_closed);
   uv_mutex_destroy(&p->box.mu);
 }
@@ -309,10 +332,16 @@ void gw_pool_stats(gw_pool_t *p, int worker, gw_stats_t *out) {
     out->pdus_ok[1] += w->stats.pdus_ok[1];
     out->future += w->stats.future;
     for (int j = 0; j < GW_N_REFUSED; j++) out->refused[j] += w->stats.refused[j];
+    out->rounds_full += w->stats.rounds_full;
+    for (int t = 0; t < 2; t++) {
+      for (int j = 0; j < GW_DUR_BUCKETS; j++) out->duration[t][j] += w->stats.duration[t][j];
+      out->duration_sum[t] += w->stats.duration_sum[t];
+    }
     add_net(&out->http, &w->stats.http);
     add_net(&out->https, &w->stats.https);
     add_net(&out->tcp, &w->stats.tcp);
     uv_mutex_unlock(&w->stats_mu);
+    out->roots_late += (double)p->late_by[i]; /* the main loop's own count */
   }
 }
 

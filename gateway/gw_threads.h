@@ -7,15 +7,26 @@
  * metadata link per request, as in a one-loop gateway). The main loop keeps the one parent
  * link and the one round clock (the kl_tier), the admin port and the metrics.
  *
- * A round. The main clock ticks MARGIN ms before the tier closes its round (the tier's wall-clock
- * schedule: k * period - lead and each second's end - lead); each worker closes its subtree and
- * posts its root and level; the main loop submits each root to the tier's open round as one
- * request (client id "NAME/wI"), so the tier's round over the workers' roots is the small top
- * tree and its root goes to the parents once. The tier's answer for a worker's root (the top
- * chain, then the parents' parts) goes back to that worker, which checks it against its subtree
- * (kl_round_accept) and answers each of its requests with its own chain followed by those
- * parts. A root that reaches the tier after its close joins the next round: later, never wrong.
- * MARGIN is 10 ms or twice the slowest recent hand-off (tick to root), at most period / 4.
+ * A round. The main clock ticks MARGIN ms before each scheduled close of the tier's round
+ * (kl_tier_next_close: k * period - lead and each second's end - lead), once per close. Each
+ * worker closes its subtree and answers the tick: its root and level (M_ROOT), or M_EMPTY. The
+ * main loop submits each root to the tier's open round as one request (client id "NAME/wI"),
+ * so the tier's round over the workers' roots is the small top tree and its root goes to the
+ * parents once. The tier closes only when told (manual_close): once every worker has answered
+ * the tick (kl_tier_close_now), or at the deadline, MARGIN after the scheduled close, so a
+ * stuck worker cannot hold the round; a root after that joins the next round (later, never
+ * wrong; counted in keyless_gateway_worker_roots_late_total). MARGIN is 10 ms or twice the
+ * slowest recent hand-off (tick to root), at most period / 4.
+ *
+ * A worker's round that holds max_requests does not refuse the next request: it closes at once
+ * (from the loop, not inside the submit, as the tier's does) and its root goes to the main loop
+ * untied to a tick (tick 0), joining the tier's open round; the request opens the worker's next
+ * round (keyless_tier_rounds_closed_full_total{tier="gateway_worker"}). Only max_pending
+ * (per worker, the memory bound) refuses with 0x0106.
+ *
+ * The tier's answer for a worker's root (the top chain, then the parents' parts) goes back to
+ * that worker, which checks it against its subtree (kl_round_accept) and answers each of its
+ * requests with its own chain followed by those parts.
  *
  * Levels. The tier's round holds at most 16N roots, so the top tree adds 1 + ceil(log2 16N)
  * levels (metadata, tree); a worker's round may reach at most the tier's highest request level,
@@ -39,14 +50,15 @@
 
 #define GW_MAX_THREADS 64
 #define GW_TOP_ROOTS 16 /* per worker: the tier's round holds up to 16N roots (late ones, retries) */
-#define GW_MARGIN_MS 10 /* a worker's round closes at least this much before the tier's (gw_pool.c) */
+#define GW_MARGIN_MS 10 /* the tick comes this much before the tier's close, the deadline as much after */
 
-enum { M_CLOSE, M_ANSWER, M_RELOAD, M_STOP, M_EXIT, M_ROOT, M_STOPPED };
+enum { M_CLOSE, M_ANSWER, M_RELOAD, M_STOP, M_EXIT, M_ROOT, M_EMPTY, M_STOPPED };
 
 typedef struct gw_msg {
   struct gw_msg *next;
   int kind, worker;
   uint64_t wround; /* the worker's round */
+  uint64_t tick;   /* M_CLOSE, and the M_ROOT or M_EMPTY answering it; 0: a root closed full */
   kl_imprint_t root;
   unsigned level;
   uint64_t status, second, lead_ms;
@@ -86,10 +98,12 @@ struct gw_worker {
   kl_round_t *open;
   void **open_ctx;
   size_t open_cap, held, max_pending;
+  gw_flight_t *full;      /* closed full, to close and send up from the loop (on_fanout) */
   gw_flight_t *flights;   /* sent up, waiting for the joined answer */
   gw_flight_t *answering; /* answered, being handed out (fanout) */
   uv_idle_t fanout;
   uint64_t next_id;
+  uint64_t closed_full; /* rounds closed early, full (copied to stats) */
   bool exiting;
   kl_buf_t scratch;
   uv_mutex_t stats_mu;
@@ -103,13 +117,17 @@ struct gw_pool {
   int n;
   gw_worker_t *w;
   gw_box_t box;
-  uv_timer_t clock;
+  uv_timer_t clock, deadline;
   bool started;
-  int handles;           /* main-loop handles still open (box, clock) */
-  uint64_t period_ms, lead_ms, seq;
-  uint64_t for_close;               /* the tier close (wall ms) the next tick is for */
-  uint64_t told_at, told;           /* the last tick: when, and how long before its tier close */
-  uint64_t slowest_ms, late;        /* hand-offs: the slowest lately; roots after the margin */
+  int handles;           /* main-loop handles still open (box, clock, deadline) */
+  uint64_t period_ms, seq;
+  uint64_t due;          /* the tier close (wall ms) the next tick is for */
+  uint64_t tick_no;      /* the last tick's number (from 1) */
+  bool pending;          /* the last tick's tier round is still open */
+  int waiting;           /* workers that have not answered the last tick */
+  uint64_t told_at;      /* the last tick (loop ms) */
+  uint64_t slowest_ms, late;        /* hand-offs: the slowest lately; roots after their round */
+  uint64_t late_by[GW_MAX_THREADS]; /* ... by worker */
   char name[128];
   char ids[GW_MAX_THREADS][144]; /* the client id of each worker's root */
   int stopped;           /* workers whose servers have closed */

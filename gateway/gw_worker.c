@@ -1,7 +1,8 @@
 /* keyless-gateway, [gateway] threads > 1: a worker thread (gw_threads.h has the design). Its
  * loop serves its own connections; its requests collect in its own round; at the main clock's
- * word the round closes and its root goes to the main loop; the joined answer comes back and
- * every request of the round is answered from this loop. Also the mailboxes both sides use. */
+ * word (or once it holds max_requests) the round closes and its root goes to the main loop; the
+ * joined answer comes back and every request of the round is answered from this loop. Also the
+ * mailboxes both sides use. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,9 @@ gw_msg_t *gw_box_take(gw_box_t *b) {
   return m;
 }
 
+static gw_flight_t *detach_open(gw_worker_t *w);
+static void on_fanout(uv_idle_t *h);
+
 int gw_worker_submit(gw_worker_t *w, const kl_imprint_t *hash, unsigned level, const kl_round_identity_t *who,
                      void *ctx, uint64_t *status, kl_err_t *e) {
   size_t slot;
@@ -62,6 +66,21 @@ int gw_worker_submit(gw_worker_t *w, const kl_imprint_t *hash, unsigned level, c
   }
   if (w->open == NULL && (rc = kl_round_create(&w->rc, &w->open, e))) return rc;
   size_t n = kl_round_size(w->open);
+  if (w->rc.max_requests && n >= w->rc.max_requests) {
+    /* As kl_tier_submit: a full round closes now and the request opens the next one, instead of
+     * refusing the rest of the period; closed and sent from the loop (on_fanout), not inside
+     * the caller's submit. max_pending is the bound on what a worker holds. */
+    gw_flight_t *f = detach_open(w);
+    if (f != NULL) {
+      w->closed_full++;
+      gw_flight_t **pp = &w->full;
+      while (*pp) pp = &(*pp)->next;
+      *pp = f;
+      uv_idle_start(&w->fanout, on_fanout);
+      if ((rc = kl_round_create(&w->rc, &w->open, e))) return rc;
+      n = 0;
+    } /* else kl_round_add refuses it: the round is full */
+  }
   if (n == w->open_cap) {
     size_t cap = w->open_cap ? w->open_cap * 2 : 64;
     void **p = realloc(w->open_ctx, cap * sizeof *p);
@@ -128,9 +147,12 @@ static size_t fan_out(gw_worker_t *w, gw_flight_t *f, size_t budget) {
   return given;
 }
 
+static void launch_full(gw_worker_t *w);
+
 static void on_fanout(uv_idle_t *h) {
   gw_worker_t *w = h->data;
   size_t budget = FANOUT_SLICE;
+  launch_full(w);
   while (w->answering && budget > 0) {
     gw_flight_t *f = w->answering;
     budget -= fan_out(w, f, budget);
@@ -138,7 +160,7 @@ static void on_fanout(uv_idle_t *h) {
     w->answering = f->next;
     free_flight(f);
   }
-  if (w->answering == NULL) uv_idle_stop(h);
+  if (w->answering == NULL && w->full == NULL) uv_idle_stop(h);
 }
 
 /* The joined answer (m: the top chain and the parents' parts), checked against this subtree
@@ -174,33 +196,45 @@ static void answer_flight(gw_worker_t *w, gw_flight_t *f, gw_msg_t *m) {
 static void snapshot(gw_worker_t *w) {
   gw_stats_t s;
   gw_serve_stats(w->gw, &s);
+  s.rounds_full = (double)w->closed_full;
   uv_mutex_lock(&w->stats_mu);
   w->stats = s;
   uv_mutex_unlock(&w->stats_mu);
 }
 
-/* The main clock's tick: the open round closes and its root goes to the main loop. */
-static void close_round(gw_worker_t *w) {
-  snapshot(w);
-  if (w->open == NULL || kl_round_size(w->open) == 0) return;
-  kl_err_t e = {0};
+/* The open round as a flight not yet closed; NULL out of memory (the round stays open). */
+static gw_flight_t *detach_open(gw_worker_t *w) {
   gw_flight_t *f = calloc(1, sizeof *f);
-  gw_msg_t *m = calloc(1, sizeof *m);
-  if (f == NULL || m == NULL) { /* the round stays open: the next tick tries again */
-    free(f);
-    free(m);
-    return;
-  }
+  if (f == NULL) return NULL;
   f->round = w->open;
   f->ctx = w->open_ctx;
   f->n = kl_round_size(w->open);
-  f->id = w->next_id++;
   w->open = NULL;
   w->open_ctx = NULL;
   w->open_cap = 0;
-  if (kl_round_close(f->round, &m->root, &m->level, &e)) {
+  return f;
+}
+
+/* The main loop hears that this worker has no root for the tick (it stops waiting for it). */
+static void answer_empty(gw_worker_t *w, uint64_t tick) {
+  gw_msg_t *m = calloc(1, sizeof *m);
+  if (m == NULL) return; /* the main loop closes at its deadline */
+  m->kind = M_EMPTY;
+  m->worker = w->index;
+  m->tick = tick;
+  gw_box_put(&w->pool->box, m);
+}
+
+/* Closes f's tree and posts its root to the main loop, answering tick (0: a round closed full). */
+static void launch(gw_worker_t *w, gw_flight_t *f, uint64_t tick) {
+  kl_err_t e = {0};
+  gw_msg_t *m = calloc(1, sizeof *m);
+  f->id = w->next_id++;
+  if (m == NULL || kl_round_close(f->round, &m->root, &m->level, &e)) {
+    const char *why = m ? e.msg : "out of memory";
     free(m);
-    fail_flight(w, f, KL_STATUS_INTERNAL_ERROR, e.msg);
+    fail_flight(w, f, KL_STATUS_INTERNAL_ERROR, why);
+    if (tick) answer_empty(w, tick);
     return;
   }
   gw_flight_t **pp = &w->flights;
@@ -209,7 +243,28 @@ static void close_round(gw_worker_t *w) {
   m->kind = M_ROOT;
   m->worker = w->index;
   m->wround = f->id;
+  m->tick = tick;
   gw_box_put(&w->pool->box, m);
+}
+
+/* The rounds that filled up, in order (gw_worker_submit queued them). */
+static void launch_full(gw_worker_t *w) {
+  while (w->full && !w->exiting) {
+    gw_flight_t *f = w->full;
+    w->full = f->next;
+    f->next = NULL;
+    launch(w, f, 0);
+  }
+}
+
+/* The main clock's tick: the full rounds go up, then the open one, whose root (or M_EMPTY)
+ * answers the tick. */
+static void close_round(gw_worker_t *w, uint64_t tick) {
+  snapshot(w);
+  launch_full(w);
+  gw_flight_t *f = w->open && kl_round_size(w->open) > 0 ? detach_open(w) : NULL;
+  if (f) launch(w, f, tick);
+  else answer_empty(w, tick); /* nothing, or out of memory: the next tick takes it */
 }
 
 void gw_worker_drop(gw_worker_t *w, const char *why) {
@@ -219,6 +274,11 @@ void gw_worker_drop(gw_worker_t *w, const char *why) {
     fan_out(w, f, SIZE_MAX);
     w->answering = f->next;
     free_flight(f);
+  }
+  while (w->full) {
+    gw_flight_t *f = w->full;
+    w->full = f->next;
+    fail_flight(w, f, KL_STATUS_UPSTREAM_ERROR, why);
   }
   if (w->open) {
     kl_tier_answer_t a = {.status = KL_STATUS_UPSTREAM_ERROR, .error = why};
@@ -255,7 +315,7 @@ void gw_worker_on_box(uv_async_t *h) {
     gw_flight_t *f;
     switch (m->kind) {
     case M_CLOSE:
-      close_round(w);
+      close_round(w, m->tick);
       break;
     case M_ANSWER:
       if ((f = take_flight(w, m->wround)) == NULL) break;
