@@ -82,3 +82,190 @@ same_calendars() {
   roots=$(for d in "$@"; do "$kl" calendar root -D "$d" --time "$min"; done | sort -u | wc -l)
   check "$# calendars, one root at second $min" 1 "$roots"
 }
+
+# ---------------------------------------------------------------- daemons on loopback
+# For the tests that start the daemons themselves. Every daemon listens on kernel-chosen ports
+# (127.0.0.1:0) and names them in its event=started log line, so no port is picked beforehand.
+# A test may define its own finish or bail after sourcing this file (the last definition wins).
+HARNESS_NAME=$1
+
+# keep_logs [FILE...]: the scratch directory's *.log (and FILEs) into ${TMPDIR:-/tmp}/keyless-NAME-logs.
+keep_logs() {
+  local d="${TMPDIR:-/tmp}/keyless-$HARNESS_NAME-logs"
+  rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$@" "$d"/ 2>/dev/null
+  echo "# logs kept in $d"
+}
+# finish: ends the test: a failed run's logs kept, the summary line, exit status 0 only if no check failed.
+finish() {
+  [ "$FAILED" -eq 0 ] || keep_logs
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+  exit
+}
+# bail WHAT: a step the rest depends on failed: "not ok - WHAT", then finish.
+bail() {
+  echo "not ok - $1"
+  FAILED=$((FAILED + 1))
+  finish
+}
+
+# start NAME BINARY CONF: starts a daemon (its pid in PID[NAME] and PIDS) logging to NAME.log;
+# 0 once it logs event=started, 1 if it exits first or has not started within 10 s.
+start() {
+  declare -gA PID
+  "$2" -c "$3" >>"$1.log" 2>&1 &
+  PID[$1]=$!
+  PIDS+=("$!")
+  for _ in $(seq 1 200); do
+    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
+    kill -0 "${PID[$1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  return 1
+}
+# logged NAME KEY: KEY's value in NAME's (last) event=started line, e.g. logged gw http_port.
+logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# stop NAME: SIGTERM, at most 10 s for it to exit (then SIGKILL); its exit status in STATUS.
+stop() {
+  kill -TERM "${PID[$1]}" 2>/dev/null
+  for _ in $(seq 1 200); do kill -0 "${PID[$1]}" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "${PID[$1]}" 2>/dev/null && kill -KILL "${PID[$1]}"
+  wait "${PID[$1]}"
+  STATUS=$?
+}
+# metric PORT SERIES: a series' value (exact name and labels) on an admin port, 0 when absent.
+metric() {
+  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
+    awk -v k="$2" '$1 == k { v = $2; f = 1 } END { if (f) printf "%d\n", v; else print 0 }'
+}
+# wait_metric PORT SERIES VALUE TRIES: polls every 0.1 s (TRIES times at most) until the series equals VALUE.
+wait_metric() {
+  for _ in $(seq 1 "$4"); do [ "$(metric "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done
+  return 1
+}
+# no_sanitizer_reports NAME: checks NAME.log holds no AddressSanitizer or UBSan report.
+no_sanitizer_reports() {
+  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$1.log"; then
+    fail "$1: no sanitizer reports" none "$(grep -m3 -E 'Sanitizer|runtime error' "$1.log")"
+  else
+    pass "$1: no sanitizer reports"
+  fi
+}
+
+# tls ROLE-ID: a node's [tls] keys from PKI (default $TMP/pki, made by `keyless devpki --nodes`):
+# every link between nodes is mutual TLS.
+tls() {
+  local p=${PKI:-$TMP/pki}
+  printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$p/cluster-ca.crt" "$p/nodes/$1.crt" "$p/nodes/$1.key" "$p/crl.pem"
+}
+# tls_sed ROLE-ID: the same as sed arguments (in the array SEDTLS) for a deploy/ sample's [tls].
+tls_sed() {
+  local p=${PKI:-$TMP/pki}
+  SEDTLS=(-e "s#^ca = .*#ca = $p/cluster-ca.crt#" -e "s#^cert = .*#cert = $p/nodes/$1.crt#"
+    -e "s#^key = .*#key = $p/nodes/$1.key#" -e "s#^crl = .*#crl = $p/crl.pem#")
+}
+
+# start_core [SERVER-LINE...]: one keyless-core node ($CORE; id 1, alone in its cluster, data in
+# $TMP/core, calendar from GENESIS, 2 s ago unless set, keys from PKI) in core.conf, started as
+# "core"; bails unless it starts and leads within 10 s. Sets CORE_INT and CORE_REPL.
+start_core() {
+  : "${GENESIS:=$(($(date +%s) - 2))}"
+  local p=${PKI:-$TMP/pki}
+  cat >core.conf <<CONF
+[node]
+id = 1
+data_dir = $TMP/core
+[cluster]
+member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0
+[server]
+admin_listen = 127.0.0.1:0
+$(printf '%s\n' "$@")
+[calendar]
+genesis = $GENESIS
+[keys]
+calendar_auth_cert = $p/calendar-auth.crt
+calendar_auth_key = $p/calendar-auth.key
+allow_clear_key = yes
+[tls]
+$(tls core-1)
+CONF
+  start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
+  CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
+  wait_until 10 grep -q 'event=leading' core.log || bail "the single core node leads"
+}
+
+# start_follower: a keyless-extender ($EXT) following the core (after start_core) over HTTP,
+# ksi+tcp and admin ports, its calendar in $TMP/ext-cal, the login ext:"ext key"; in ext.conf,
+# started as "ext"; bails unless it starts. Sets EXT_URL, EXT_TCP, EXT_ADM and ECRED.
+start_follower() {
+  printf 'ext:ext key\n' >ext-users
+  cat >ext.conf <<CONF
+[server]
+http_listen = 127.0.0.1:0
+tcp_listen = 127.0.0.1:0
+admin_listen = 127.0.0.1:0
+[calendar]
+dir = $TMP/ext-cal
+[auth]
+users_file = $TMP/ext-users
+[replication]
+upstream = 127.0.0.1:$CORE_REPL
+genesis = $GENESIS
+calendar_auth_cert = ${PKI:-$TMP/pki}/calendar-auth.crt
+[tls]
+$(tls extender-1)
+CONF
+  start ext "$EXT" ext.conf || { cat ext.log; bail "keyless-extender following the core started"; }
+  EXT_URL="http://127.0.0.1:$(logged ext http_port)/"
+  EXT_TCP="ksi+tcp://127.0.0.1:$(logged ext tcp_port)"
+  EXT_ADM=$(logged ext admin_port)
+  ECRED=(--ext-user ext --ext-key "ext key")
+}
+
+# aggregator_conf NAME [SED-ARGS...]: $DEPLOY/aggregator.conf for aggregator NAME (certificate
+# aggregator-NAME): listen and admin on 127.0.0.1:0, the core (CORE_INT) as parent1; SED-ARGS
+# (e.g. -e 's#^listen = .*#listen = ...#') change it further.
+aggregator_conf() {
+  local name=$1
+  shift
+  tls_sed "aggregator-$name"
+  sed -e 's#^listen = .*#listen = 127.0.0.1:0#' -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
+    -e "s#^name =.*#name = $name#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" "$@" \
+    "$DEPLOY/aggregator.conf"
+}
+# gateway_conf NAME PARENT1 [SED-ARGS...]: $DEPLOY/gateway.conf for gateway NAME (certificate
+# gateway-NAME): HTTP, ksi+tcp and admin on 127.0.0.1:0, logins from USERS (default $TMP/users),
+# parent1 = PARENT1 (HOST:PORT); SED-ARGS change it further.
+gateway_conf() {
+  local name=$1 parent=$2
+  shift 2
+  tls_sed "gateway-$name"
+  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
+    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = ${USERS:-$TMP/users}#" \
+    -e "s#^name =.*#name = $name#" -e "s#^parent1 = .*#parent1 = $parent#" "${SEDTLS[@]}" "$@" "$DEPLOY/gateway.conf"
+}
+
+# quiet_genesis: NOW, and G, a calendar genesis 600 s ago, or 700 s before the last UTC midnight
+# if that is later: no midnight falls within the calendar, so its daily publications add nothing
+# and `keyless publish --latest` makes the only ones.
+quiet_genesis() {
+  NOW=$(date +%s)
+  G=$((NOW - 600))
+  local midnight=$((NOW - NOW % 86400))
+  [ "$midnight" -ge "$G" ] && G=$((midnight - 700))
+}
+# start_ext NAME DIR [PUBFILE]: a keyless-extender ($EXT) on the calendar DIR over HTTP only,
+# logins from ./users, serving PUBFILE when given; NAME.conf, NAME.log; bails unless it starts.
+# Sets URL (no trailing slash).
+start_ext() {
+  printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = users\n' \
+    "$2" >"$1.conf"
+  [ -n "${3:-}" ] && printf '[publications]\nfile = %s\n' "$3" >>"$1.conf"
+  "$EXT" -c "$1.conf" 2>"$1.log" &
+  PIDS+=("$!")
+  wait_until 10 grep -q 'event=started' "$1.log"
+  local port
+  port=$(sed -n 's/.*event=started.* http_port=\([0-9]*\).*/\1/p' "$1.log")
+  [ -n "$port" ] || bail "extender $1 started: $(short "$(cat "$1.log")")"
+  URL="http://127.0.0.1:$port"
+}

@@ -35,17 +35,9 @@ done
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" audit
-bail() {
-  echo "not ok - $1"
-  echo "$PASSED passed, $((FAILED + 1)) failed"
-  exit 1
-}
 
 # No UTC midnight within the calendar: the only publications are the --latest ones.
-NOW=$(date +%s)
-G=$((NOW - 600))
-MIDNIGHT=$((NOW - NOW % 86400))
-[ "$MIDNIGHT" -ge "$G" ] && G=$((MIDNIGHT - 700))
+quiet_genesis
 P1=$((G + 20))
 FORK=$((G + 31)) # the first second where the forked calendar differs
 P2=$((G + 40))
@@ -71,18 +63,7 @@ check_has "publish 2: both publications" "wrote out/pubs.bin: 2 publications" "$
 PUB2=$(printf '%s\n' "$OUT" | sed -n '2s/^ *//p')
 append cal "$HEAD" "$(root "$HEAD")"
 
-# start_ext NAME DIR: an extender on DIR; sets URL
-start_ext() {
-  printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = users\n' \
-    "$2" >"$1.conf"
-  "$EXT" -c "$1.conf" 2>"$1.log" &
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do grep -q 'event=started' "$1.log" && break; sleep 0.05; done
-  local port
-  port=$(sed -n 's/.*event=started.* http_port=\([0-9]*\).*/\1/p' "$1.log")
-  [ -n "$port" ] || bail "extender $1 started: $(short "$(cat "$1.log")")"
-  URL="http://127.0.0.1:$port"
-}
+# (start_ext NAME DIR: harness.sh)
 printf 'pub:pub key\n' >users
 start_ext a cal
 A=$URL
@@ -181,44 +162,19 @@ check "the same extender twice: exit 0" 0 "$RC"
 
 # ---- 4. a live network ----
 if [ -n "$CORE" ]; then
-  start() { # NAME BINARY CONF
-    "$2" -c "$3" >>"$1.log" 2>&1 &
-    PIDS+=("$!")
-    for _ in $(seq 1 200); do
-      grep -q 'event=started' "$1.log" 2>/dev/null && return 0
-      sleep 0.05
-    done
-    return 1
-  }
-  logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
   run "$KL" devpki -o npki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw1,extender:1
   [ "$RC" -eq 0 ] || bail "devpki for the network: $(short "$OUT")"
-  tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/npki/cluster-ca.crt" "$TMP/npki/nodes/$1.crt" \
-    "$TMP/npki/nodes/$1.key" "$TMP/npki/crl.pem"; }
-  tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/npki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/npki/nodes/$1.crt#"
-    -e "s#^key = .*#key = $TMP/npki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/npki/crl.pem#"); }
-  NG=$(($(date +%s) - 2))
-  printf '[node]\nid = 1\ndata_dir = %s\n[cluster]\nmember1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0\n[server]\nadmin_listen = 127.0.0.1:0\n[calendar]\ngenesis = %s\n[keys]\ncalendar_auth_cert = %s\ncalendar_auth_key = %s\nallow_clear_key = yes\n[tls]\n%s\n' \
-    "$TMP/core" "$NG" "$TMP/npki/calendar-auth.crt" "$TMP/npki/calendar-auth.key" "$(tls core-1)" >core.conf
-  start core "$CORE" core.conf || bail "keyless-core started: $(short "$(cat core.log)")"
-  CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
-  for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
-  grep -q 'event=leading' core.log || bail "the core node leads"
+  PKI=$TMP/npki # (start, logged, tls, tls_sed, start_core, aggregator_conf, gateway_conf: harness.sh)
+  start_core
+  NG=$GENESIS
   printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = %s\n[replication]\nupstream = 127.0.0.1:%s\ngenesis = %s\ncalendar_auth_cert = %s\n[tls]\n%s\n' \
     "$TMP/ncal" "$TMP/users" "$CORE_REPL" "$NG" "$TMP/npki/calendar-auth.crt" "$(tls extender-1)" >next.conf
   start next "$EXT" next.conf || bail "keyless-extender following the core started: $(short "$(cat next.log)")"
   N="http://127.0.0.1:$(logged next http_port)"
-  tls_sed aggregator-agg1
-  sed -e 's#^listen = .*#listen = 127.0.0.1:0#' -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-    -e 's#^name =.*#name = agg1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
-    "$DEPLOY/aggregator.conf" >agg.conf
+  aggregator_conf agg1 >agg.conf
   start agg "$AGG" agg.conf || bail "keyless-aggregator started: $(short "$(cat agg.log)")"
   printf 'alice:alice-key\n' >gw-users
-  tls_sed gateway-gw1
-  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen =#' \
-    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/gw-users#" \
-    -e 's#^name =.*#name = gw1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$(logged agg port)#" "${SEDTLS[@]}" \
-    "$DEPLOY/gateway.conf" >gw.conf
+  USERS=$TMP/gw-users gateway_conf gw1 "127.0.0.1:$(logged agg port)" -e 's#^tcp_listen = .*#tcp_listen =#' >gw.conf
   start gw "$GW" gw.conf || bail "keyless-gateway started: $(short "$(cat gw.log)")"
   GW_URL="http://127.0.0.1:$(logged gw http_port)/"
   # head_of URL: the extender's last second (empty until it serves)

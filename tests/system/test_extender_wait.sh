@@ -36,59 +36,8 @@ DEPLOY="$(dirname "$(abs "$0")")/../../deploy"
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" extwait
-declare -A PID
-finish() {
-  if [ "$FAILED" -ne 0 ]; then
-    local d="${TMPDIR:-/tmp}/keyless-extwait-logs"
-    rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$d"/ 2>/dev/null
-    echo "# logs kept in $d"
-  fi
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-  exit
-}
-bail() {
-  echo "not ok - $1"
-  FAILED=$((FAILED + 1))
-  finish
-}
-# start NAME BINARY CONF: starts a daemon logging to NAME.log; waits for its event=started.
-start() {
-  "$2" -c "$3" >>"$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do
-    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  return 1
-}
-logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# metric PORT SERIES: a series' value on an admin port (0 when absent).
-metric() {
-  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
-    awk -v k="$2" '$1 == k { v = $2; f = 1 } END { if (f) printf "%d\n", v; else print 0 }'
-}
-wait_metric() {
-  for _ in $(seq 1 "$4"); do [ "$(metric "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done
-  return 1
-}
-# stop NAME: SIGTERM and a bounded wait; sets STATUS (137: had to be killed).
-stop() {
-  kill -TERM "${PID[$1]}" 2>/dev/null
-  for _ in $(seq 1 200); do kill -0 "${PID[$1]}" 2>/dev/null || break; sleep 0.05; done
-  kill -0 "${PID[$1]}" 2>/dev/null && kill -KILL "${PID[$1]}"
-  wait "${PID[$1]}"
-  STATUS=$?
-}
-no_sanitizer_reports() {
-  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$1.log"; then
-    fail "$1: no sanitizer reports" none "$(grep -m3 -E 'Sanitizer|runtime error' "$1.log")"
-  else
-    pass "$1: no sanitizer reports"
-  fi
-}
+# (finish, bail, start, logged, metric, wait_metric, stop, no_sanitizer_reports, tls, start_core,
+# start_follower, aggregator_conf and gateway_conf: harness.sh)
 # status FILE: the status of the first extension response (or error) in a response PDU.
 status() { "$CLIENT" decode -k anon "$1" 2>&1 | grep -m1 -E '^(resp|error)' | tr ' ' '\n' | sed -n 's/^status=//p'; }
 calfield() { "$CLIENT" decode -k anon "$1" 2>&1 | grep -m1 '^resp' | tr ' ' '\n' | sed -n "s/^$2=//p"; }
@@ -214,69 +163,15 @@ check "SIGTERM: exit 0" 0 "$STATUS"
 EMAIL=extwait@keyless.invalid
 run "$KL" devpki -o pki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw1,extender:1
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
-tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
-  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
-tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
-  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
-GENESIS=$(($(date +%s) - 2))
-cat >core.conf <<CONF
-[node]
-id = 1
-data_dir = $TMP/core
-[cluster]
-member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0
-[server]
-admin_listen = 127.0.0.1:0
-[calendar]
-genesis = $GENESIS
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-[tls]
-$(tls core-1)
-CONF
-start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
-CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
-for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
-grep -q 'event=leading' core.log || bail "the single core node leads"
+start_core
+start_follower
 
-printf 'ext:ext key\n' >ext-users
-cat >ext.conf <<CONF
-[server]
-http_listen = 127.0.0.1:0
-tcp_listen = 127.0.0.1:0
-admin_listen = 127.0.0.1:0
-[calendar]
-dir = $TMP/ext-cal
-[auth]
-users_file = $TMP/ext-users
-[replication]
-upstream = 127.0.0.1:$CORE_REPL
-genesis = $GENESIS
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-[tls]
-$(tls extender-1)
-CONF
-start ext "$EXT" ext.conf || { cat ext.log; bail "keyless-extender (following) started"; }
-EXT_URL="http://127.0.0.1:$(logged ext http_port)/"
-EXT_TCP="ksi+tcp://127.0.0.1:$(logged ext tcp_port)"
-EXT_ADM=$(logged ext admin_port)
-ECRED=(--ext-user ext --ext-key "ext key")
-
-tls_sed aggregator-agg1
-sed -e 's#^listen = .*#listen = 127.0.0.1:0#' -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-  -e 's#^name =.*#name = agg1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
-  "$DEPLOY/aggregator.conf" >agg.conf
+aggregator_conf agg1 >agg.conf
 start agg "$AGG" agg.conf || { cat agg.log; bail "keyless-aggregator started"; }
 A1=$(logged agg port) A1_ADM=$(logged agg admin_port)
 wait_metric "$A1_ADM" 'keyless_tier_parent_up{tier="aggregator",parent="127.0.0.1:'"$CORE_INT"'"}' 1 100
 printf 'alice:alice-key\n' >gw-users
-tls_sed gateway-gw1
-sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
-  -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/gw-users#" \
-  -e 's#^name =.*#name = gw1#' -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" "${SEDTLS[@]}" \
-  "$DEPLOY/gateway.conf" >gw.conf
+USERS=$TMP/gw-users gateway_conf gw1 "127.0.0.1:$A1" >gw.conf
 start gw "$GW" gw.conf || { cat gw.log; bail "keyless-gateway started"; }
 GW_URL="http://127.0.0.1:$(logged gw http_port)/" GW_ADM=$(logged gw admin_port)
 wait_metric "$GW_ADM" keyless_gateway_parents_up 1 100

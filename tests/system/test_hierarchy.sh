@@ -57,55 +57,19 @@ SLOW_BUDGET_S=20 # calendar + extend + publication passes together, projected fr
 
 . "$(dirname "$0")/harness.sh" hierarchy
 START_MS=$(date +%s%3N)
-declare -A PID
 now_ms() { date +%s%3N; }
 note() { echo "# $*"; }
-keep_logs() {
-  local d="${TMPDIR:-/tmp}/keyless-hierarchy-logs"
-  rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$TMP"/*.out "$d"/ 2>/dev/null
-  echo "# logs kept in $d"
-}
 finish() {
   note "total time $(( ($(now_ms) - START_MS) / 1000 )) s"
-  [ "$FAILED" -eq 0 ] || keep_logs
+  [ "$FAILED" -eq 0 ] || keep_logs "$TMP"/*.out
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
   exit
 }
-# bail WHAT: a step the rest depends on failed; stop with the summary line.
-bail() {
-  echo "not ok - $1"
-  FAILED=$((FAILED + 1))
-  finish
-}
-# run CMD...: runs a command, sets OUT (stdout and stderr) and RC.
 # field KEY LINE: the value of KEY=value in a line of key=value pairs.
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
-
-# start NAME BINARY CONF: starts a daemon logging to NAME.log; waits for its event=started.
-start() {
-  "$2" -c "$3" >>"$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do
-    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  return 1
-}
-# logged NAME KEY: KEY's value in NAME's (last) event=started line.
-logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# metric PORT SERIES: a series' value on an admin port (0 when absent).
-metric() {
-  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
-    awk -v k="$2" '$1 == k { v = $2; f = 1 } END { if (f) printf "%d\n", v; else print 0 }'
-}
-# wait_metric PORT SERIES VALUE TRIES: polls every 0.1 s until the series equals VALUE.
-wait_metric() {
-  for _ in $(seq 1 "$4"); do [ "$(metric "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done
-  return 1
-}
+# (start, logged, metric, wait_metric, tls, start_core, start_follower, aggregator_conf and
+# gateway_conf: harness.sh)
 
 # ---------------------------------------------------------------- the network
 EMAIL=hierarchy@keyless.invalid
@@ -113,68 +77,11 @@ TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
 run "$KL" devpki -o pki --email "$EMAIL" \
   --nodes core:1,aggregator:agg1,aggregator:agg2,gateway:gw-all,gateway:gw-failover,extender:1
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
-# tls ROLE-ID: the [tls] keys of a node (every link between nodes is mutual TLS).
-tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
-  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
-# tls_sed ROLE-ID: the same, as sed arguments (in the array SEDTLS) for a deploy/ sample's [tls].
-tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
-  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
+start_core
+start_follower
 
-GENESIS=$(($(date +%s) - 2))
-cat >core.conf <<CONF
-[node]
-id = 1
-data_dir = $TMP/core
-[cluster]
-member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0
-[server]
-admin_listen = 127.0.0.1:0
-[calendar]
-genesis = $GENESIS
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-[tls]
-$(tls core-1)
-CONF
-start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
-CORE_INT=$(logged core internal_port) CORE_REPL=$(logged core replication_port)
-for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
-grep -q 'event=leading' core.log || bail "the single core node leads"
-
-printf 'ext:ext key\n' >ext-users
-cat >ext.conf <<CONF
-[server]
-http_listen = 127.0.0.1:0
-tcp_listen = 127.0.0.1:0
-admin_listen = 127.0.0.1:0
-[calendar]
-dir = $TMP/ext-cal
-[auth]
-users_file = $TMP/ext-users
-[replication]
-upstream = 127.0.0.1:$CORE_REPL
-genesis = $GENESIS
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-[tls]
-$(tls extender-1)
-CONF
-start ext "$EXT" ext.conf || { cat ext.log; bail "keyless-extender started"; }
-EXT_URL="http://127.0.0.1:$(logged ext http_port)/"
-EXT_TCP="ksi+tcp://127.0.0.1:$(logged ext tcp_port)"
-EXT_ADM=$(logged ext admin_port)
-ECRED=(--ext-user ext --ext-key "ext key")
-
-# aggregator_conf NAME LISTEN: deploy/aggregator.conf with this test's values.
-aggregator_conf() {
-  tls_sed "aggregator-$1"
-  sed -e "s#^listen = .*#listen = $2#" -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-    -e "s#^name =.*#name = $1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
-    "$DEPLOY/aggregator.conf"
-}
 for a in 1 2; do
-  aggregator_conf "agg$a" 127.0.0.1:0 >"agg$a.conf"
+  aggregator_conf "agg$a" >"agg$a.conf"
   check "agg$a.conf sets the 4 keys it needs" 4 \
     "$(grep -cE "^(listen = 127.0.0.1:0|admin_listen = 127.0.0.1:0|name = agg$a|parent1 = 127.0.0.1:$CORE_INT)\$" "agg$a.conf")"
   start "agg$a" "$AGG" "agg$a.conf" || { cat "agg$a.log"; bail "keyless-aggregator agg$a started"; }
@@ -185,19 +92,14 @@ A1_ADM=$(logged agg1 admin_port) A2_ADM=$(logged agg2 admin_port)
 printf '# gateway logins\nalice:alice-key\nbob:b0b secret:with colon\n' >users
 chmod 600 users
 BOBKEY='b0b secret:with colon'
-# gateway_conf NAME MODE [SED-ARGS...]: deploy/gateway.conf with this test's values.
-gateway_conf() {
+# gateway2_conf NAME MODE [SED-ARGS...]: a gateway under both aggregators in MODE.
+gateway2_conf() {
   local name=$1 mode=$2
   shift 2
-  tls_sed "gateway-$name"
-  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
-    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
-    -e "s#^name =.*#name = $name#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" \
-    -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" "${SEDTLS[@]}" "$@" \
-    "$DEPLOY/gateway.conf"
+  gateway_conf "$name" "127.0.0.1:$A1" -e "s#^parent2 =.*#parent2 = 127.0.0.1:$A2#" -e "s#^mode = .*#mode = $mode#" "$@"
 }
-gateway_conf gw-all all >g1.conf
-gateway_conf gw-failover failover -e 's#^max_pdu_size = .*#max_pdu_size = 8k#' \
+gateway2_conf gw-all all >g1.conf
+gateway2_conf gw-failover failover -e 's#^max_pdu_size = .*#max_pdu_size = 8k#' \
   -e 's#^idle_timeout = .*#idle_timeout = 2s#' -e 's#^write_watermark = .*#write_watermark = 4k#' >g2.conf
 check "g1.conf sets the 8 keys it needs" 8 "$(grep -cE "^(http_listen|tcp_listen|admin_listen) = 127.0.0.1:0\$|^users_file = $TMP/users\$|^name = gw-all\$|^parent1 = 127.0.0.1:$A1\$|^parent2 = 127.0.0.1:$A2\$|^mode = all\$" g1.conf)"
 check "g2.conf sets the 11 keys it needs" 11 "$(grep -cE "^(http_listen|tcp_listen|admin_listen) = 127.0.0.1:0\$|^users_file = $TMP/users\$|^name = gw-failover\$|^parent1 = 127.0.0.1:$A1\$|^parent2 = 127.0.0.1:$A2\$|^mode = failover\$|^max_pdu_size = 8k\$|^idle_timeout = 2s\$|^write_watermark = 4k\$" g2.conf)"
@@ -382,7 +284,7 @@ for f in stream2/*.ksig; do
 done
 check "gw-failover failed over: $after of its signatures came through agg2" 1 "$([ "$after" -gt 0 ] && echo 1 || echo 0)"
 # agg1 back on its port: the gateways reconnect (checked after the next section).
-aggregator_conf agg1 "127.0.0.1:$A1" >agg1r.conf
+aggregator_conf agg1 -e "s#^listen = .*#listen = 127.0.0.1:$A1#" >agg1r.conf
 start agg1r "$AGG" agg1r.conf || { tail -3 agg1r.log; fail "agg1 restarted on port $A1" started "not started"; }
 
 # ---------------------------------------------------------------- 3. bad clients (G2)

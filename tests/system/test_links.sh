@@ -35,36 +35,14 @@ DEPLOY="$(dirname "$(abs "$0")")/../../deploy"
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" links
-declare -A PID
-keep_logs() {
-  local d="${TMPDIR:-/tmp}/keyless-links-logs"
-  rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$TMP"/*.conf "$d"/ 2>/dev/null
-  echo "# logs kept in $d"
-}
 finish() {
   for p in "${PID[@]}"; do kill -CONT "$p" 2>/dev/null; done
-  [ "$FAILED" -eq 0 ] || keep_logs
+  [ "$FAILED" -eq 0 ] || keep_logs "$TMP"/*.conf
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
   exit
 }
-bail() {
-  echo "not ok - $1"
-  FAILED=$((FAILED + 1))
-  finish
-}
-start() {
-  "$2" -c "$3" >>"$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do
-    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  return 1
-}
-logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# (bail, start, logged, start_core, aggregator_conf and gateway_conf: harness.sh)
 # parent_up ADMIN_PORT: the sum of keyless_tier_parent_up over its parents ("" when unreachable).
 parent_up() {
   curl -s -m 2 "http://127.0.0.1:$1/metrics" | awk '/^keyless_tier_parent_up[{]/ { s += $NF; f = 1 } END { if (f) print s }'
@@ -90,37 +68,11 @@ wait_for() {
 EMAIL=links@keyless.invalid
 run "$KL" devpki -o pki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw1
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
-tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
-  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
-tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
-  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
+start_core "idle_timeout = 1s"
 
-cat >core.conf <<CONF
-[node]
-id = 1
-data_dir = $TMP/core
-[cluster]
-member1 = 127.0.0.1:0 127.0.0.1:0
-[server]
-idle_timeout = 1s
-[calendar]
-genesis = $(($(date +%s) - 2))
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-[tls]
-$(tls core-1)
-CONF
-start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
-CORE_INT=$(logged core internal_port)
-wait_for 10 grep -q 'event=leading' core.log || bail "the core node leads"
-
-tls_sed aggregator-agg1
-sed -e 's#^listen = .*#listen = 127.0.0.1:0#' -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-  -e 's#^name =.*#name = agg1#' -e "s#^parent1 = .*#parent1 = localhost:$CORE_INT#" \
+aggregator_conf agg1 -e "s#^parent1 = .*#parent1 = localhost:$CORE_INT#" \
   -e 's#^idle_timeout = .*#idle_timeout = 1s#' -e 's#^heartbeat_interval = .*#heartbeat_interval = 200ms#' \
-  -e 's#^heartbeat_timeout = .*#heartbeat_timeout = 1500ms#' "${SEDTLS[@]}" "$DEPLOY/aggregator.conf" >agg.conf
+  -e 's#^heartbeat_timeout = .*#heartbeat_timeout = 1500ms#' >agg.conf
 check "agg.conf: the parent by name and a 1 s idle timeout" 2 \
   "$(grep -cE "^(parent1 = localhost:$CORE_INT|idle_timeout = 1s)\$" agg.conf)"
 start agg "$AGG" agg.conf || { cat agg.log; bail "keyless-aggregator started"; }
@@ -131,12 +83,9 @@ if [ "$(getent ahostsv4 "$(hostname)" 2>/dev/null | awk 'NR == 1 { print $1 }')"
 echo "# the gateway's parent: $HOST:$A_PORT"
 printf 'alice:alice-key\n' >users
 chmod 600 users
-tls_sed gateway-gw1
-sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
-  -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
-  -e 's#^name =.*#name = gw1#' -e "s#^parent1 = .*#parent1 = $HOST:$A_PORT#" \
+gateway_conf gw1 "$HOST:$A_PORT" \
   -e 's#^heartbeat_interval = .*#heartbeat_interval = 200ms#' -e 's#^heartbeat_timeout = .*#heartbeat_timeout = 1s#' \
-  -e 's#^unhealthy_after = .*#unhealthy_after = 3s#' "${SEDTLS[@]}" "$DEPLOY/gateway.conf" >gw.conf
+  -e 's#^unhealthy_after = .*#unhealthy_after = 3s#' >gw.conf
 check "gw.conf: the parent and the heartbeat keys" 4 \
   "$(grep -cE "^(parent1 = $HOST:$A_PORT|heartbeat_interval = 200ms|heartbeat_timeout = 1s|unhealthy_after = 3s)\$" gw.conf)"
 run "$GW" -c gw.conf --check-config

@@ -30,19 +30,10 @@ done
 command -v openssl >/dev/null || { echo "$0: openssl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" publish-kofn
-bail() {
-  echo "not ok - $1"
-  echo "$PASSED passed, $((FAILED + 1)) failed"
-  exit 1
-}
-run() { OUT=$("$@" 2>&1); RC=$?; }
 hist_count() { find out/history -name '*.bin' 2>/dev/null | wc -l | tr -d ' '; }
 
-# Times as in test_publish.sh: no UTC midnight within the calendar.
-NOW=$(date +%s)
-G=$((NOW - 600))
-MIDNIGHT=$((NOW - NOW % 86400))
-[ "$MIDNIGHT" -ge "$G" ] && G=$((MIDNIGHT - 700))
+# No UTC midnight within the calendar (quiet_genesis): every publication here is a --latest one.
+quiet_genesis
 T=$((G + 300))
 P1=$((T + 3))
 P2=$((T + 6))
@@ -76,24 +67,7 @@ append() { for s in "$@"; do "$KL" calendar append -D cal --time "$s" --empty >/
 append $((T + 1)) $((T + 2)) "$P1"
 
 printf 'pub:pub key\n' >users
-cat >ext.conf <<EOF
-[server]
-http_listen = 127.0.0.1:0
-tcp_listen =
-admin_listen =
-[calendar]
-dir = cal
-[auth]
-users_file = users
-[publications]
-file = out/pubs.bin
-EOF
-"$EXT" -c ext.conf 2>ext.log &
-PIDS+=("$!")
-for _ in $(seq 1 200); do grep -q 'event=started' ext.log && break; sleep 0.05; done
-HTTP=$(sed -n 's/.*event=started.* http_port=\([0-9]*\).*/\1/p' ext.log)
-[ -n "$HTTP" ] || bail "extender started: $(short "$(cat ext.log)")"
-URL="http://127.0.0.1:$HTTP"
+start_ext ext cal out/pubs.bin
 CRED=(--ext-user pub --ext-key "pub key")
 
 # ---- 1. prepare on A, cosign on each operator's machine, assemble on A ----

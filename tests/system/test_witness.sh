@@ -32,17 +32,9 @@ done
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" witness
-bail() {
-  echo "not ok - $1"
-  echo "$PASSED passed, $((FAILED + 1)) failed"
-  exit 1
-}
 
 # No UTC midnight within the calendar: the only publications are the --latest ones.
-NOW=$(date +%s)
-G=$((NOW - 600))
-MIDNIGHT=$((NOW - NOW % 86400))
-[ "$MIDNIGHT" -ge "$G" ] && G=$((MIDNIGHT - 700))
+quiet_genesis
 DOC=$((G + 11)) # the document's round
 P1=$((G + 20))
 FORK=$((G + 31))
@@ -72,18 +64,7 @@ run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
 check_has "publish 2: both publications" "wrote out/pubs.bin: 2 publications" "$OUT"
 append cal "$HEAD" "$(root "$HEAD")"
 
-start_ext() { # NAME DIR [PUBFILE]: an extender on DIR (serving PUBFILE); sets URL
-  printf '[server]\nhttp_listen = 127.0.0.1:0\ntcp_listen =\nadmin_listen =\n[calendar]\ndir = %s\n[auth]\nusers_file = users\n' \
-    "$2" >"$1.conf"
-  [ -n "${3:-}" ] && printf '[publications]\nfile = %s\n' "$3" >>"$1.conf"
-  "$EXT" -c "$1.conf" 2>"$1.log" &
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do grep -q 'event=started' "$1.log" && break; sleep 0.05; done
-  local port
-  port=$(sed -n 's/.*event=started.* http_port=\([0-9]*\).*/\1/p' "$1.log")
-  [ -n "$port" ] || bail "extender $1 started: $(short "$(cat "$1.log")")"
-  URL="http://127.0.0.1:$port"
-}
+# (start_ext NAME DIR [PUBFILE]: harness.sh)
 printf 'wit:wit-key\n' >users
 chmod 600 users
 start_ext a cal "$TMP/out/pubs.bin"
