@@ -34,10 +34,9 @@
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD="$HERE/../build-bench"
-if [ $# -gt 0 ] && [ "$1" != "--" ]; then BUILD=$1; shift; fi
-if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
-BUILD=$(cd "$BUILD" && pwd) || exit 2
+. "$HERE/lib.sh"
+bench_args "$HERE/../build-bench" "$@" || exit 2
+set -- "${ARGS[@]}"
 CORE=$BUILD/core/keyless-core
 AGG=$BUILD/aggregator/keyless-aggregator
 KL=$BUILD/cli/keyless
@@ -54,101 +53,37 @@ IDLE=${IDLE:-10}
 VERIFY=${VERIFY:-50}
 PERF=${PERF:-}
 PLAIN=${PLAIN:-0}
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
-[ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
+bench_out
+MODE=tls
+[ "$PLAIN" = 1 ] && MODE=plain
+bench_build_type
 command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-aggbench.XXXXXX") || exit 2
 CORE_PID='' AGG_PID='' BENCH_PID='' PERF_PID=''
-STOP_RC=
-stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the exit status in STOP_RC
-  local p=$1
-  STOP_RC=
-  [ -n "$p" ] || return 0
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  STOP_RC=$?
-}
 cleanup() {
-  for p in "$PERF_PID" "$BENCH_PID" "$AGG_PID" "$CORE_PID"; do
+  for p in "$PERF_PID" "$BENCH_PID" "$AGG_PID" "$CORE_PID" "${LIB_PIDS[@]}"; do
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
-  if [ -n "${OUT:-}" ]; then
-    (cd "$TMP" && find . -path './data-*' -prune -o -path ./pki -prune -o -type f -print |
-      while read -r f; do mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
-    echo "outputs kept in $OUT"
-  fi
+  keep_outputs -path './data-*' -prune -o -path ./pki -prune -o
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$TMP" || exit 2
 
-echo "== machine =="
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), nproc $(nproc)"
-echo "kernel: $(uname -r); open files limit $(ulimit -n)"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "build: $BUILD ($BUILD_TYPE)"
+bench_machine "; open files limit $(ulimit -n)"
 echo "children: $NS; $RUNS pass(es); $WARM + $ROUNDS rounds of 100 ms per run; connections: ${CONNS:-one per child}; links: $([ "$PLAIN" = 1 ] && echo 'plain TCP' || echo 'mutual TLS 1.3')"
 echo "the core, the aggregator and bench_aggregator share this machine's $(nproc) cores"
 
 "$KL" devpki -o "$TMP/pki" --email aggregator-bench@keyless.invalid --nodes core:1,aggregator:1,gateway:1 >/dev/null ||
   { echo "devpki failed"; exit 1; }
 CA=$TMP/pki/cluster-ca.crt
-tls_section() { # ROLE-ID
-  [ "$PLAIN" = 1 ] && { printf '[tls]\ninsecure = yes\n'; return; }
-  printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$CA" "$TMP/pki/nodes/$1.crt" "$TMP/pki/nodes/$1.key" \
-    "$TMP/pki/crl.pem"
-}
-started_field() { grep 'event=started' "$1" | head -n1 | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
-wait_started() { # LOG PID
-  for _ in $(seq 1 100); do
-    grep -q 'event=started' "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base=$((20000 + ($$ * 17) % 30000))
-for _ in $(seq 1 100); do
-  base=$((base + 10)); [ $base -gt 60000 ] && base=20000
-  port_free $base && port_free $((base + 1)) && port_free $((base + 2)) && port_free $((base + 3)) && break
-done
-MP=127.0.0.1:$((base + 3))
-cat >"$TMP/core.conf" <<CONF
-# written by run_aggregator_bench.sh; every other key is deploy/core.conf's default (fsync on)
-[node]
-id = 1
-data_dir = $TMP/data-core
-[cluster]
-member1 = 127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2))
-[server]
-metrics_listen = $MP
-[calendar]
-genesis = $(($(date +%s) - 2))
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-$(tls_section core-1)
-CONF
-"$CORE" -c "$TMP/core.conf" >>"$TMP/core.log" 2>&1 &
-CORE_PID=$!
-role=
-for _ in $(seq 1 150); do # keyless_core_raft_role 3: leader
-  role=$(curl -s -m 2 "http://$MP/metrics" | awk '$1 == "keyless_core_raft_role" {print $2}')
-  [ "$role" = 3 ] && break
-  kill -0 "$CORE_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$role" = 3 ] || { echo "keyless-core did not become leader:"; tail -n 20 "$TMP/core.log"; exit 1; }
-echo "keyless-core pid $CORE_PID, internal 127.0.0.1:$((base + 1))"
+start_core1 core "$MODE" ||
+  { echo "keyless-core did not become leader:"; tail -n 20 "$TMP/core.log"; exit 1; }
+CORE_PID=$C1_PID CORE_INTERNAL=$C1_INTERNAL
+echo "keyless-core pid $CORE_PID, internal $CORE_INTERNAL"
 
 cat >"$TMP/aggregator.conf" <<CONF
 # written by run_aggregator_bench.sh; every other key is deploy/aggregator.conf's default
@@ -159,12 +94,12 @@ admin_listen = 127.0.0.1:0
 name = bench-agg
 max_requests = 16384
 [parents]
-parent1 = 127.0.0.1:$((base + 1))
+parent1 = $CORE_INTERNAL
 [limits]
 max_connections = 20000
 max_connections_per_address = 0
 idle_timeout = 10m
-$(tls_section aggregator-1)
+$(tls_section "$MODE" aggregator-1)
 CONF
 "$AGG" -c "$TMP/aggregator.conf" >>"$TMP/aggregator.log" 2>&1 &
 AGG_PID=$!
