@@ -13,8 +13,16 @@
 #      PDU counters are summed over them, and the aggregator saw exactly one request
 #      per gateway round, while those rounds held more roots than there were rounds (the
 #      workers' subtrees were joined into one root, not sent up once per worker).
+#      The PDU duration histograms are exported (the workers' merged: a count per PDU answered)
+#      and the late-root counter is there.
 #   4. A second gateway with per_client = 1: a worker's refusals (0x0105) show on the main
-#      loop's /metrics. SIGTERM: the gateway exits 0 and logs event=stopped; no sanitizer report.
+#      loop's /metrics.
+#   5. A third gateway whose rounds hold 4 requests: a burst of 240 one-request documents in
+#      PDUs of up to 48 requests (more than a worker's round, and more worker roots than the
+#      tier's round of 32 holds) with no retries: every request signed (no 0x0106), every
+#      signature verifies, worker rounds closed full show on /metrics
+#      (keyless_tier_rounds_closed_full_total{tier="gateway_worker"}).
+#   6. SIGTERM: the gateway exits 0 and logs event=stopped; no sanitizer report.
 #
 # usage: test_gateway_threads.sh KEYLESS_CORE KEYLESS_AGGREGATOR KEYLESS_GATEWAY KEYLESS
 # "ok - NAME" / "not ok - NAME: ..." per check, then "N passed, M failed". Every wait is a
@@ -208,6 +216,22 @@ check "the aggregator got one request per gateway round" "$rounds" "$parent"
 [ "$roots" -gt "$rounds" ] && pass "rounds joined both workers' roots ($roots roots in $rounds rounds)" ||
   fail "rounds joined both workers' roots" "roots > rounds" "$roots roots in $rounds rounds"
 check "no tier round failed" 0 "$(metric "$G_ADM" 'keyless_tier_rounds_total{tier="gateway",outcome="failed"}')"
+# The workers' PDU durations, merged on the main loop: one observation per PDU answered.
+dh=0 dt=0
+for _ in $(seq 1 50); do
+  dh=$(metric "$G_ADM" 'keyless_gateway_pdu_duration_seconds_count{transport="http"}')
+  dt=$(metric "$G_ADM" 'keyless_gateway_pdu_duration_seconds_count{transport="tcp"}')
+  [ "$dh" -ge "$ph" ] && [ "$dt" -ge "$pt" ] && break
+  sleep 0.1
+done
+[ "$dh" -ge "$ph" ] && [ "$dt" -ge "$pt" ] && [ "$ph" -gt 0 ] &&
+  pass "PDU durations exported with threads (http $dh, tcp $dt observations)" ||
+  fail "PDU durations exported with threads" "http >= $ph, tcp >= $pt" "http $dh, tcp $dt"
+inf=$(metric "$G_ADM" 'keyless_gateway_pdu_duration_seconds_bucket{transport="tcp",le="+Inf"}')
+check "the merged histogram's +Inf bucket is its count" "$dt" "$inf"
+body=$(curl -s -m 5 "http://127.0.0.1:$G_ADM/metrics")
+check_has "the late worker roots are counted" "keyless_gateway_worker_roots_late_total " "$body"
+echo "# worker roots late: $(metric "$G_ADM" keyless_gateway_worker_roots_late_total)"
 
 # ---- refused requests reach the main loop's /metrics too (by worker) ----
 # A second gateway, threads 2, one request per client and round: a PDU of 4 requests has 3 refused
@@ -231,7 +255,53 @@ done
   fail "a worker's 0x0105 refusals are on the main /metrics" ">= 1" "$q"
 kill -TERM "${PID[gw2]}"
 
-# ---- 4. graceful stop ----
+# ---- 5. a burst bigger than a worker's round: full rounds close early, nothing is refused ----
+gateway_conf 2 | sed -e '/^\[round\]/,/^\[/ s#^max_requests = .*#max_requests = 4#' >gw3.conf
+check "gw3.conf: rounds of 4 requests" 1 "$(grep -c '^max_requests = 4$' gw3.conf)"
+start gw3 "$GW" gw3.conf || { cat gw3.log; bail "the third gateway started"; }
+G3_ADM=$(logged gw3 admin_port) G3_TCP=$(logged gw3 tcp_port)
+for _ in $(seq 1 100); do [ "$(metric "$G3_ADM" keyless_gateway_parents_up)" = 1 ] && break; sleep 0.1; done
+BURST=240
+mkdir -p burst
+for k in $(seq 1 "$BURST"); do echo "burst $k $RANDOM" >"burst/b$k"; done
+# One request per document (--max-lvl 0), 48 per PDU, 4 PDUs in flight on their own
+# connections; --retry-for 0: a single refusal fails the run.
+run timeout 60 "$KL" sign -S "ksi+tcp://127.0.0.1:$G3_TCP" --aggr-user alice --aggr-key alice-key --max-lvl 0 \
+  --retry-for 0 --max-in-flight 4 -i burst/b*
+check "the burst: every request signed at once (exit 0)" 0 "$RC"
+[ "$RC" -eq 0 ] || echo "# $(short "$OUT")"
+bad=0 n=0
+for f in burst/b*.ksig; do
+  [ -f "$f" ] || continue
+  n=$((n + 1))
+  "$KL" verify -i "$f" -f "${f%.ksig}" --policy internal >/dev/null 2>&1 || bad=$((bad + 1))
+done
+check "the burst: a signature per document" "$BURST" "$n"
+check "the burst: every signature verifies" 0 "$bad"
+full=0
+for _ in $(seq 1 50); do
+  full=$(metric "$G3_ADM" 'keyless_tier_rounds_closed_full_total{tier="gateway_worker"}')
+  [ "$full" -ge 1 ] && break
+  sleep 0.1
+done
+[ "$full" -ge 1 ] && pass "full worker rounds closed early ($full), on the main /metrics" ||
+  fail "full worker rounds closed early, on the main /metrics" ">= 1" "$full"
+ok3=0
+for _ in $(seq 1 50); do
+  ok3=$(( $(metric "$G3_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="0"}') + \
+    $(metric "$G3_ADM" 'keyless_gateway_requests_total{status="0x0000",worker="1"}') ))
+  [ "$ok3" -ge "$BURST" ] && break
+  sleep 0.1
+done
+check "the burst: answered 0x0000 by the workers" "$BURST" "$ok3"
+check "the burst: no 0x0106 refusal" 0 "$(( $(metric "$G3_ADM" 'keyless_gateway_requests_total{status="0x0106",worker="0"}') + \
+  $(metric "$G3_ADM" 'keyless_gateway_requests_total{status="0x0106",worker="1"}') ))"
+echo "# gw3: worker rounds closed full $full, tier rounds closed full" \
+  "$(metric "$G3_ADM" 'keyless_tier_rounds_closed_full_total{tier="gateway"}'), roots late" \
+  "$(metric "$G3_ADM" keyless_gateway_worker_roots_late_total)"
+kill -TERM "${PID[gw3]}"
+
+# ---- 6. graceful stop ----
 kill -TERM "${PID[gw]}"
 rc=""
 for _ in $(seq 1 100); do kill -0 "${PID[gw]}" 2>/dev/null || { wait "${PID[gw]}"; rc=$?; break; }; sleep 0.1; done
