@@ -114,8 +114,9 @@ static void on_box(uv_async_t *h) {
       bool current = p->pending && m->tick == p->tick_no;
       int wk = m->worker;
       if (m->tick) { /* the answer to a tick (0: a round closed full, in whichever tier round) */
-        uint64_t took = uv_now(p->loop) - p->told_at;
-        if (current && took > p->slowest_ms) p->slowest_ms = took;
+        /* from the tick that asked for it; an older tick's: more than a period (the margin grows) */
+        uint64_t took = m->tick == p->tick_no ? uv_now(p->loop) - p->told_at : p->period_ms;
+        if (took > p->slowest_ms) p->slowest_ms = took;
         if (!current && m->kind == M_ROOT) {
           p->late++;
           p->late_by[wk]++;

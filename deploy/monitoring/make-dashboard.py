@@ -109,9 +109,11 @@ ROWS = [
     ("Tiers: gateways and aggregators", [
         ("Rounds by outcome", "ts", "ops",
          [(f'sum by (instance, tier, outcome) (rate(keyless_tier_rounds_total{{{J}}}[1m]))', "{{outcome}} {{instance}}"),
-          (f'sum by (instance) (rate(keyless_tier_rounds_closed_full_total{{{J}}}[1m]))', "closed full {{instance}}")],
+          (f'sum by (instance, tier) (rate(keyless_tier_rounds_closed_full_total{{{J}}}[1m]))',
+           "closed full {{tier}} {{instance}}")],
          "answered, failed, timeout; closed full: rounds closed before their period because they held "
-         "max_requests (a new round opens at once): steadily above 0, raise max_requests or add a tier node."),
+         "max_requests (a new round opens at once; tier gateway_worker: the subtrees of a gateway with "
+         "[gateway] threads > 1): steadily above 0, raise max_requests or add a tier node."),
         ("Rounds failed or timed out", "ts", "percentunit",
          [(f'keyless:tier_rounds_failed:ratio_5m{{{J}}}', "{{instance}}")], ""),
         ("Parent up", "ts", "none",
@@ -160,6 +162,11 @@ ROWS = [
         ("Signatures withheld: dated after now", "ts", "ops",
          [(f'rate(keyless_gateway_future_signatures_total{{{J}}}[5m])', "{{instance}}")],
          "Answers whose second had not begun on the gateway's clock (a clock is wrong); always 0 when healthy."),
+        ("Worker roots late (threads > 1)", "ts", "ops",
+         [(f'rate(keyless_gateway_worker_roots_late_total{{{J}}}[5m])', "{{instance}}")],
+         "A worker loop's subtree root that came after its gateway round had closed at the deadline (the "
+         "tier's close plus the margin): it joined the next round, a period later. Steadily above 0: the "
+         "gateway's loops are starved of CPU."),
     ]),
     ("Extenders", [
         ("Requests by status", "ts", "reqps",
