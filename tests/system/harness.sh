@@ -269,3 +269,24 @@ start_ext() {
   [ -n "$port" ] || bail "extender $1 started: $(short "$(cat "$1.log")")"
   URL="http://127.0.0.1:$port"
 }
+# append_empty SECOND...: empty rounds appended to the calendar cal ($KL); bails on failure.
+append_empty() { for s in "$@"; do "$KL" calendar append -D cal --time "$s" --empty >/dev/null || bail "append $s"; done; }
+# publish_setup TEXT: for the publication tests: T (G + 300, after quiet_genesis), P1 (T + 3) and
+# P2 (T + 6); the calendar cal from G; a.txt (TEXT) signed in it at T by $MKSIG with the keys in
+# pki (sigs/a.txt.ksig); empty rounds up to P1; the directories sigs and out; an extender serving
+# the calendar and out/pubs.bin (URL) to the login in CRED. Bails on failure.
+publish_setup() {
+  T=$((G + 300)) P1=$((G + 303)) P2=$((G + 306))
+  run "$KL" calendar init -D cal --genesis "$G"
+  [ "$RC" -eq 0 ] || bail "calendar init: $(short "$OUT")"
+  printf '%s\n' "$1" >a.txt
+  mkdir sigs out
+  run "$MKSIG" -D cal --pki pki -o sigs --time "$T" a.txt
+  [ "$RC" -eq 0 ] && [ -s sigs/a.txt.ksig ] || bail "mksig at T: $(short "$OUT")"
+  append_empty $((T + 1)) $((T + 2)) "$P1"
+  printf 'pub:pub key\n' >users
+  start_ext ext cal out/pubs.bin
+  CRED=(--ext-user pub --ext-key "pub key")
+}
+# hist_count: the history copies of out/pubs.bin made so far.
+hist_count() { find out/history -name '*.bin' 2>/dev/null | wc -l | tr -d ' '; }

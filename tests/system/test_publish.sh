@@ -29,31 +29,16 @@ done
 for t in curl python3; do command -v "$t" >/dev/null || { echo "$0: $t is needed" >&2; exit 2; }; done
 
 . "$(dirname "$0")/harness.sh" publish
-hist_count() { find out/history -name '*.bin' 2>/dev/null | wc -l | tr -d ' '; }
 
 # No UTC midnight within the calendar (quiet_genesis): every publication here is a --latest one.
-quiet_genesis
-T=$((G + 300))
-P1=$((T + 3))
-P2=$((T + 6))
+quiet_genesis # (publish_setup, append_empty and hist_count: harness.sh)
 EMAIL=publications@publish.keyless.test
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
 SIGN=(--cert pki/publications.crt --key pki/publications.key --allow-clear-key --auth-cert pki/calendar-auth.crt)
 
 run "$KL" devpki -o pki --email "$EMAIL"
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
-run "$KL" calendar init -D cal --genesis "$G"
-[ "$RC" -eq 0 ] || bail "calendar init: $(short "$OUT")"
-printf 'a permanent document\n' >a.txt
-mkdir sigs out
-run "$MKSIG" -D cal --pki pki -o sigs --time "$T" a.txt
-[ "$RC" -eq 0 ] && [ -s sigs/a.txt.ksig ] || bail "mksig at T: $(short "$OUT")"
-append() { for s in "$@"; do "$KL" calendar append -D cal --time "$s" --empty >/dev/null || bail "append $s"; done; }
-append $((T + 1)) $((T + 2)) "$P1"
-
-printf 'pub:pub key\n' >users
-start_ext ext cal out/pubs.bin
-CRED=(--ext-user pub --ext-key "pub key")
+publish_setup 'a permanent document'
 
 # ---- 1. the first publication ----
 run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
@@ -71,7 +56,7 @@ check "the extended signature verifies against file 1" "0 OK: signature verified
 cp out/pubs.bin first.bin
 
 # ---- 2. the next publication keeps P1 ----
-append $((T + 4)) $((T + 5)) "$P2"
+append_empty $((T + 4)) $((T + 5)) "$P2"
 sleep 1 # a history name has one-second resolution (a clash would get -1: either is fine)
 run "$KL" publish -D cal -o out/pubs.bin "${SIGN[@]}" --latest
 check "publish 2: exit 0" 0 "$RC"

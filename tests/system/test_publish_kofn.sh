@@ -30,13 +30,9 @@ done
 command -v openssl >/dev/null || { echo "$0: openssl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" publish-kofn
-hist_count() { find out/history -name '*.bin' 2>/dev/null | wc -l | tr -d ' '; }
 
 # No UTC midnight within the calendar (quiet_genesis): every publication here is a --latest one.
-quiet_genesis
-T=$((G + 300))
-P1=$((T + 3))
-P2=$((T + 6))
+quiet_genesis # (publish_setup, append_empty and hist_count: harness.sh)
 EMAIL=publications@kofn.keyless.test
 TRUST=(-V pki/ca.crt --cnstr "E=$EMAIL")
 
@@ -57,18 +53,8 @@ done
 check "operator keys are wrapped" "-----BEGIN ENCRYPTED PRIVATE KEY-----" "$(head -n 1 op-a/op.key)"
 keyuri() { echo "file:$TMP/op-$1/op.key?passphrase-source=file:$TMP/op-$1/pass"; }
 
-run "$KL" calendar init -D cal --genesis "$G"
-[ "$RC" -eq 0 ] || bail "calendar init: $(short "$OUT")"
-printf 'a document signed k of n\n' >a.txt
-mkdir sigs out machine-a
-run "$MKSIG" -D cal --pki pki -o sigs --time "$T" a.txt
-[ "$RC" -eq 0 ] && [ -s sigs/a.txt.ksig ] || bail "mksig at T: $(short "$OUT")"
-append() { for s in "$@"; do "$KL" calendar append -D cal --time "$s" --empty >/dev/null || bail "append $s"; done; }
-append $((T + 1)) $((T + 2)) "$P1"
-
-printf 'pub:pub key\n' >users
-start_ext ext cal out/pubs.bin
-CRED=(--ext-user pub --ext-key "pub key")
+publish_setup 'a document signed k of n'
+mkdir machine-a
 
 # ---- 1. prepare on A, cosign on each operator's machine, assemble on A ----
 run "$KL" publish -D cal -o out/pubs.bin --prepare machine-a/body.unsigned --auth-cert pki/calendar-auth.crt --latest
@@ -124,7 +110,7 @@ check "--publications-signers without -V/--cnstr: a usage error" 3 "$RC"
 check_has "the usage error says what is missing" "give -V ANCHOR.pem and --cnstr" "$OUT"
 
 # ---- 4. parts that do not belong ----
-append $((T + 4)) $((T + 5)) "$P2"
+append_empty $((T + 4)) $((T + 5)) "$P2"
 sleep 1 # a new creation second for the next body
 run "$KL" publish -D cal -o out/pubs.bin --prepare machine-a/next.unsigned --auth-cert pki/calendar-auth.crt --latest \
   "${TRUST[@]}" --publications-signers 2
