@@ -80,9 +80,10 @@ stop_pid() {
 
 # started_field LOG FIELD: the value of FIELD in LOG's event=started line.
 started_field() { grep 'event=started' "$1" | head -n1 | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
-# wait_started LOG PID: 0 once LOG has event=started, 1 if PID exits first or after 5 s.
+# wait_started LOG PID [TRIES]: 0 once LOG has event=started, 1 if PID exits first or after
+# TRIES (default 100) polls 0.05 s apart.
 wait_started() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 "${3:-100}"); do
     grep -q 'event=started' "$1" 2>/dev/null && return 0
     kill -0 "$2" 2>/dev/null || return 1
     sleep 0.05

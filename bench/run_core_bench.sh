@@ -35,10 +35,9 @@
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD="$HERE/../build-corebench"
-if [ $# -gt 0 ] && [ "$1" != "--" ]; then BUILD=$1; shift; fi
-if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
-BUILD=$(cd "$BUILD" && pwd) || exit 2
+. "$HERE/lib.sh"
+bench_args "$HERE/../build-corebench" "$@" || exit 2
+set -- "${ARGS[@]}"
 CORE=$BUILD/core/keyless-core
 KL=$BUILD/cli/keyless
 BENCH=$BUILD/bench/bench_core
@@ -50,15 +49,9 @@ SECS=${SECS:-20}
 CONNS=${CONNS:-60}
 IDLE=${IDLE:-10}
 RUNS=${RUNS:-3}
-MODES=""
-for m in ${KL_BENCH_TLS:-1}; do
-  case $m in 1|yes|tls) MODES="$MODES tls" ;; 0|no|plain) MODES="$MODES plain" ;;
-    *) echo "$0: KL_BENCH_TLS: '$m' is neither 1 nor 0" >&2; exit 2 ;; esac
-done
-MODES=${MODES# }
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
-[ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
+bench_modes
+bench_out
+bench_build_type
 command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-corebench.XXXXXX") || exit 2
@@ -69,11 +62,7 @@ cleanup() {
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
-  if [ -n "${OUT:-}" ]; then # everything but the nodes' data directories
-    (cd "$TMP" && find . -path '*/data*' -prune -o -type f -print | while read -r f; do
-      mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
-    echo "outputs kept in $OUT"
-  fi
+  keep_outputs -path '*/data*' -prune -o # everything but the nodes' data directories
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -81,21 +70,13 @@ trap 'exit 130' INT TERM
 cd "$TMP" || exit 2 # nothing this script writes can land elsewhere
 TCK=$(getconf CLK_TCK)
 
-echo "== machine =="
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), nproc $(nproc)"
-echo "kernel: $(uname -r); TMPDIR filesystem: $(df -T "$TMP" | awk 'NR == 2 {print $2 " on " $1}')"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "build: $BUILD ($BUILD_TYPE)"
+bench_machine "; TMPDIR filesystem: $(tmpdir_fs)"
 echo "rates: $RATES; $SECS rounds each; $CONNS connections; idle $IDLE s; $RUNS runs; modes: $MODES; bench_core extra flags: ${*:-none}"
 echo "the three nodes and bench_core share this machine's $(nproc) cores"
 
-# Loopback ports: base + 10 * node + {0 raft, 1 internal, 2 replication, 3 admin, 4 metrics}.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-all_free() { for i in 1 2 3; do for k in 0 1 2 3 4; do port_free $(($1 + i * 10 + k)) || return 1; done; done; }
-base=$((10000 + ($$ * 17) % 20000)) # below the ephemeral port range
-for _ in $(seq 1 100); do all_free $base && break; base=$((base + 50)); [ $base -gt 32000 ] && base=10000; done
-all_free $base || { echo "no free loopback ports"; exit 1; }
+# Loopback ports: base + 10 * node + {0 raft, 1 internal, 2 replication, 3 admin, 4 metrics}, a
+# block chosen free (bench/lib.sh) for each cluster.
+OFFSETS=$(for i in 1 2 3; do for k in 0 1 2 3 4; do echo $((i * 10 + k)); done; done)
 raft() { echo 127.0.0.1:$((base + $1 * 10)); }
 internal() { echo 127.0.0.1:$((base + $1 * 10 + 1)); }
 repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
@@ -106,14 +87,6 @@ mport() { echo 127.0.0.1:$((base + $1 * 10 + 4)); }
   --nodes core:1,core:2,core:3,aggregator:1,admin:operator >/dev/null || { echo "devpki failed"; exit 1; }
 MODE=tls # the mode of the cluster running now
 ADMIN_TLS=(--cacert "$TMP/pki/cluster-ca.crt" --cert "$TMP/pki/nodes/admin-operator.crt" --key "$TMP/pki/nodes/admin-operator.key")
-tls_section() { # NODE-ID
-  if [ "$MODE" = tls ]; then
-    printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
-      "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"
-  else
-    printf '[tls]\ninsecure = yes\n'
-  fi
-}
 # /status: on the admin port, mutual TLS with the operator's admin certificate (plain http in
 # the plain mode)
 status() {
@@ -124,7 +97,29 @@ role_of() { status "$1" | grep -o '"role":"[a-z]*"' | head -n 1 | cut -d'"' -f4;
 leader() { for i in 1 2 3; do [ "$(role_of "$i")" = leader ] && { echo "$i"; return; }; done; }
 last_of() { status "$1" | grep -o '"calendar_last":[0-9-]*' | cut -d: -f2; }
 
-start_cluster() { # $1: the run's directory
+# start_cluster D: a fresh cluster on a free block of ports, its files in D; 1 when it does not
+# come up. A node that could not bind a port chosen free (taken meanwhile) has the cluster
+# started again on a fresh block (5 tries at most).
+start_cluster() {
+  local D=$1 try i taken
+  for try in 1 2 3 4 5; do
+    # shellcheck disable=SC2086
+    next_free_base $OFFSETS || return 1
+    start_nodes "$D" && return 0
+    taken=0
+    for i in 1 2 3; do bind_failed "$D/core$i.log" "${PID[$i]}" && taken=1; done
+    [ $taken -eq 1 ] || return 1
+    for i in 1 2 3; do
+      stop_pid "${PID[$i]}"; PID[$i]=""
+      retire_log "$D/core$i.log" "$try" >/dev/null
+    done
+    rm -rf "$D"/data1 "$D"/data2 "$D"/data3
+    echo "(a port chosen free was taken before a node bound it: the cluster started again on fresh ports)"
+  done
+  return 1
+}
+
+start_nodes() { # $1: the run's directory
   local D=$1 genesis=$(($(date +%s) - 2))
   for i in 1 2 3; do
     cat >"$D/core$i.conf" <<CONF
@@ -145,13 +140,14 @@ genesis = $genesis
 calendar_auth_cert = $TMP/pki/calendar-auth.crt
 calendar_auth_key = $TMP/pki/calendar-auth.key
 allow_clear_key = yes
-$(tls_section "core-$i")
+$(tls_section "$MODE" "core-$i")
 CONF
     "$CORE" -c "$D/core$i.conf" >>"$D/core$i.log" 2>&1 &
     PID[$i]=$!
   done
   for _ in $(seq 1 150); do [ -n "$(leader)" ] && break; sleep 0.1; done
   [ -n "$(leader)" ] || { echo "no leader within 15 s"; return 1; }
+  for i in 1 2 3; do kill -0 "${PID[$i]}" 2>/dev/null || { echo "node $i exited"; return 1; }; done
   for _ in $(seq 1 50); do
     ok=0
     for i in 1 2 3; do curl -sf -m 2 "http://$(mport "$i")/healthz" >/dev/null && ok=$((ok + 1)); done

@@ -6,8 +6,9 @@
 # window and their RSS (bench_gateway -D reads /proc/PID/stat and /proc/PID/status), and the
 # gateway's own /metrics (rounds, their size, the parent's latency, statuses) around each shape.
 # The gateway is restarted for every shape, so that its RSS belongs to that shape; the aggregator
-# and the core run throughout. The core's ports are chosen free; the aggregator and the gateway
-# listen on port 0 and their ports are read from their "event=started" log lines. Everything stays
+# and the core run throughout. The core's ports are chosen free (started again on fresh ones if
+# one was taken before it bound it, bench/lib.sh); the aggregator and the gateway listen on port
+# 0 and their ports are read from their "event=started" log lines. Everything stays
 # on 127.0.0.1 and in a temporary directory that is removed at exit; every process started here is
 # stopped (TERM, then KILL after 10 s) at exit. Not a test: nothing here asserts a timed result
 # (BENCHMARKS.md).
@@ -49,10 +50,9 @@
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD="$HERE/../build-bench"
-if [ $# -gt 0 ] && [ "$1" != "--" ]; then BUILD=$1; shift; fi
-if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
-BUILD=$(cd "$BUILD" && pwd) || exit 2
+. "$HERE/lib.sh"
+bench_args "$HERE/../build-bench" "$@" || exit 2
+set -- "${ARGS[@]}"
 CORE=$BUILD/core/keyless-core
 AGG=$BUILD/aggregator/keyless-aggregator
 GW=$BUILD/gateway/keyless-gateway
@@ -76,12 +76,7 @@ tcp16-rate50k:tcp:512:32:16:50000 tcp16-rate80k:tcp:512:32:16:80000 tcp16-rate10
 tcp16-rate120k:tcp:512:32:16:120000 http16-rate60k:http:6144:1:16:60000 https16-rate60k:https:6144:1:16:60000"
 SHAPES=${SHAPES:-$DEFAULT_SHAPES}
 PASSES=${PASSES:-1}
-MODES=""
-for m in ${KL_BENCH_TLS:-1}; do
-  case $m in 1|yes|tls) MODES="$MODES tls" ;; 0|no|plain) MODES="$MODES plain" ;;
-    *) echo "$0: KL_BENCH_TLS: '$m' is neither 1 nor 0" >&2; exit 2 ;; esac
-done
-MODES=${MODES# }
+bench_modes
 THREADS=${THREADS:-1}
 for t in $THREADS; do
   case $t in [1-9]|[1-9][0-9]) ;; *) echo "$0: THREADS: '$t' is not a number of threads" >&2; exit 2 ;; esac
@@ -95,111 +90,40 @@ DRAIN=${DRAIN:-10}
 VERIFY=${VERIFY:-100}
 QUIET=${QUIET:-40}
 TRIES=${TRIES:-4}
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2; fi
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
-[ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
+bench_out
+bench_build_type
 command -v curl >/dev/null || { echo "$0: needs curl" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-gwbench.XXXXXX") || exit 2
 declare -A CORE_PID=() AGG_PID=() AGG_PORT=() CORE_INTERNAL=()
 GW_PID='' BENCH_PID=''
-STOP_RC=
-stop_pid() { # $1 pid (a child of this shell): TERM, wait up to 10 s, KILL; the exit status in STOP_RC
-  local p=$1
-  STOP_RC=
-  [ -n "$p" ] || return 0
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  STOP_RC=$?
-}
 cleanup() {
-  for p in "$BENCH_PID" "$GW_PID" "${AGG_PID[@]}" "${CORE_PID[@]}"; do
+  for p in "$BENCH_PID" "$GW_PID" "${AGG_PID[@]}" "${CORE_PID[@]}" "${LIB_PIDS[@]}"; do
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
   done
   wait 2>/dev/null
-  if [ -n "${OUT:-}" ]; then
-    (cd "$TMP" && find . -path './data-*' -prune -o -path ./pki -prune -o -type f ! -name users -print |
-      while read -r f; do mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
-    echo "outputs kept in $OUT"
-  fi
+  keep_outputs -path './data-*' -prune -o -path ./pki -prune -o ! -name users
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$TMP" || exit 2 # nothing this script writes can land elsewhere
 
-echo "== machine =="
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), nproc $(nproc)"
-echo "kernel: $(uname -r); TMPDIR filesystem: $(df -T "$TMP" | awk 'NR == 2 {print $2 " on " $1}'); open files limit $(ulimit -n)"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "build: $BUILD ($BUILD_TYPE)"
+bench_machine "; TMPDIR filesystem: $(tmpdir_fs); open files limit $(ulimit -n)"
 echo "window $DURATION s after $WARMUP s of warm-up, drain up to $DRAIN s; verify every $VERIFY; $PASSES pass(es) over the shapes; main shape $MAIN x $REPEAT; modes: $MODES"
 echo "the core, the aggregator, the gateway and bench_gateway share this machine's $(nproc) cores"
 
 "$KL" devpki -o "$TMP/pki" --email gateway-bench@keyless.invalid --nodes core:1,aggregator:1,gateway:1 >/dev/null ||
   { echo "devpki failed"; exit 1; }
 CA=$TMP/pki/cluster-ca.crt
-tls_section() { # MODE ROLE-ID
-  if [ "$1" = tls ]; then
-    printf '[tls]\nca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$CA" "$TMP/pki/nodes/$2.crt" "$TMP/pki/nodes/$2.key" \
-      "$TMP/pki/crl.pem"
-  else
-    printf '[tls]\ninsecure = yes\n'
-  fi
-}
 
-# started_field LOG FIELD: the value of FIELD in LOG's event=started line
-started_field() { grep 'event=started' "$1" | head -n1 | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
-wait_started() { # LOG PID
-  for _ in $(seq 1 100); do
-    grep -q 'event=started' "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
-# ---- per mode: one core node (ports chosen free) and one aggregator (port 0) ----
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base=$((20000 + ($$ * 13) % 30000))
+# ---- per mode: one core node (ports chosen free, bench/lib.sh) and one aggregator (port 0) ----
 start_chain() { # MODE
-  local m=$1 mp role
-  for _ in $(seq 1 100); do
-    base=$((base + 10)); [ $base -gt 60000 ] && base=20000
-    port_free $base && port_free $((base + 1)) && port_free $((base + 2)) && port_free $((base + 3)) && break
-  done
-  mp=127.0.0.1:$((base + 3))
-  cat >"$TMP/core-$m.conf" <<CONF
-# written by run_gateway_bench.sh ($m); every other key is deploy/core.conf's default (fsync on)
-[node]
-id = 1
-data_dir = $TMP/data-core-$m
-[cluster]
-member1 = 127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2))
-[server]
-metrics_listen = $mp
-[calendar]
-genesis = $(($(date +%s) - 2))
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-$(tls_section "$m" core-1)
-CONF
-  "$CORE" -c "$TMP/core-$m.conf" >>"$TMP/core-$m.log" 2>&1 &
-  CORE_PID[$m]=$!
-  CORE_INTERNAL[$m]=127.0.0.1:$((base + 1))
-  for _ in $(seq 1 150); do # keyless_core_raft_role 3: leader
-    role=$(curl -s -m 2 "http://$mp/metrics" | awk '$1 == "keyless_core_raft_role" {print $2}')
-    [ "$role" = 3 ] && break
-    kill -0 "${CORE_PID[$m]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ "$role" = 3 ] || { echo "keyless-core ($m) did not become leader:"; tail -n 20 "$TMP/core-$m.log"; return 1; }
-  echo "keyless-core ($m) pid ${CORE_PID[$m]}, internal ${CORE_INTERNAL[$m]}, metrics $mp"
+  local m=$1
+  start_core1 "core-$m" "$m" "$m" ||
+    { echo "keyless-core ($m) did not become leader:"; tail -n 20 "$TMP/core-$m.log"; return 1; }
+  CORE_PID[$m]=$C1_PID CORE_INTERNAL[$m]=$C1_INTERNAL
+  echo "keyless-core ($m) pid ${CORE_PID[$m]}, internal ${CORE_INTERNAL[$m]}, metrics $C1_METRICS"
 
   cat >"$TMP/aggregator-$m.conf" <<CONF
 # written by run_gateway_bench.sh ($m); every other key is deploy/aggregator.conf's default
