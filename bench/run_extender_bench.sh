@@ -27,10 +27,9 @@
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD="$HERE/../build-extbench"
-if [ $# -gt 0 ] && [ "$1" != "--" ]; then BUILD=$1; shift; fi
-if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
-BUILD=$(cd "$BUILD" && pwd) || exit 2
+. "$HERE/lib.sh"
+bench_args "$HERE/../build-extbench" "$@" || exit 2
+set -- "${ARGS[@]}"
 EXT=$BUILD/extender/keyless-extender
 KEYLESS=$BUILD/cli/keyless
 BENCH=$BUILD/bench/bench_extender
@@ -43,8 +42,7 @@ RUNS=${RUNS:-3}
 QUIET=${QUIET:-40}
 QFLAG=(-q "$QUIET")
 [ "$QUIET" = off ] && QFLAG=()
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
-[ "$BUILD_TYPE" = Release ] || echo "WARNING: $BUILD is a '$BUILD_TYPE' build, not Release"
+bench_build_type
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-extbench.XXXXXX") || exit 2
 PID=
@@ -56,12 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== machine =="
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), nproc $(nproc)"
-echo "kernel: $(uname -r); loopback MTU $(cat /sys/class/net/lo/mtu 2>/dev/null || echo '?')"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "build: $BUILD ($BUILD_TYPE)"
+bench_machine "; loopback MTU $(cat /sys/class/net/lo/mtu 2>/dev/null || echo '?')"
 
 echo "== calendar =="
 "$MKCAL" -D "$TMP/cal" -N "$N" || exit 1
@@ -95,15 +88,11 @@ EOF
   "$bin" -c "$TMP/ext-$label.conf" 2>"$TMP/ext-$label.log" &
   PID=$!
   PIDS_ALL+=("$PID")
-  for _ in $(seq 1 200); do
-    grep -q 'event=started' "$TMP/ext-$label.log" 2>/dev/null && break
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.05
-  done
+  wait_started "$TMP/ext-$label.log" "$PID" 200
   LINE=$(grep 'event=started' "$TMP/ext-$label.log")
-  HTTP=$(printf '%s' "$LINE" | sed -n 's/.* http_port=\([0-9]*\).*/\1/p')
-  TCP=$(printf '%s' "$LINE" | sed -n 's/.* tcp_port=\([0-9]*\).*/\1/p')
-  ADMIN=$(printf '%s' "$LINE" | sed -n 's/.* admin_port=\([0-9]*\).*/\1/p')
+  HTTP=$(started_field "$TMP/ext-$label.log" http_port)
+  TCP=$(started_field "$TMP/ext-$label.log" tcp_port)
+  ADMIN=$(started_field "$TMP/ext-$label.log" admin_port)
   if [ -z "$HTTP" ] || [ -z "$TCP" ]; then
     echo "keyless-extender $label did not start:"
     cat "$TMP/ext-$label.log"
@@ -178,14 +167,8 @@ for label in "${LABELS[@]}"; do
       grep -v ' 0$'
   fi
   echo "== daemon $label: stop =="
-  kill -TERM "$PID"
-  for _ in $(seq 1 200); do
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID"; fi
-  wait "$PID"
-  rc=$?
+  stop_pid "$PID"
+  rc=$STOP_RC
   [ $rc -eq 0 ] || EXIT=$rc
   echo "keyless-extender $label exit status $rc; log lines at warn or error:" \
     "$(grep -cE 'level=(warn|error)' "$TMP/ext-$label.log")"
