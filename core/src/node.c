@@ -55,6 +55,7 @@ typedef struct proposal {
   core_t *c;
   uint64_t second, start_ns;
   size_t leaves;
+  uint64_t requests; /* the leaves stand for these many requests (a batch for many) */
 } proposal_t;
 
 static void on_applied(struct raft_apply *req, int status, void *result) {
@@ -66,8 +67,9 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
     if (at < p->start_ns || at > now) at = now; /* not applied here (cannot happen on the leader) */
     kl_metric_observe(p->c->m_commit_latency, (double)(at - p->start_ns) / 1e9);
     kl_metric_observe(p->c->m_apply_latency, (double)(now - at) / 1e9);
-    kl_log(KL_LOG_DEBUG, "committed", "second=%llu leaves=%zu commit_ms=%.2f apply_ms=%.2f", (unsigned long long)p->second,
-           p->leaves, (double)(at - p->start_ns) / 1e6, (double)(now - at) / 1e6);
+    kl_log(KL_LOG_DEBUG, "committed", "second=%llu leaves=%zu requests=%llu commit_ms=%.2f apply_ms=%.2f",
+           (unsigned long long)p->second, p->leaves, (unsigned long long)p->requests, (double)(at - p->start_ns) / 1e6,
+           (double)(now - at) / 1e6);
   }
   else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
   free(p);
@@ -98,6 +100,7 @@ static void propose(core_t *c, uint64_t second, bool always) {
   p->c = c;
   p->second = second;
   p->leaves = n;
+  uint64_t requests = p->requests = kl_core_rounds_collected_requests(c->rounds);
   p->start_ns = uv_hrtime();
   int rc = raft_apply(&c->raft, &p->req, &buf, 1, on_applied);
   if (rc != 0) {
@@ -110,7 +113,7 @@ static void propose(core_t *c, uint64_t second, bool always) {
   c->inflight++;
   c->proposed = second;
   kl_metric_inc(c->m_proposals);
-  kl_metric_observe(c->m_round_leaves, (double)n);
+  kl_metric_observe(c->m_round_leaves, (double)requests);
 }
 
 /* This node's clock against the quorum time (qtime.h): off by more than [clock] max_skew, it
@@ -198,7 +201,10 @@ static void on_tick(uv_timer_t *t) {
     catch_up(c);
     return;
   }
-  if (raft_state(&c->raft) != RAFT_LEADER) return;
+  if (raft_state(&c->raft) != RAFT_LEADER) {
+    core_close_own(c); /* a quiet second's requests, when no request of the next came to send them */
+    return;
+  }
   if (!c->clock_ok) {
     if (c->n_peers > 0 && !c->transferring) { /* let a node with a good clock lead */
       c->transfer.data = c;

@@ -165,6 +165,9 @@ void core_on_replication(kl_tlv_req_t *req, const uint8_t *frame, size_t len, vo
 void core_on_answer(void *arg, void *ctx, uint64_t client_request_id, const kl_core_answer_t *a);
 void core_on_round(void *arg, const kl_core_round_t *round);
 void core_send_heartbeats(core_t *c);
+/* A follower: puts its own requests of every ended second into their leaf and forwards it to
+ * the leader (the leader's collection does this itself). */
+void core_close_own(core_t *c);
 void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg);
 void core_release_waiters(core_t *c, bool all);
 /* node_keys.c: the key that signs second s; SIGHUP's reload of [keys] (the old keys stay on any

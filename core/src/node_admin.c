@@ -358,12 +358,16 @@ int core_admin_start(core_t *c, kl_err_t *e) {
                         "requests the leader left out of a round: their level did not fit the tree (answered 0x104)",
                         NULL, g_dropped, c);
   c->m_rounds = kl_metrics_counter(m, "keyless_core_rounds_total", "seconds committed and applied", NULL);
-  c->m_forwards = kl_metrics_counter(m, "keyless_core_forwards_total", "requests forwarded to the leader", NULL);
+  c->m_forwards = kl_metrics_counter(m, "keyless_core_forwards_total",
+                                    "leaves forwarded to the leader: a second's requests of this node (a batch), or one",
+                                    NULL);
   c->m_forwards_failed = kl_metrics_counter(m, "keyless_core_forwards_failed_total",
-                                            "requests not forwarded: no link to the leader (they get a retry answer)", NULL);
+                                            "leaves not forwarded: no link to the leader (their requests get a retry answer)",
+                                            NULL);
   c->m_proposals = kl_metrics_counter(m, "keyless_core_proposals_total", "round entries proposed as leader", NULL);
   static const double leaves_b[] = {0, 1, 10, 100, 1000, 10000, 100000};
-  c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests", "requests per proposed round", NULL, leaves_b,
+  c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests",
+                                           "requests per proposed round (a batch's leaf counts its requests)", NULL, leaves_b,
                                            sizeof leaves_b / sizeof leaves_b[0]);
   c->m_commit_latency = kl_metrics_histogram(m, "keyless_core_commit_seconds",
                                              "a round's proposal to its commit on the leader: the Raft entry durable on a "

@@ -2,11 +2,14 @@
  * a second commits, heartbeats between members, and the replication stream to extenders.
  *
  * Internal port frames (proto/aggregation.proto Message, 4-byte length framing):
- *   Request   from the tier below: held for the current second; a follower forwards it to the
- *             leader; answered when a second commits (chain) or with 0x0300 (retry). Answers
+ *   Request   from the tier below: held for the current second; once the second has ended, a
+ *             follower forwards one leaf for all its requests of that second to the leader
+ *             (rounds.h: a batch's root, or a lone request); answered when a second commits
+ *             (chain) or with 0x0300 (retry). Answers
  *             go to the request frame they belong to (its connection): the tier below's
  *             request_id is only echoed, never used to find a request.
- *   Forward   from a member: the leader holds it for its round (no answer frame), if it comes
+ *   Forward   from a member, a leaf standing for its requests of one second: the leader holds it
+ *             for its round (no answer frame), if it comes
  *             from the member it names, for a second near the leader's clock, and there is room
  *             (rounds.h); refusals are counted by reason.
  *   Heartbeat from a member: its clock (no answer frame), counted only from the member it names.
@@ -126,21 +129,28 @@ void core_on_round(void *arg, const kl_core_round_t *round) {
   core_release_waiters(c, false);
 }
 
-/* Sends a request on to the leader. If the link is down the request stays held and is answered
- * "retry" when its round commits without it; the counter shows how often that happens. */
-static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggregation__Request *rq) {
+/* Sends a leaf (a batch root or a lone request) on to the leader. If the link is down the
+ * requests stay held and are answered "retry" when their round commits without them; the
+ * counter shows how often that happens. */
+static void forward(core_t *c, uint64_t second, const kl_core_leaf_t *leaf, uint32_t requests) {
   raft_id leader;
   const char *addr;
+  uint8_t imp[KL_IMPRINT_MAX];
   raft_leader(&c->raft, &leader, &addr);
   for (size_t i = 0; i < c->n_peers; i++) {
     if (c->peers[i].id != leader) continue;
     Keyless__Aggregation__Forward f = KEYLESS__AGGREGATION__FORWARD__INIT;
     Keyless__Aggregation__Message m = KEYLESS__AGGREGATION__MESSAGE__INIT;
     f.origin = (uint64_t)c->cfg->id;
-    f.request_id = id;
-    f.imprint = rq->imprint;
-    f.level = rq->level;
+    f.request_id = leaf->request_id;
+    f.imprint.len = kl_imprint_to_bytes(&leaf->imprint, imp);
+    f.imprint.data = imp;
+    f.level = leaf->level;
     f.second = second;
+    if (requests != 1) {
+      f.has_requests = 1;
+      f.requests = requests;
+    }
     m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_FORWARD;
     m.forward = &f;
     uint8_t buf[512];
@@ -155,6 +165,23 @@ static void forward(core_t *c, uint64_t second, uint64_t id, const Keyless__Aggr
     break;
   }
   kl_metric_inc(c->m_forwards_failed);
+}
+
+void core_close_own(core_t *c) {
+  uint64_t now_s = core_quorum_now_ms(c) / 1000;
+  kl_core_leaf_t leaf;
+  uint64_t second;
+  uint32_t requests;
+  int have = 1;
+  kl_err_t e = {0};
+  if (now_s == 0 || raft_state(&c->raft) == RAFT_LEADER || kl_core_rounds_closed(c->rounds) + 1 >= now_s) return;
+  while (have) {
+    if (kl_core_rounds_close_own(c->rounds, now_s - 1, &leaf, &second, &requests, &have, &e)) {
+      kl_log(KL_LOG_ERROR, "batch", "second=%llu error=%s", (unsigned long long)(now_s - 1), e.msg);
+      return; /* tried again at the next tick */
+    }
+    if (have) forward(c, second, &leaf, requests);
+  }
 }
 
 /* The member a connection authenticated as: the id of its core certificate (raft_tls and the
@@ -220,6 +247,7 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
                   0);
     return;
   }
+  core_close_own(c); /* the first request of a second sends the last one's leaf at once */
   int rc = kl_core_rounds_add(r, now_s, &imp, rq->level, req, rq->request_id, &id, &e);
   if (rc) {
     kl_metric_inc(c->m_rejected);
@@ -230,7 +258,6 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
                   rc == KL_ETOOBIG ? "too many requests pending" : e.msg, 0);
     return;
   }
-  if (leader != (raft_id)c->cfg->id) forward(c, now_s, id, rq);
 }
 
 static bool is_member(const core_t *c, uint64_t id) {
@@ -254,8 +281,8 @@ static void on_forward(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
   } else if (kl_imprint_from_bytes(&imp, f->imprint.data, f->imprint.len, &e)) {
     why = CORE_FWD_MALFORMED;
   } else {
-    switch (kl_core_rounds_add_forward(rounds(c), sender, core_quorum_now_ms(c) / 1000, f->second, f->origin, f->request_id,
-                                       &imp, f->level, &e)) {
+    switch (kl_core_rounds_add_forward_n(rounds(c), sender, core_quorum_now_ms(c) / 1000, f->second, f->origin,
+                                         f->request_id, &imp, f->level, f->has_requests ? f->requests : 1, &e)) {
       case 0: return;
       case KL_EAUTH: why = CORE_FWD_ORIGIN; break;
       case KL_ESTATE: why = CORE_FWD_SECOND; break;

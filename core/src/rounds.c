@@ -1,95 +1,68 @@
-/* Round bookkeeping: held requests per second, the leader's collection, answers on commit. */
+/* Round bookkeeping: held requests per second, batches of a node's own requests, the leader's
+ * collection, answers on commit. */
 #include "rounds.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "idmap.h"
+#include "keyless/chains.h"
 #include "keyless/pdu.h"
+#include "keyless/sig.h"
+
+enum { OWN, FORWARD, BATCH };
+
+/* An outcome besides the KL_CORE_ANSWER_* ones: the leaf is in the round, but the round's leaves
+ * do not give its root (answered as KL_CORE_ANSWER_RETRY). */
+#define OUT_INCONSISTENT 100
 
 typedef struct held {
   uint64_t second, origin, id;
   kl_imprint_t imprint;
   unsigned level;
-  void *ctx; /* own requests only */
+  uint8_t kind;  /* OWN: a request to answer; FORWARD: another member's leaf (leader); BATCH: the
+                  * leaf standing for own requests closed together (batch.h below) */
+  bool closed;   /* OWN: put into its second's leaf (a batch, or as itself) */
+  bool dropped;  /* left out of its round by the leader's collection: its level did not fit */
+  uint32_t requests; /* FORWARD, BATCH: how many requests the leaf stands for */
+  uint64_t batch;    /* OWN: the id of the batch it is in, 0: none */
+  size_t slot;       /* OWN in a batch: its leaf in the batch tree */
+  void *ctx;         /* OWN */
   uint64_t client_request_id;
-  bool own;
-  bool dropped; /* left out of its round by the leader's collection: its level did not fit */
 } held_t;
 
-/* A map from a 64-bit key to an index, open addressing, for the per-request lookups that would
- * otherwise make a round of n requests cost n^2 (found by the core benchmark). */
-typedef struct idmap {
-  uint64_t *keys;
-  size_t *vals; /* index + 1; 0 = empty */
-  size_t cap, n;
-} idmap_t;
-
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  return x;
-}
-
-static void idmap_free(idmap_t *m) {
-  free(m->keys);
-  free(m->vals);
-  memset(m, 0, sizeof *m);
-}
-
-static bool idmap_put(idmap_t *m, uint64_t key, size_t val);
-
-static bool idmap_grow(idmap_t *m) {
-  idmap_t n = {0};
-  n.cap = m->cap ? m->cap * 2 : 256;
-  n.keys = calloc(n.cap, sizeof *n.keys);
-  n.vals = calloc(n.cap, sizeof *n.vals);
-  if (n.keys == NULL || n.vals == NULL) {
-    idmap_free(&n);
-    return false;
-  }
-  for (size_t i = 0; i < m->cap; i++)
-    if (m->vals[i]) idmap_put(&n, m->keys[i], m->vals[i] - 1);
-  idmap_free(m);
-  *m = n;
-  return true;
-}
-
-static bool idmap_put(idmap_t *m, uint64_t key, size_t val) {
-  if ((m->n + 1) * 2 > m->cap && !idmap_grow(m)) return false;
-  for (size_t i = mix(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-    if (m->vals[i] == 0 || m->keys[i] == key) {
-      if (m->vals[i] == 0) m->n++;
-      m->keys[i] = key;
-      m->vals[i] = val + 1;
-      return true;
-    }
-  }
-}
-
-static size_t idmap_get(const idmap_t *m, uint64_t key) {
-  if (m->cap == 0) return SIZE_MAX;
-  for (size_t i = mix(key) & (m->cap - 1); m->vals[i]; i = (i + 1) & (m->cap - 1))
-    if (m->keys[i] == key) return m->vals[i] - 1;
-  return SIZE_MAX;
-}
+/* A batch's tree, held with its BATCH leaf until the round with that leaf commits. */
+typedef struct batch {
+  uint64_t id;
+  kl_tree_t *tree;
+  /* While a committed round is answered: what became of the batch. */
+  int outcome; /* -1: wait for a later round; else a KL_CORE_ANSWER_* */
+  kl_buf_t upper; /* KL_CORE_ANSWER_CHAIN: the round tree's 0x801 for the batch's leaf, */
+  kl_arena_t arena;
+  kl_aggr_chain_t up; /* decoded (its links point into `upper`): every request's chain goes on with them */
+} batch_t;
 
 static uint64_t fwd_key(uint64_t origin, uint64_t id) { return origin * 0x9E3779B97F4A7C15ull ^ id; }
 
 struct kl_core_rounds {
   uint64_t self, next_id;
-  uint64_t closed; /* the last second this node collected as leader: later arrivals go after it */
+  uint64_t closed; /* the last second this node closed (its own leaf, or the leader's collection):
+                    * later arrivals go after it */
   int alg;
   unsigned max_level;   /* a round root's highest level */
   size_t max_pending;   /* requests held at once */
   int max_req_level;    /* max_level - depth(max_pending), -1: none fits */
-  uint64_t n_dropped;
+  int max_batch_level;  /* max_req_level - KL_CORE_ROUND_RESERVE: above it a request goes alone */
+  int max_fwd_level;    /* a forward's highest level: a request's, or a batch root's */
+  uint64_t n_dropped, collected_requests;
   kl_core_answer_cb cb;
   void *arg;
   held_t *h;
   size_t n, cap;
   idmap_t forwards; /* (origin, id) of forwards held, for duplicates */
+  batch_t *b;
+  size_t nb, capb;
 };
 
 unsigned kl_core_rounds_depth(size_t n) {
@@ -105,6 +78,9 @@ void kl_core_rounds_set_max_pending(kl_core_rounds_t *r, size_t max_pending) {
   r->max_pending = max_pending;
   int m = (int)r->max_level - (int)kl_core_rounds_depth(max_pending);
   r->max_req_level = m < 0 ? -1 : m;
+  r->max_batch_level = m - KL_CORE_ROUND_RESERVE; /* a batch's root stays within max_level - the reserve */
+  r->max_fwd_level = (int)r->max_level - KL_CORE_ROUND_RESERVE;
+  if (r->max_fwd_level < r->max_req_level) r->max_fwd_level = r->max_req_level;
 }
 
 int kl_core_rounds_max_request_level(const kl_core_rounds_t *r) { return r->max_req_level; }
@@ -126,15 +102,25 @@ int kl_core_rounds_create(uint64_t self, int algorithm, unsigned max_level, kl_c
   return 0;
 }
 
+static void batch_free(batch_t *b) {
+  kl_tree_free(b->tree);
+  kl_buf_free(&b->upper);
+  kl_arena_free(&b->arena);
+}
+
 void kl_core_rounds_destroy(kl_core_rounds_t *r) {
   if (r == NULL) return;
   idmap_free(&r->forwards);
+  for (size_t i = 0; i < r->nb; i++) batch_free(&r->b[i]);
+  free(r->b);
   free(r->h);
   free(r);
 }
 
 size_t kl_core_rounds_pending(const kl_core_rounds_t *r) { return r->n; }
 uint64_t kl_core_rounds_dropped(const kl_core_rounds_t *r) { return r->n_dropped; }
+uint64_t kl_core_rounds_collected_requests(const kl_core_rounds_t *r) { return r->collected_requests; }
+uint64_t kl_core_rounds_closed(const kl_core_rounds_t *r) { return r->closed; }
 
 static held_t *push(kl_core_rounds_t *r, kl_err_t *e) {
   if (r->n == r->cap) {
@@ -152,18 +138,18 @@ static held_t *push(kl_core_rounds_t *r, kl_err_t *e) {
   return x;
 }
 
-/* The checks an own request and a forward share: the level fits any round, room is left. */
-static int admissible(kl_core_rounds_t *r, unsigned level, const char *what, kl_err_t *e) {
-  if (r->max_req_level < 0 || level > (unsigned)r->max_req_level)
+/* The checks an own request and a forward share: the level fits, room is left. */
+static int admissible(kl_core_rounds_t *r, unsigned level, int top, const char *what, kl_err_t *e) {
+  if (top < 0 || level > (unsigned)top)
     return kl_err_set(e, KL_ERANGE, "%s level %u is above %d: a round of up to %zu requests must stay within level %u",
-                      what, level, r->max_req_level, r->max_pending, r->max_level);
+                      what, level, top, r->max_pending, r->max_level);
   if (r->n >= r->max_pending) return kl_err_set(e, KL_ETOOBIG, "%zu requests held: no room for the %s", r->n, what);
   return 0;
 }
 
 int kl_core_rounds_add(kl_core_rounds_t *r, uint64_t second, const kl_imprint_t *imprint, unsigned level, void *ctx,
                        uint64_t client_request_id, uint64_t *id, kl_err_t *e) {
-  int rc = admissible(r, level, "request", e);
+  int rc = admissible(r, level, r->max_req_level, "request", e);
   if (rc) return rc;
   held_t *x = push(r, e);
   if (x == NULL) return KL_ENOMEM;
@@ -174,13 +160,19 @@ int kl_core_rounds_add(kl_core_rounds_t *r, uint64_t second, const kl_imprint_t 
   x->level = level;
   x->ctx = ctx;
   x->client_request_id = client_request_id;
-  x->own = true;
+  x->kind = OWN;
   *id = x->id;
   return 0;
 }
 
 int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t sender, uint64_t now, uint64_t second, uint64_t origin,
                                uint64_t id, const kl_imprint_t *imprint, unsigned level, kl_err_t *e) {
+  return kl_core_rounds_add_forward_n(r, sender, now, second, origin, id, imprint, level, 1, e);
+}
+
+int kl_core_rounds_add_forward_n(kl_core_rounds_t *r, uint64_t sender, uint64_t now, uint64_t second, uint64_t origin,
+                                 uint64_t id, const kl_imprint_t *imprint, unsigned level, uint32_t requests,
+                                 kl_err_t *e) {
   if (sender == 0 || origin != sender || origin == r->self)
     return kl_err_set(e, KL_EAUTH, "forward with origin %llu from member %llu", (unsigned long long)origin,
                       (unsigned long long)sender);
@@ -189,9 +181,9 @@ int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t sender, uint64_t no
                       (unsigned long long)now, KL_CORE_FORWARD_WINDOW);
   uint64_t key = fwd_key(origin, id);
   size_t at = idmap_get(&r->forwards, key);
-  int rc = admissible(r, level, "forwarded request", e);
+  int rc = admissible(r, level, r->max_fwd_level, "forwarded leaf", e);
   if (rc == KL_ERANGE) return rc;
-  if (at != SIZE_MAX && at < r->n && !r->h[at].own && r->h[at].origin == origin && r->h[at].id == id)
+  if (at != SIZE_MAX && at < r->n && r->h[at].kind == FORWARD && r->h[at].origin == origin && r->h[at].id == id)
     return 0; /* a duplicate */
   if (rc) return rc;
   held_t *x = push(r, e);
@@ -201,6 +193,8 @@ int kl_core_rounds_add_forward(kl_core_rounds_t *r, uint64_t sender, uint64_t no
   x->id = id;
   x->imprint = *imprint;
   x->level = level;
+  x->kind = FORWARD;
+  x->requests = requests ? requests : 1;
   idmap_put(&r->forwards, key, r->n - 1); /* on failure duplicates merely go undetected */
   return 0;
 }
@@ -221,25 +215,135 @@ static int build(const kl_core_leaf_t *leaves, size_t n, int alg, unsigned max_l
   return rc;
 }
 
+static batch_t *find_batch(kl_core_rounds_t *r, uint64_t id) {
+  for (size_t i = 0; i < r->nb; i++)
+    if (r->b[i].id == id) return &r->b[i];
+  return NULL;
+}
+
+/* Two or more own requests of `second` (their indexes in at[]) become a batch: its tree, and a
+ * BATCH leaf held for its round. The tree is built up to level 255: requests up to
+ * max_batch_level make a root within max_level - KL_CORE_ROUND_RESERVE, and a root above that
+ * (the limits changed meanwhile) is the leader's to leave out, like any leaf too high. */
+static int make_batch(kl_core_rounds_t *r, uint64_t second, const size_t *at, size_t k, kl_core_leaf_t *leaf,
+                      kl_err_t *e) {
+  if (r->nb == r->capb) {
+    size_t cap = r->capb ? r->capb * 2 : 8;
+    batch_t *b = realloc(r->b, cap * sizeof *b);
+    if (b == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+    r->b = b;
+    r->capb = cap;
+  }
+  kl_core_leaf_t *l = calloc(k, sizeof *l);
+  if (l == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  for (size_t j = 0; j < k; j++) {
+    l[j].imprint = r->h[at[j]].imprint;
+    l[j].level = r->h[at[j]].level;
+  }
+  kl_tree_t *t;
+  int rc = build(l, k, r->alg, 255, &t, e);
+  free(l);
+  if (rc) return rc;
+  held_t *x = push(r, e); /* may move r->h: at[] are indexes */
+  if (x == NULL) {
+    kl_tree_free(t);
+    return KL_ENOMEM;
+  }
+  batch_t *b = &r->b[r->nb++];
+  memset(b, 0, sizeof *b);
+  b->id = r->next_id++;
+  b->tree = t;
+  b->outcome = -1;
+  kl_buf_init(&b->upper);
+  b->arena = (kl_arena_t)KL_ARENA_INIT;
+  x->second = second;
+  x->origin = r->self;
+  x->id = b->id;
+  x->imprint = *kl_tree_root(t);
+  x->level = kl_tree_root_level(t);
+  x->kind = BATCH;
+  x->requests = (uint32_t)k;
+  for (size_t j = 0; j < k; j++) {
+    held_t *m = &r->h[at[j]];
+    m->closed = true;
+    m->batch = b->id;
+    m->slot = j;
+  }
+  *leaf = (kl_core_leaf_t){x->imprint, x->level, r->self, x->id};
+  return 0;
+}
+
+int kl_core_rounds_close_own(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t *leaf, uint64_t *leaf_second,
+                             uint32_t *requests, int *have, kl_err_t *e) {
+  uint64_t s = UINT64_MAX;
+  size_t k = 0;
+  *have = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    const held_t *x = &r->h[i];
+    if (x->kind == OWN && !x->closed && x->second <= second && x->second < s) s = x->second;
+  }
+  if (s == UINT64_MAX) {
+    if (second > r->closed) r->closed = second;
+    return 0;
+  }
+  size_t *at = malloc(r->n * sizeof *at);
+  if (at == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
+  size_t lone = SIZE_MAX; /* a request too high for a batch goes alone, one per call */
+  for (size_t i = 0; i < r->n && lone == SIZE_MAX; i++) {
+    const held_t *x = &r->h[i];
+    if (x->kind != OWN || x->closed || x->second != s) continue;
+    if ((int64_t)x->level > r->max_batch_level) lone = i;
+    else at[k++] = i;
+  }
+  if (lone == SIZE_MAX && k == 1) lone = at[0]; /* no tree of one */
+  int rc = 0;
+  if (lone != SIZE_MAX) {
+    held_t *x = &r->h[lone];
+    x->closed = true;
+    *leaf = (kl_core_leaf_t){x->imprint, x->level, r->self, x->id};
+    k = 1;
+  } else {
+    rc = make_batch(r, s, at, k, leaf, e);
+  }
+  free(at);
+  if (rc) return rc;
+  if (s > r->closed) r->closed = s;
+  *leaf_second = s;
+  *requests = (uint32_t)k;
+  *have = 1;
+  return 0;
+}
+
+/* The leaves of a round: forwards, batches and lone own requests (a request in a batch is in
+ * the round through its batch's leaf). */
+static bool is_leaf(const held_t *x) { return x->kind != OWN || (x->closed && x->batch == 0); }
+
 /* A round of k leaves has depth at most kl_core_rounds_depth(k), so leaving out every leaf
  * above max_level minus that depth makes the rest fit: fewer leaves are never deeper. */
 int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t **leaves, size_t *n, kl_imprint_t *root,
                            int *root_set, kl_err_t *e) {
   size_t k = 0;
+  kl_core_leaf_t own;
+  uint64_t own_second;
+  uint32_t own_n;
+  int have, rc;
   *leaves = NULL;
   *n = 0;
   *root_set = 0;
-  if (second > r->closed) r->closed = second;
-  for (size_t i = 0; i < r->n; i++) k += r->h[i].second == second && !r->h[i].dropped;
+  r->collected_requests = 0;
+  do { /* this node's own leaf for `second` (and for any earlier second left open: late for it) */
+    if ((rc = kl_core_rounds_close_own(r, second, &own, &own_second, &own_n, &have, e))) return rc;
+  } while (have);
+  for (size_t i = 0; i < r->n; i++) k += r->h[i].second == second && is_leaf(&r->h[i]) && !r->h[i].dropped;
   if (k == 0) return 0;
   int fit = (int)r->max_level - (int)kl_core_rounds_depth(k);
   size_t kept = 0;
   for (size_t i = 0; i < r->n; i++) {
     held_t *x = &r->h[i];
-    if (x->second != second || x->dropped) continue;
+    if (x->second != second || !is_leaf(x) || x->dropped) continue;
     if ((int64_t)x->level > fit) {
       x->dropped = true;
-      r->n_dropped++;
+      r->n_dropped += x->kind == OWN ? 1 : x->requests;
     } else {
       kept++;
     }
@@ -250,15 +354,13 @@ int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t 
   k = 0;
   for (size_t i = 0; i < r->n; i++) {
     const held_t *x = &r->h[i];
-    if (x->second != second || x->dropped) continue;
-    l[k].imprint = x->imprint;
-    l[k].level = x->level;
-    l[k].origin = x->origin;
-    l[k].request_id = x->id;
+    if (x->second != second || !is_leaf(x) || x->dropped) continue;
+    l[k] = (kl_core_leaf_t){x->imprint, x->level, x->origin, x->id};
+    r->collected_requests += x->kind == OWN ? 1 : x->requests;
     k++;
   }
   kl_tree_t *t;
-  int rc = build(l, k, r->alg, r->max_level, &t, e);
+  rc = build(l, k, r->alg, r->max_level, &t, e);
   if (rc) {
     free(l);
     return rc;
@@ -271,10 +373,22 @@ int kl_core_rounds_collect(kl_core_rounds_t *r, uint64_t second, kl_core_leaf_t 
   return 0;
 }
 
-static void answer_error(kl_core_rounds_t *r, const held_t *x, uint64_t second, int kind, const char *why) {
-  kl_core_answer_t a = {second, kind == KL_CORE_ANSWER_TOO_HIGH ? KL_STATUS_AGGR_REQUEST_TOO_LARGE : KL_STATUS_UPSTREAM_ERROR,
-                        why, NULL, 0, kind};
+static void answer_error(kl_core_rounds_t *r, const held_t *x, uint64_t second, int kind, const char *msg) {
+  if (kind == OUT_INCONSISTENT) kind = KL_CORE_ANSWER_RETRY;
+  kl_core_answer_t a = {.second = second,
+                        .status = kind == KL_CORE_ANSWER_TOO_HIGH ? KL_STATUS_AGGR_REQUEST_TOO_LARGE : KL_STATUS_UPSTREAM_ERROR,
+                        .error = msg,
+                        .kind = kind};
   r->cb(r->arg, x->ctx, x->client_request_id, &a);
+}
+
+static const char *why(int kind) {
+  switch (kind) {
+    case OUT_INCONSISTENT: return "the committed round is inconsistent; retry";
+    case KL_CORE_ANSWER_TOO_HIGH: return "the request's level does not fit the round's tree; it was left out";
+    case KL_CORE_ANSWER_MISMATCH: return "the committed leaf under this request's id is not this request; retry";
+    default: return "the request's round was not committed with it; retry";
+  }
 }
 
 /* The committed round's tree, or NULL (rc set) when its leaves cannot give its root. The
@@ -298,59 +412,143 @@ static kl_tree_t *committed_tree(const kl_core_round_t *round, int *rc, kl_err_t
   return t;
 }
 
+/* What a committed round means for one of this node's leaves (a lone request or a batch): -1
+ * to wait for a later round, else a KL_CORE_ANSWER_*; *found is the leaf's index in the round. */
+static int leaf_outcome(const held_t *x, const kl_core_round_t *round, const idmap_t *mine, const kl_tree_t *t,
+                        size_t *found) {
+  if (x->dropped && x->second <= round->second) return KL_CORE_ANSWER_TOO_HIGH;
+  *found = idmap_get(mine, x->id);
+  /* Not in this round: wait one more (the leader moves late arrivals into the next round). */
+  if (*found == SIZE_MAX) return x->second + 1 > round->second ? -1 : KL_CORE_ANSWER_RETRY;
+  const kl_core_leaf_t *l = &round->leaves[*found];
+  /* Another leaf under this one's id (a forged or stale forward): never its chain. */
+  if (!kl_imprint_eq(&l->imprint, &x->imprint) || l->level != x->level) return KL_CORE_ANSWER_MISMATCH;
+  return t == NULL ? OUT_INCONSISTENT : KL_CORE_ANSWER_CHAIN;
+}
+
+/* A batch whose leaf is in the committed round: the round tree's chain for that leaf, once,
+ * decoded: every request of the batch gets one core chain, its path up the batch tree and on
+ * up the round tree, as if the two were one tree (they are: the batch's root is a round leaf). */
+static int batch_upper(batch_t *b, const kl_tree_t *t, size_t found, uint64_t second) {
+  kl_tlv_t tlv;
+  kl_err_t e = {0};
+  kl_buf_reset(&b->upper);
+  kl_arena_free(&b->arena);
+  if (kl_tree_chain(t, found, second, NULL, 0, &b->upper, &e) || kl_tlv_parse_one(b->upper.p, b->upper.len, &tlv, &e) ||
+      kl_aggr_chain_decode(&tlv, b->upper.p, &b->arena, &b->up, &e))
+    return KL_CORE_ANSWER_RETRY;
+  return KL_CORE_ANSWER_CHAIN;
+}
+
+/* Request `slot`'s core chain in batch b: the batch tree's links, then the round's, one 0x801
+ * whose chain index is the shape of the whole path. */
+static int batch_chain(const batch_t *b, size_t slot, uint64_t second, kl_buf_t *scratch, kl_buf_t *out, kl_err_t *e) {
+  kl_tlv_t tlv;
+  kl_arena_t a = KL_ARENA_INIT;
+  kl_aggr_chain_t c;
+  kl_aggr_link_t links[KL_MAX_CHAIN_LINKS];
+  uint64_t shape;
+  int rc;
+  kl_buf_reset(scratch);
+  if ((rc = kl_tree_chain(b->tree, slot, second, NULL, 0, scratch, e)) ||
+      (rc = kl_tlv_parse_one(scratch->p, scratch->len, &tlv, e)) || (rc = kl_aggr_chain_decode(&tlv, scratch->p, &a, &c, e)))
+    goto out;
+  if (c.n_links + b->up.n_links > KL_MAX_CHAIN_LINKS) {
+    rc = kl_err_set(e, KL_ERANGE, "a chain of %zu links", c.n_links + b->up.n_links);
+    goto out;
+  }
+  memcpy(links, c.links, c.n_links * sizeof *links);
+  memcpy(links + c.n_links, b->up.links, b->up.n_links * sizeof *links);
+  c.links = links;
+  c.n_links += b->up.n_links;
+  if (!kl_aggr_chain_shape(&c, &shape)) {
+    rc = kl_err_set(e, KL_ERANGE, "a chain of %zu links", c.n_links);
+    goto out;
+  }
+  c.index = &shape;
+  c.n_index = 1;
+  kl_aggr_chain_encode(out, &c);
+  rc = kl_buf_check(out, e);
+out:
+  kl_arena_free(&a);
+  return rc;
+}
+
+static void answer_chain(kl_core_rounds_t *r, const held_t *x, uint64_t second, const kl_buf_t *chain) {
+  kl_core_answer_t a = {.second = second, .chain = chain->p, .chain_len = chain->len, .kind = KL_CORE_ANSWER_CHAIN};
+  r->cb(r->arg, x->ctx, x->client_request_id, &a);
+}
+
+/* One own request of a committed round; false to keep holding it. */
+static bool answer_own(kl_core_rounds_t *r, const held_t *x, const kl_core_round_t *round, const idmap_t *mine,
+                       const kl_tree_t *t, kl_buf_t *chain, kl_buf_t *scratch) {
+  kl_err_t ce = {0};
+  size_t found = SIZE_MAX;
+  kl_buf_reset(chain);
+  if (x->batch) {
+    const batch_t *b = find_batch(r, x->batch);
+    int out = b ? b->outcome : KL_CORE_ANSWER_RETRY;
+    if (out < 0) return false;
+    if (out != KL_CORE_ANSWER_CHAIN) answer_error(r, x, round->second, out, why(out));
+    else if (batch_chain(b, x->slot, round->second, scratch, chain, &ce))
+      answer_error(r, x, round->second, KL_CORE_ANSWER_RETRY, ce.msg);
+    else answer_chain(r, x, round->second, chain);
+    return true;
+  }
+  int out = leaf_outcome(x, round, mine, t, &found);
+  if (out < 0) return false;
+  if (out != KL_CORE_ANSWER_CHAIN) answer_error(r, x, round->second, out, why(out));
+  else if (kl_tree_chain(t, found, round->second, NULL, 0, chain, &ce))
+    answer_error(r, x, round->second, KL_CORE_ANSWER_RETRY, ce.msg);
+  else answer_chain(r, x, round->second, chain);
+  return true;
+}
+
 int kl_core_rounds_committed(kl_core_rounds_t *r, const kl_core_round_t *round, kl_err_t *e) {
   int rc = 0;
   if (r == NULL) return 0; /* nothing held (a daemon stopping before it made its rounds) */
   kl_tree_t *t = committed_tree(round, &rc, e);
-  /* This node's leaves in the round, by request id. */
+  /* This node's leaves in the round, by request (or batch) id. */
   idmap_t mine = {0};
   for (size_t k = 0; k < round->n_leaves; k++)
     if (round->leaves[k].origin == r->self) idmap_put(&mine, round->leaves[k].request_id, k);
+  /* What became of each batch: its members follow it. */
+  for (size_t i = 0; i < r->n; i++) {
+    const held_t *x = &r->h[i];
+    batch_t *b = x->kind == BATCH ? find_batch(r, x->id) : NULL;
+    if (b == NULL) continue;
+    size_t found = SIZE_MAX;
+    b->outcome = leaf_outcome(x, round, &mine, t, &found);
+    if (b->outcome == KL_CORE_ANSWER_CHAIN) b->outcome = batch_upper(b, t, found, round->second);
+  }
   /* Answer and forget everything held for this second and before. */
   size_t keep = 0;
-  kl_buf_t chain = KL_BUF_INIT;
+  kl_buf_t chain = KL_BUF_INIT, scratch = KL_BUF_INIT;
   for (size_t i = 0; i < r->n; i++) {
-    held_t x = r->h[i];
-    if (!x.own) { /* a forward: done with once its round is */
-      if (x.second > round->second) r->h[keep++] = x;
-      continue;
+    const held_t *x = &r->h[i];
+    bool done;
+    if (x->kind == FORWARD) done = x->second <= round->second; /* done with once its round is */
+    else if (x->kind == BATCH) {
+      const batch_t *b = find_batch(r, x->id);
+      done = b == NULL || b->outcome >= 0;
     }
-    if (x.dropped && x.second <= round->second) {
-      answer_error(r, &x, round->second, KL_CORE_ANSWER_TOO_HIGH,
-                   "the request's level does not fit the round's tree; it was left out");
-      continue;
-    }
-    /* The leader may have placed a late request in a later round than the one it was sent for. */
-    size_t found = idmap_get(&mine, x.id);
-    /* Not in this round: wait one more (the leader moves late arrivals into the next round). */
-    if (found == SIZE_MAX && x.second + 1 > round->second) {
-      r->h[keep++] = x;
-      continue;
-    }
-    kl_err_t ce = {0};
-    kl_buf_reset(&chain);
-    if (found == SIZE_MAX) {
-      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, "the request's round was not committed with it; retry");
-    } else if (!kl_imprint_eq(&round->leaves[found].imprint, &x.imprint) || round->leaves[found].level != x.level) {
-      /* Another request under this one's id (a forged or stale forward): never its chain. */
-      answer_error(r, &x, round->second, KL_CORE_ANSWER_MISMATCH,
-                   "the committed leaf under this request's id is not this request; retry");
-    } else if (t == NULL) {
-      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, "the committed round is inconsistent; retry");
-    } else if (kl_tree_chain(t, found, round->second, NULL, 0, &chain, &ce)) {
-      answer_error(r, &x, round->second, KL_CORE_ANSWER_RETRY, ce.msg);
-    } else {
-      kl_core_answer_t a = {round->second, 0, NULL, chain.p, chain.len, KL_CORE_ANSWER_CHAIN};
-      r->cb(r->arg, x.ctx, x.client_request_id, &a);
-    }
+    else done = answer_own(r, x, round, &mine, t, &chain, &scratch);
+    if (!done) r->h[keep++] = r->h[i];
   }
   r->n = keep;
-  /* Indexes moved: rebuild the forwards' map from what is still held. */
+  /* Batches done with go; indexes moved: rebuild the forwards' map from what is still held. */
+  size_t kb = 0;
+  for (size_t i = 0; i < r->nb; i++) {
+    if (r->b[i].outcome >= 0) batch_free(&r->b[i]);
+    else r->b[kb++] = r->b[i];
+  }
+  r->nb = kb;
   idmap_free(&r->forwards);
   for (size_t i = 0; i < r->n; i++)
-    if (!r->h[i].own) idmap_put(&r->forwards, fwd_key(r->h[i].origin, r->h[i].id), i);
+    if (r->h[i].kind == FORWARD) idmap_put(&r->forwards, fwd_key(r->h[i].origin, r->h[i].id), i);
   idmap_free(&mine);
   kl_buf_free(&chain);
+  kl_buf_free(&scratch);
   kl_tree_free(t);
   return rc;
 }

@@ -1,4 +1,5 @@
-/* Round bookkeeping: the leader's collection, answers from committed rounds, late arrivals
+/* Round bookkeeping: a node's own requests of a second closed into one leaf (a batch, or the
+ * lone request), the leader's collection, answers from committed rounds, late arrivals
  * moved to the next round, lost rounds answered with a retryable error, never a chain; and
  * what a node accepts (docs/core.md, "What a node accepts"): levels that fit the round's tree,
  * forwards only from the member they name, near the leader's clock and within max_pending,
@@ -46,18 +47,22 @@ static void on_answer(void *arg, void *ctx, uint64_t client_id, const kl_core_an
   }
 }
 
-/* The answer's chain starts from `input` (a request at `level`) and ends at `root`. */
-static void check_chain(const got_t *g, const kl_imprint_t *input, unsigned level, const kl_imprint_t *root) {
+/* The answer's chain starts from `input` (a request at `level`) and ends at `root`: one 0x801,
+ * with a chain index of one element that is the chain's shape (a request in a batch too: its
+ * path up the batch tree goes on up the round's). Returns its number of links. */
+static size_t check_chain(const got_t *g, const kl_imprint_t *input, unsigned level, const kl_imprint_t *root) {
   kl_tlv_t t;
   kl_arena_t ar = KL_ARENA_INIT;
   kl_aggr_chain_t c;
   kl_hasher_t h;
   kl_imprint_t out;
-  uint64_t level_out = 0;
+  uint64_t level_out = 0, shape;
   assert_int_equal(g->status, 0);
   assert_int_equal(kl_tlv_parse_one(g->chain, g->chain_len, &t, NULL), 0);
+  assert_int_equal(t.raw_len, g->chain_len); /* one TLV, nothing after it */
   assert_int_equal(kl_aggr_chain_decode(&t, g->chain, &ar, &c, NULL), 0);
   assert_int_equal(c.n_index, 1);
+  assert_true(kl_aggr_chain_shape(&c, &shape) && shape == c.index[0]);
   assert_true(c.aggr_time == g->second);
   assert_true(kl_imprint_eq(&c.input, input));
   kl_hasher_init(&h, NULL);
@@ -65,7 +70,9 @@ static void check_chain(const got_t *g, const kl_imprint_t *input, unsigned leve
   kl_hasher_close(&h);
   assert_true(level_out <= 255);
   assert_true(kl_imprint_eq(&out, root));
+  size_t n = c.n_links;
   kl_arena_free(&ar);
+  return n;
 }
 
 static const got_t *answer_for(void *ctx) {
@@ -225,31 +232,64 @@ static void test_level_fit_on_add(void **state) {
   assert_int_equal(kl_core_rounds_add_forward(r, 2, 10, 10, 2, 5, &x, 38, &e), KL_ERANGE);
   assert_int_equal(kl_core_rounds_pending(r), 0);
   kl_core_rounds_destroy(r);
+  r = make(1, 255, 0); /* a forward may be a batch's root: up to 255 - 4, more than a request (238) */
+  assert_int_equal(kl_core_rounds_add_forward(r, 2, 10, 10, 2, 5, &x, 252, &e), KL_ERANGE);
+  assert_int_equal(kl_core_rounds_add_forward(r, 2, 10, 10, 2, 5, &x, 251, &e), 0);
+  kl_core_rounds_destroy(r);
   r = make(1, 2, 8); /* no level fits */
   assert_int_equal(kl_core_rounds_max_request_level(r), -1);
   assert_int_equal(kl_core_rounds_add(r, 10, &x, 0, NULL, 1, &id, &e), KL_ERANGE);
   kl_core_rounds_destroy(r);
 
-  /* The bound is tight and safe: a full round (max_pending leaves) all at the highest accepted
-   * level is built, nothing dropped, every chain verifies, and the root is at 255. */
+  /* The bounds are tight and safe: 16 members' full batches (max_pending requests each, all at
+   * the highest level a batch takes, 255 - 3 - 4) in one round are built, nothing dropped,
+   * every chain verifies, and the root is at 255. A request above that goes alone: below. */
   n_answers = 0;
-  r = make(1, 255, 8);
-  int ctx[8];
-  kl_imprint_t in[8];
-  assert_int_equal(kl_core_rounds_max_request_level(r), 252);
-  for (int i = 0; i < 8; i++) {
-    in[i] = imp(100 + (uint64_t)i);
-    assert_int_equal(kl_core_rounds_add(r, 10, &in[i], 252, &ctx[i], (uint64_t)i, &id, &e), 0);
+  kl_core_rounds_t *leader = make(1, 255, 64), *m[16];
+  static int ctx[16][8];
+  kl_imprint_t in[16][8];
+  for (uint64_t k = 0; k < 16; k++) {
+    m[k] = make(2 + k, 255, 8);
+    assert_int_equal(kl_core_rounds_max_request_level(m[k]), 252); /* a batch takes up to 252 - 4 */
+    for (int i = 0; i < 8; i++) {
+      in[k][i] = imp(100 + k * 8 + (uint64_t)i);
+      assert_int_equal(kl_core_rounds_add(m[k], 10, &in[k][i], 248, &ctx[k][i], (uint64_t)i, &id, &e), 0);
+    }
+    assert_int_equal(kl_core_rounds_add(m[k], 10, &x, 2, NULL, 9, &id, &e), KL_ETOOBIG); /* max_pending */
+    kl_core_leaf_t leaf;
+    uint64_t second;
+    uint32_t count;
+    int have;
+    assert_int_equal(kl_core_rounds_close_own(m[k], 10, &leaf, &second, &count, &have, &e), 0);
+    assert_true(have && second == 10 && count == 8 && leaf.origin == 2 + k);
+    assert_int_equal(leaf.level, 251); /* 248 + 3 */
+    assert_int_equal(kl_core_rounds_add_forward_n(leader, 2 + k, 10, 10, 2 + k, leaf.request_id, &leaf.imprint,
+                                                  leaf.level, count, &e), 0);
   }
-  assert_int_equal(kl_core_rounds_add(r, 10, &x, 2, NULL, 9, &id, &e), KL_ETOOBIG); /* max_pending */
-  kl_imprint_t root;
+  kl_core_leaf_t *leaves;
   size_t n;
-  commit(r, 10, &r, 1, &n, &root);
-  assert_int_equal(n, 8);
-  assert_int_equal(kl_core_rounds_dropped(r), 0);
-  assert_int_equal(n_answers, 8);
-  for (int i = 0; i < 8; i++) check_chain(answer_for(&ctx[i]), &in[i], 252, &root);
-  kl_core_rounds_destroy(r);
+  kl_imprint_t root;
+  int has_root;
+  assert_int_equal(kl_core_rounds_collect(leader, 10, &leaves, &n, &root, &has_root, &e), 0);
+  assert_int_equal(n, 16);
+  assert_int_equal(kl_core_rounds_collected_requests(leader), 16 * 8);
+  assert_int_equal(kl_core_rounds_dropped(leader), 0);
+  kl_tree_t *t;
+  kl_tree_leaf_t tl[16];
+  for (size_t i = 0; i < n; i++) tl[i] = (kl_tree_leaf_t){leaves[i].imprint, (uint8_t)leaves[i].level, NULL, 0};
+  assert_int_equal(kl_tree_build(tl, n, KL_HASH_SHA256, 255, &t, &e), 0);
+  assert_int_equal(kl_tree_root_level(t), 255);
+  kl_tree_free(t);
+  kl_core_round_t round = {10, leaves, n, &root, KL_HASH_SHA256};
+  for (int k = 0; k < 16; k++) assert_int_equal(kl_core_rounds_committed(m[k], &round, &e), 0);
+  free(leaves);
+  assert_int_equal(n_answers, 16 * 8);
+  for (int k = 0; k < 16; k++) {
+    for (int i = 0; i < 8; i++) check_chain(answer_for(&ctx[k][i]), &in[k][i], 248, &root);
+    assert_int_equal(kl_core_rounds_pending(m[k]), 0);
+    kl_core_rounds_destroy(m[k]);
+  }
+  kl_core_rounds_destroy(leader);
 }
 
 /* A leaf that does not fit the round's tree is left out: the round is still built, the others
@@ -262,20 +302,16 @@ static void test_level_fit_on_collect(void **state) {
   kl_err_t e = {0};
   uint64_t id, fid;
   n_answers = 0;
-  kl_core_rounds_t *leader = make(1, 255, 8), *follower = make(2, 255, 64);
-  int bad_ctx, ctx[40];
-  kl_imprint_t bad = imp(999), in[40];
-  assert_int_equal(kl_core_rounds_add(leader, 50, &bad, 250, &bad_ctx, 7, &id, &e), 0); /* 250 <= 252 */
+  kl_core_rounds_t *leader = make(1, 255, 1), *follower = make(2, 255, 64);
+  int bad_ctx, ctx[39];
+  kl_imprint_t bad = imp(999), in[39];
+  assert_int_equal(kl_core_rounds_add(leader, 50, &bad, 250, &bad_ctx, 7, &id, &e), 0); /* 250 <= 255 - 1 */
   kl_core_rounds_set_max_pending(leader, 64); /* now 249: rounds may be 6 deep */
   assert_int_equal(kl_core_rounds_add(leader, 50, &bad, 250, NULL, 8, &id, &e), KL_ERANGE);
-  for (int i = 0; i < 39; i++) { /* own and forwarded, all low */
+  for (int i = 0; i < 39; i++) { /* forwarded one by one (lone requests, or an older member's), all low */
     in[i] = imp((uint64_t)i);
-    if (i % 2) {
-      assert_int_equal(kl_core_rounds_add(leader, 50, &in[i], 1, &ctx[i], 7, &id, &e), 0);
-    } else {
-      assert_int_equal(kl_core_rounds_add(follower, 50, &in[i], 1, &ctx[i], 7, &fid, &e), 0);
-      assert_int_equal(kl_core_rounds_add_forward(leader, 2, 50, 50, 2, fid, &in[i], 1, &e), 0);
-    }
+    assert_int_equal(kl_core_rounds_add(follower, 50, &in[i], 1, &ctx[i], 7, &fid, &e), 0);
+    assert_int_equal(kl_core_rounds_add_forward(leader, 2, 50, 50, 2, fid, &in[i], 1, &e), 0);
   }
   /* 40 leaves: 6 deep; 250 + 6 > 255. */
   kl_core_rounds_t *nodes[2] = {leader, follower};
@@ -497,7 +533,7 @@ static void test_same_request_id_two_connections(void **state) {
   size_t n;
   kl_core_rounds_t *nodes[2] = {leader, follower};
   commit(leader, 90, nodes, 2, &n, &root);
-  assert_int_equal(n, 4);
+  assert_int_equal(n, 3); /* the leader's two in one batch, the follower's two as forwarded */
   assert_int_equal(n_answers, 4);
   for (int i = 0; i < 4; i++) {
     const got_t *g = answer_for(&conn[i]);
@@ -506,6 +542,193 @@ static void test_same_request_id_two_connections(void **state) {
   }
   kl_core_rounds_destroy(leader);
   kl_core_rounds_destroy(follower);
+}
+
+/* ---- batches ---- */
+
+/* A follower's own leaf for a second: a batch's root (two or more requests) or the lone
+ * request; later requests for a closed second go to the next. */
+static kl_core_leaf_t close_one(kl_core_rounds_t *r, uint64_t second, uint64_t want_second, uint32_t want_count) {
+  kl_core_leaf_t leaf;
+  uint64_t s;
+  uint32_t count;
+  int have;
+  kl_err_t e = {0};
+  assert_int_equal(kl_core_rounds_close_own(r, second, &leaf, &s, &count, &have, &e), 0);
+  assert_true(have);
+  assert_true(s == want_second);
+  assert_int_equal(count, want_count);
+  return leaf;
+}
+
+static void forward_leaf(kl_core_rounds_t *leader, uint64_t member, uint64_t now, uint64_t second, const kl_core_leaf_t *l,
+                         uint32_t count) {
+  kl_err_t e = {0};
+  assert_int_equal(l->origin, member);
+  assert_int_equal(kl_core_rounds_add_forward_n(leader, member, now, second, member, l->request_id, &l->imprint,
+                                                l->level, count, &e), 0);
+}
+
+static void test_batches(void **state) {
+  (void)state;
+  kl_err_t e = {0};
+  uint64_t id;
+  n_answers = 0;
+  kl_core_rounds_t *leader = make(1, 255, 0), *f2 = make(2, 255, 0), *f3 = make(3, 255, 0);
+  int lc[3], c2[5], c3;
+  kl_imprint_t li[3], i2[5], i3 = imp(300);
+  unsigned lv2[5] = {0, 3, 1, 9, 0};
+  for (int i = 0; i < 3; i++) {
+    li[i] = imp(100 + (uint64_t)i);
+    assert_int_equal(kl_core_rounds_add(leader, 100, &li[i], 2, &lc[i], 1, &id, &e), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    i2[i] = imp(200 + (uint64_t)i);
+    assert_int_equal(kl_core_rounds_add(f2, 100, &i2[i], lv2[i], &c2[i], (uint64_t)i, &id, &e), 0);
+  }
+  assert_int_equal(kl_core_rounds_add(f3, 100, &i3, 5, &c3, 1, &id, &e), 0);
+  /* f2's fifth is too high for a batch (above 238 - 4): it goes alone, before the batch. */
+  int hc;
+  kl_imprint_t hi = imp(299);
+  assert_int_equal(kl_core_rounds_add(f2, 100, &hi, 237, &hc, 9, &id, &e), 0);
+  /* Nothing to close yet before 100: nothing held for 99. */
+  kl_core_leaf_t leaf;
+  uint64_t s;
+  uint32_t count;
+  int have = 1;
+  assert_int_equal(kl_core_rounds_close_own(f2, 99, &leaf, &s, &count, &have, &e), 0);
+  assert_false(have);
+  kl_core_leaf_t h2 = close_one(f2, 100, 100, 1);
+  assert_true(kl_imprint_eq(&h2.imprint, &hi) && h2.level == 237);
+  kl_core_leaf_t b2 = close_one(f2, 100, 100, 4), l3 = close_one(f3, 100, 100, 1);
+  assert_true(kl_imprint_eq(&l3.imprint, &i3) && l3.level == 5); /* a lone request goes as itself */
+  assert_false(kl_imprint_eq(&b2.imprint, &i2[0]));
+  assert_int_equal(b2.level, 9 + 2); /* the highest request plus the batch tree's depth */
+  assert_int_equal(kl_core_rounds_close_own(f2, 100, &leaf, &s, &count, &have, &e), 0);
+  assert_false(have); /* closed once */
+  /* A request for a closed second goes into the next one. */
+  i2[4] = imp(204);
+  assert_int_equal(kl_core_rounds_add(f2, 100, &i2[4], 0, &c2[4], 4, &id, &e), 0);
+  forward_leaf(leader, 2, 100, 100, &b2, 4);
+  forward_leaf(leader, 2, 100, 100, &h2, 1);
+  forward_leaf(leader, 3, 100, 100, &l3, 1);
+  forward_leaf(leader, 2, 100, 100, &b2, 4); /* a duplicate: ignored */
+  kl_core_rounds_t *nodes[3] = {leader, f2, f3};
+  kl_imprint_t root;
+  size_t n;
+  commit(leader, 100, nodes, 3, &n, &root);
+  assert_int_equal(n, 4); /* the leader's batch, f2's batch and high request, f3's request */
+  assert_int_equal(kl_core_rounds_collected_requests(leader), 9);
+  assert_int_equal(n_answers, 9);
+  assert_int_equal(check_chain(answer_for(&hc), &hi, 237, &root), 2);
+  /* 4 leaves: 2 links up the round; f2's 4 add 2 links of their batch, the leader's 3 one or two
+   * (an odd node moves up unchanged). */
+  size_t links = 0;
+  for (int i = 0; i < 3; i++) links += check_chain(answer_for(&lc[i]), &li[i], 2, &root);
+  assert_int_equal(links, 4 + 4 + 3);
+  for (int i = 0; i < 4; i++) assert_int_equal(check_chain(answer_for(&c2[i]), &i2[i], lv2[i], &root), 4);
+  assert_int_equal(check_chain(answer_for(&c3), &i3, 5, &root), 2);
+  assert_int_equal(kl_core_rounds_pending(f2), 1); /* the request for 101 */
+  assert_int_equal(kl_core_rounds_pending(f3), 0);
+  assert_int_equal(kl_core_rounds_pending(leader), 0);
+  /* 101: f2's lone request. */
+  kl_core_leaf_t l2 = close_one(f2, 101, 101, 1);
+  forward_leaf(leader, 2, 101, 101, &l2, 1);
+  commit(leader, 101, nodes, 3, &n, &root);
+  assert_int_equal(n, 1);
+  assert_int_equal(n_answers, 10);
+  check_chain(answer_for(&c2[4]), &i2[4], 0, &root);
+  assert_int_equal(kl_core_rounds_pending(f2), 0);
+  kl_core_rounds_destroy(leader);
+  kl_core_rounds_destroy(f2);
+  kl_core_rounds_destroy(f3);
+}
+
+/* A batch that reaches the leader after it collected its second goes into the next round and is
+ * answered from it; a batch that never reaches it is answered "retry" one round later. */
+static void test_batch_late_and_lost(void **state) {
+  (void)state;
+  kl_err_t e = {0};
+  uint64_t id;
+  n_answers = 0;
+  kl_core_rounds_t *leader = make(1, 255, 0), *late = make(2, 255, 0), *lost = make(3, 255, 0);
+  int lc[2], gc[2];
+  kl_imprint_t li[2] = {imp(1), imp(2)}, gi[2] = {imp(3), imp(4)};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(kl_core_rounds_add(late, 100, &li[i], 1, &lc[i], 1, &id, &e), 0);
+    assert_int_equal(kl_core_rounds_add(lost, 100, &gi[i], 1, &gc[i], 1, &id, &e), 0);
+  }
+  kl_core_leaf_t bl = close_one(late, 100, 100, 2);
+  close_one(lost, 100, 100, 2); /* never sent: the link was down */
+  kl_core_rounds_t *nodes[3] = {leader, late, lost};
+  kl_imprint_t root;
+  size_t n;
+  commit(leader, 100, nodes, 3, &n, &root);
+  assert_int_equal(n, 0);
+  assert_int_equal(n_answers, 0); /* both wait one more round */
+  forward_leaf(leader, 2, 101, 100, &bl, 2); /* late: into 101 */
+  commit(leader, 101, nodes, 3, &n, &root);
+  assert_int_equal(n, 1);
+  assert_int_equal(n_answers, 4);
+  for (int i = 0; i < 2; i++) {
+    const got_t *g = answer_for(&lc[i]);
+    assert_true(g->second == 101);
+    check_chain(g, &li[i], 1, &root);
+    g = answer_for(&gc[i]);
+    assert_int_equal(g->status, KL_STATUS_UPSTREAM_ERROR);
+    assert_int_equal(g->kind, KL_CORE_ANSWER_RETRY);
+  }
+  assert_int_equal(kl_core_rounds_pending(late), 0);
+  assert_int_equal(kl_core_rounds_pending(lost), 0);
+  kl_core_rounds_destroy(leader);
+  kl_core_rounds_destroy(late);
+  kl_core_rounds_destroy(lost);
+}
+
+/* A leaf under a batch's id that is not the batch's root (a forged or stale forward got there
+ * first): no request of the batch gets a chain. The leader's own batch left out for its level:
+ * every request in it gets 0x104. */
+static void test_batch_mismatch_and_dropped(void **state) {
+  (void)state;
+  kl_err_t e = {0};
+  uint64_t id;
+  n_answers = 0;
+  kl_core_rounds_t *leader = make(1, 255, 2), *f2 = make(2, 255, 0);
+  int fc[2], lc[2];
+  kl_imprint_t fi[2] = {imp(1), imp(2)}, li[2] = {imp(3), imp(4)}, forged = imp(5);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(kl_core_rounds_add(f2, 60, &fi[i], 1, &fc[i], 1, &id, &e), 0);
+    assert_int_equal(kl_core_rounds_add(leader, 60, &li[i], 250, &lc[i], 1, &id, &e), 0); /* a batch's: 255 - 1 - 4 */
+  }
+  kl_core_rounds_set_max_pending(leader, 64); /* now 249: rounds of up to 64 leaves may be 6 deep */
+  kl_core_leaf_t b = close_one(f2, 60, 60, 2);
+  kl_core_leaf_t fake = b;
+  fake.imprint = forged;
+  forward_leaf(leader, 2, 60, 60, &fake, 2);
+  forward_leaf(leader, 2, 60, 60, &b, 2); /* the genuine one is a duplicate now */
+  for (uint64_t k = 0; k < 38; k++) { /* low lone requests of member 3: 40 leaves, 6 deep */
+    kl_imprint_t x = imp(1000 + k);
+    assert_int_equal(kl_core_rounds_add_forward(leader, 3, 60, 60, 3, k + 1, &x, 0, &e), 0);
+  }
+  kl_core_rounds_t *nodes[2] = {leader, f2};
+  kl_imprint_t root;
+  size_t n;
+  commit(leader, 60, nodes, 2, &n, &root);
+  assert_int_equal(n, 39); /* the leader's batch (251 + 6 > 255) left out */
+  assert_int_equal(kl_core_rounds_dropped(leader), 2);
+  assert_int_equal(n_answers, 4);
+  for (int i = 0; i < 2; i++) {
+    const got_t *g = answer_for(&fc[i]);
+    assert_int_equal(g->kind, KL_CORE_ANSWER_MISMATCH);
+    assert_int_equal(g->status, KL_STATUS_UPSTREAM_ERROR);
+    g = answer_for(&lc[i]);
+    assert_int_equal(g->kind, KL_CORE_ANSWER_TOO_HIGH);
+    assert_int_equal(g->status, KL_STATUS_AGGR_REQUEST_TOO_LARGE);
+  }
+  assert_int_equal(kl_core_rounds_pending(leader), 0);
+  assert_int_equal(kl_core_rounds_pending(f2), 0);
+  kl_core_rounds_destroy(leader);
+  kl_core_rounds_destroy(f2);
 }
 
 int main(void) {
@@ -519,6 +742,9 @@ int main(void) {
                                      cmocka_unit_test(test_forward_limits),
                                      cmocka_unit_test(test_forward_origin),
                                      cmocka_unit_test(test_mismatch_answered_retry),
-                                     cmocka_unit_test(test_same_request_id_two_connections)};
+                                     cmocka_unit_test(test_same_request_id_two_connections),
+                                     cmocka_unit_test(test_batches),
+                                     cmocka_unit_test(test_batch_late_and_lost),
+                                     cmocka_unit_test(test_batch_mismatch_and_dropped)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
