@@ -26,9 +26,18 @@ for run in $(seq 1 "$RUNS"); do
   for spec in "$@"; do
     label=${spec%%=*} B=$(cd "${spec#*=}" && pwd)
     NET="$TMP/net-$label-$run"
-    if ! KL_BUILD="$B" KL_BASE_PORT=$BASE "$NETSCRIPT" up "$NET" >"$TMP/up.log" 2>&1; then
+    # local-network picks a free block of ports; a port taken before its daemon bound it fails
+    # the start: then the network is started again on a fresh block (3 tries)
+    for try in 1 2 3; do
+      KL_BUILD="$B" KL_BASE_PORT=$BASE "$NETSCRIPT" up "$NET" >"$TMP/up.log" 2>&1 && break
+      if [ "$try" -lt 3 ] && cat "$NET"/log/*.log 2>/dev/null | grep -qi 'address already in use'; then
+        KL_BUILD="$B" "$NETSCRIPT" down "$NET" >/dev/null 2>&1
+        rm -rf "$NET"
+        echo "($label: a port chosen free was taken before a daemon bound it: started again on fresh ports)"
+        continue
+      fi
       echo "$label: the network did not come up:"; tail -5 "$TMP/up.log"; exit 1
-    fi
+    done
     # shellcheck disable=SC1091
     . "$NET/network.env"
     read -r -a GWT <<<"$KL_GATEWAY_TCP_URLS"
