@@ -172,3 +172,31 @@ keep_outputs() {
     while read -r f; do mkdir -p "$OUT/$(dirname "$f")" && cp "$f" "$OUT/$f"; done)
   echo "outputs kept in $OUT"
 }
+
+# start_aggregator NAME MODE PARENT NOTE [ROUND-LINE... -- LIMITS-LINE...]: keyless-aggregator
+# ($AGG) with its children and admin ports on 127.0.0.1:0 under PARENT (HOST:PORT), [round] name
+# bench-agg and ROUND-LINEs, a [limits] section of LIMITS-LINEs (none without them), node links in
+# MODE; $TMP/NAME.conf, log $TMP/NAME.log; waits (5 s) for its start. NOTE goes into the
+# configuration's first line. Sets A_PID (also added to LIB_PIDS), A_PORT and A_ADMIN; 1 if it
+# did not start.
+start_aggregator() {
+  local name=$1 mode=$2 parent=$3 note=$4 limits=()
+  shift 4
+  local round=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do round+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && limits=("$@")
+  {
+    echo "# written by $BENCH_SCRIPT${note:+ ($note)}; every other key is deploy/aggregator.conf's default"
+    printf '[server]\nlisten = 127.0.0.1:0\nadmin_listen = 127.0.0.1:0\n[round]\nname = bench-agg\n'
+    [ ${#round[@]} -eq 0 ] || printf '%s\n' "${round[@]}"
+    printf '[parents]\nparent1 = %s\n' "$parent"
+    [ ${#limits[@]} -eq 0 ] || printf '[limits]\n%s\n' "$(printf '%s\n' "${limits[@]}")"
+    tls_section "$mode" aggregator-1
+  } >"$TMP/$name.conf"
+  "$AGG" -c "$TMP/$name.conf" >>"$TMP/$name.log" 2>&1 &
+  A_PID=$!
+  LIB_PIDS+=("$A_PID")
+  wait_started "$TMP/$name.log" "$A_PID" || return 1
+  A_PORT=$(started_field "$TMP/$name.log" port)
+  A_ADMIN=$(started_field "$TMP/$name.log" admin_port)
+}

@@ -85,27 +85,10 @@ start_core1 core "$MODE" ||
 CORE_PID=$C1_PID CORE_INTERNAL=$C1_INTERNAL
 echo "keyless-core pid $CORE_PID, internal $CORE_INTERNAL"
 
-cat >"$TMP/aggregator.conf" <<CONF
-# written by run_aggregator_bench.sh; every other key is deploy/aggregator.conf's default
-[server]
-listen = 127.0.0.1:0
-admin_listen = 127.0.0.1:0
-[round]
-name = bench-agg
-max_requests = 16384
-[parents]
-parent1 = $CORE_INTERNAL
-[limits]
-max_connections = 20000
-max_connections_per_address = 0
-idle_timeout = 10m
-$(tls_section "$MODE" aggregator-1)
-CONF
-"$AGG" -c "$TMP/aggregator.conf" >>"$TMP/aggregator.log" 2>&1 &
-AGG_PID=$!
-wait_started "$TMP/aggregator.log" "$AGG_PID" || { echo "keyless-aggregator did not start:"; cat "$TMP/aggregator.log"; exit 1; }
-AGG_PORT=$(started_field "$TMP/aggregator.log" port)
-AGG_ADMIN=$(started_field "$TMP/aggregator.log" admin_port)
+start_aggregator aggregator "$MODE" "$CORE_INTERNAL" "" "max_requests = 16384" -- "max_connections = 20000" \
+  "max_connections_per_address = 0" "idle_timeout = 10m" ||
+  { echo "keyless-aggregator did not start:"; cat "$TMP/aggregator.log"; exit 1; }
+AGG_PID=$A_PID AGG_PORT=$A_PORT AGG_ADMIN=$A_ADMIN
 echo "keyless-aggregator pid $AGG_PID, children 127.0.0.1:$AGG_PORT; $(grep 'event=started' "$TMP/aggregator.log" | head -n1 | sed 's/.*event=started //')"
 
 # wait until the aggregator's parent is up (its /healthz is green), bounded

@@ -125,22 +125,9 @@ start_chain() { # MODE
   CORE_PID[$m]=$C1_PID CORE_INTERNAL[$m]=$C1_INTERNAL
   echo "keyless-core ($m) pid ${CORE_PID[$m]}, internal ${CORE_INTERNAL[$m]}, metrics $C1_METRICS"
 
-  cat >"$TMP/aggregator-$m.conf" <<CONF
-# written by run_gateway_bench.sh ($m); every other key is deploy/aggregator.conf's default
-[server]
-listen = 127.0.0.1:0
-admin_listen = 127.0.0.1:0
-[round]
-name = bench-agg
-[parents]
-parent1 = ${CORE_INTERNAL[$m]}
-$(tls_section "$m" aggregator-1)
-CONF
-  "$AGG" -c "$TMP/aggregator-$m.conf" >>"$TMP/aggregator-$m.log" 2>&1 &
-  AGG_PID[$m]=$!
-  wait_started "$TMP/aggregator-$m.log" "${AGG_PID[$m]}" ||
+  start_aggregator "aggregator-$m" "$m" "${CORE_INTERNAL[$m]}" "$m" ||
     { echo "keyless-aggregator ($m) did not start:"; cat "$TMP/aggregator-$m.log"; return 1; }
-  AGG_PORT[$m]=$(started_field "$TMP/aggregator-$m.log" port)
+  AGG_PID[$m]=$A_PID AGG_PORT[$m]=$A_PORT
   echo "keyless-aggregator ($m) pid ${AGG_PID[$m]}, children 127.0.0.1:${AGG_PORT[$m]}"
 
   # the gateway's configuration: https is served in both modes (in the plain mode from
