@@ -1,5 +1,8 @@
 # Shared by the shell system tests (sourced, not run): a scratch directory removed at exit with
-# every daemon recorded in PIDS, and TAP-like checks ending in "N passed, M failed".
+# every daemon recorded in PIDS, and TAP-like checks ending in "N passed, M failed"; then the
+# start-up the daemon tests share (their own checks stay in each test): daemons on port 0, a
+# one-node core, an extender following it, aggregator and gateway configurations from deploy/,
+# and the calendar, mksig and extender of the publication tests.
 # Usage: . "$(dirname "$0")/harness.sh" NAME     (then cd "$TMP" has happened)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-$1.XXXXXX") || exit 2
 PIDS=()
@@ -143,10 +146,11 @@ wait_metric() {
   for _ in $(seq 1 "$4"); do [ "$(metric "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done
   return 1
 }
-# no_sanitizer_reports NAME: checks NAME.log holds no AddressSanitizer or UBSan report.
+# no_sanitizer_reports NAME [LOG]: checks LOG (default NAME.log) holds no AddressSanitizer or UBSan report.
 no_sanitizer_reports() {
-  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$1.log"; then
-    fail "$1: no sanitizer reports" none "$(grep -m3 -E 'Sanitizer|runtime error' "$1.log")"
+  local log=${2:-$1.log}
+  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$log"; then
+    fail "$1: no sanitizer reports" none "$(grep -m3 -E 'Sanitizer|runtime error' "$log")"
   else
     pass "$1: no sanitizer reports"
   fi

@@ -145,17 +145,8 @@ sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#t
   -e 's#^users_file = .*#users_file = users#' -e 's#^file =.*#file = pubs.bin#' "$SAMPLE" >ext.conf
 check "the generated configuration sets every key it needs" 6 \
   "$(grep -cE '^(http_listen = 127.0.0.1:0|tcp_listen = 127.0.0.1:0|admin_listen = 127.0.0.1:0|dir = cal|users_file = users|file = pubs.bin)$' ext.conf)"
-"$EXT" -c ext.conf 2>ext.log &
-PID=$!
-PIDS+=("$PID")
-for _ in $(seq 1 200); do
-  grep -q 'event=started' ext.log 2>/dev/null && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-line=$(grep 'event=started' ext.log)
-HTTP=$(printf '%s' "$line" | sed -n 's/.* http_port=\([0-9]*\).*/\1/p')
-TCP=$(printf '%s' "$line" | sed -n 's/.* tcp_port=\([0-9]*\).*/\1/p')
+start ext "$EXT" ext.conf # (start, logged, stop and no_sanitizer_reports: harness.sh)
+HTTP=$(logged ext http_port) TCP=$(logged ext tcp_port)
 [ -n "$HTTP" ] && [ -n "$TCP" ] || { cat ext.log; bail "keyless-extender started (event=started with its ports)"; }
 URL="http://127.0.0.1:$HTTP/"
 TURL="ksi+tcp://127.0.0.1:$TCP"
@@ -308,20 +299,10 @@ run "$KEYLESS" verify -i sigs/a.txt.ksig -f a.txt --policy calendar -X file://ta
 check_has "tampered response, --json: NA" '"result":"NA"' "$(printf '%s' "$OUT" | tr -d ' ')"
 
 # ---- stop ----
-kill -TERM "$PID" 2>/dev/null
-for _ in $(seq 1 200); do
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-kill -0 "$PID" 2>/dev/null && kill -KILL "$PID"
-wait "$PID"
-check "extender: SIGTERM exit 0" 0 "$?"
+stop ext
+check "extender: SIGTERM exit 0" 0 "$STATUS"
 check_has "extender: logged a clean stop" "event=stopped" "$(cat ext.log)"
-if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' ext.log; then
-  fail "extender: no sanitizer reports" none "$(grep -m3 -E 'Sanitizer|runtime error' ext.log)"
-else
-  pass "extender: no sanitizer reports"
-fi
+no_sanitizer_reports extender ext.log
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
