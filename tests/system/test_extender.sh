@@ -69,13 +69,7 @@ stop() {
   wait "$PID"
   STATUS=$?
 }
-no_sanitizer_reports() {
-  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$1.log"; then
-    fail "$1: no sanitizer reports" "none" "$(grep -m3 -E 'Sanitizer|runtime error' "$1.log")"
-  else
-    pass "$1: no sanitizer reports"
-  fi
-}
+# (no_sanitizer_reports NAME: harness.sh)
 
 cat >ext.conf <<EOF
 # written by test_extender.sh
