@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench/run_*_bench.sh scripts (sourced, not run; owned here, each script keeps its
 # own measurements): the build directory argument, the machine header, the [tls] sections, the
 # modes, stopping a daemon, reading its event=started line, and starting keyless-core nodes on

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the shell system tests (sourced, not run): a scratch directory removed at exit with
 # every daemon recorded in PIDS, and TAP-like checks ending in "N passed, M failed"; then the
 # start-up the daemon tests share (their own checks stay in each test): daemons on port 0, a
