@@ -300,6 +300,9 @@ echo "# gw3: worker rounds closed full $full, tier rounds closed full" \
   "$(metric "$G3_ADM" 'keyless_tier_rounds_closed_full_total{tier="gateway"}'), roots late" \
   "$(metric "$G3_ADM" keyless_gateway_worker_roots_late_total)"
 kill -TERM "${PID[gw3]}"
+rc3=""
+for _ in $(seq 1 100); do kill -0 "${PID[gw3]}" 2>/dev/null || { wait "${PID[gw3]}"; rc3=$?; break; }; sleep 0.1; done
+check "SIGTERM: the third gateway exits 0 (its log complete for the sanitizer check)" 0 "$rc3"
 
 # ---- 6. graceful stop ----
 kill -TERM "${PID[gw]}"
