@@ -137,8 +137,8 @@ static void finish(gw_pdu_t *g, const gw_item_t *cur, const kl_tier_answer_t *a)
     const gw_item_t *it = &g->items[i];
     need += 32 + (it == cur ? a->len + a->tail_len : it->status ? 64 : it->len + (it->whole ? 0 : g->tail_len));
   }
-  int rc = kl_pdu_writer_begin(&w, KL_PDU_AGGR_RESP, &hdr, &e);
-  if (rc == 0) kl_buf_reserve(&w.buf, need); /* one allocation for the whole response */
+  need += strlen(g->login);
+  int rc = kl_pdu_writer_begin_sized(&w, KL_PDU_AGGR_RESP, &hdr, need, &e); /* one allocation, not grown */
   for (size_t i = 0; rc == 0 && i < g->n; i++) {
     const gw_item_t *it = &g->items[i];
     const uint8_t *runs[2];

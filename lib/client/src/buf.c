@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena_internal.h"
+
 void kl_buf_init(kl_buf_t *b) {
   b->p = NULL;
   b->len = b->cap = 0;
@@ -64,8 +66,20 @@ uint8_t *kl_buf_steal(kl_buf_t *b, size_t *len) {
 struct kl__arena_blk {
   struct kl__arena_blk *next;
   size_t used, cap;
+  bool borrowed; /* in memory the arena's owner allocated (kl__arena_seed): not freed here */
   max_align_t data[];
 };
+
+size_t kl__arena_seed_size(size_t cap) { return sizeof(struct kl__arena_blk) + cap; }
+
+void kl__arena_seed(kl_arena_t *a, void *mem, size_t cap) {
+  struct kl__arena_blk *blk = mem;
+  blk->next = NULL;
+  blk->used = 0;
+  blk->cap = cap;
+  blk->borrowed = true;
+  a->head = blk;
+}
 
 #define ARENA_BLOCK 4096u
 
@@ -81,6 +95,7 @@ void *kl_arena_alloc(kl_arena_t *a, size_t n) {
     if (blk == NULL) return NULL;
     blk->used = 0;
     blk->cap = cap;
+    blk->borrowed = false;
     if (a->head != NULL && n > ARENA_BLOCK) {
       /* A big one-off: keep the current block at the head for small allocations. */
       blk->next = a->head->next;
@@ -106,7 +121,7 @@ void kl_arena_free(kl_arena_t *a) {
   struct kl__arena_blk *blk = a->head;
   while (blk != NULL) {
     struct kl__arena_blk *next = blk->next;
-    free(blk);
+    if (!blk->borrowed) free(blk);
     blk = next;
   }
   a->head = NULL;

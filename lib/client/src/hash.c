@@ -112,7 +112,8 @@ int kl_imprint_from_bytes(kl_imprint_t *imp, const uint8_t *p, size_t n, kl_err_
                       n - 1, a->digest);
   imp->alg = p[0];
   imp->len = a->digest;
-  memcpy(imp->digest, p + 1, a->digest);
+  if (a->digest == 32) memcpy(imp->digest, p + 1, 32); /* as in kl_imprint_to_bytes: no rep movsq */
+  else memcpy(imp->digest, p + 1, a->digest);
   return 0;
 }
 

@@ -83,9 +83,15 @@ static int raw_type(const uint8_t *p, size_t n, uint16_t lo, uint16_t hi, const 
 }
 
 int kl_pdu_writer_begin(kl_pdu_writer_t *w, uint16_t type, const kl_pdu_header_t *hdr, kl_err_t *e) {
+  return kl_pdu_writer_begin_sized(w, type, hdr, 0, e);
+}
+
+int kl_pdu_writer_begin_sized(kl_pdu_writer_t *w, uint16_t type, const kl_pdu_header_t *hdr, size_t cap,
+                              kl_err_t *e) {
   if (w == NULL) return kl_err_set(e, KL_EINVAL, "kl_pdu_writer_begin: NULL writer");
   memset(w, 0, sizeof *w);
   kl_buf_init(&w->buf);
+  if (cap) kl_buf_reserve(&w->buf, cap); /* a failure poisons the buffer: check() reports it */
   w->type = type;
   if (kl_pdu_service(type) == 0)
     return fail(w, kl_err_set(e, KL_EINVAL, "PDU type 0x%X is not 0x220, 0x221, 0x320 or 0x321", type));

@@ -166,13 +166,15 @@ static uint8_t *put8_uint(uint8_t *p, uint8_t type, uint64_t v) {
 
 /* The chain of leaf i, written straight from the tree: the bytes kl_aggr_chain_encode writes
  * (test_tree compares them), without building the link structures and without moving every
- * element down when its header turns out short. This is done for every request of a round.
+ * element down when its header turns out short. This is done for every request of a round, so
+ * the chain is written in place in out (room for the longest is reserved first; 0x801 always has
+ * a 4-byte header) and each sibling's imprint straight into its link, not copied through a
+ * buffer on the stack (issue 12: each copy was a visible share of the gateway's CPU).
  * Returns 1 when the chain does not fit the TLV8 shortcuts (a long metadata value): the caller
  * takes the general path. */
 #define FAST_BODY (64 + 9 * 64 + 2 + KL_IMPRINT_MAX + 16 + 2 + 255 + KL_MAX_CHAIN_LINKS * (2 + 11 + 2 + KL_IMPRINT_MAX))
 static int chain_fast(const kl_tree_t *t, size_t i, uint64_t aggr_time, const uint64_t *parent_index, size_t n_parent,
                       kl_buf_t *out) {
-  uint8_t body[FAST_BODY], *p = body;
   size_t path[KL_MAX_CHAIN_LINKS];
   size_t n = 0;
   bool meta = t->meta[i] != NULL;
@@ -184,13 +186,16 @@ static int chain_fast(const kl_tree_t *t, size_t i, uint64_t aggr_time, const ui
     path[n++] = k;
   }
   if (n + meta == 0 || n + meta > 63 || n_parent >= 63) return 1;
+  if (!kl_buf_reserve(out, 4 + FAST_BODY)) return 0; /* out is poisoned: kl_buf_check reports it */
+  uint8_t *head = out->p + out->len, *body = head + 4, *p = body;
   for (size_t j = n; j-- > 0;) shape = shape << 1 | (t->nodes[path[j]].left ? 1u : 0u);
   if (meta) shape = shape << 1 | 1u; /* the metadata link is a left link, the first */
   p = put8_uint(p, 0x02, aggr_time);
   for (size_t j = 0; j < n_parent; j++) p = put8_uint(p, 0x03, parent_index[j]);
   p = put8_uint(p, 0x03, shape);
-  uint8_t imp[KL_IMPRINT_MAX];
-  p = put8(p, 0x05, imp, kl_imprint_to_bytes(&t->input[i], imp));
+  p[0] = 0x05;
+  p[1] = (uint8_t)kl_imprint_to_bytes(&t->input[i], p + 2);
+  p += 2 + p[1];
   p = put8_uint(p, 0x06, (uint64_t)t->alg);
   unsigned level = t->in_level[i];
   if (meta) {
@@ -205,13 +210,19 @@ static int chain_fast(const kl_tree_t *t, size_t i, uint64_t aggr_time, const ui
     unsigned corr = par->level - level - 1;
     p += 2;
     if (corr) p = put8_uint(p, 0x01, corr);
-    p = put8(p, KL_SIB_IMPRINT, imp, kl_imprint_to_bytes(&t->nodes[nd->sibling].hash, imp));
+    p[0] = KL_SIB_IMPRINT;
+    p[1] = (uint8_t)kl_imprint_to_bytes(&t->nodes[nd->sibling].hash, p + 2);
+    p += 2 + p[1];
     link[0] = nd->left ? KL_LINK_LEFT : KL_LINK_RIGHT;
     link[1] = (uint8_t)(p - link - 2);
     level = par->level;
   }
-  kl_tlv_put_header(out, KL_T_AGGR_CHAIN, 0, (size_t)(p - body));
-  kl_buf_put(out, body, (size_t)(p - body));
+  size_t len = (size_t)(p - body);
+  head[0] = (uint8_t)(KL_TLV_FLAG_16 | (KL_T_AGGR_CHAIN >> 8));
+  head[1] = (uint8_t)(KL_T_AGGR_CHAIN & 0xFF);
+  head[2] = (uint8_t)(len >> 8);
+  head[3] = (uint8_t)len;
+  out->len += 4 + len;
   return 0;
 }
 

@@ -250,6 +250,10 @@ typedef struct kl_pdu_writer {
  * header, allowed only for a response that ends up carrying only an error element. */
 KL_API int kl_pdu_writer_begin(kl_pdu_writer_t *w, uint16_t type, const kl_pdu_header_t *hdr,
                                kl_err_t *e);
+/* The same, with room for cap bytes reserved at once (one allocation for a PDU whose size the
+ * caller knows, not a small one grown by realloc). */
+KL_API int kl_pdu_writer_begin_sized(kl_pdu_writer_t *w, uint16_t type, const kl_pdu_header_t *hdr,
+                                     size_t cap, kl_err_t *e);
 /* Payload elements; each must match the PDU type. */
 KL_API int kl_pdu_add_aggr_req(kl_pdu_writer_t *w, const kl_pdu_aggr_req_t *r, kl_err_t *e);
 KL_API int kl_pdu_add_aggr_resp(kl_pdu_writer_t *w, const kl_pdu_aggr_resp_t *r, kl_err_t *e);
