@@ -234,14 +234,14 @@ static int make_batch(kl_core_rounds_t *r, uint64_t second, const size_t *at, si
     r->b = b;
     r->capb = cap;
   }
-  kl_core_leaf_t *l = calloc(k, sizeof *l);
+  kl_tree_leaf_t *l = calloc(k, sizeof *l);
   if (l == NULL) return kl_err_set(e, KL_ENOMEM, "out of memory");
-  for (size_t j = 0; j < k; j++) {
-    l[j].imprint = r->h[at[j]].imprint;
-    l[j].level = r->h[at[j]].level;
+  for (size_t j = 0; j < k; j++) { /* levels are at most max_level (add checks them): one byte */
+    l[j].hash = r->h[at[j]].imprint;
+    l[j].level = (uint8_t)r->h[at[j]].level;
   }
   kl_tree_t *t;
-  int rc = build(l, k, r->alg, 255, &t, e);
+  int rc = kl_tree_build(l, k, r->alg, 255, &t, e);
   free(l);
   if (rc) return rc;
   held_t *x = push(r, e); /* may move r->h: at[] are indexes */
