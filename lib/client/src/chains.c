@@ -3,8 +3,24 @@
 
 #include <string.h>
 
+#include "sha256_ll.h"
+
 int kl_aggr_step(kl_hasher_t *h, int alg, bool left, const kl_imprint_t *cur, const uint8_t *sib,
                  size_t sib_len, uint8_t level, kl_imprint_t *out, kl_err_t *e) {
+  /* SHA-256 with a sibling of usual size: one digest of the step's bytes, without EVP
+   * (sha256_ll.c; a round's tree does two steps per request: issue 12). */
+  if (alg == KL_HASH_SHA256 && sib_len <= 256 && cur->len <= KL_HASH_MAX_DIGEST && kl__sha256_ll()) {
+    uint8_t buf[KL_IMPRINT_MAX + 256 + 1];
+    size_t n = 0;
+    if (!left && sib_len) memcpy(buf, sib, sib_len), n = sib_len;
+    n += kl_imprint_to_bytes(cur, buf + n);
+    if (left && sib_len) memcpy(buf + n, sib, sib_len), n += sib_len;
+    buf[n++] = level;
+    kl__sha256(buf, n, out->digest);
+    out->alg = KL_HASH_SHA256;
+    out->len = 32;
+    return 0;
+  }
   int r = kl_hasher_start(h, alg, e);
   if (r) return r;
   if (left) {

@@ -1,7 +1,8 @@
 /* Hash algorithm table, imprints, hashing and HMAC on OpenSSL 3.
  *
  * The EVP_MD objects are fetched once per process (pthread_once) and kept for its lifetime;
- * kl_hasher_t reuses one EVP_MD_CTX across digests.
+ * kl_hasher_t reuses one EVP_MD_CTX across digests. SHA-256 one-shot digests and HMACs skip
+ * EVP (sha256_ll.c: OpenSSL 3.0's EVP allocates a context per digest).
  */
 #include "keyless/hash.h"
 
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include "sha256_ll.h"
 
 typedef struct {
   const char *name;     /* KSI name */
@@ -240,6 +243,12 @@ int kl_hasher_finish(kl_hasher_t *h, kl_imprint_t *out) {
 static _Thread_local kl_hasher_t tls_hasher;
 
 int kl_hash(int alg, const void *p, size_t n, kl_imprint_t *out, kl_err_t *e) {
+  if (alg == KL_HASH_SHA256 && kl__sha256_ll()) { /* no EVP context per digest: sha256_ll.c */
+    kl__sha256(p, n, out->digest);
+    out->alg = KL_HASH_SHA256;
+    out->len = 32;
+    return 0;
+  }
   kl_hasher_t *h = &tls_hasher;
   if (h->ctx == NULL && kl_hasher_init(h, e)) return KL_ENOMEM;
   int r = kl_hasher_start(h, alg, e);
@@ -271,10 +280,17 @@ void kl_hash_thread_end(void) {
   OPENSSL_cleanse(tls_mac_key, sizeof tls_mac_key);
   kl_hasher_close(&tls_hasher);
   memset(&tls_hasher, 0, sizeof tls_hasher);
+  kl__sha256_thread_end();
 }
 
 int kl_hmac(int alg, const void *key, size_t keylen, const void *p, size_t n, kl_imprint_t *out,
             kl_err_t *e) {
+  if (alg == KL_HASH_SHA256 && kl__sha256_ll()) { /* the PDU HMAC, two per PDU: sha256_ll.c */
+    kl__hmac_sha256(key ? key : (const void *)"", keylen, p, n, out->digest);
+    out->alg = KL_HASH_SHA256;
+    out->len = 32;
+    return 0;
+  }
   if (md_for(alg) == NULL || hmac_mac == NULL)
     return kl_err_set(e, KL_EHASHALG, "HMAC algorithm 0x%02X not available", (unsigned)alg);
   EVP_MAC_CTX *ctx = tls_mac[alg];
