@@ -52,6 +52,25 @@ int kl_metadata_encode(const kl_round_identity_t *id, kl_buf_t *out, kl_err_t *e
    * children are written after room for the longer padding, then moved down a byte if the
    * shorter one is due (no temporary buffer). */
   static const uint8_t pad1[] = {0x7E, 0x01, 0x01}, pad2[] = {0x7E, 0x02, 0x01, 0x01};
+  /* Usual ids (short strings): sized first, then written once in place (issue 12: this runs
+   * for every request; the general code below reserves per element and moves half of them). */
+  size_t cl = strlen(id->client_id) + 1, ml = id->machine_id ? strlen(id->machine_id) + 1 : 0;
+  if (cl <= 0xFF && ml <= 0xFF) {
+    uint8_t sq[8], tm[8];
+    size_t sl = id->has_seq ? kl_uint_encode(id->seq, sq) : 0, tl = id->has_req_time ? kl_uint_encode(id->req_time_us, tm) : 0;
+    size_t kids = 2 + cl + (ml ? 2 + ml : 0) + (id->has_seq ? 2 + sl : 0) + (id->has_req_time ? 2 + tl : 0);
+    size_t pad = (kids + 3) % 2 == 0 ? 3 : 4;
+    if (!kl_buf_reserve(out, pad + kids)) return kl_buf_check(out, e);
+    uint8_t *p = out->p + out->len;
+    memcpy(p, pad == 3 ? pad1 : pad2, pad);
+    p += pad;
+    *p++ = 0x01, *p++ = (uint8_t)cl, memcpy(p, id->client_id, cl), p += cl;
+    if (ml) *p++ = 0x02, *p++ = (uint8_t)ml, memcpy(p, id->machine_id, ml), p += ml;
+    if (id->has_seq) *p++ = 0x03, *p++ = (uint8_t)sl, memcpy(p, sq, sl), p += sl;
+    if (id->has_req_time) *p++ = 0x04, *p++ = (uint8_t)tl, memcpy(p, tm, tl), p += tl;
+    out->len += pad + kids;
+    return 0;
+  }
   size_t start = out->len;
   kl_buf_put(out, pad2, 4);
   kl_tlv_put_str(out, 0x01, 0, id->client_id);
