@@ -63,6 +63,11 @@ static size_t check_chain(const got_t *g, const kl_imprint_t *input, unsigned le
   assert_int_equal(kl_aggr_chain_decode(&t, g->chain, &ar, &c, NULL), 0);
   assert_int_equal(c.n_index, 1);
   assert_true(kl_aggr_chain_shape(&c, &shape) && shape == c.index[0]);
+  kl_buf_t again = KL_BUF_INIT; /* the same bytes as the general encoder writes for the chain */
+  kl_aggr_chain_encode(&again, &c);
+  assert_int_equal(again.len, g->chain_len);
+  assert_memory_equal(again.p, g->chain, g->chain_len);
+  kl_buf_free(&again);
   assert_true(c.aggr_time == g->second);
   assert_true(kl_imprint_eq(&c.input, input));
   kl_hasher_init(&h, NULL);
