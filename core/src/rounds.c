@@ -7,9 +7,8 @@
 #include <time.h>
 
 #include "idmap.h"
-#include "keyless/tlv.h"
+#include "joinchain.h"
 #include "keyless/pdu.h"
-#include "keyless/sig.h"
 
 enum { OWN, FORWARD, BATCH };
 
@@ -38,9 +37,7 @@ typedef struct batch {
   kl_tree_t *tree;
   /* While a committed round is answered: what became of the batch. */
   int outcome; /* -1: wait for a later round; else a KL_CORE_ANSWER_* */
-  kl_buf_t upper; /* KL_CORE_ANSWER_CHAIN: the round tree's 0x801 for the batch's leaf, */
-  size_t up_links, up_n; /* where its links start, and how many: every chain of the batch goes on with them */
-  uint64_t up_shape;
+  kl_core_upper_t up; /* KL_CORE_ANSWER_CHAIN: the round tree's chain for the batch's leaf */
 } batch_t;
 
 static uint64_t fwd_key(uint64_t origin, uint64_t id) { return origin * 0x9E3779B97F4A7C15ull ^ id; }
@@ -104,7 +101,7 @@ int kl_core_rounds_create(uint64_t self, int algorithm, unsigned max_level, kl_c
 
 static void batch_free(batch_t *b) {
   kl_tree_free(b->tree);
-  kl_buf_free(&b->upper);
+  kl_core_upper_free(&b->up);
 }
 
 void kl_core_rounds_destroy(kl_core_rounds_t *r) {
@@ -253,7 +250,7 @@ static int make_batch(kl_core_rounds_t *r, uint64_t second, const size_t *at, si
   b->id = r->next_id++;
   b->tree = t;
   b->outcome = -1;
-  kl_buf_init(&b->upper);
+  kl_core_upper_init(&b->up);
   x->second = second;
   x->origin = r->self;
   x->id = b->id;
@@ -424,81 +421,10 @@ static int leaf_outcome(const held_t *x, const kl_core_round_t *round, const idm
   return t == NULL ? OUT_INCONSISTENT : KL_CORE_ANSWER_CHAIN;
 }
 
-/* An 0x801 as kl_tree_chain writes it with no parent index (time, index, input, algorithm, then
- * the links): its one chain index element (the chain's shape), where its links start, how many. */
-typedef struct chain_parts {
-  const kl_tlv_t *top;
-  uint64_t shape;
-  size_t links_at, n_links;
-} chain_parts_t;
-
-static int chain_split(const uint8_t *p, size_t len, kl_tlv_t *top, chain_parts_t *cp, kl_err_t *e) {
-  kl_tlv_iter_t it;
-  kl_tlv_t c;
-  int rc, n_index = 0;
-  if ((rc = kl_tlv_parse_one(p, len, top, e))) return rc;
-  cp->top = top;
-  cp->links_at = 0;
-  cp->n_links = 0;
-  kl_tlv_iter_children(&it, p, top);
-  while ((rc = kl_tlv_next(&it, &c, e)) == 1) {
-    if (c.type == KL_LINK_LEFT || c.type == KL_LINK_RIGHT) {
-      if (cp->n_links++ == 0) cp->links_at = c.offset;
-      continue;
-    }
-    if (cp->n_links) return kl_err_set(e, KL_EFORMAT, "element 0x%02X after the links", c.type);
-    if (c.type == 0x03) {
-      if (kl_tlv_get_uint(&c, &cp->shape, e)) return KL_EFORMAT;
-      n_index++;
-    }
-  }
-  if (rc < 0) return KL_EFORMAT;
-  if (n_index != 1 || cp->n_links == 0 || cp->n_links > 63 || cp->shape >> cp->n_links != 1)
-    return kl_err_set(e, KL_EFORMAT, "not a one-index chain of its own shape");
-  return 0;
-}
-
-/* A batch whose leaf is in the committed round: the round tree's chain for that leaf, once:
- * every request of the batch gets one core chain, its path up the batch tree and on up the
- * round tree, as if the two were one tree (they are: the batch's root is a round leaf). */
+/* A batch whose leaf is in the committed round: the round tree's chain for that leaf, once. */
 static int batch_upper(batch_t *b, const kl_tree_t *t, size_t found, uint64_t second) {
-  kl_tlv_t top;
-  chain_parts_t cp;
   kl_err_t e = {0};
-  kl_buf_reset(&b->upper);
-  if (kl_tree_chain(t, found, second, NULL, 0, &b->upper, &e) || chain_split(b->upper.p, b->upper.len, &top, &cp, &e))
-    return KL_CORE_ANSWER_RETRY;
-  b->up_links = cp.links_at;
-  b->up_n = cp.n_links;
-  b->up_shape = cp.shape;
-  return KL_CORE_ANSWER_CHAIN;
-}
-
-/* Request `slot`'s core chain in batch b: the batch tree's 0x801 with the round's links after its
- * own and the shape of the whole path as its chain index (the first link least significant:
- * the round's links above the batch's). The same bytes as decoding both and encoding the
- * joined chain (kl_aggr_chain_encode), which the tests check; written directly, it is a copy. */
-static int batch_chain(const batch_t *b, size_t slot, uint64_t second, kl_buf_t *scratch, kl_buf_t *out, kl_err_t *e) {
-  kl_tlv_t top, c;
-  kl_tlv_iter_t it;
-  chain_parts_t cp;
-  int rc;
-  kl_buf_reset(scratch);
-  if ((rc = kl_tree_chain(b->tree, slot, second, NULL, 0, scratch, e)) ||
-      (rc = chain_split(scratch->p, scratch->len, &top, &cp, e)))
-    return rc;
-  if (cp.n_links + b->up_n > 63) return kl_err_set(e, KL_ERANGE, "a chain of %zu links", cp.n_links + b->up_n);
-  uint64_t shape = b->up_shape << cp.n_links | (cp.shape ^ (uint64_t)1 << cp.n_links);
-  size_t m = kl_tlv_open(out);
-  kl_tlv_iter_children(&it, scratch->p, &top);
-  while (kl_tlv_next(&it, &c, NULL) == 1 && c.offset < cp.links_at) {
-    if (c.type == 0x03) kl_tlv_put_uint(out, 0x03, c.flags & (KL_TLV_FLAG_N | KL_TLV_FLAG_F), shape);
-    else kl_buf_put(out, c.raw, c.raw_len);
-  }
-  kl_buf_put(out, scratch->p + cp.links_at, scratch->len - cp.links_at);
-  kl_buf_put(out, b->upper.p + b->up_links, b->upper.len - b->up_links);
-  if ((rc = kl_tlv_close(out, m, top.type, top.flags & (KL_TLV_FLAG_N | KL_TLV_FLAG_F)))) return kl_err_set(e, rc, "chain too long");
-  return kl_buf_check(out, e);
+  return kl_core_upper_set(&b->up, t, found, second, &e) ? KL_CORE_ANSWER_RETRY : KL_CORE_ANSWER_CHAIN;
 }
 
 static void answer_chain(kl_core_rounds_t *r, const held_t *x, uint64_t second, const kl_buf_t *chain) {
@@ -517,7 +443,7 @@ static bool answer_own(kl_core_rounds_t *r, const held_t *x, const kl_core_round
     int out = b ? b->outcome : KL_CORE_ANSWER_RETRY;
     if (out < 0) return false;
     if (out != KL_CORE_ANSWER_CHAIN) answer_error(r, x, round->second, out, why(out));
-    else if (batch_chain(b, x->slot, round->second, scratch, chain, &ce))
+    else if (kl_core_chain_join(&b->up, b->tree, x->slot, round->second, scratch, chain, &ce))
       answer_error(r, x, round->second, KL_CORE_ANSWER_RETRY, ce.msg);
     else answer_chain(r, x, round->second, chain);
     return true;
