@@ -497,10 +497,11 @@ int kl_pdu_parse(const uint8_t *p, size_t n, kl_pdu_t **out, kl_err_t *e) {
     return kl_err_set(e, KL_ETOOBIG, "PDU is %zu bytes; the maximum is %d (one TLV16)", n, KL_PDU_MAX_SIZE);
   /* The PDU, its first arena block and its copy of the bytes in one allocation, not three
    * (issue 12: malloc was a tenth of a gateway's CPU with one request per PDU). The block is
-   * sized for a request PDU's parsed form (about 6 bytes per byte of its requests); what does
-   * not fit gets blocks of its own. */
+   * sized for a request PDU's parsed form: a request of at least 41 bytes on the wire takes 224
+   * parsed, so 5.5 bytes per byte, and a one-request PDU (about 100 bytes) then stays under 1 KiB,
+   * which glibc serves from its per-thread cache. What does not fit gets blocks of its own. */
   const size_t align = sizeof(max_align_t), head = (sizeof(kl_pdu_t) + align - 1) / align * align;
-  const size_t seed = n < (4096 - 512) / 6 ? 512 + 6 * n : 4096;
+  const size_t seed = n < (4096 - 64) * 2 / 11 ? 64 + 11 * n / 2 : 4096;
   kl_pdu_t *pdu = malloc(head + kl__arena_seed_size(seed) + n);
   if (pdu == NULL) return oom(e);
   memset(pdu, 0, sizeof *pdu);
