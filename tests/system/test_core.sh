@@ -31,11 +31,13 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # there can be taken by any outgoing connection of a test running alongside before we bind it.
 base=$((10000 + ($$ * 13) % 20000))
 while ! (port_free $base && port_free $((base + 1)) && port_free $((base + 10)) && port_free $((base + 21)) &&
-         port_free $((base + 33))); do base=$((base + 50)); done
+         port_free $((base + 33)) && port_free $((base + 34))); do base=$((base + 50)); done
 raft() { echo 127.0.0.1:$((base + $1 * 10)); }
 internal() { echo 127.0.0.1:$((base + $1 * 10 + 1)); }
 repl() { echo 127.0.0.1:$((base + $1 * 10 + 2)); }
 admin() { echo 127.0.0.1:$((base + $1 * 10 + 3)); }
+mport() { echo 127.0.0.1:$((base + $1 * 10 + 4)); }
+metric() { curl -s -m 2 "http://$(mport "$1")/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 
 "$KL" devpki -o "$T/pki" --email core-test@keyless.invalid \
   --nodes core:1,core:2,core:3,aggregator:1,extender:1,admin:operator >/dev/null || { echo "devpki failed"; exit 1; }
@@ -56,6 +58,7 @@ member2 = $(raft 2) $(internal 2) $(repl 2)
 member3 = $(raft 3) $(internal 3) $(repl 3)
 [server]
 admin_listen = $(admin $i)
+metrics_listen = $(mport $i)
 [calendar]
 genesis = $genesis
 [keys]
@@ -121,6 +124,17 @@ for i in 1 2 3; do
   out=$(sign $i 20)
   check "20 documents signed through node $i ($out)" "[ \"\$out\" = 'signed=20 retried=0 failed=0' ] || echo \"\$out\" | grep -q 'failed=0'"
 done
+
+# A follower sends the leader one leaf for all its requests of a second (a batch), not one
+# forward per request: 20 sent at once came in one or two seconds.
+L=$(leader)
+for i in 1 2 3; do
+  [ "$i" = "$L" ] && continue
+  fw=$(metric "$i" keyless_core_forwards_total)
+  check "follower $i forwarded its 20 requests as one leaf a second (${fw:-?} forwards)" "[ -n '$fw' ] && [ '${fw%.*}' -ge 1 ] && [ '${fw%.*}' -le 4 ]"
+done
+rq=$(metric "$L" keyless_core_round_requests_sum)
+check "the leader's rounds counted the 60 requests, not their leaves (${rq:-?})" "[ -n '$rq' ] && [ '${rq%.*}' -ge 60 ]"
 
 # Kill the leader with SIGKILL in the middle of signing; measure the time without service.
 L=$(leader)
