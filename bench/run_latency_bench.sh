@@ -11,13 +11,16 @@
 #   BUILD_DIR  a Release build tree (keyless-core, -aggregator, -gateway, -extender, keyless,
 #              bench_gateway built)
 # environment: RATES="50 5000" DURATION=20 WARMUP=3 RUNS=2 BASE=21000 (first port block)
+#              CONNS=128 (connections; 64 PDUs in flight on each: CONNS*64 requests in flight
+#              at most, which caps the rate at about CONNS*64 per second of latency)
 #              OUT=DIR (keep every bench_gateway output and the networks' logs)
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 NETSCRIPT="$HERE/../deploy/local-network"
 RATES=${RATES:-"50 5000"} DURATION=${DURATION:-20} WARMUP=${WARMUP:-3} RUNS=${RUNS:-2} BASE=${BASE:-21000}
+CONNS=${CONNS:-128}
 OUT=${OUT:-}
-[ $# -ge 1 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyless-latency.XXXXXX")
 NET=""
 trap '[ -n "$NET" ] && KL_BUILD="$B" "$NETSCRIPT" down "$NET" >/dev/null 2>&1; rm -rf "$TMP"' EXIT
@@ -45,7 +48,7 @@ for run in $(seq 1 "$RUNS"); do
     sleep 2
     for rate in $RATES; do
       out="$TMP/$label-$run-$rate.out"
-      "$B/bench/bench_gateway" -a "$addr" --user "$KL_USER" --key "$KL_KEY" -c 128 --inflight 64 --rate "$rate" \
+      "$B/bench/bench_gateway" -a "$addr" --user "$KL_USER" --key "$KL_KEY" -c "$CONNS" --inflight 64 --rate "$rate" \
         --duration "$DURATION" --warmup "$WARMUP" --verify-sample 50 >"$out" 2>&1
       # bench_gateway's last line: "result ... sigs_per_s=… p50_ms=… p90_ms=… p99_ms=… max_ms=… errors=…"
       r=$(grep '^result ' "$out" | tail -n 1)

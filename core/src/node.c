@@ -50,6 +50,25 @@ static void on_barrier(struct raft_barrier *req, int status) {
   kl_log(KL_LOG_INFO, "leading", "term=%llu last=%llu", (unsigned long long)c->ready_term, (unsigned long long)c->proposed);
 }
 
+/* A follower learns that an entry is committed only from the leader's next message, which
+ * libraft sends at a heartbeat tick: up to two heartbeat intervals later, and until then the
+ * follower cannot answer its requests. So once a round has committed, the leader appends a
+ * barrier (an empty entry of libraft's): it goes out at once and carries the new commit index,
+ * and the followers apply the round a few ms after the leader. Started from a timer, outside
+ * libraft's apply callback; one at a time. */
+static void on_nudged(struct raft_barrier *req, int status) {
+  core_t *c = req->data;
+  (void)status;
+  c->nudge_pending = false;
+}
+
+static void nudge_followers(uv_timer_t *t) {
+  core_t *c = t->data;
+  if (c->nudge_pending || c->stopping || c->n_peers == 0 || raft_state(&c->raft) != RAFT_LEADER) return;
+  c->nudge.data = c;
+  if (raft_barrier(&c->raft, &c->nudge, on_nudged) == 0) c->nudge_pending = true;
+}
+
 typedef struct proposal {
   struct raft_apply req;
   core_t *c;
@@ -70,6 +89,7 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
     kl_log(KL_LOG_DEBUG, "committed", "second=%llu leaves=%zu requests=%llu commit_ms=%.2f apply_ms=%.2f",
            (unsigned long long)p->second, p->leaves, (unsigned long long)p->requests, (double)(at - p->start_ns) / 1e6,
            (double)(now - at) / 1e6);
+    if (!p->c->stopping && p->c->nudge_timer.loop) uv_timer_start(&p->c->nudge_timer, nudge_followers, 0, 0);
   }
   else kl_log(KL_LOG_WARN, "proposal_failed", "second=%llu error=%s", (unsigned long long)p->second, raft_strerror(status));
   free(p);
@@ -421,6 +441,8 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   if ((r = start_raft(c, e)) || (r = start_servers(c, e)) || (r = start_links(c, e))) return r;
   uv_timer_init(loop, &c->tick);
   c->tick.data = c;
+  uv_timer_init(loop, &c->nudge_timer);
+  c->nudge_timer.data = c;
   uv_timer_start(&c->tick, on_tick, 20, 20);
   int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -455,6 +477,7 @@ void core_stop(core_t *c) {
   kl_core_rounds_committed(c->rounds, &none, &e); /* every held request: retry elsewhere */
   core_release_waiters(c, true);
   if (c->tick.loop) uv_close((uv_handle_t *)&c->tick, NULL); /* initialized handles only */
+  if (c->nudge_timer.loop) uv_close((uv_handle_t *)&c->nudge_timer, NULL);
   for (int i = 0; i < 3; i++)
     if (c->sig[i].loop) uv_close((uv_handle_t *)&c->sig[i], NULL);
   for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);

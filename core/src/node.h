@@ -120,6 +120,9 @@ typedef struct core {
   raft_term ready_term;   /* term whose barrier completed */
   bool barrier_pending;
   struct raft_barrier barrier;
+  uv_timer_t nudge_timer;  /* after a round commits: a barrier that tells the followers (node.c) */
+  struct raft_barrier nudge;
+  bool nudge_pending;
   uint64_t proposed;      /* last second proposed in ready_term */
   unsigned inflight;      /* proposals not yet applied */
   bool clock_ok, transferring;

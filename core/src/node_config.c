@@ -53,7 +53,7 @@ static const kl_cfg_key_t keys[] = {
     K("keys", "next_calendar_auth_key", KL_CFG_STR, next_auth_key, "", 0, 0, NULL),
     K("keys", "next_calendar_auth_from", KL_CFG_STR, next_auth_from, "", 0, 0, NULL),
     K("raft", "election_timeout", KL_CFG_DURATION, election_ms, "1s", 100, 60000, NULL),
-    K("raft", "heartbeat", KL_CFG_DURATION, heartbeat_ms, "25ms", 10, 10000, NULL),
+    K("raft", "heartbeat", KL_CFG_DURATION, heartbeat_ms, "100ms", 10, 10000, NULL),
     K("raft", "snapshot_threshold", KL_CFG_INT, snapshot_threshold, "1024", 8, 10000000, NULL),
     K("raft", "snapshot_trailing", KL_CFG_INT, snapshot_trailing, "256", 2, 10000000, NULL),
     K("clock", "max_skew", KL_CFG_DURATION, max_skew_ms, "500ms", 10, 60000, NULL),

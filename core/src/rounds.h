@@ -17,7 +17,7 @@
  * - levels: a leaf at level L placed at depth d in a tree reaches L + d, which must stay within
  *   max_level (KSI levels are one byte). A node holds at most max_pending requests, so a round
  *   or a batch is at most D = kl_core_rounds_depth(max_pending) deep; a request above
- *   max_level - D is refused, as before batches. Batches keep KL_CORE_ROUND_RESERVE levels free
+ *   max_level - D is refused. Batches keep KL_CORE_ROUND_RESERVE levels free
  *   for the round tree above them: only requests up to max_level - D - that reserve join a
  *   batch, a higher one goes alone (the tier below keeps its roots far lower: an aggregator's
  *   are at a few dozen). A forward (a batch root or a lone request) is refused above the higher
