@@ -8,19 +8,32 @@
  * is about as large as the hashing itself. Here a digest is a SHA256_CTX on the stack, and an
  * HMAC starts from the inner and outer states of the last key, copied as plain structs. Same
  * results as EVP (test_sha256_ll compares them). When OpenSSL lacks the low-level functions
- * (built with no-deprecated), kl__sha256_ll() is false and the callers keep EVP.
+ * (built with no-deprecated), or runs with FIPS as its default property (the low-level
+ * functions would bypass the FIPS provider), kl__sha256_ll() is false and the callers keep EVP.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include "sha256_ll.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/opensslconf.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #if !defined(OPENSSL_NO_DEPRECATED_3_0)
 #include <openssl/sha.h>
 
-bool kl__sha256_ll(void) { return true; }
+/* A FIPS setup (the default properties ask for fips=yes, e.g. from openssl.cnf) must have
+ * every digest go through its provider: EVP then. Decided once, at the first digest. */
+bool kl__sha256_ll(void) {
+  static _Atomic int ll = -1;
+  int v = atomic_load_explicit(&ll, memory_order_relaxed);
+  if (v < 0) {
+    v = !EVP_default_properties_is_fips_enabled(NULL);
+    atomic_store_explicit(&ll, v, memory_order_relaxed);
+  }
+  return v != 0;
+}
 
 void kl__sha256(const void *p, size_t n, uint8_t out[32]) {
   SHA256_CTX c;
