@@ -39,91 +39,29 @@ DEPLOY="$(dirname "$(abs "$0")")/../../deploy"
 command -v curl >/dev/null || { echo "$0: curl is needed" >&2; exit 2; }
 
 . "$(dirname "$0")/harness.sh" gateway-threads
-declare -A PID
-finish() {
-  if [ "$FAILED" -ne 0 ]; then
-    local d="${TMPDIR:-/tmp}/keyless-gateway-threads-logs"
-    rm -rf "$d" && mkdir -p "$d" && cp "$TMP"/*.log "$d"/ 2>/dev/null && echo "# logs kept in $d"
-  fi
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-  exit
-}
-bail() { echo "not ok - $1"; FAILED=$((FAILED + 1)); finish; }
-run() { OUT=$("$@" 2>&1); RC=$?; }
-start() {
-  "$2" -c "$3" >>"$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=("$!")
-  for _ in $(seq 1 200); do
-    grep -q 'event=started' "$1.log" 2>/dev/null && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  return 1
-}
-logged() { grep 'event=started' "$1.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# metric PORT SERIES: a series' value (exact name and labels) on an admin port, 0 when absent.
-metric() {
-  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
-    awk -v k="$2" '$1 == k { v = $2; f = 1 } END { if (f) printf "%d\n", v; else print 0 }'
-}
+# (finish, bail, start, logged, metric, tls, start_core, aggregator_conf and gateway_conf: harness.sh)
 
 # ---- the network: core, aggregator (deploy/aggregator.conf), gateway (deploy/gateway.conf) ----
 EMAIL=gwthreads@keyless.invalid
 run "$KL" devpki -o pki --email "$EMAIL" --nodes core:1,aggregator:agg1,gateway:gw-mt
 [ "$RC" -eq 0 ] || bail "devpki: $(short "$OUT")"
-tls() { printf 'ca = %s\ncert = %s\nkey = %s\ncrl = %s\n' "$TMP/pki/cluster-ca.crt" "$TMP/pki/nodes/$1.crt" \
-  "$TMP/pki/nodes/$1.key" "$TMP/pki/crl.pem"; }
-tls_sed() { SEDTLS=(-e "s#^ca = .*#ca = $TMP/pki/cluster-ca.crt#" -e "s#^cert = .*#cert = $TMP/pki/nodes/$1.crt#"
-  -e "s#^key = .*#key = $TMP/pki/nodes/$1.key#" -e "s#^crl = .*#crl = $TMP/pki/crl.pem#"); }
-GENESIS=$(($(date +%s) - 2))
-cat >core.conf <<CONF
-[node]
-id = 1
-data_dir = $TMP/core
-[cluster]
-member1 = 127.0.0.1:0 127.0.0.1:0 127.0.0.1:0
-[server]
-admin_listen = 127.0.0.1:0
-[calendar]
-genesis = $GENESIS
-[keys]
-calendar_auth_cert = $TMP/pki/calendar-auth.crt
-calendar_auth_key = $TMP/pki/calendar-auth.key
-allow_clear_key = yes
-[tls]
-$(tls core-1)
-CONF
-start core "$CORE" core.conf || { cat core.log; bail "keyless-core started"; }
-CORE_INT=$(logged core internal_port)
-for _ in $(seq 1 100); do grep -q 'event=leading' core.log && break; sleep 0.1; done
-grep -q 'event=leading' core.log || bail "the single core node leads"
+start_core
 
-tls_sed aggregator-agg1
-sed -e "s#^listen = .*#listen = 127.0.0.1:0#" -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' \
-  -e "s#^name =.*#name = agg1#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$CORE_INT#" "${SEDTLS[@]}" \
-  "$DEPLOY/aggregator.conf" >agg.conf
+aggregator_conf agg1 >agg.conf
 start agg "$AGG" agg.conf || { cat agg.log; bail "keyless-aggregator started"; }
 A1=$(logged agg port) A_ADM=$(logged agg admin_port)
 
 printf 'alice:alice-key\n' >users
 chmod 600 users
-tls_sed gateway-gw-mt
-# gateway_conf THREADS: deploy/gateway.conf with this test's values.
-gateway_conf() {
-  sed -e 's#^http_listen = .*#http_listen = 127.0.0.1:0#' -e 's#^tcp_listen = .*#tcp_listen = 127.0.0.1:0#' \
-    -e 's#^admin_listen = .*#admin_listen = 127.0.0.1:0#' -e "s#^users_file = .*#users_file = $TMP/users#" \
-    -e "s#^name =.*#name = gw-mt#" -e "s#^parent1 = .*#parent1 = 127.0.0.1:$A1#" -e "s#^parent2 =.*#parent2 =#" \
-    -e "s#^threads = .*#threads = $1#" "${SEDTLS[@]}" "$DEPLOY/gateway.conf"
-}
+# gw_conf THREADS: deploy/gateway.conf for gw-mt under the aggregator alone, with THREADS loops.
+gw_conf() { gateway_conf gw-mt "127.0.0.1:$A1" -e "s#^parent2 =.*#parent2 =#" -e "s#^threads = .*#threads = $1#"; }
 
 # ---- 1. bad input ----
-gateway_conf 0 >bad.conf
+gw_conf 0 >bad.conf
 run "$GW" -c bad.conf --check-config
 check "threads = 0 is refused" 2 "$RC"
 check_has "the message names [gateway] threads" "threads" "$OUT"
-gateway_conf 2 >gw.conf
+gw_conf 2 >gw.conf
 check "gw.conf sets threads = 2" 1 "$(grep -c '^threads = 2$' gw.conf)"
 
 # ---- 2. many clients over both transports at once ----
@@ -236,7 +174,7 @@ echo "# worker roots late: $(metric "$G_ADM" keyless_gateway_worker_roots_late_t
 # ---- refused requests reach the main loop's /metrics too (by worker) ----
 # A second gateway, threads 2, one request per client and round: a PDU of 4 requests has 3 refused
 # with 0x0105 (over quota) by the worker that took it.
-gateway_conf 2 | sed -e 's#^per_client = .*#per_client = 1#' >gw2.conf
+gw_conf 2 | sed -e 's#^per_client = .*#per_client = 1#' >gw2.conf
 start gw2 "$GW" gw2.conf || { cat gw2.log; bail "the second gateway started"; }
 G2_ADM=$(logged gw2 admin_port)
 for _ in $(seq 1 100); do [ "$(metric "$G2_ADM" keyless_gateway_parents_up)" = 1 ] && break; sleep 0.1; done
@@ -256,7 +194,7 @@ done
 kill -TERM "${PID[gw2]}"
 
 # ---- 5. a burst bigger than a worker's round: full rounds close early, nothing is refused ----
-gateway_conf 2 | sed -e '/^\[round\]/,/^\[/ s#^max_requests = .*#max_requests = 4#' >gw3.conf
+gw_conf 2 | sed -e '/^\[round\]/,/^\[/ s#^max_requests = .*#max_requests = 4#' >gw3.conf
 check "gw3.conf: rounds of 4 requests" 1 "$(grep -c '^max_requests = 4$' gw3.conf)"
 start gw3 "$GW" gw3.conf || { cat gw3.log; bail "the third gateway started"; }
 G3_ADM=$(logged gw3 admin_port) G3_TCP=$(logged gw3 tcp_port)
