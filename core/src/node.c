@@ -199,6 +199,8 @@ static void on_transferred(struct raft_transfer *req) {
 
 static void watch_members(core_t *c);
 
+static void on_close_timer(uv_timer_t *t) { core_close_own(t->data); }
+
 static void on_tick(uv_timer_t *t) {
   core_t *c = t->data;
   uint64_t now = core_now_ms();
@@ -223,6 +225,8 @@ static void on_tick(uv_timer_t *t) {
   }
   if (raft_state(&c->raft) != RAFT_LEADER) {
     core_close_own(c); /* a quiet second's requests, when no request of the next came to send them */
+    uint64_t q = core_quorum_now_ms(c); /* and at the next second's end exactly, not up to a tick later */
+    if (q) uv_timer_start(&c->close_timer, on_close_timer, 1000 - q % 1000 + 1, 0);
     return;
   }
   if (!c->clock_ok) {
@@ -239,18 +243,41 @@ static void on_tick(uv_timer_t *t) {
     }
     return;
   }
+  core_close_due(c);
+}
+
+/* Every other member of the configuration has said it closed `second` (its leaf for it, if any,
+ * is here): nothing more can come for it but late requests, which go to the next second anyway. */
+static bool all_closed(const core_t *c, uint64_t second) {
+  const struct raft_configuration *conf = &c->raft.configuration;
+  for (unsigned k = 0; k < conf->n; k++) {
+    if (conf->servers[k].id == (raft_id)c->cfg->id) continue;
+    const core_peer_t *p = NULL;
+    for (size_t i = 0; i < c->n_peers && p == NULL; i++)
+      if (c->peers[i].id == conf->servers[k].id) p = &c->peers[i];
+    if (p == NULL || p->closed < second) return false;
+  }
+  return true;
+}
+
+void core_close_due(core_t *c) {
+  if (c->stopping || raft_state(&c->raft) != RAFT_LEADER || !c->clock_ok || c->ready_term != c->raft.current_term) return;
   /* Seconds close on the quorum time: never before a majority of the members' clocks have passed
-   * their end, whatever this node's own clock says. */
-  uint64_t qnow = core_quorum_now_ms(c);
-  if (qnow < c->cfg->grace_ms) return;
-  uint64_t closable = (qnow - c->cfg->grace_ms) / 1000u; /* seconds before this one are closed */
+   * their end, whatever this node's own clock says; then after the grace, which covers a
+   * member's leaf on its way here, or as soon as every member has said it closed the second. */
+  uint64_t qnow = core_quorum_now_ms(c), ended = qnow / 1000u; /* seconds before `ended` have ended */
+  uint64_t closable = qnow >= c->cfg->grace_ms ? (qnow - c->cfg->grace_ms) / 1000u : 0, at_grace = closable;
+  if (closable < ended && ended > 0 && all_closed(c, ended - 1)) closable = ended;
   if (closable == 0) return;
   uint64_t target = closable - 1;
   kl_cal_info_t info;
   kl_err_t e = {0};
   if (kl_cal_info(c->cal, &info, &e)) return;
   if (target < info.genesis) return;
-  for (uint64_t s = c->proposed + 1; s <= target && c->inflight < 8; s++) propose(c, s, s == target);
+  for (uint64_t s = c->proposed + 1; s <= target && c->inflight < 8; s++) {
+    propose(c, s, s == target);
+    if (c->proposed == s) kl_metric_inc(s < at_grace ? c->m_closed_grace : c->m_closed_members);
+  }
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -443,6 +470,8 @@ int core_start(uv_loop_t *loop, core_config_t *cfg, core_t **out, kl_err_t *e) {
   c->tick.data = c;
   uv_timer_init(loop, &c->nudge_timer);
   c->nudge_timer.data = c;
+  uv_timer_init(loop, &c->close_timer);
+  c->close_timer.data = c;
   uv_timer_start(&c->tick, on_tick, 20, 20);
   int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -478,6 +507,7 @@ void core_stop(core_t *c) {
   core_release_waiters(c, true);
   if (c->tick.loop) uv_close((uv_handle_t *)&c->tick, NULL); /* initialized handles only */
   if (c->nudge_timer.loop) uv_close((uv_handle_t *)&c->nudge_timer, NULL);
+  if (c->close_timer.loop) uv_close((uv_handle_t *)&c->close_timer, NULL);
   for (int i = 0; i < 3; i++)
     if (c->sig[i].loop) uv_close((uv_handle_t *)&c->sig[i], NULL);
   for (size_t i = 0; i < c->n_peers; i++) kl_frame_client_close(c->peers[i].link, NULL, NULL);

@@ -73,6 +73,7 @@ typedef struct core_peer {
    * heartbeat that came from this member itself (its `node` is the member the connection
    * authenticated as). */
   kl_qtime_reading_t clock;
+  uint64_t closed; /* the last second it said it closed (Heartbeat.closed): its leaf for it came before */
 } core_peer_t;
 
 /* The reason in the Pong a member answers a non-member's heartbeat with (node_serve.c). */
@@ -121,6 +122,7 @@ typedef struct core {
   bool barrier_pending;
   struct raft_barrier barrier;
   uv_timer_t nudge_timer;  /* after a round commits: a barrier that tells the followers (node.c) */
+  uv_timer_t close_timer;  /* a follower: at the end of each second, to close it at once */
   struct raft_barrier nudge;
   bool nudge_pending;
   uint64_t proposed;      /* last second proposed in ready_term */
@@ -153,6 +155,7 @@ typedef struct core {
   kl_metrics_t *metrics;
   kl_metric_t *m_requests, *m_answered_ok, *m_answered_retry, *m_rejected, *m_rounds, *m_round_leaves,
       *m_commit_latency, *m_apply_latency, *m_forwards, *m_forwards_failed, *m_proposals;
+  kl_metric_t *m_closed_members, *m_closed_grace; /* proposals_closed_total{when=...} */
   kl_metric_t *m_answered_mismatch; /* answers_total{result="mismatch"}: the committed leaf was not the request */
   kl_metric_t *m_fwd_refused[CORE_FWD_N]; /* forwards_refused_total{reason=...} */
   kl_metric_t *m_heartbeats_refused;
@@ -168,9 +171,13 @@ void core_on_replication(kl_tlv_req_t *req, const uint8_t *frame, size_t len, vo
 void core_on_answer(void *arg, void *ctx, uint64_t client_request_id, const kl_core_answer_t *a);
 void core_on_round(void *arg, const kl_core_round_t *round);
 void core_send_heartbeats(core_t *c);
-/* A follower: puts its own requests of every ended second into their leaf and forwards it to
- * the leader (the leader's collection does this itself). */
+/* A follower: puts its own requests of every ended second into their leaf, forwards it to the
+ * leader, and tells every member up to which second it has closed (the leader's collection does
+ * this itself). */
 void core_close_own(core_t *c);
+/* The leader: proposes every second that can close now, at its grace or as soon as every other
+ * member has said it closed the second (node.c). */
+void core_close_due(core_t *c);
 void core_on_peer_frame(kl_frame_client_t *fc, const uint8_t *p, size_t len, void *arg);
 void core_release_waiters(core_t *c, bool all);
 /* node_keys.c: the key that signs second s; SIGHUP's reload of [keys] (the old keys stay on any

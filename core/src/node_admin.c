@@ -365,6 +365,11 @@ int core_admin_start(core_t *c, kl_err_t *e) {
                                             "leaves not forwarded: no link to the leader (their requests get a retry answer)",
                                             NULL);
   c->m_proposals = kl_metrics_counter(m, "keyless_core_proposals_total", "round entries proposed as leader", NULL);
+  static const char *const when_members[] = {"when", "members", NULL}, *const when_grace[] = {"when", "grace", NULL};
+  static const char help_closed[] = "seconds the leader closed once every other member had said it closed them (members), "
+                                    "or at its grace (grace: a member silent, slow or older)";
+  c->m_closed_members = kl_metrics_counter(m, "keyless_core_seconds_closed_total", help_closed, when_members);
+  c->m_closed_grace = kl_metrics_counter(m, "keyless_core_seconds_closed_total", help_closed, when_grace);
   static const double leaves_b[] = {0, 1, 10, 100, 1000, 10000, 100000};
   c->m_round_leaves = kl_metrics_histogram(m, "keyless_core_round_requests",
                                            "requests per proposed round (a batch's leaf counts its requests)", NULL, leaves_b,
@@ -378,7 +383,7 @@ int core_admin_start(core_t *c, kl_err_t *e) {
                                             "the answers to its own requests",
                                             NULL, kl_metrics_latency_buckets, kl_metrics_latency_n);
   if (!c->m_requests || !c->m_forwards_failed || !c->m_answered_ok || !c->m_answered_retry || !c->m_rejected || !c->m_rounds || !c->m_forwards ||
-      !c->m_proposals || !c->m_round_leaves || !c->m_commit_latency || !c->m_apply_latency || !c->m_answered_mismatch || !c->m_heartbeats_refused)
+      !c->m_proposals || !c->m_closed_members || !c->m_closed_grace || !c->m_round_leaves || !c->m_commit_latency || !c->m_apply_latency || !c->m_answered_mismatch || !c->m_heartbeats_refused)
     return kl_err_set(e, KL_ENOMEM, "metrics: out of memory");
   if (kl_net_metrics_register(m, &c->nm_internal, "internal", false) ||
       kl_net_metrics_register(m, &c->nm_repl, "replication", false) || kl_net_metrics_register(m, &c->nm_admin, "admin", true))

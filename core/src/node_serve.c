@@ -12,7 +12,9 @@
  *             for its round (no answer frame), if it comes
  *             from the member it names, for a second near the leader's clock, and there is room
  *             (rounds.h); refusals are counted by reason.
- *   Heartbeat from a member: its clock (no answer frame), counted only from the member it names.
+ *   Heartbeat from a member: its clock (no answer frame), counted only from the member it names,
+ *             and the last second it closed (its leaf for it came first on the same link): once
+ *             every other member has closed a second, the leader closes it without its grace.
  *   Ping      from the tier below on a quiet link: a Pong at once (in order with the link's other
  *             answers) saying whether this node would take a round now (a leader is known and the
  *             state machine is in step); nothing else changes. It keeps the link from idling out
@@ -182,6 +184,7 @@ void core_close_own(core_t *c) {
     }
     if (have) forward(c, second, &leaf, requests);
   }
+  core_send_heartbeats(c); /* after the leaves on the same links: "closed up to now_s - 1" */
 }
 
 /* The member a connection authenticated as: the id of its core certificate (raft_tls and the
@@ -314,6 +317,10 @@ static bool on_heartbeat(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregatio
     return sender != 0 && sender == h->node && sender != (uint64_t)c->cfg->id && !is_member(c, sender);
   }
   p->clock = (kl_qtime_reading_t){h->wall_ms, core_mono_ms()};
+  if (h->has_closed && h->closed > p->closed) {
+    p->closed = h->closed;
+    core_close_due(c); /* the leader may close the second now rather than at its grace */
+  }
   return false;
 }
 
@@ -393,6 +400,10 @@ void core_send_heartbeats(core_t *c) {
   uint8_t buf[64];
   h.node = (uint64_t)c->cfg->id;
   h.wall_ms = core_now_ms();
+  if (c->rounds && raft_state(&c->raft) != RAFT_LEADER) { /* the leader's collection is its own business */
+    h.has_closed = 1;
+    h.closed = kl_core_rounds_closed(c->rounds);
+  }
   m.body_case = KEYLESS__AGGREGATION__MESSAGE__BODY_HEARTBEAT;
   m.heartbeat = &h;
   size_t n = keyless__aggregation__message__pack(&m, buf);

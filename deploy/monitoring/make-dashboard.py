@@ -87,10 +87,12 @@ ROWS = [
         ("Rounds, proposals, pending, forwards", "ts", "none",
          [(f'sum by (instance) (rate(keyless_core_rounds_total{{{J}}}[1m]))', "rounds/s {{instance}}"),
           (f'sum by (instance) (rate(keyless_core_proposals_total{{{J}}}[1m]))', "proposals/s {{instance}}"),
+          (f'sum by (instance, when) (rate(keyless_core_seconds_closed_total{{{J}}}[1m]))', "closed ({{when}})/s {{instance}}"),
           (f'keyless_core_requests_pending{{{J}}}', "pending {{instance}}"),
           (f'sum by (instance) (rate(keyless_core_forwards_total{{{J}}}[1m]))', "forwards/s {{instance}}"),
           (f'sum by (instance) (rate(keyless_core_forwards_failed_total{{{J}}}[1m]))', "forwards failed/s {{instance}}")],
-         ""),
+         "closed (members): the leader proposed a second once every other member said it closed it; "
+         "(grace): at the grace, a member silent or slow (every signature waits the grace then)."),
         ("Forwards refused", "ts", "reqps",
          [(f'sum by (instance, reason) (rate(keyless_core_forwards_refused_total{{{J}}}[5m]))', "{{reason}} {{instance}}")],
          "Any but not_leader is worth a look; limit: max_pending reached."),

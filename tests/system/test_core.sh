@@ -135,6 +135,11 @@ for i in 1 2 3; do
 done
 rq=$(metric "$L" keyless_core_round_requests_sum)
 check "the leader's rounds counted the 60 requests, not their leaves (${rq:-?})" "[ -n '$rq' ] && [ '${rq%.*}' -ge 60 ]"
+# With every member up and saying which second it closed, the leader need not wait its grace.
+early=$(metric "$L" 'keyless_core_seconds_closed_total{when="members"}')
+late=$(metric "$L" 'keyless_core_seconds_closed_total{when="grace"}')
+check "the leader closed seconds once both followers had closed them (${early:-?} so far, ${late:-?} at the grace)" \
+  "[ -n '$early' ] && [ '${early%.*}' -ge 1 ]"
 
 # Kill the leader with SIGKILL in the middle of signing; measure the time without service.
 L=$(leader)
