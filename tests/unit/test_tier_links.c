@@ -16,6 +16,7 @@
 #include "keyless/tier.h"
 #include "keyless/tree.h"
 #include "testutil.h"
+#include "tu_parent.h"
 #include "../../lib/daemon/tier/tier_link.h"
 
 #define T0 1760000000u
@@ -65,18 +66,7 @@ static void fake_handler(kl_tlv_req_t *req, const uint8_t *frame, size_t len, vo
   } else {
     assert_int_equal(m->body_case, KEYLESS__AGGREGATION__MESSAGE__BODY_REQUEST);
     p->requests++;
-    kl_imprint_t root;
-    assert_int_equal(kl_imprint_from_bytes(&root, m->request->imprint.data, m->request->imprint.len, NULL), 0);
-    kl_tree_leaf_t leaves[2] = {{root, (uint8_t)m->request->level, NULL, 0}, {root, 0, NULL, 0}};
-    leaves[1].hash.digest[1] ^= 0x55;
-    kl_tree_t *t;
-    kl_buf_t chain = KL_BUF_INIT;
-    assert_int_equal(kl_tree_build(leaves, 2, KL_HASH_SHA256, 255, &t, NULL), 0);
-    assert_int_equal(kl_tree_chain(t, 0, T0, NULL, 0, &chain, NULL), 0);
-    kl_tier_answer_t a = {.second = T0, .tlvs = chain.p, .len = chain.len};
-    assert_int_equal(kl_tier_response_frame(m->request->request_id, &a, &out, &n, NULL), 0);
-    kl_buf_free(&chain);
-    kl_tree_free(t);
+    tu_parent_answer(m->request, T0, false, &out, &n);
   }
   kl_tlv_respond_take(req, out, n, false);
   keyless__aggregation__message__free_unpacked(m, NULL);
