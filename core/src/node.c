@@ -199,7 +199,20 @@ static void on_transferred(struct raft_transfer *req) {
 
 static void watch_members(core_t *c);
 
-static void on_close_timer(uv_timer_t *t) { core_close_own(t->data); }
+/* A follower closes each second at its end (by the quorum clock), not up to a tick later: the
+ * timer re-arms itself for the next end; the tick only starts it. */
+static void arm_close_timer(core_t *c);
+
+static void on_close_timer(uv_timer_t *t) {
+  core_t *c = t->data;
+  core_close_own(c);
+  if (!c->stopping && raft_state(&c->raft) != RAFT_LEADER) arm_close_timer(c);
+}
+
+static void arm_close_timer(core_t *c) {
+  uint64_t q = core_quorum_now_ms(c);
+  if (q) uv_timer_start(&c->close_timer, on_close_timer, 1000 - q % 1000 + 1, 0);
+}
 
 static void on_tick(uv_timer_t *t) {
   core_t *c = t->data;
@@ -225,8 +238,7 @@ static void on_tick(uv_timer_t *t) {
   }
   if (raft_state(&c->raft) != RAFT_LEADER) {
     core_close_own(c); /* a quiet second's requests, when no request of the next came to send them */
-    uint64_t q = core_quorum_now_ms(c); /* and at the next second's end exactly, not up to a tick later */
-    if (q) uv_timer_start(&c->close_timer, on_close_timer, 1000 - q % 1000 + 1, 0);
+    if (!uv_is_active((uv_handle_t *)&c->close_timer)) arm_close_timer(c);
     return;
   }
   if (!c->clock_ok) {

@@ -250,7 +250,7 @@ static void on_request(core_t *c, kl_tlv_req_t *req, const Keyless__Aggregation_
                   0);
     return;
   }
-  core_close_own(c); /* the first request of a second sends the last one's leaf at once */
+  if (kl_core_rounds_closed(r) + 1 < now_s) core_close_own(c); /* the first request of a second sends the last one's leaf */
   int rc = kl_core_rounds_add(r, now_s, &imp, rq->level, req, rq->request_id, &id, &e);
   if (rc) {
     kl_metric_inc(c->m_rejected);
